@@ -1,0 +1,15 @@
+//! The chat protocol's types and gRPC stubs, generated from `chat.proto`.
+//!
+//! One crate shared by the server, the web app and the tests, so both ends
+//! always agree on the wire format. The proto has no `package` line (to stay
+//! compatible with the paper's clients), so the RPC paths are
+//! `/ChatService/<Method>`.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+tonic::include_proto!("_");
+
+pub use chat_event::Event;
+pub use chat_service_client::ChatServiceClient;
+#[cfg(feature = "server")]
+pub use chat_service_server::{ChatService, ChatServiceServer};

@@ -1,0 +1,21 @@
+//! A chat server for browsers and native gRPC clients.
+//!
+//! - [`hub`]: the fan-out every message goes through.
+//! - [`service`]: the `ChatService` RPCs, validation, and gRPC statuses.
+//! - [`validate`]: the input rules.
+//! - [`routes`]: gRPC, gRPC-Web and the web app on one HTTP service.
+//! - [`cors`]: which other origins browsers may call from.
+//! - [`config`]: flags and environment variables.
+//! - [`server`]: binding, serving and shutting down.
+
+pub mod config;
+pub mod cors;
+pub mod hub;
+pub mod routes;
+pub mod server;
+pub mod service;
+pub mod validate;
+
+pub use config::Config;
+pub use hub::Hub;
+pub use server::{ServeError, Server};

@@ -1,0 +1,67 @@
+//! `chat-server`: parses the configuration and runs the server until
+//! SIGINT or SIGTERM.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use chat_server::{Config, Server};
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+/// How long open connections get to close after a shutdown signal.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::parse();
+
+    let server = Server::bind(&config).await?;
+    let addr = server.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, web_dir = %config.web_dir.display(), "chat server listening");
+    println!("Chat is running: open http://{addr}/ in your browser (Ctrl-C stops it)");
+
+    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = server.serve(async move {
+        shutdown_signal().await;
+        let _ = signalled_tx.send(());
+    });
+    tokio::pin!(serving);
+    tokio::select! {
+        result = &mut serving => return result.context("serving"),
+        _ = signalled_rx => {}
+    }
+    match tokio::time::timeout(DRAIN_LIMIT, serving).await {
+        Ok(result) => result.context("serving"),
+        Err(_) => {
+            tracing::warn!("connections still open after {DRAIN_LIMIT:?}; exiting anyway");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

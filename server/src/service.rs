@@ -1,0 +1,216 @@
+//! The gRPC edge: `ChatService` implemented on top of the [`Hub`].
+//!
+//! This is where requests are validated and where every internal error
+//! becomes a `tonic::Status` a client can act on: `INVALID_ARGUMENT` for bad
+//! input, `RESOURCE_EXHAUSTED` for oversized messages and readers that fell
+//! too far behind, `UNAVAILABLE` ("try again") while the server shuts down.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+
+use chat_proto::{ChatEvent, ChatMessage, Event, Ready, SendReply, SubscribeRequest};
+use futures_util::{Stream, StreamExt};
+use tonic::{Code, Request, Response, Status, Streaming};
+use tracing::{debug, info};
+
+use crate::hub::{Closed, Hub, now_millis};
+use crate::validate::{self, InputError, MAX_DECODED_BYTES};
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
+type MessageStream = Pin<Box<dyn Stream<Item = Result<ChatMessage, Status>> + Send>>;
+
+/// The `ChatService` implementation; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ChatServer {
+    hub: Hub,
+}
+
+impl ChatServer {
+    pub fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+
+    fn ensure_running(&self) -> Result<(), Status> {
+        if self.hub.is_shut_down() {
+            Err(Closed::ShuttingDown.into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl chat_proto::ChatService for ChatServer {
+    type ChatStreamStream = MessageStream;
+    type SubscribeStream = EventStream;
+
+    async fn chat_stream(
+        &self,
+        request: Request<Streaming<ChatMessage>>,
+    ) -> Result<Response<MessageStream>, Status> {
+        self.ensure_running()?;
+        let presence = Presence::new("chat_stream", None, request.remote_addr());
+        let mut inbound = request.into_inner();
+        let hub = self.hub.clone();
+        let origin = hub.new_origin();
+        let mut subscription = hub.subscribe();
+
+        let outbound = async_stream::stream! {
+            let mut presence = presence;
+            let mut inbound_open = true;
+            loop {
+                // Reading the client and delivering to it share one task: when
+                // the client goes away both stop, and nothing is left behind.
+                let step = tokio::select! {
+                    next = inbound.next(), if inbound_open => Step::Inbound(next),
+                    received = subscription.recv() => Step::Deliver(received),
+                };
+                match step {
+                    Step::Inbound(Some(Ok(message))) => match accept_message(message) {
+                        Ok(message) => {
+                            presence.named(&message.username);
+                            hub.publish(Some(origin), message);
+                        }
+                        Err(error) => {
+                            yield Err(Status::from(error));
+                            break;
+                        }
+                    },
+                    Step::Inbound(Some(Err(status))) => {
+                        yield Err(refusal(status));
+                        break;
+                    }
+                    // The client closed its side; it may still want to listen.
+                    Step::Inbound(None) => inbound_open = false,
+                    Step::Deliver(Ok(relayed)) if relayed.origin == Some(origin) => {}
+                    Step::Deliver(Ok(relayed)) => yield Ok(relayed.message.clone()),
+                    Step::Deliver(Err(closed)) => {
+                        yield Err(Status::from(closed));
+                        break;
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(outbound)))
+    }
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        self.ensure_running()?;
+        let username = validate::username(&request.get_ref().username)?;
+        let presence = Presence::new("subscribe", Some(username), request.remote_addr());
+        let mut subscription = self.hub.subscribe();
+
+        let events = async_stream::stream! {
+            let _presence = presence;
+            yield Ok(event(Event::Ready(Ready { timestamp: now_millis() })));
+            loop {
+                match subscription.recv().await {
+                    Ok(relayed) => yield Ok(event(Event::Message(relayed.message.clone()))),
+                    Err(closed) => {
+                        yield Err(Status::from(closed));
+                        break;
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
+        self.ensure_running()?;
+        let message = accept_message(request.into_inner())?;
+        let relayed = self.hub.publish(None, message);
+        Ok(Response::new(SendReply {
+            timestamp: relayed.message.timestamp,
+        }))
+    }
+}
+
+enum Step<I, D> {
+    Inbound(Option<I>),
+    Deliver(D),
+}
+
+fn event(event: Event) -> ChatEvent {
+    ChatEvent { event: Some(event) }
+}
+
+/// Validates what a client sent and keeps only what the server relays (the
+/// timestamp is the server's to set).
+fn accept_message(message: ChatMessage) -> Result<ChatMessage, InputError> {
+    Ok(ChatMessage {
+        username: validate::username(&message.username)?,
+        message: validate::message_text(&message.message)?,
+        nonce: validate::nonce(&message.nonce)?,
+        timestamp: 0,
+    })
+}
+
+impl From<InputError> for Status {
+    fn from(error: InputError) -> Self {
+        Status::invalid_argument(error.to_string())
+    }
+}
+
+impl From<Closed> for Status {
+    fn from(closed: Closed) -> Self {
+        match closed {
+            Closed::Lagged(_) => Status::resource_exhausted(closed.to_string()),
+            Closed::ShuttingDown => Status::unavailable(closed.to_string()),
+        }
+    }
+}
+
+/// tonic refuses a message over the decoding limit with `OUT_OF_RANGE` and a
+/// technical text; clients of this chat get `RESOURCE_EXHAUSTED` and a
+/// sentence instead. Any other status passes through unchanged.
+pub fn refusal(status: Status) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
+        Status::resource_exhausted(format!(
+            "message is too large: the limit is {MAX_DECODED_BYTES} bytes encoded"
+        ))
+    } else {
+        status
+    }
+}
+
+/// Logs a client's arrival and, when its stream is dropped for whatever
+/// reason, its departure.
+struct Presence {
+    rpc: &'static str,
+    username: Option<String>,
+    peer: Option<SocketAddr>,
+}
+
+impl Presence {
+    fn new(rpc: &'static str, username: Option<String>, peer: Option<SocketAddr>) -> Self {
+        info!(rpc, username = username.as_deref(), ?peer, "client connected");
+        Self {
+            rpc,
+            username,
+            peer,
+        }
+    }
+
+    /// ChatStream clients only say who they are in their first message.
+    fn named(&mut self, username: &str) {
+        if self.username.is_none() {
+            debug!(rpc = self.rpc, username, peer = ?self.peer, "client named");
+            self.username = Some(username.to_owned());
+        }
+    }
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        info!(
+            rpc = self.rpc,
+            username = self.username.as_deref(),
+            peer = ?self.peer,
+            "client disconnected"
+        );
+    }
+}
