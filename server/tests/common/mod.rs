@@ -1,0 +1,144 @@
+//! Shared helpers: a real server on a free loopback port, and real clients
+//! for both of its protocols.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_proto::{ChatEvent, ChatMessage, ChatServiceClient, Event};
+use chat_server::{Config, Hub, Server};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::Streaming;
+use tonic::transport::Channel;
+use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
+
+/// Long enough for a loaded CI machine; only reached when something hangs.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub type NativeClient = ChatServiceClient<Channel>;
+pub type WebClient =
+    ChatServiceClient<GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>>;
+
+/// A running server; stopped when dropped.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), chat_server::ServeError>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(Config::with_addr("127.0.0.1:0")).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        let server = Server::bind(&config).await.expect("bind a loopback port");
+        let addr = server.local_addr().expect("bound address");
+        let hub = server.hub();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, hub, stop: Some(stop), task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A native gRPC client (HTTP/2), as the paper's clients are.
+    pub async fn native(&self) -> NativeClient {
+        let channel = Channel::from_shared(self.url())
+            .expect("valid url")
+            .connect()
+            .await
+            .expect("connect over HTTP/2");
+        ChatServiceClient::new(channel)
+    }
+
+    /// A gRPC-Web client over HTTP/1.1, as a browser is.
+    pub fn web(&self) -> WebClient {
+        let http = Client::builder(TokioExecutor::new()).build_http();
+        let service = tower::ServiceBuilder::new()
+            .layer(GrpcWebClientLayer::new())
+            .service(http);
+        ChatServiceClient::with_origin(service, self.url().parse().expect("valid uri"))
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self.task;
+        within(task).await.expect("server task").expect("server ran cleanly");
+    }
+
+    /// Waits until the hub has exactly `n` subscribers.
+    pub async fn wait_for_subscribers(&self, n: usize) {
+        let hub = self.hub.clone();
+        within(async move {
+            while hub.subscriber_count() != n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
+pub async fn within<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(PATIENCE, future)
+        .await
+        .expect("timed out: the server hung or a message never arrived")
+}
+
+pub fn chat(username: &str, message: &str) -> ChatMessage {
+    ChatMessage {
+        username: username.into(),
+        message: message.into(),
+        ..ChatMessage::default()
+    }
+}
+
+/// The next message on a Subscribe stream (skipping nothing: anything other
+/// than a message fails the test).
+pub async fn next_event_message(stream: &mut Streaming<ChatEvent>) -> ChatMessage {
+    match within(stream.message()).await {
+        Ok(Some(ChatEvent { event: Some(Event::Message(message)) })) => message,
+        other => panic!("expected a chat message, got {other:?}"),
+    }
+}
+
+/// Opens a Subscribe stream and waits for its `Ready` event.
+pub async fn subscribe<T>(client: &mut ChatServiceClient<T>, username: &str) -> Streaming<ChatEvent>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut stream = within(client.subscribe(chat_proto::SubscribeRequest {
+        username: username.into(),
+    }))
+    .await
+    .expect("subscribe accepted")
+    .into_inner();
+    match within(stream.message()).await {
+        Ok(Some(ChatEvent { event: Some(Event::Ready(_)) })) => stream,
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
