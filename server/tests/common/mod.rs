@@ -142,3 +142,39 @@ where
         other => panic!("expected Ready first, got {other:?}"),
     }
 }
+
+/// A plain HTTP/1.1 response, body collected.
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// One plain HTTP/1.1 request, for what the gRPC clients cannot send:
+/// preflights, static files, hand-made frames.
+pub async fn http1_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> HttpResponse {
+    use http_body_util::{BodyExt, Full};
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(bytes::Bytes::from(body))).expect("valid request");
+    let response = within(client.request(request)).await.expect("an HTTP response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = within(response.into_body().collect())
+        .await
+        .expect("a complete body")
+        .to_bytes()
+        .to_vec();
+    HttpResponse { status, headers, body }
+}
