@@ -20,7 +20,11 @@ pub struct Config {
     /// from another site; repeat the flag for more, or give `*` to allow any.
     /// http://localhost:* and http://127.0.0.1:* are always allowed (for
     /// `trunk serve`); the app's own origin needs no entry.
-    #[arg(long = "allowed-origin", env = "CHAT_ALLOWED_ORIGIN", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "CHAT_ALLOWED_ORIGIN",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// Folder holding the built web app (trunk's `dist`), served at `/`.

@@ -45,9 +45,11 @@ pub fn layer(allowed: &[String]) -> Result<CorsLayer, InvalidOrigin> {
 
 fn parse_origin(raw: &str) -> Result<HeaderValue, InvalidOrigin> {
     let origin = raw.trim().trim_end_matches('/');
-    let well_formed = ["http://", "https://"]
-        .iter()
-        .any(|scheme| origin.strip_prefix(scheme).is_some_and(|host| !host.is_empty() && !host.contains('/')));
+    let well_formed = ["http://", "https://"].iter().any(|scheme| {
+        origin
+            .strip_prefix(scheme)
+            .is_some_and(|host| !host.is_empty() && !host.contains('/'))
+    });
     match HeaderValue::from_str(origin) {
         Ok(value) if well_formed => Ok(value),
         _ => Err(InvalidOrigin(raw.to_owned())),
@@ -76,7 +78,12 @@ mod tests {
 
     #[test]
     fn local_development_origins_on_any_port() {
-        for ok in ["http://localhost:8080", "http://127.0.0.1:1", "http://[::1]:3000", "http://localhost"] {
+        for ok in [
+            "http://localhost:8080",
+            "http://127.0.0.1:1",
+            "http://[::1]:3000",
+            "http://localhost",
+        ] {
             assert!(is_local_dev(&HeaderValue::from_static(ok)), "{ok}");
         }
         for bad in [

@@ -23,8 +23,8 @@ use crate::validate::MAX_DECODED_BYTES;
 
 /// The whole HTTP application.
 pub fn app(hub: Hub, web_dir: &Path, cors: CorsLayer) -> Router {
-    let grpc = ChatServiceServer::new(ChatServer::new(hub))
-        .max_decoding_message_size(MAX_DECODED_BYTES);
+    let grpc =
+        ChatServiceServer::new(ChatServer::new(hub)).max_decoding_message_size(MAX_DECODED_BYTES);
     tonic::service::Routes::new(grpc)
         .into_axum_router()
         .route_layer(axum::middleware::map_response(explain_oversized))

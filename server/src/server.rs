@@ -45,12 +45,13 @@ impl Server {
     /// Checks the configuration and binds `config.addr`.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
         let cors = cors::layer(&config.allowed_origins)?;
-        let listener = TcpListener::bind(&config.addr)
-            .await
-            .map_err(|source| ServeError::Bind {
-                addr: config.addr.clone(),
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(&config.addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.addr.clone(),
+                    source,
+                })?;
         Ok(Self {
             listener,
             hub: Hub::new(config.buffer),

@@ -187,7 +187,12 @@ struct Presence {
 
 impl Presence {
     fn new(rpc: &'static str, username: Option<String>, peer: Option<SocketAddr>) -> Self {
-        info!(rpc, username = username.as_deref(), ?peer, "client connected");
+        info!(
+            rpc,
+            username = username.as_deref(),
+            ?peer,
+            "client connected"
+        );
         Self {
             rpc,
             username,

@@ -61,7 +61,10 @@ pub fn message_text(raw: &str) -> Result<String, InputError> {
         Err(InputError::EmptyMessage)
     } else if chars > MAX_MESSAGE_CHARS {
         Err(InputError::MessageTooLong(chars))
-    } else if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    } else if text
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         Err(InputError::MessageControl)
     } else {
         Ok(text.to_owned())
@@ -87,7 +90,10 @@ mod tests {
         assert_eq!(username("  ada \n"), Ok("ada".into()));
         assert_eq!(username(" \t "), Err(InputError::EmptyUsername));
         assert_eq!(username(&"é".repeat(32)), Ok("é".repeat(32)));
-        assert_eq!(username(&"é".repeat(33)), Err(InputError::UsernameTooLong(33)));
+        assert_eq!(
+            username(&"é".repeat(33)),
+            Err(InputError::UsernameTooLong(33))
+        );
         assert_eq!(username("a\u{1b}[2Jb"), Err(InputError::UsernameControl));
         assert_eq!(username("a\nb"), Err(InputError::UsernameControl));
     }
@@ -97,7 +103,10 @@ mod tests {
         assert_eq!(message_text("  hi\nthere\t "), Ok("hi\nthere".into()));
         assert_eq!(message_text("\n\n"), Err(InputError::EmptyMessage));
         assert_eq!(message_text(&"x".repeat(4_000)).map(|t| t.len()), Ok(4_000));
-        assert_eq!(message_text(&"x".repeat(4_001)), Err(InputError::MessageTooLong(4_001)));
+        assert_eq!(
+            message_text(&"x".repeat(4_001)),
+            Err(InputError::MessageTooLong(4_001))
+        );
         assert_eq!(message_text("bell\u{7}"), Err(InputError::MessageControl));
     }
 
@@ -113,6 +122,9 @@ mod tests {
         };
         let len = biggest.encoded_len();
         assert!(len <= MAX_DECODED_BYTES, "{len} > {MAX_DECODED_BYTES}");
-        assert!(MAX_DECODED_BYTES - len < 1024, "limit is far above the largest message");
+        assert!(
+            MAX_DECODED_BYTES - len < 1024,
+            "limit is far above the largest message"
+        );
     }
 }

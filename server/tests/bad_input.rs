@@ -12,21 +12,64 @@ use tonic::Code;
 fn cases() -> Vec<(&'static str, ChatMessage, Code, &'static str)> {
     let long = |n| "x".repeat(n);
     vec![
-        ("empty name", chat("", "hi"), Code::InvalidArgument, "username is empty"),
-        ("blank name", chat(" \t ", "hi"), Code::InvalidArgument, "username is empty"),
-        ("long name", chat(&long(33), "hi"), Code::InvalidArgument, "username is too long"),
-        ("control in name", chat("a\u{1b}b", "hi"), Code::InvalidArgument, "control characters"),
-        ("empty message", chat("ada", "   "), Code::InvalidArgument, "message is empty"),
-        ("long message", chat("ada", &long(4_001)), Code::InvalidArgument, "message is too long"),
-        ("control in message", chat("ada", "\u{0}"), Code::InvalidArgument, "control characters"),
+        (
+            "empty name",
+            chat("", "hi"),
+            Code::InvalidArgument,
+            "username is empty",
+        ),
+        (
+            "blank name",
+            chat(" \t ", "hi"),
+            Code::InvalidArgument,
+            "username is empty",
+        ),
+        (
+            "long name",
+            chat(&long(33), "hi"),
+            Code::InvalidArgument,
+            "username is too long",
+        ),
+        (
+            "control in name",
+            chat("a\u{1b}b", "hi"),
+            Code::InvalidArgument,
+            "control characters",
+        ),
+        (
+            "empty message",
+            chat("ada", "   "),
+            Code::InvalidArgument,
+            "message is empty",
+        ),
+        (
+            "long message",
+            chat("ada", &long(4_001)),
+            Code::InvalidArgument,
+            "message is too long",
+        ),
+        (
+            "control in message",
+            chat("ada", "\u{0}"),
+            Code::InvalidArgument,
+            "control characters",
+        ),
         (
             "long nonce",
-            ChatMessage { nonce: long(65), ..chat("ada", "hi") },
+            ChatMessage {
+                nonce: long(65),
+                ..chat("ada", "hi")
+            },
             Code::InvalidArgument,
             "nonce is too long",
         ),
         // 20 KiB: over the decoding limit, refused before it is read.
-        ("oversized", chat("ada", &long(20_000)), Code::ResourceExhausted, "too large"),
+        (
+            "oversized",
+            chat("ada", &long(20_000)),
+            Code::ResourceExhausted,
+            "too large",
+        ),
     ]
 }
 
@@ -42,11 +85,16 @@ async fn send_refuses_bad_input_over_both_protocols() {
         ] {
             let status = result.expect_err(case);
             assert_eq!(status.code(), code, "{case} over {protocol}: {status:?}");
-            assert!(status.message().contains(text), "{case} over {protocol}: {status:?}");
+            assert!(
+                status.message().contains(text),
+                "{case} over {protocol}: {status:?}"
+            );
         }
     }
     // The limits are inclusive.
-    within(native.send(chat(&"y".repeat(32), &"z".repeat(4_000)))).await.expect("largest valid");
+    within(native.send(chat(&"y".repeat(32), &"z".repeat(4_000))))
+        .await
+        .expect("largest valid");
     server.stop().await;
 }
 
@@ -55,9 +103,11 @@ async fn subscribe_refuses_a_bad_username() {
     let server = TestServer::start().await;
     let mut web = server.web();
     for name in ["", &"n".repeat(33), "tab\there"] {
-        let status = within(web.subscribe(SubscribeRequest { username: name.into() }))
-            .await
-            .expect_err("refused");
+        let status = within(web.subscribe(SubscribeRequest {
+            username: name.into(),
+        }))
+        .await
+        .expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{name:?}: {status:?}");
     }
     server.wait_for_subscribers(0).await;
@@ -73,13 +123,19 @@ async fn chat_stream_ends_a_bad_sender_with_a_status_and_others_carry_on() {
     for (case, message, code, text) in cases() {
         let mut client = server.native().await;
         let (tx, out) = mpsc::channel(2);
-        let mut inbound = client.chat_stream(ReceiverStream::new(out)).await.expect("open").into_inner();
+        let mut inbound = client
+            .chat_stream(ReceiverStream::new(out))
+            .await
+            .expect("open")
+            .into_inner();
         tx.send(message).await.expect("queued");
         let status = within(inbound.message()).await.expect_err(case);
         assert_eq!(status.code(), code, "{case}: {status:?}");
         assert!(status.message().contains(text), "{case}: {status:?}");
     }
-    within(listener.send(chat("listener", "still here"))).await.expect("sent");
+    within(listener.send(chat("listener", "still here")))
+        .await
+        .expect("sent");
     assert_eq!(next_event_message(&mut events).await.message, "still here");
     server.wait_for_subscribers(1).await;
     server.stop().await;
@@ -93,7 +149,12 @@ fn grpc_web_status(response: &common::HttpResponse) -> Option<String> {
     }
     let text = String::from_utf8_lossy(&response.body);
     let start = text.find("grpc-status:")? + "grpc-status:".len();
-    Some(text[start..].chars().take_while(char::is_ascii_digit).collect())
+    Some(
+        text[start..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect(),
+    )
 }
 
 async fn post_grpc_web(server: &TestServer, body: Vec<u8>) -> common::HttpResponse {
@@ -101,7 +162,10 @@ async fn post_grpc_web(server: &TestServer, body: Vec<u8>) -> common::HttpRespon
         server.addr,
         "POST",
         "/ChatService/Send",
-        &[("content-type", "application/grpc-web+proto"), ("x-grpc-web", "1")],
+        &[
+            ("content-type", "application/grpc-web+proto"),
+            ("x-grpc-web", "1"),
+        ],
         body,
     )
     .await
@@ -137,7 +201,12 @@ async fn garbage_and_lying_frames_get_an_error_status_not_a_hang() {
     );
 
     // Everyone else is unaffected.
-    within(ada.send(chat("ada", "after the noise"))).await.expect("sent");
-    assert_eq!(next_event_message(&mut events).await.message, "after the noise");
+    within(ada.send(chat("ada", "after the noise")))
+        .await
+        .expect("sent");
+    assert_eq!(
+        next_event_message(&mut events).await.message,
+        "after the noise"
+    );
     server.stop().await;
 }

@@ -14,7 +14,10 @@ async fn preflight(server: &TestServer, origin: &str) -> common::HttpResponse {
         &[
             ("origin", origin),
             ("access-control-request-method", "POST"),
-            ("access-control-request-headers", "content-type,x-grpc-web,x-user-agent,grpc-timeout"),
+            (
+                "access-control-request-headers",
+                "content-type,x-grpc-web,x-user-agent,grpc-timeout",
+            ),
         ],
         Vec::new(),
     )
@@ -22,7 +25,11 @@ async fn preflight(server: &TestServer, origin: &str) -> common::HttpResponse {
 }
 
 fn header<'a>(response: &'a common::HttpResponse, name: &str) -> &'a str {
-    response.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    response
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -30,7 +37,10 @@ async fn preflight_allows_local_development_and_the_grpc_web_headers() {
     let server = TestServer::start().await;
     let response = preflight(&server, "http://localhost:8080").await;
     assert!(response.status < 300, "status {}", response.status);
-    assert_eq!(header(&response, "access-control-allow-origin"), "http://localhost:8080");
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        "http://localhost:8080"
+    );
     let allowed = header(&response, "access-control-allow-headers").to_ascii_lowercase();
     for name in ["content-type", "x-grpc-web", "x-user-agent", "grpc-timeout"] {
         assert!(allowed.contains(name), "{name} not in {allowed}");
@@ -38,7 +48,11 @@ async fn preflight_allows_local_development_and_the_grpc_web_headers() {
     assert!(header(&response, "access-control-allow-methods").contains("POST"));
 
     let response = preflight(&server, "https://evil.example").await;
-    assert_eq!(header(&response, "access-control-allow-origin"), "", "unlisted origin");
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        "",
+        "unlisted origin"
+    );
     server.stop().await;
 }
 
@@ -48,7 +62,10 @@ async fn responses_expose_grpc_status_headers_to_listed_origins() {
     config.allowed_origins = vec!["https://chat.example.org".into()];
     let server = TestServer::start_with(config).await;
     assert_eq!(
-        header(&preflight(&server, "https://chat.example.org").await, "access-control-allow-origin"),
+        header(
+            &preflight(&server, "https://chat.example.org").await,
+            "access-control-allow-origin"
+        ),
         "https://chat.example.org"
     );
     // A real (failing) gRPC-Web call: the browser must be able to read why.
@@ -64,7 +81,10 @@ async fn responses_expose_grpc_status_headers_to_listed_origins() {
         vec![0, 0, 0, 0, 0],
     )
     .await;
-    assert_eq!(header(&response, "access-control-allow-origin"), "https://chat.example.org");
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        "https://chat.example.org"
+    );
     let exposed = header(&response, "access-control-expose-headers").to_ascii_lowercase();
     for name in ["grpc-status", "grpc-message", "grpc-status-details-bin"] {
         assert!(exposed.contains(name), "{name} not in {exposed}");
@@ -77,6 +97,12 @@ async fn a_star_allows_any_origin() {
     let mut config = Config::with_addr("127.0.0.1:0");
     config.allowed_origins = vec!["*".into()];
     let server = TestServer::start_with(config).await;
-    assert_eq!(header(&preflight(&server, "https://anywhere.example").await, "access-control-allow-origin"), "*");
+    assert_eq!(
+        header(
+            &preflight(&server, "https://anywhere.example").await,
+            "access-control-allow-origin"
+        ),
+        "*"
+    );
     server.stop().await;
 }

@@ -32,7 +32,10 @@ async fn subscribers_get_every_message_including_their_own_with_its_nonce() {
         assert_eq!(got.username, "ada");
         assert_eq!(got.message, "hello over grpc-web", "trimmed");
         assert_eq!(got.nonce, "n-1", "the sender can recognise its own message");
-        assert_eq!(got.timestamp, reply.timestamp, "the reply carries the relayed time");
+        assert_eq!(
+            got.timestamp, reply.timestamp,
+            "the reply carries the relayed time"
+        );
     }
     server.stop().await;
 }
@@ -51,20 +54,42 @@ async fn messages_cross_between_native_and_web_clients_both_ways() {
         .into_inner();
     server.wait_for_subscribers(2).await;
 
-    native_tx.send(chat("paper", "from the paper client")).await.expect("send");
+    native_tx
+        .send(chat("paper", "from the paper client"))
+        .await
+        .expect("send");
     let got = next_event_message(&mut web_events).await;
-    assert_eq!((got.username.as_str(), got.message.as_str()), ("paper", "from the paper client"));
+    assert_eq!(
+        (got.username.as_str(), got.message.as_str()),
+        ("paper", "from the paper client")
+    );
 
-    within(web.send(chat("browser", "from the browser"))).await.expect("sent");
-    let got = within(native_in.message()).await.expect("ok").expect("a message");
-    assert_eq!((got.username.as_str(), got.message.as_str()), ("browser", "from the browser"));
+    within(web.send(chat("browser", "from the browser")))
+        .await
+        .expect("sent");
+    let got = within(native_in.message())
+        .await
+        .expect("ok")
+        .expect("a message");
+    assert_eq!(
+        (got.username.as_str(), got.message.as_str()),
+        ("browser", "from the browser")
+    );
     let own = next_event_message(&mut web_events).await;
     assert_eq!(own.message, "from the browser");
 
     // A native unary Send reaches both kinds of client as well.
-    within(native.send(chat("cli", "unary over h2"))).await.expect("sent");
-    assert_eq!(next_event_message(&mut web_events).await.message, "unary over h2");
-    let got = within(native_in.message()).await.expect("ok").expect("a message");
+    within(native.send(chat("cli", "unary over h2")))
+        .await
+        .expect("sent");
+    assert_eq!(
+        next_event_message(&mut web_events).await.message,
+        "unary over h2"
+    );
+    let got = within(native_in.message())
+        .await
+        .expect("ok")
+        .expect("a message");
     assert_eq!(got.message, "unary over h2");
     server.stop().await;
 }
@@ -106,7 +131,10 @@ async fn grpc_web_text_works_too() {
         .collect();
     let trailers = String::from_utf8_lossy(&decoded);
     assert!(trailers.contains("grpc-status:0"), "trailers: {trailers}");
-    assert_eq!(next_event_message(&mut events).await.message, "sent as grpc-web-text");
+    assert_eq!(
+        next_event_message(&mut events).await.message,
+        "sent as grpc-web-text"
+    );
 
     server.stop().await;
 }

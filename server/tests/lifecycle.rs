@@ -20,7 +20,11 @@ async fn departed_clients_leave_no_subscription_behind() {
     // Mid-conversation: a native ChatStream whose whole connection is dropped.
     let mut native = server.native().await;
     let (tx, out) = mpsc::channel(1);
-    let inbound = native.chat_stream(ReceiverStream::new(out)).await.expect("open").into_inner();
+    let inbound = native
+        .chat_stream(ReceiverStream::new(out))
+        .await
+        .expect("open")
+        .into_inner();
     tx.send(chat("paper", "bye")).await.expect("sent");
     server.wait_for_subscribers(2).await;
     drop((events, web, inbound, tx, native));
@@ -28,7 +32,9 @@ async fn departed_clients_leave_no_subscription_behind() {
 
     // Abruptly: a raw socket that starts a gRPC-Web Subscribe over HTTP/1.1
     // and vanishes without closing anything.
-    let mut socket = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    let mut socket = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
     let body = [0u8, 0, 0, 0, 5, 0x0a, 3, b'r', b'a', b'w'];
     let head = format!(
         "POST /ChatService/Subscribe HTTP/1.1\r\nhost: {}\r\ncontent-type: application/grpc-web+proto\r\n\
@@ -39,8 +45,14 @@ async fn departed_clients_leave_no_subscription_behind() {
     socket.write_all(head.as_bytes()).await.expect("write");
     socket.write_all(&body).await.expect("write");
     let mut first = [0u8; 64];
-    let read = within(socket.read(&mut first)).await.expect("response starts");
-    assert!(first[..read].starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&first[..read]));
+    let read = within(socket.read(&mut first))
+        .await
+        .expect("response starts");
+    assert!(
+        first[..read].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&first[..read])
+    );
     server.wait_for_subscribers(1).await;
     drop(socket);
     server.wait_for_subscribers(0).await;
@@ -65,7 +77,11 @@ async fn a_reader_that_stops_reading_does_not_hold_up_the_others() {
         .expect("connect");
     let mut stuck = chat_proto::ChatServiceClient::new(channel);
     let (_stuck_tx, stuck_out) = mpsc::channel(1);
-    let mut stuck_in = stuck.chat_stream(ReceiverStream::new(stuck_out)).await.expect("open").into_inner();
+    let mut stuck_in = stuck
+        .chat_stream(ReceiverStream::new(stuck_out))
+        .await
+        .expect("open")
+        .into_inner();
 
     let mut fast = server.web();
     let mut fast_events = subscribe(&mut fast, "fast").await;
@@ -80,7 +96,9 @@ async fn a_reader_that_stops_reading_does_not_hold_up_the_others() {
     let padding = "p".repeat(3_990);
     for i in 0..total {
         let text = format!("m{i} {padding}");
-        within(sender.send(chat("sender", &text))).await.expect("sent");
+        within(sender.send(chat("sender", &text)))
+            .await
+            .expect("sent");
         assert_eq!(next_event_message(&mut fast_events).await.message, text);
     }
 
@@ -110,7 +128,11 @@ async fn shutdown_ends_open_streams_with_unavailable() {
     let mut events = subscribe(&mut web, "ada").await;
     let mut native = server.native().await;
     let (_tx, out) = mpsc::channel(1);
-    let mut inbound = native.chat_stream(ReceiverStream::new(out)).await.expect("open").into_inner();
+    let mut inbound = native
+        .chat_stream(ReceiverStream::new(out))
+        .await
+        .expect("open")
+        .into_inner();
     server.wait_for_subscribers(2).await;
 
     let stopping = tokio::spawn(server.stop());

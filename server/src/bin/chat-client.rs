@@ -45,7 +45,10 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("opening the chat stream")?
         .into_inner();
-    eprintln!("connected to {} as {name}; type a message and press Enter", args.server);
+    eprintln!(
+        "connected to {} as {name}; type a message and press Enter",
+        args.server
+    );
 
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     loop {

@@ -46,7 +46,12 @@ impl TestServer {
         let task = tokio::spawn(server.serve(async move {
             let _ = stopped.await;
         }));
-        Self { addr, hub, stop: Some(stop), task }
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -65,11 +70,7 @@ impl TestServer {
 
     /// A gRPC-Web client over HTTP/1.1, as a browser is.
     pub fn web(&self) -> WebClient {
-        let http = Client::builder(TokioExecutor::new()).build_http();
-        let service = tower::ServiceBuilder::new()
-            .layer(GrpcWebClientLayer::new())
-            .service(http);
-        ChatServiceClient::with_origin(service, self.url().parse().expect("valid uri"))
+        web_client(&self.url())
     }
 
     /// Stops the server and waits for it to finish.
@@ -78,7 +79,10 @@ impl TestServer {
             let _ = stop.send(());
         }
         let task = &mut self.task;
-        within(task).await.expect("server task").expect("server ran cleanly");
+        within(task)
+            .await
+            .expect("server task")
+            .expect("server ran cleanly");
     }
 
     /// Waits until the hub has exactly `n` subscribers.
@@ -97,6 +101,15 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A gRPC-Web client over HTTP/1.1 for the server at `url`.
+pub fn web_client(url: &str) -> WebClient {
+    let http = Client::builder(TokioExecutor::new()).build_http();
+    let service = tower::ServiceBuilder::new()
+        .layer(GrpcWebClientLayer::new())
+        .service(http);
+    ChatServiceClient::with_origin(service, url.parse().expect("valid uri"))
 }
 
 /// Awaits `future`, failing the test if it takes longer than [`PATIENCE`].
@@ -118,7 +131,9 @@ pub fn chat(username: &str, message: &str) -> ChatMessage {
 /// than a message fails the test).
 pub async fn next_event_message(stream: &mut Streaming<ChatEvent>) -> ChatMessage {
     match within(stream.message()).await {
-        Ok(Some(ChatEvent { event: Some(Event::Message(message)) })) => message,
+        Ok(Some(ChatEvent {
+            event: Some(Event::Message(message)),
+        })) => message,
         other => panic!("expected a chat message, got {other:?}"),
     }
 }
@@ -138,7 +153,9 @@ where
     .expect("subscribe accepted")
     .into_inner();
     match within(stream.message()).await {
-        Ok(Some(ChatEvent { event: Some(Event::Ready(_)) })) => stream,
+        Ok(Some(ChatEvent {
+            event: Some(Event::Ready(_)),
+        })) => stream,
         other => panic!("expected Ready first, got {other:?}"),
     }
 }
@@ -167,8 +184,12 @@ pub async fn http1_request(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Full::new(bytes::Bytes::from(body))).expect("valid request");
-    let response = within(client.request(request)).await.expect("an HTTP response");
+    let request = request
+        .body(Full::new(bytes::Bytes::from(body)))
+        .expect("valid request");
+    let response = within(client.request(request))
+        .await
+        .expect("an HTTP response");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = within(response.into_body().collect())
@@ -176,5 +197,9 @@ pub async fn http1_request(
         .expect("a complete body")
         .to_bytes()
         .to_vec();
-    HttpResponse { status, headers, body }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
 }

@@ -1,0 +1,170 @@
+//! The `chat-server` binary itself: its flags and environment variables, the
+//! web app on the same port as the API, and a clean exit on SIGTERM.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chat_proto::ChatServiceClient;
+use common::{PATIENCE, chat, http1_request, next_event_message, subscribe, within};
+use tonic::Code;
+
+const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
+
+/// The binary running on a free loopback port; killed when dropped.
+struct Running {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Running {
+    async fn start(envs: &[(&str, &str)]) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(BIN)
+            .env_clear()
+            .env("CHAT_ADDR", addr.to_string())
+            .envs(envs.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chat-server");
+        within(async {
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_explains_every_flag_and_its_environment_variable() {
+    let output = Command::new(BIN)
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for (flag, env) in [
+        ("--addr", "CHAT_ADDR"),
+        ("--allowed-origin", "CHAT_ALLOWED_ORIGIN"),
+        ("--web-dir", "CHAT_WEB_DIR"),
+        ("--buffer", "CHAT_BUFFER"),
+    ] {
+        assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        assert!(help.contains(env), "{env} missing from:\n{help}");
+    }
+    assert!(help.contains("127.0.0.1:50051"), "default address shown");
+}
+
+#[test]
+fn a_bad_flag_is_refused_with_a_reason() {
+    let output = Command::new(BIN)
+        .args(["--allowed-origin", "not an origin", "--addr", "127.0.0.1:0"])
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid --allowed-origin"));
+}
+
+#[tokio::test]
+async fn one_port_serves_the_web_app_grpc_and_grpc_web() {
+    let web_dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        web_dir.path().join("index.html"),
+        "<!doctype html><title>chat test page</title>",
+    )
+    .expect("write index");
+    std::fs::write(
+        web_dir.path().join("app.js"),
+        "console.log('x');".repeat(200),
+    )
+    .expect("write js");
+    let dir = web_dir.path().to_str().expect("utf-8 path");
+    let server = Running::start(&[("CHAT_WEB_DIR", dir)]).await;
+
+    let index = http1_request(server.addr, "GET", "/", &[], Vec::new()).await;
+    assert_eq!(index.status, 200);
+    assert!(String::from_utf8_lossy(&index.body).contains("chat test page"));
+    // Client-side routes fall back to the app.
+    let deep = http1_request(server.addr, "GET", "/some/page", &[], Vec::new()).await;
+    assert!(String::from_utf8_lossy(&deep.body).contains("chat test page"));
+    let js = http1_request(
+        server.addr,
+        "GET",
+        "/app.js",
+        &[("accept-encoding", "gzip")],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(
+        js.headers.get("content-encoding").map(|v| v.as_bytes()),
+        Some(&b"gzip"[..])
+    );
+
+    // Native gRPC and gRPC-Web on the same port.
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("h2 connect");
+    let mut native = ChatServiceClient::new(channel);
+    let mut web = common::web_client(&server.url());
+    let mut events = subscribe(&mut web, "web").await;
+    within(native.send(chat("native", "same port")))
+        .await
+        .expect("sent");
+    assert_eq!(next_event_message(&mut events).await.message, "same port");
+}
+
+#[tokio::test]
+async fn without_a_built_app_the_page_says_how_to_build_it() {
+    let server = Running::start(&[("CHAT_WEB_DIR", "/nonexistent/dist")]).await;
+    let page = http1_request(server.addr, "GET", "/", &[], Vec::new()).await;
+    assert_eq!(page.status, 503);
+    assert!(String::from_utf8_lossy(&page.body).contains("not built"));
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_streams_and_exits_promptly() {
+    let mut server = Running::start(&[]).await;
+    let mut web = common::web_client(&server.url());
+    let mut events = subscribe(&mut web, "stayer").await;
+
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = within(events.message()).await.expect_err("stream ended");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < PATIENCE,
+            "still running after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
