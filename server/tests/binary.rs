@@ -168,3 +168,38 @@ async fn sigterm_ends_open_streams_and_exits_promptly() {
     };
     assert!(exit.success(), "{exit:?}");
 }
+
+#[tokio::test]
+async fn chat_client_sends_typed_lines_and_prints_what_others_say() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    let server = Running::start(&[]).await;
+    let mut web = common::web_client(&server.url());
+    let mut events = subscribe(&mut web, "browser").await;
+
+    let mut client = tokio::process::Command::new(env!("CARGO_BIN_EXE_chat-client"))
+        .env_clear()
+        .env("CHAT_SERVER", server.url())
+        .env("CHAT_NAME", "terminal-ada")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start chat-client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
+
+    stdin.write_all(b"hello from a terminal\n").await.expect("type");
+    let got = next_event_message(&mut events).await;
+    assert_eq!((got.username.as_str(), got.message.as_str()), ("terminal-ada", "hello from a terminal"));
+
+    within(web.send(chat("browser", "hello terminal"))).await.expect("sent");
+    let line = within(stdout.next_line()).await.expect("read").expect("a line");
+    assert!(line.ends_with("] browser: hello terminal"), "{line}");
+    assert!(line.starts_with('['), "{line}");
+
+    drop(stdin); // Ctrl-D
+    let exit = within(client.wait()).await.expect("exit");
+    assert!(exit.success(), "{exit:?}");
+}
