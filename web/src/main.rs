@@ -1,1 +1,14 @@
-fn main() {}
+//! Entry point: mounts the app and nothing else, so every piece of behaviour
+//! lives in a module that says what it is for.
+
+mod api;
+mod app;
+mod composer;
+mod connection;
+mod messages;
+mod name_prompt;
+mod time;
+
+fn main() {
+    leptos::mount::mount_to_body(app::App);
+}

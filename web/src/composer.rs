@@ -1,0 +1,133 @@
+//! Writing a message: Enter sends, Shift+Enter starts a new line, the box
+//! grows with its text, and a counter appears as the text nears the limit.
+//! Sending adds the message to the timeline at once (see `messages`).
+
+use leptos::html;
+use leptos::prelude::*;
+
+use crate::api::{self, MAX_MESSAGE_CHARS};
+use crate::messages::{Timeline, deliver};
+
+/// Characters from which the counter is shown.
+const COUNTER_FROM: usize = MAX_MESSAGE_CHARS - 500;
+/// Tallest the input grows before it scrolls, in CSS pixels.
+const MAX_INPUT_PX: i32 = 200;
+
+#[component]
+pub fn Composer(
+    timeline: Timeline,
+    name: Signal<String>,
+    draft: RwSignal<String>,
+) -> impl IntoView {
+    let input_ref = NodeRef::<html::Textarea>::new();
+    let chars = Memo::new(move |_| draft.with(|d| d.trim().chars().count()));
+    let verdict = Memo::new(move |_| draft.with(|d| api::validate_message(d)));
+    let can_send = move || verdict.with(Result::is_ok);
+
+    // Fit the box to its text (up to a limit, then it scrolls).
+    let fit = move || {
+        if let Some(input) = input_ref.get_untracked() {
+            let style = web_sys::HtmlElement::style(&input);
+            let _ = style.set_property("height", "auto");
+            // scrollHeight leaves out the border, which `height` includes.
+            let border = input.offset_height() - input.client_height();
+            let height = (input.scroll_height() + border).min(MAX_INPUT_PX);
+            let _ = style.set_property("height", &format!("{height}px"));
+        }
+    };
+
+    let send = move || {
+        let author = name.get_untracked();
+        let Ok(text) = verdict.get_untracked() else {
+            return;
+        };
+        if author.is_empty() {
+            return; // still behind the name prompt
+        }
+        let entry = timeline.push_own(&author, &text, &api::new_nonce());
+        deliver(entry);
+        draft.set(String::new());
+        if let Some(input) = input_ref.get_untracked() {
+            let _ = input.focus();
+        }
+    };
+
+    // Text put here by the page (cleared after a send, or a refused message
+    // brought back for editing): refit the box, and focus it to edit.
+    Effect::new(move |_| {
+        let has_text = draft.with(|d| !d.is_empty());
+        request_animation_frame(move || {
+            fit();
+            if let Some(input) = input_ref.get_untracked()
+                && has_text
+            {
+                let _ = input.focus();
+            }
+        });
+    });
+
+    // Ready to type as soon as there is a name (on load, and after the name
+    // prompt closes).
+    Effect::new(move |_| {
+        let has_name = name.with(|n| !n.is_empty());
+        if let Some(input) = input_ref.get()
+            && has_name
+        {
+            let _ = input.focus();
+        }
+    });
+
+    view! {
+        <form
+            class="composer"
+            on:submit=move |ev| {
+                ev.prevent_default();
+                send();
+            }
+        >
+            <div class="composer-box">
+                <textarea
+                    node_ref=input_ref
+                    data-testid="composer-input"
+                    rows="1"
+                    placeholder="Write a message…"
+                    aria-label="Message"
+                    enterkeyhint="send"
+                    prop:value=move || draft.get()
+                    on:input=move |ev| {
+                        draft.set(event_target_value(&ev));
+                        fit();
+                    }
+                    on:keydown=move |ev| {
+                        // Enter sends; Shift+Enter is a newline, and Enter
+                        // that confirms an IME composition is not a send.
+                        if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                            ev.prevent_default();
+                            send();
+                        }
+                    }
+                ></textarea>
+                <button
+                    type="submit"
+                    class="send"
+                    data-testid="send-button"
+                    aria-label="Send"
+                    title="Send (Enter)"
+                    disabled=move || !can_send()
+                >
+                    <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
+                        <path fill="currentColor" d="M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z" />
+                    </svg>
+                </button>
+            </div>
+            <Show when=move || { chars.get() >= COUNTER_FROM || verdict.with(|v| matches!(v, Err(e) if !e.is_empty())) }>
+                <div class="composer-hint" class:over=move || verdict.with(Result::is_err)>
+                    <span>{move || verdict.get().err()}</span>
+                    <span class="counter">
+                        {move || format!("{} / {MAX_MESSAGE_CHARS}", chars.get())}
+                    </span>
+                </div>
+            </Show>
+        </form>
+    }
+}

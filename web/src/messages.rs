@@ -1,0 +1,499 @@
+//! The conversation: a timeline model and the scrolling list that shows it.
+//!
+//! The user's own messages are added the moment they are sent (faded while
+//! sending) and reconciled by nonce with the server's echo on the Subscribe
+//! stream and with the `Send` reply, whichever comes first, so a message is
+//! never shown twice. The list sticks to the bottom only while the reader is
+//! there; someone scrolled up to read is never yanked down, and gets a
+//! "new messages" pill instead.
+
+use std::sync::Arc;
+
+use chat_proto::ChatMessage;
+use leptos::html;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+use crate::{api, time};
+
+/// Messages kept in memory; older ones scroll away for good.
+const MAX_ENTRIES: usize = 1_000;
+/// How close to the bottom (in CSS pixels) still counts as "at the bottom".
+const STICK_THRESHOLD_PX: i32 = 64;
+
+/// Where one of our own messages is on its way to everyone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Sending,
+    Delivered,
+    /// Refused or lost, with the reason for the user.
+    Failed(api::Failure),
+}
+
+/// One row of the conversation. Cheap to clone: the text is shared and the
+/// changing parts are signals, so updating a row re-renders only that row.
+#[derive(Clone)]
+pub struct Entry {
+    /// Local identity for keyed rendering; never sent anywhere.
+    pub key: u64,
+    pub author: Arc<str>,
+    pub text: Arc<str>,
+    /// Sent from this tab (the nonce matched one of ours).
+    pub own: bool,
+    /// Our nonce for own messages, empty otherwise.
+    pub nonce: Arc<str>,
+    /// Milliseconds since the epoch: the server's time once known, the local
+    /// send time until then.
+    pub time: RwSignal<i64>,
+    pub delivery: RwSignal<Delivery>,
+}
+
+/// Every message seen since the page loaded, oldest first.
+#[derive(Clone, Copy)]
+pub struct Timeline {
+    entries: RwSignal<Vec<Entry>>,
+    next_key: StoredValue<u64>,
+}
+
+impl Timeline {
+    pub fn new() -> Self {
+        Self {
+            entries: RwSignal::new(Vec::new()),
+            next_key: StoredValue::new(1),
+        }
+    }
+
+    /// All rows (tracked).
+    pub fn entries(&self) -> Vec<Entry> {
+        self.entries.get()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.with(Vec::is_empty)
+    }
+
+    /// The key of the newest row, or 0 (tracked): grows with every new row.
+    pub fn last_key(&self) -> u64 {
+        self.entries.with(|e| e.last().map_or(0, |e| e.key))
+    }
+
+    /// How many rows after `key` came from someone else (untracked).
+    pub fn others_after(&self, key: u64) -> usize {
+        self.entries
+            .with_untracked(|e| e.iter().filter(|e| e.key > key && !e.own).count())
+    }
+
+    fn push(
+        &self,
+        author: &str,
+        text: &str,
+        own: bool,
+        nonce: &str,
+        time: i64,
+        delivery: Delivery,
+    ) -> Entry {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        let entry = Entry {
+            key,
+            author: author.into(),
+            text: text.into(),
+            own,
+            nonce: nonce.into(),
+            time: RwSignal::new(time),
+            delivery: RwSignal::new(delivery),
+        };
+        self.entries.update(|entries| {
+            entries.push(entry.clone());
+            if entries.len() > MAX_ENTRIES {
+                let excess = entries.len() - MAX_ENTRIES;
+                entries.drain(..excess);
+            }
+        });
+        entry
+    }
+
+    /// Shows a message of ours right away, before the server has it.
+    pub fn push_own(&self, author: &str, text: &str, nonce: &str) -> Entry {
+        self.push(author, text, true, nonce, time::now_ms(), Delivery::Sending)
+    }
+
+    fn find_own(&self, nonce: &str) -> Option<Entry> {
+        if nonce.is_empty() {
+            return None;
+        }
+        self.entries.with_untracked(|e| {
+            e.iter()
+                .rev()
+                .find(|e| e.own && &*e.nonce == nonce)
+                .cloned()
+        })
+    }
+
+    /// A message from the Subscribe stream: the echo of one of ours (then it
+    /// is delivered, with the server's time) or someone else's (then it is a
+    /// new row).
+    pub fn receive(&self, message: ChatMessage) {
+        match self.find_own(&message.nonce) {
+            Some(entry) => mark_delivered(&entry, message.timestamp),
+            None => {
+                self.push(
+                    &message.username,
+                    &message.message,
+                    false,
+                    "",
+                    message.timestamp,
+                    Delivery::Delivered,
+                );
+            }
+        }
+    }
+
+    /// Drops a failed message the user gave up on.
+    pub fn dismiss(&self, key: u64) {
+        self.entries.update(|e| e.retain(|e| e.key != key));
+    }
+}
+
+fn mark_delivered(entry: &Entry, timestamp: i64) {
+    if timestamp > 0 {
+        entry.time.set(timestamp);
+    }
+    if entry.delivery.get_untracked() != Delivery::Delivered {
+        entry.delivery.set(Delivery::Delivered);
+    }
+}
+
+/// Sends (or re-sends) one of our rows and records the outcome on it.
+pub fn deliver(entry: Entry) {
+    entry.delivery.set(Delivery::Sending);
+    spawn_local(async move {
+        let message = ChatMessage {
+            username: entry.author.to_string(),
+            message: entry.text.to_string(),
+            timestamp: 0,
+            nonce: entry.nonce.to_string(),
+        };
+        match api::send(message).await {
+            Ok(reply) => mark_delivered(&entry, reply.timestamp),
+            // The echo may have beaten a lost reply; then it did arrive.
+            Err(_) if entry.delivery.get_untracked() == Delivery::Delivered => {}
+            Err(failure) => entry.delivery.set(Delivery::Failed(failure)),
+        }
+    });
+}
+
+/// The scrolling conversation with its "new messages" pill.
+#[component]
+pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+    let list_ref = NodeRef::<html::Div>::new();
+    // Whether the reader is at (or near) the bottom; only scrolling changes it.
+    let stuck = RwSignal::new(true);
+    // The newest row the reader has seen, for counting unseen ones.
+    let seen_key = RwSignal::new(0u64);
+    let unseen = RwSignal::new(0usize);
+
+    let scroll_to_bottom = move || {
+        if let Some(list) = list_ref.get_untracked() {
+            list.set_scroll_top(list.scroll_height());
+        }
+        stuck.set(true);
+        unseen.set(0);
+        seen_key.set(
+            timeline
+                .entries
+                .with_untracked(|e| e.last().map_or(0, |e| e.key)),
+        );
+    };
+
+    let on_scroll = move |_| {
+        let Some(list) = list_ref.get_untracked() else {
+            return;
+        };
+        let gap = list.scroll_height() - list.scroll_top() - list.client_height();
+        let near = gap <= STICK_THRESHOLD_PX;
+        if near != stuck.get_untracked() {
+            stuck.set(near);
+        }
+        if near && unseen.get_untracked() > 0 {
+            scroll_to_bottom();
+        }
+    };
+
+    // New rows: follow them if the reader is at the bottom or just sent one
+    // (sending means "I'm here"), otherwise count them for the pill. Runs
+    // after the rows are in the DOM.
+    Effect::new(move |_| {
+        let last = timeline.last_key();
+        let newest_is_own_sending = timeline.entries.with_untracked(|e| {
+            e.last()
+                .is_some_and(|e| e.own && e.delivery.get_untracked() == Delivery::Sending)
+        });
+        if stuck.get_untracked() || newest_is_own_sending {
+            request_animation_frame(scroll_to_bottom);
+        } else {
+            unseen.set(timeline.others_after(seen_key.get_untracked()));
+        }
+        let _ = last;
+    });
+
+    // Keep the bottom in view when the list itself changes size (window
+    // resize, the composer growing, a phone keyboard opening).
+    list_ref.on_load(move |list| {
+        let on_resize = Closure::<dyn FnMut()>::new(move || {
+            if stuck.get_untracked() {
+                scroll_to_bottom();
+            }
+        });
+        if let Ok(observer) = web_sys::ResizeObserver::new(on_resize.as_ref().unchecked_ref()) {
+            observer.observe(&list);
+            // The list lives as long as the page: the observer may too.
+            on_resize.forget();
+            std::mem::forget(observer);
+        }
+    });
+
+    view! {
+        <div class="timeline-wrap">
+            <div
+                class="timeline"
+                node_ref=list_ref
+                on:scroll=on_scroll
+                data-testid="message-list"
+                role="log"
+                aria-live="polite"
+                aria-label="Messages"
+                tabindex="0"
+            >
+                <Show when=move || timeline.is_empty()>
+                    <div class="empty">
+                        <svg class="empty-icon" viewBox="0 0 24 24" width="44" height="44" aria-hidden="true">
+                            <path
+                                fill="currentColor"
+                                d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6a1.25 1.25 0 1 0 0 2.5A1.25 1.25 0 0 0 7 10zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5z"
+                            />
+                        </svg>
+                        <p>"No messages yet."</p>
+                        <p class="muted">"Say hello; everyone here will see it."</p>
+                    </div>
+                </Show>
+                <ol class="messages">
+                    <For
+                        each=move || timeline.entries()
+                        key=|entry| entry.key
+                        children=move |entry| view! { <MessageRow entry timeline draft /> }
+                    />
+                </ol>
+            </div>
+            <Show when=move || { unseen.get() > 0 && !stuck.get() }>
+                <button
+                    class="new-pill"
+                    data-testid="new-messages"
+                    on:click=move |_| scroll_to_bottom()
+                >
+                    {move || match unseen.get() {
+                        1 => "1 new message ↓".to_owned(),
+                        n => format!("{n} new messages ↓"),
+                    }}
+                </button>
+            </Show>
+        </div>
+    }
+}
+
+#[component]
+fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+    let Entry {
+        key,
+        author,
+        text,
+        own,
+        time,
+        delivery,
+        ..
+    } = entry.clone();
+    let stamp = Memo::new(move |_| time::stamp(time.get()));
+    let state = move || match delivery.get() {
+        Delivery::Sending => "sending",
+        Delivery::Delivered => "delivered",
+        Delivery::Failed(_) => "failed",
+    };
+    let error = move || match delivery.get() {
+        Delivery::Failed(failure) => Some(failure),
+        _ => None,
+    };
+    let hue = name_hue(&author);
+    // Uppercased by CSS: Rust's Unicode case tables would cost ~10 KB.
+    let initial = author.chars().next().map(String::from).unwrap_or_default();
+
+    view! {
+        <li
+            class="msg"
+            class:own=own
+            data-testid="message"
+            data-own=if own { "true" } else { "false" }
+            data-state=state
+            style=format!("--hue: {hue}")
+        >
+            {(!own).then(|| view! { <span class="avatar" aria-hidden="true">{initial}</span> })}
+            <div class="bubble">
+                <div class="meta">
+                    <span class="author" data-testid="message-author">{author.to_string()}</span>
+                    <time
+                        data-testid="message-time"
+                        datetime=move || stamp.with(|s| s.iso.clone())
+                        title=move || stamp.with(|s| s.full.clone())
+                    >
+                        {move || stamp.with(|s| s.short.clone())}
+                    </time>
+                    {own.then(|| view! {
+                        <span class="tick" aria-label=state title=state>
+                            {move || match delivery.get() {
+                                Delivery::Sending => "○",
+                                Delivery::Delivered => "✓",
+                                Delivery::Failed(_) => "!",
+                            }}
+                        </span>
+                    })}
+                </div>
+                <p class="text" data-testid="message-text">{text.to_string()}</p>
+            </div>
+            {move || error().map(|failure| {
+                let retry_entry = entry.clone();
+                let text = entry.text.clone();
+                // Retry resends the same text; a refusal of the text itself
+                // offers Edit instead: back into the composer (unless the
+                // user has started another message), and off the list.
+                let action = if failure.retryable {
+                    view! {
+                        <button
+                            class="link"
+                            data-testid="retry-button"
+                            on:click=move |_| deliver(retry_entry.clone())
+                        >
+                            "Retry"
+                        </button>
+                    }
+                    .into_any()
+                } else {
+                    view! {
+                        <button
+                            class="link"
+                            data-testid="edit-button"
+                            on:click=move |_| {
+                                if draft.with_untracked(|d| d.trim().is_empty()) {
+                                    draft.set(text.to_string());
+                                }
+                                timeline.dismiss(key);
+                            }
+                        >
+                            "Edit"
+                        </button>
+                    }
+                    .into_any()
+                };
+                view! {
+                    <div class="send-error" role="alert">
+                        <span>
+                            "Not sent: " <span data-testid="send-error">{failure.reason}</span>
+                        </span>
+                        {action}
+                        <button
+                            class="link"
+                            data-testid="dismiss-button"
+                            on:click=move |_| timeline.dismiss(key)
+                        >
+                            "Dismiss"
+                        </button>
+                    </div>
+                }
+            })}
+        </li>
+    }
+}
+
+/// A stable colour per name, so people are easy to tell apart.
+fn name_hue(name: &str) -> u32 {
+    name.chars()
+        .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32))
+        % 360
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(timeline: &Timeline, text: &str, nonce: &str) -> Entry {
+        timeline.push("me", text, true, nonce, 1, Delivery::Sending)
+    }
+
+    fn echo(text: &str, nonce: &str, timestamp: i64) -> ChatMessage {
+        ChatMessage {
+            username: "me".into(),
+            message: text.into(),
+            timestamp,
+            nonce: nonce.into(),
+        }
+    }
+
+    #[test]
+    fn the_echo_of_an_own_message_delivers_it_instead_of_adding_a_row() {
+        let timeline = Timeline::new();
+        let entry = own(&timeline, "hi", "n1");
+        timeline.receive(echo("hi", "n1", 42));
+        timeline.receive(echo("hi", "n1", 42));
+        let entries = timeline.entries.get_untracked();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
+        assert_eq!(entry.time.get_untracked(), 42);
+    }
+
+    #[test]
+    fn messages_from_others_are_added_even_with_a_nonce() {
+        let timeline = Timeline::new();
+        own(&timeline, "hi", "n1");
+        timeline.receive(echo("hello", "", 5));
+        timeline.receive(echo("hey", "someone-elses", 6));
+        let entries = timeline.entries.get_untracked();
+        assert_eq!(entries.len(), 3);
+        assert!(!entries[1].own && !entries[2].own);
+        assert_eq!(timeline.others_after(entries[0].key), 2);
+    }
+
+    #[test]
+    fn the_reply_and_the_echo_agree_in_either_order() {
+        let timeline = Timeline::new();
+        let entry = own(&timeline, "hi", "n1");
+        mark_delivered(&entry, 42);
+        timeline.receive(echo("hi", "n1", 42));
+        assert_eq!(timeline.entries.get_untracked().len(), 1);
+        assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
+    }
+
+    #[test]
+    fn a_late_echo_rescues_a_failed_message_and_dismiss_removes_one() {
+        let timeline = Timeline::new();
+        let entry = own(&timeline, "hi", "n1");
+        entry.delivery.set(Delivery::Failed(api::Failure {
+            reason: "lost".into(),
+            retryable: true,
+        }));
+        timeline.receive(echo("hi", "n1", 7));
+        assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
+        timeline.dismiss(entry.key);
+        assert!(timeline.entries.get_untracked().is_empty());
+    }
+
+    #[test]
+    fn old_rows_are_dropped_past_the_cap() {
+        let timeline = Timeline::new();
+        for i in 0..(MAX_ENTRIES + 5) {
+            timeline.receive(echo(&i.to_string(), "", 1));
+        }
+        let entries = timeline.entries.get_untracked();
+        assert_eq!(entries.len(), MAX_ENTRIES);
+        assert_eq!(&*entries[0].text, "5");
+    }
+}
