@@ -194,6 +194,8 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
     // The newest row the reader has seen, for counting unseen ones.
     let seen_key = RwSignal::new(0u64);
     let unseen = RwSignal::new(0usize);
+    // scrollTop at the last scroll event, to tell which way the reader went.
+    let last_top = StoredValue::new(0);
 
     let scroll_to_bottom = move || {
         if let Some(list) = list_ref.get_untracked() {
@@ -212,13 +214,22 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
         let Some(list) = list_ref.get_untracked() else {
             return;
         };
-        let gap = list.scroll_height() - list.scroll_top() - list.client_height();
-        let near = gap <= STICK_THRESHOLD_PX;
-        if near != stuck.get_untracked() {
-            stuck.set(near);
-        }
-        if near && unseen.get_untracked() > 0 {
-            scroll_to_bottom();
+        let top = list.scroll_top();
+        let moved_up = top < last_top.get_value();
+        last_top.set_value(top);
+        let gap = list.scroll_height() - top - list.client_height();
+        if gap <= STICK_THRESHOLD_PX {
+            if !stuck.get_untracked() {
+                stuck.set(true);
+            }
+            if unseen.get_untracked() > 0 {
+                scroll_to_bottom();
+            }
+        } else if moved_up && stuck.get_untracked() {
+            // Only the reader scrolling up lets go of the bottom: rows
+            // arriving between our own scroll and its event also leave a
+            // gap, and must not.
+            stuck.set(false);
         }
     };
 
@@ -226,7 +237,7 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
     // (sending means "I'm here"), otherwise count them for the pill. Runs
     // after the rows are in the DOM.
     Effect::new(move |_| {
-        let last = timeline.last_key();
+        timeline.last_key();
         let newest_is_own_sending = timeline.entries.with_untracked(|e| {
             e.last()
                 .is_some_and(|e| e.own && e.delivery.get_untracked() == Delivery::Sending)
@@ -236,7 +247,6 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
         } else {
             unseen.set(timeline.others_after(seen_key.get_untracked()));
         }
-        let _ = last;
     });
 
     // Keep the bottom in view when the list itself changes size (window
