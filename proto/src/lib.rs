@@ -3,11 +3,16 @@
 //! One crate shared by the server, the web app and the tests, so both ends
 //! always agree on the wire format. The proto has no `package` line (to stay
 //! compatible with the paper's clients), so the RPC paths are
-//! `/ChatService/<Method>`.
+//! `/ChatService/<Method>`. [`rules`] holds the input limits both ends apply.
 
-#![allow(clippy::all, clippy::pedantic)]
+pub mod rules;
 
-tonic::include_proto!("_");
+#[allow(clippy::all, clippy::pedantic)]
+mod generated {
+    tonic::include_proto!("_");
+}
+
+pub use generated::*;
 
 pub use chat_event::Event;
 pub use chat_service_client::ChatServiceClient;

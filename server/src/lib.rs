@@ -2,7 +2,6 @@
 //!
 //! - [`hub`]: the fan-out every message goes through.
 //! - [`service`]: the `ChatService` RPCs, validation, and gRPC statuses.
-//! - [`validate`]: the input rules.
 //! - [`routes`]: gRPC, gRPC-Web and the web app on one HTTP service.
 //! - [`cors`]: which other origins browsers may call from.
 //! - [`config`]: flags and environment variables.
@@ -14,7 +13,6 @@ pub mod hub;
 pub mod routes;
 pub mod server;
 pub mod service;
-pub mod validate;
 
 pub use config::Config;
 pub use hub::Hub;

@@ -19,7 +19,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::hub::Hub;
 use crate::service::{ChatServer, refusal};
-use crate::validate::MAX_DECODED_BYTES;
+use chat_proto::rules::MAX_DECODED_BYTES;
 
 /// The whole HTTP application.
 pub fn app(hub: Hub, web_dir: &Path, cors: CorsLayer) -> Router {

@@ -14,7 +14,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::hub::{Closed, Hub, now_millis};
-use crate::validate::{self, InputError, MAX_DECODED_BYTES};
+use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
 type MessageStream = Pin<Box<dyn Stream<Item = Result<ChatMessage, Status>> + Send>>;
@@ -72,7 +72,7 @@ impl chat_proto::ChatService for ChatServer {
                             hub.publish(Some(origin), message);
                         }
                         Err(error) => {
-                            yield Err(Status::from(error));
+                            yield Err(invalid_argument(error));
                             break;
                         }
                     },
@@ -99,7 +99,7 @@ impl chat_proto::ChatService for ChatServer {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<EventStream>, Status> {
         self.ensure_running()?;
-        let username = validate::username(&request.get_ref().username)?;
+        let username = rules::username(&request.get_ref().username).map_err(invalid_argument)?;
         let presence = Presence::new("subscribe", Some(username), request.remote_addr());
         let mut subscription = self.hub.subscribe();
 
@@ -121,7 +121,7 @@ impl chat_proto::ChatService for ChatServer {
 
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
-        let message = accept_message(request.into_inner())?;
+        let message = accept_message(request.into_inner()).map_err(invalid_argument)?;
         let relayed = self.hub.publish(None, message);
         Ok(Response::new(SendReply {
             timestamp: relayed.message.timestamp,
@@ -142,17 +142,15 @@ fn event(event: Event) -> ChatEvent {
 /// timestamp is the server's to set).
 fn accept_message(message: ChatMessage) -> Result<ChatMessage, InputError> {
     Ok(ChatMessage {
-        username: validate::username(&message.username)?,
-        message: validate::message_text(&message.message)?,
-        nonce: validate::nonce(&message.nonce)?,
+        username: rules::username(&message.username)?,
+        message: rules::message_text(&message.message)?,
+        nonce: rules::nonce(&message.nonce)?,
         timestamp: 0,
     })
 }
 
-impl From<InputError> for Status {
-    fn from(error: InputError) -> Self {
-        Status::invalid_argument(error.to_string())
-    }
+fn invalid_argument(error: InputError) -> Status {
+    Status::invalid_argument(error.to_string())
 }
 
 impl From<Closed> for Status {

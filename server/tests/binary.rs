@@ -190,12 +190,23 @@ async fn chat_client_sends_typed_lines_and_prints_what_others_say() {
     let mut stdin = client.stdin.take().expect("stdin");
     let mut stdout = BufReader::new(client.stdout.take().expect("stdout")).lines();
 
-    stdin.write_all(b"hello from a terminal\n").await.expect("type");
+    stdin
+        .write_all(b"hello from a terminal\n")
+        .await
+        .expect("type");
     let got = next_event_message(&mut events).await;
-    assert_eq!((got.username.as_str(), got.message.as_str()), ("terminal-ada", "hello from a terminal"));
+    assert_eq!(
+        (got.username.as_str(), got.message.as_str()),
+        ("terminal-ada", "hello from a terminal")
+    );
 
-    within(web.send(chat("browser", "hello terminal"))).await.expect("sent");
-    let line = within(stdout.next_line()).await.expect("read").expect("a line");
+    within(web.send(chat("browser", "hello terminal")))
+        .await
+        .expect("sent");
+    let line = within(stdout.next_line())
+        .await
+        .expect("read")
+        .expect("a line");
     assert!(line.ends_with("] browser: hello terminal"), "{line}");
     assert!(line.starts_with('['), "{line}");
 

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_proto::rules;
 use chat_proto::{ChatMessage, ChatServiceClient};
-use chat_server::validate;
 use chrono::{Local, TimeZone};
 use clap::Parser;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -31,7 +31,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let name = validate::username(&args.name).context("--name")?;
+    let name = rules::username(&args.name).context("--name")?;
     let channel = Endpoint::from_shared(args.server.clone())
         .context("--server must be a URL like http://127.0.0.1:50051")?
         .connect()
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::select! {
             line = lines.next_line() => match line.context("reading stdin")? {
                 Some(line) if line.trim().is_empty() => {}
-                Some(line) => match validate::message_text(&line) {
+                Some(line) => match rules::message_text(&line) {
                     Ok(text) => {
                         let message = ChatMessage { username: name.clone(), message: text, ..Default::default() };
                         outgoing.send(message).await.context("the chat stream closed")?;

@@ -1,9 +1,9 @@
-//! Input rules for everything a client sends, checked before anything is
-//! relayed.
+//! The protocol's input rules, shared so that the server enforces exactly
+//! what the web app checks before sending.
 //!
-//! Each rule returns a cleaned value or an [`InputError`] whose text is shown
-//! to the user as-is (the web app displays it), so the messages are written
-//! for people. The gRPC edge maps every `InputError` to `INVALID_ARGUMENT`.
+//! Each rule returns a cleaned value or an [`InputError`] whose text is meant
+//! for people (the web app shows the server's refusal as-is). The server maps
+//! every `InputError` to `INVALID_ARGUMENT`.
 
 use thiserror::Error;
 
@@ -112,7 +112,7 @@ mod tests {
 
     #[test]
     fn the_largest_valid_message_fits_the_decoding_limit() {
-        use chat_proto::ChatMessage;
+        use crate::ChatMessage;
         use prost::Message;
         let biggest = ChatMessage {
             username: "😀".repeat(MAX_USERNAME_CHARS),
