@@ -4,9 +4,9 @@
 mod common;
 
 use chat_proto::{ChatMessage, SubscribeRequest};
-use common::{TestServer, chat, http1_request, next_event_message, subscribe, within};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use common::{
+    TestServer, chat, http1_request, next_event_message, open_chat_stream, subscribe, within,
+};
 use tonic::Code;
 
 fn cases() -> Vec<(&'static str, ChatMessage, Code, &'static str)> {
@@ -122,12 +122,7 @@ async fn chat_stream_ends_a_bad_sender_with_a_status_and_others_carry_on() {
 
     for (case, message, code, text) in cases() {
         let mut client = server.native().await;
-        let (tx, out) = mpsc::channel(2);
-        let mut inbound = client
-            .chat_stream(ReceiverStream::new(out))
-            .await
-            .expect("open")
-            .into_inner();
+        let (tx, mut inbound) = open_chat_stream(&mut client).await;
         tx.send(message).await.expect("queued");
         let status = within(inbound.message()).await.expect_err(case);
         assert_eq!(status.code(), code, "{case}: {status:?}");

@@ -3,37 +3,22 @@
 
 mod common;
 
-use common::{TestServer, chat, within};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use common::{TestServer, chat, next_message, open_chat_stream};
 
 #[tokio::test]
 async fn two_clients_exchange_messages_without_echo() {
     let server = TestServer::start().await;
     let (mut ada, mut bob) = (server.native().await, server.native().await);
 
-    let (ada_tx, ada_out) = mpsc::channel(8);
-    let (bob_tx, bob_out) = mpsc::channel(8);
-    let mut ada_in = ada
-        .chat_stream(ReceiverStream::new(ada_out))
-        .await
-        .expect("open")
-        .into_inner();
-    let mut bob_in = bob
-        .chat_stream(ReceiverStream::new(bob_out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (ada_tx, mut ada_in) = open_chat_stream(&mut ada).await;
+    let (bob_tx, mut bob_in) = open_chat_stream(&mut bob).await;
     server.wait_for_subscribers(2).await;
 
     let before = chat_server::hub::now_millis();
     let mut forged = chat("ada", "hello bob");
     forged.timestamp = 42;
     ada_tx.send(forged).await.expect("send");
-    let got = within(bob_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut bob_in).await;
     assert_eq!(
         (got.username.as_str(), got.message.as_str()),
         ("ada", "hello bob")
@@ -45,10 +30,7 @@ async fn two_clients_exchange_messages_without_echo() {
     );
 
     bob_tx.send(chat("bob", "hi ada")).await.expect("send");
-    let got = within(ada_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut ada_in).await;
     assert_eq!(
         (got.username.as_str(), got.message.as_str()),
         ("bob", "hi ada")
@@ -56,10 +38,7 @@ async fn two_clients_exchange_messages_without_echo() {
 
     // Had bob's own messages come back to him, "hi ada" would be next.
     ada_tx.send(chat("ada", "third")).await.expect("send");
-    let got = within(bob_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut bob_in).await;
     assert_eq!(
         got.message, "third",
         "a sender must not get its own messages back"
@@ -71,28 +50,15 @@ async fn two_clients_exchange_messages_without_echo() {
 async fn a_client_that_stops_sending_keeps_receiving() {
     let server = TestServer::start().await;
     let (mut ada, mut bob) = (server.native().await, server.native().await);
-    let (ada_tx, ada_out) = mpsc::channel(1);
-    let mut ada_in = ada
-        .chat_stream(ReceiverStream::new(ada_out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (ada_tx, mut ada_in) = open_chat_stream(&mut ada).await;
     drop(ada_tx); // ada half-closes, like a listener with nothing to say
-    let (bob_tx, bob_out) = mpsc::channel(1);
-    let _bob_in = bob
-        .chat_stream(ReceiverStream::new(bob_out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (bob_tx, _bob_in) = open_chat_stream(&mut bob).await;
     server.wait_for_subscribers(2).await;
     bob_tx
         .send(chat("bob", "still there?"))
         .await
         .expect("send");
-    let got = within(ada_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut ada_in).await;
     assert_eq!(got.message, "still there?");
     server.stop().await;
 }

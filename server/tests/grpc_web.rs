@@ -4,9 +4,9 @@
 mod common;
 
 use chat_proto::ChatMessage;
-use common::{TestServer, chat, next_event_message, subscribe, within};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use common::{
+    TestServer, chat, next_event_message, next_message, open_chat_stream, subscribe, within,
+};
 
 #[tokio::test]
 async fn subscribers_get_every_message_including_their_own_with_its_nonce() {
@@ -46,12 +46,7 @@ async fn messages_cross_between_native_and_web_clients_both_ways() {
     let mut web = server.web();
     let mut web_events = subscribe(&mut web, "browser").await;
     let mut native = server.native().await;
-    let (native_tx, native_out) = mpsc::channel(4);
-    let mut native_in = native
-        .chat_stream(ReceiverStream::new(native_out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (native_tx, mut native_in) = open_chat_stream(&mut native).await;
     server.wait_for_subscribers(2).await;
 
     native_tx
@@ -67,10 +62,7 @@ async fn messages_cross_between_native_and_web_clients_both_ways() {
     within(web.send(chat("browser", "from the browser")))
         .await
         .expect("sent");
-    let got = within(native_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut native_in).await;
     assert_eq!(
         (got.username.as_str(), got.message.as_str()),
         ("browser", "from the browser")
@@ -86,10 +78,7 @@ async fn messages_cross_between_native_and_web_clients_both_ways() {
         next_event_message(&mut web_events).await.message,
         "unary over h2"
     );
-    let got = within(native_in.message())
-        .await
-        .expect("ok")
-        .expect("a message");
+    let got = next_message(&mut native_in).await;
     assert_eq!(got.message, "unary over h2");
     server.stop().await;
 }

@@ -4,10 +4,8 @@
 mod common;
 
 use chat_server::Config;
-use common::{TestServer, chat, next_event_message, subscribe, within};
+use common::{TestServer, chat, next_event_message, open_chat_stream, subscribe, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 
 #[tokio::test]
@@ -19,12 +17,7 @@ async fn departed_clients_leave_no_subscription_behind() {
     let events = subscribe(&mut web, "leaving").await;
     // Mid-conversation: a native ChatStream whose whole connection is dropped.
     let mut native = server.native().await;
-    let (tx, out) = mpsc::channel(1);
-    let inbound = native
-        .chat_stream(ReceiverStream::new(out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (tx, inbound) = open_chat_stream(&mut native).await;
     tx.send(chat("paper", "bye")).await.expect("sent");
     server.wait_for_subscribers(2).await;
     drop((events, web, inbound, tx, native));
@@ -76,12 +69,7 @@ async fn a_reader_that_stops_reading_does_not_hold_up_the_others() {
         .await
         .expect("connect");
     let mut stuck = chat_proto::ChatServiceClient::new(channel);
-    let (_stuck_tx, stuck_out) = mpsc::channel(1);
-    let mut stuck_in = stuck
-        .chat_stream(ReceiverStream::new(stuck_out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (_stuck_tx, mut stuck_in) = open_chat_stream(&mut stuck).await;
 
     let mut fast = server.web();
     let mut fast_events = subscribe(&mut fast, "fast").await;
@@ -127,12 +115,7 @@ async fn shutdown_ends_open_streams_with_unavailable() {
     let mut web = server.web();
     let mut events = subscribe(&mut web, "ada").await;
     let mut native = server.native().await;
-    let (_tx, out) = mpsc::channel(1);
-    let mut inbound = native
-        .chat_stream(ReceiverStream::new(out))
-        .await
-        .expect("open")
-        .into_inner();
+    let (_tx, mut inbound) = open_chat_stream(&mut native).await;
     server.wait_for_subscribers(2).await;
 
     let stopping = tokio::spawn(server.stop());

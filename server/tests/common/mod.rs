@@ -12,8 +12,9 @@ use chat_server::{Config, Hub, Server};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
@@ -202,4 +203,25 @@ pub async fn http1_request(
         headers,
         body,
     }
+}
+
+/// Opens the paper's `ChatStream`: a sender for what to say, and the stream
+/// of what others say.
+pub async fn open_chat_stream(
+    client: &mut NativeClient,
+) -> (mpsc::Sender<ChatMessage>, Streaming<ChatMessage>) {
+    let (tx, outgoing) = mpsc::channel(8);
+    let incoming = within(client.chat_stream(ReceiverStream::new(outgoing)))
+        .await
+        .expect("ChatStream opened")
+        .into_inner();
+    (tx, incoming)
+}
+
+/// The next message on a `ChatStream`.
+pub async fn next_message(stream: &mut Streaming<ChatMessage>) -> ChatMessage {
+    within(stream.message())
+        .await
+        .expect("no error status")
+        .expect("a message, not the end of the stream")
 }
