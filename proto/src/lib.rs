@@ -14,6 +14,9 @@ mod generated {
 
 pub use generated::*;
 
+/// The encoded descriptors of `chat.proto`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chat_descriptor");
+
 pub use chat_event::Event;
 pub use chat_service_client::ChatServiceClient;
 #[cfg(feature = "server")]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::hub::DEFAULT_BUFFER;
 
@@ -36,6 +36,51 @@ pub struct Config {
     #[arg(long, env = "CHAT_BUFFER", default_value_t = DEFAULT_BUFFER,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub buffer: u32,
+
+    /// Seconds between heartbeats on every open stream (a `Heartbeat` event
+    /// on Subscribe streams, HTTP/2 pings on native ones). Keep it below the
+    /// idle timeout of any proxy in front (nginx: proxy_read_timeout, 60 s).
+    #[arg(long, env = "CHAT_HEARTBEAT", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat: u64,
+
+    /// Behind a reverse proxy: take the client's address from the last
+    /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
+    /// logs. Without this flag those headers are ignored.
+    #[arg(long, env = "CHAT_TRUST_PROXY")]
+    pub trust_proxy: bool,
+
+    /// Serve everything under this path (like /chat) for a proxy that passes
+    /// its prefix through. Not needed when the proxy strips it, as the
+    /// shipped nginx config does; the web app works under any prefix.
+    #[arg(long, env = "CHAT_BASE_PATH", default_value = "/", value_parser = parse_base_path)]
+    pub base_path: String,
+
+    /// Log format: human-readable text, or one JSON object per line for log
+    /// shippers. RUST_LOG sets the level (default info).
+    #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `/`, or `/prefix` normalised to a leading and no trailing slash.
+fn parse_base_path(raw: &str) -> Result<String, String> {
+    let trimmed = raw.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok("/".to_owned());
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_whitespace() || "?#%".contains(c))
+    {
+        return Err(format!("{raw:?} is not a plain URL path like /chat"));
+    }
+    Ok(format!("/{trimmed}"))
 }
 
 impl Config {
@@ -46,6 +91,10 @@ impl Config {
             allowed_origins: Vec::new(),
             web_dir: PathBuf::from("dist"),
             buffer: DEFAULT_BUFFER,
+            heartbeat: 15,
+            trust_proxy: false,
+            base_path: "/".to_owned(),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -68,6 +117,14 @@ mod tests {
         .expect("valid flags");
         assert_eq!(config.addr, "0.0.0.0:8080");
         assert_eq!(config.allowed_origins.len(), 2);
+    }
+
+    #[test]
+    fn base_paths_are_normalised() {
+        assert_eq!(parse_base_path("/"), Ok("/".into()));
+        assert_eq!(parse_base_path("chat/"), Ok("/chat".into()));
+        assert_eq!(parse_base_path("/a/b/"), Ok("/a/b".into()));
+        assert!(parse_base_path("/a b").is_err());
     }
 
     #[test]

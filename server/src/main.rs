@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use chat_server::config::LogFormat;
 use chat_server::{Config, Server};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -13,12 +14,13 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let config = Config::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 
     let server = Server::bind(&config).await?;
     let addr = server.local_addr().context("reading the bound address")?;

@@ -1,36 +1,116 @@
-//! What the one port answers: the gRPC service (native gRPC over HTTP/2 and
-//! gRPC-Web over HTTP/1.1) and, for every other path, the web app's files.
+//! What the one port answers: the gRPC services (native gRPC over HTTP/2 and
+//! gRPC-Web over HTTP/1.1), `GET /healthz`, and for every other path the web
+//! app's files.
 //!
 //! tonic-web's layer refuses plain HTTP requests, so it wraps only the gRPC
 //! routes; the static files are the fallback. CORS wraps everything, so a
-//! preflight is answered before routing.
+//! preflight is answered before routing; outermost, the access log resolves
+//! who the client is, and a base path (for proxies that do not strip their
+//! prefix) is removed before any routing.
 
 use std::path::Path;
 
 use axum::Router;
-use axum::response::{Html, IntoResponse, Response};
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
 use chat_proto::ChatServiceServer;
-use http::{HeaderValue, StatusCode, header};
+use chat_proto::rules::MAX_DECODED_BYTES;
+use http::{HeaderValue, StatusCode, Uri, header};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 use tonic_web::GrpcWebLayer;
+use tower::ServiceBuilder;
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
+use crate::access_log;
 use crate::hub::Hub;
 use crate::service::{ChatServer, refusal};
-use chat_proto::rules::MAX_DECODED_BYTES;
+
+/// Everything the HTTP application is built from.
+pub struct Parts<'a> {
+    pub chat: ChatServer,
+    pub hub: Hub,
+    pub health: HealthServer<HealthService>,
+    pub web_dir: &'a Path,
+    pub cors: CorsLayer,
+    pub trust_proxy: bool,
+    /// `/` or a prefix like `/chat` (no trailing slash).
+    pub base_path: String,
+}
 
 /// The whole HTTP application.
-pub fn app(hub: Hub, web_dir: &Path, cors: CorsLayer) -> Router {
-    let grpc =
-        ChatServiceServer::new(ChatServer::new(hub)).max_decoding_message_size(MAX_DECODED_BYTES);
-    tonic::service::Routes::new(grpc)
+pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> {
+    let chat = ChatServiceServer::new(parts.chat).max_decoding_message_size(MAX_DECODED_BYTES);
+    // Both reflection versions: grpcurl and buf curl differ in which they ask.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let app = tonic::service::Routes::new(chat)
+        .add_service(parts.health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .into_axum_router()
-        .route_layer(axum::middleware::map_response(explain_oversized))
+        .route_layer(middleware::map_response(explain_oversized))
         .route_layer(GrpcWebLayer::new())
-        .fallback_service(web_app(web_dir))
-        .layer(cors)
+        .route("/healthz", get(healthz).with_state(parts.hub))
+        .fallback_service(web_app(parts.web_dir))
+        .layer(parts.cors)
+        .layer(middleware::from_fn_with_state(
+            parts.trust_proxy,
+            access_log::layer,
+        ));
+    if parts.base_path == "/" {
+        return Ok(app);
+    }
+    let prefixed = ServiceBuilder::new()
+        .layer(middleware::from_fn_with_state(
+            parts.base_path,
+            strip_base_path,
+        ))
+        .service(app);
+    Ok(Router::new().fallback_service(prefixed))
+}
+
+/// For a reverse proxy: 200 while serving, 503 once shutting down.
+async fn healthz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
+    if hub.is_shut_down() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+/// Serves `/base/...` as `/...`; `/base` itself redirects to `/base/` so the
+/// app's relative asset URLs resolve; anything else is not ours.
+async fn strip_base_path(State(base): State<String>, mut request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if path == base {
+        return Redirect::permanent(&format!("{base}/")).into_response();
+    }
+    let Some(rest) = path
+        .strip_prefix(base.as_str())
+        .filter(|r| r.starts_with('/'))
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let rest = match request.uri().query() {
+        Some(query) => format!("{rest}?{query}"),
+        None => rest.to_owned(),
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.path_and_query = rest.parse().ok();
+    match Uri::from_parts(parts) {
+        Ok(uri) => *request.uri_mut() = uri,
+        Err(_) => return StatusCode::BAD_REQUEST.into_response(),
+    }
+    next.run(request).await
 }
 
 /// The built web app, compressed, with a single-page-app fallback to
@@ -57,7 +137,7 @@ async fn not_built() -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE,
         Html(
             "<!doctype html><title>Chat</title><h1>The web app is not built</h1>\
-             <p>The chat API is running. To get the web app, run <code>./scripts/start</code> \
+             <p>The chat API is running. To get the web app, run <code>scripts/start</code> \
              from the repository, or pass <code>--web-dir</code> pointing at trunk's \
              <code>dist</code> folder.</p>",
         ),

@@ -7,17 +7,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 use tower_http::cors::CorsLayer;
 
 use crate::config::Config;
 use crate::cors::{self, InvalidOrigin};
 use crate::hub::Hub;
 use crate::routes;
+use crate::service::ChatServer;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -30,6 +33,8 @@ pub enum ServeError {
     Origin(#[from] InvalidOrigin),
     #[error("server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("building gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -37,8 +42,8 @@ pub enum ServeError {
 pub struct Server {
     listener: TcpListener,
     hub: Hub,
-    web_dir: PathBuf,
     cors: CorsLayer,
+    config: Config,
 }
 
 impl Server {
@@ -55,8 +60,8 @@ impl Server {
         Ok(Self {
             listener,
             hub: Hub::new(config.buffer),
-            web_dir: config.web_dir.clone(),
             cors,
+            config: config.clone(),
         })
     }
 
@@ -73,15 +78,38 @@ impl Server {
     /// Serves until `shutdown` completes, then ends every stream and returns
     /// once the connections have closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-        let hub = self.hub.clone();
-        let app = routes::app(self.hub, &self.web_dir, self.cors);
+        let config = self.config;
+        let heartbeat = Duration::from_secs(config.heartbeat);
+        let health = tonic_health::server::HealthReporter::new();
+        let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
+        health
+            .set_serving::<chat_proto::ChatServiceServer<ChatServer>>()
+            .await;
+        let app = routes::app(routes::Parts {
+            chat: ChatServer::new(self.hub.clone(), heartbeat),
+            hub: self.hub.clone(),
+            health: health_service,
+            web_dir: &config.web_dir,
+            cors: self.cors,
+            trust_proxy: config.trust_proxy,
+            base_path: config.base_path.clone(),
+        })?;
+        let hub = self.hub;
         tonic::transport::Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
+            // Native streams get HTTP/2 pings as their heartbeat.
+            .http2_keepalive_interval(Some(heartbeat))
             .add_routes(tonic::service::Routes::from(app))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
                 shutdown.await;
                 tracing::info!("shutting down: ending open streams");
+                health
+                    .set_not_serving::<chat_proto::ChatServiceServer<ChatServer>>()
+                    .await;
+                health
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
                 hub.shut_down();
             })
             .await?;

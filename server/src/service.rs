@@ -5,14 +5,15 @@
 //! input, `RESOURCE_EXHAUSTED` for oversized messages and readers that fell
 //! too far behind, `UNAVAILABLE` ("try again") while the server shuts down.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
-use chat_proto::{ChatEvent, ChatMessage, Event, Ready, SendReply, SubscribeRequest};
+use chat_proto::{ChatEvent, ChatMessage, Event, Heartbeat, Ready, SendReply, SubscribeRequest};
 use futures_util::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
+use crate::client_addr::ClientAddr;
 use crate::hub::{Closed, Hub, now_millis};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 
@@ -23,11 +24,14 @@ type MessageStream = Pin<Box<dyn Stream<Item = Result<ChatMessage, Status>> + Se
 #[derive(Debug, Clone)]
 pub struct ChatServer {
     hub: Hub,
+    heartbeat: Duration,
 }
 
 impl ChatServer {
-    pub fn new(hub: Hub) -> Self {
-        Self { hub }
+    /// A service on `hub` whose Subscribe streams carry a heartbeat every
+    /// `heartbeat`.
+    pub fn new(hub: Hub, heartbeat: Duration) -> Self {
+        Self { hub, heartbeat }
     }
 
     fn ensure_running(&self) -> Result<(), Status> {
@@ -49,7 +53,7 @@ impl chat_proto::ChatService for ChatServer {
         request: Request<Streaming<ChatMessage>>,
     ) -> Result<Response<MessageStream>, Status> {
         self.ensure_running()?;
-        let presence = Presence::new("chat_stream", None, request.remote_addr());
+        let presence = Presence::new("chat_stream", None, client(&request));
         let mut inbound = request.into_inner();
         let hub = self.hub.clone();
         let origin = hub.new_origin();
@@ -100,19 +104,31 @@ impl chat_proto::ChatService for ChatServer {
     ) -> Result<Response<EventStream>, Status> {
         self.ensure_running()?;
         let username = rules::username(&request.get_ref().username).map_err(invalid_argument)?;
-        let presence = Presence::new("subscribe", Some(username), request.remote_addr());
+        let presence = Presence::new("subscribe", Some(username), client(&request));
         let mut subscription = self.hub.subscribe();
+        let period = self.heartbeat;
+        let ready = Ready {
+            timestamp: now_millis(),
+            heartbeat_interval_ms: u32::try_from(period.as_millis()).unwrap_or(u32::MAX),
+        };
 
         let events = async_stream::stream! {
             let _presence = presence;
-            yield Ok(event(Event::Ready(Ready { timestamp: now_millis() })));
+            yield Ok(event(Event::Ready(ready)));
+            let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                match subscription.recv().await {
-                    Ok(relayed) => yield Ok(event(Event::Message(relayed.message.clone()))),
-                    Err(closed) => {
+                let step = tokio::select! {
+                    received = subscription.recv() => Some(received),
+                    _ = heartbeat.tick() => None,
+                };
+                match step {
+                    Some(Ok(relayed)) => yield Ok(event(Event::Message(relayed.message.clone()))),
+                    Some(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
                     }
+                    None => yield Ok(event(Event::Heartbeat(Heartbeat { timestamp: now_millis() }))),
                 }
             }
         };
@@ -127,6 +143,11 @@ impl chat_proto::ChatService for ChatServer {
             timestamp: relayed.message.timestamp,
         }))
     }
+}
+
+/// Who sent `request`, as resolved by the access log layer.
+fn client<T>(request: &Request<T>) -> Option<ClientAddr> {
+    request.extensions().get::<ClientAddr>().copied()
 }
 
 enum Step<I, D> {
@@ -180,28 +201,34 @@ pub fn refusal(status: Status) -> Status {
 struct Presence {
     rpc: &'static str,
     username: Option<String>,
-    peer: Option<SocketAddr>,
+    client: Option<String>,
 }
 
 impl Presence {
-    fn new(rpc: &'static str, username: Option<String>, peer: Option<SocketAddr>) -> Self {
+    fn new(rpc: &'static str, username: Option<String>, client: Option<ClientAddr>) -> Self {
+        let client = client.map(|c| c.to_string());
         info!(
             rpc,
             username = username.as_deref(),
-            ?peer,
+            client,
             "client connected"
         );
         Self {
             rpc,
             username,
-            peer,
+            client,
         }
     }
 
     /// ChatStream clients only say who they are in their first message.
     fn named(&mut self, username: &str) {
         if self.username.is_none() {
-            debug!(rpc = self.rpc, username, peer = ?self.peer, "client named");
+            debug!(
+                rpc = self.rpc,
+                username,
+                client = self.client,
+                "client named"
+            );
             self.username = Some(username.to_owned());
         }
     }
@@ -212,7 +239,7 @@ impl Drop for Presence {
         info!(
             rpc = self.rpc,
             username = self.username.as_deref(),
-            peer = ?self.peer,
+            client = self.client,
             "client disconnected"
         );
     }
