@@ -67,6 +67,10 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--allowed-origin", "CHAT_ALLOWED_ORIGIN"),
         ("--web-dir", "CHAT_WEB_DIR"),
         ("--buffer", "CHAT_BUFFER"),
+        ("--heartbeat", "CHAT_HEARTBEAT"),
+        ("--trust-proxy", "CHAT_TRUST_PROXY"),
+        ("--base-path", "CHAT_BASE_PATH"),
+        ("--log-format", "CHAT_LOG_FORMAT"),
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
         assert!(help.contains(env), "{env} missing from:\n{help}");
