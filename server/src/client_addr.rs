@@ -38,25 +38,24 @@ pub fn resolve(request: &Request, trust_proxy: bool) -> Option<ClientAddr> {
 }
 
 fn from_headers(headers: &HeaderMap) -> Option<IpAddr> {
-    let last_forwarded_for = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split([',', ';']))
-        .filter_map(|pair| {
-            let (key, value) = pair.trim().split_once('=')?;
-            key.eq_ignore_ascii_case("for").then_some(value)
-        })
-        .filter_map(parse_node)
-        .last();
-    let last_x_forwarded_for = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(parse_node)
-        .last();
-    last_forwarded_for.or(last_x_forwarded_for)
+    // Only the last element was written by our proxy. If it does not parse,
+    // earlier ones must not stand in for it: a client could have sent those.
+    let last_element = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+    };
+    if let Some(element) = last_element("forwarded") {
+        return element
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(key, _)| key.eq_ignore_ascii_case("for"))
+            .and_then(|(_, node)| parse_node(node));
+    }
+    last_element("x-forwarded-for").and_then(parse_node)
 }
 
 /// `203.0.113.7`, `"[2001:db8::1]:4711"`, `198.51.100.1:80`, ...
@@ -106,7 +105,7 @@ mod tests {
             ("x-forwarded-for", "203.0.113.7"),
         ]);
         assert_eq!(from_headers(&h), Some("2001:db8::1".parse().expect("ip")));
-        let h = headers(&[("forwarded", "for=unknown")]);
-        assert_eq!(from_headers(&h), None);
+        let h = headers(&[("forwarded", "for=203.0.113.1, for=unknown")]);
+        assert_eq!(from_headers(&h), None, "no falling back to client-written hops");
     }
 }
