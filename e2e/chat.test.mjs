@@ -3,7 +3,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
-  artifacts, connected, join, launchBrowser, messagesWithText, openPage, say, startServer,
+  artifacts, join, launchBrowser, messagesWithText, openPage, say, startServer, twoUsersChat,
 } from './harness.mjs';
 
 let server;
@@ -20,45 +20,7 @@ after(async () => {
 });
 
 test('two users see each other\'s messages and their own, exactly once, with a time', async () => {
-  const ada = await openPage(browser, server.url);
-  const bob = await openPage(browser, server.url);
-  await join(ada, 'Ada');
-  await join(bob, 'Bob');
-
-  const fromAda = 'Hello Bob <b>this is not bold</b>';
-  const fromBob = 'Hi Ada! 👋';
-  await say(ada, fromAda);
-  await say(bob, fromBob);
-
-  for (const page of [ada, bob]) {
-    for (const [text, author] of [[fromAda, 'Ada'], [fromBob, 'Bob']]) {
-      const message = messagesWithText(page, text);
-      await message.first().waitFor();
-      // Let any late duplicate (e.g. the echo of an optimistic message) land.
-      await page.waitForTimeout(300);
-      assert.equal(await message.count(), 1, `${text} shown once`);
-      assert.equal(await message.getByTestId('message-author').innerText(), author);
-      const time = message.getByTestId('message-time');
-      assert.match(await time.innerText(), /^\d{2}:\d{2}$/);
-      assert.ok((await time.getAttribute('title'))?.length > 5, 'full date on hover');
-      const own = (page === ada) === (author === 'Ada');
-      assert.equal(await message.getAttribute('data-own'), String(own));
-    }
-    // HTML in a message is shown as text, never interpreted.
-    assert.equal(await page.getByTestId('message-list').locator('b').count(), 0);
-  }
-
-  await ada.screenshot({ path: path.join(artifacts, 'chat-ada.png') });
-  await bob.screenshot({ path: path.join(artifacts, 'chat-bob.png') });
-
-  // The name is remembered across a reload.
-  await ada.reload();
-  await connected(ada);
-  assert.equal(await ada.getByTestId('name-input').count(), 0, 'no name prompt after reload');
-
-  for (const page of [ada, bob]) assert.deepEqual(page.errors, []);
-  await ada.context().close();
-  await bob.context().close();
+  await twoUsersChat(browser, server.url, { prefix: 'chat' });
 });
 
 test('the layout works at phone width', async () => {

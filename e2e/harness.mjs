@@ -3,8 +3,10 @@
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
 import { mkdirSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 import { chromium } from 'playwright-core';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,43 +38,79 @@ async function waitForPort(port, child, timeoutMs = 15_000) {
   throw new Error(`chat-server did not listen on ${port}`);
 }
 
-/** Starts target/release/chat-server on `port` (a free one by default). */
-export async function startServer(port) {
+/**
+ * Starts target/release/chat-server on `port` (a free one by default).
+ *
+ * Options: `args` (extra command-line arguments), `env` (extra environment),
+ * and `captureLogs` (collect stderr lines into `server.logs` instead of
+ * passing them through; JSON lines are also parsed into `server.entries`).
+ */
+export async function startServer(port, { args = [], env = {}, captureLogs = false } = {}) {
   port ??= await freePort();
-  const child = spawn(path.join(root, 'target', 'release', 'chat-server'), [], {
+  const child = spawn(path.join(root, 'target', 'release', 'chat-server'), args, {
     env: {
       ...process.env,
       CHAT_ADDR: `127.0.0.1:${port}`,
       CHAT_WEB_DIR: path.join(root, 'dist'),
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
+      ...env,
     },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    stdio: ['ignore', 'ignore', captureLogs ? 'pipe' : 'inherit'],
   });
+  const logs = [];
+  const entries = [];
+  if (captureLogs) {
+    createInterface({ input: child.stderr, crlfDelay: Infinity }).on('line', (line) => {
+      logs.push(line);
+      try { entries.push(JSON.parse(line)); } catch { /* a text line */ }
+    });
+  }
+  // Resolves with { code, signal } when the process has exited (and, when
+  // capturing, its stderr has been read to the end).
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })))
+    .then(async (status) => {
+      if (captureLogs && !child.stderr.readableEnded) {
+        await new Promise((resolve) => child.stderr.once('close', resolve));
+      }
+      return status;
+    });
   await waitForPort(port, child);
-  const exited = new Promise((resolve) => child.once('exit', resolve));
   return {
     port,
     url: `http://127.0.0.1:${port}/`,
+    pid: child.pid,
+    logs,
+    entries,
+    exited,
+    /** Sends `signal` and returns at once (see `exited`). */
+    kill(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
     async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM');
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       await exited;
     },
   };
 }
 
-export async function launchBrowser() {
+/** Launches Chromium; `extraArgs` are added to its command line. */
+export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...extraArgs,
     ],
   });
 }
 
-/** A page in its own context (its own localStorage), failing on page errors. */
-export async function openPage(browser, url, viewport = { width: 1000, height: 720 }) {
-  const context = await browser.newContext({ viewport });
+/**
+ * A page in its own context (its own localStorage), failing on page errors.
+ * `contextOptions` go to browser.newContext (e.g. `{ ignoreHTTPSErrors: true }`).
+ */
+export async function openPage(browser, url, viewport = { width: 1000, height: 720 }, contextOptions = {}) {
+  const context = await browser.newContext({ viewport, ...contextOptions });
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
@@ -88,8 +126,8 @@ export async function join(page, name) {
   await connected(page);
 }
 
-export async function connected(page) {
-  await page.locator('[data-testid="connection-status"][data-state="connected"]').waitFor();
+export async function connected(page, options) {
+  await page.locator('[data-testid="connection-status"][data-state="connected"]').waitFor(options);
 }
 
 export async function say(page, text) {
@@ -104,4 +142,52 @@ export function messagesWithText(page, text) {
   return page.getByTestId('message').filter({
     has: page.getByTestId('message-text').getByText(text, { exact: true }),
   });
+}
+
+/**
+ * The two-users flow: Ada and Bob join at `url`, each says something, and
+ * both see both messages exactly once, with author, time and ownership; HTML
+ * stays text; the name survives a reload. Screenshots go to
+ * artifacts/<prefix>-ada.png and <prefix>-bob.png.
+ */
+export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptions = {} } = {}) {
+  const ada = await openPage(browser, url, undefined, contextOptions);
+  const bob = await openPage(browser, url, undefined, contextOptions);
+  await join(ada, 'Ada');
+  await join(bob, 'Bob');
+
+  const fromAda = 'Hello Bob <b>this is not bold</b>';
+  const fromBob = 'Hi Ada! 👋';
+  await say(ada, fromAda);
+  await say(bob, fromBob);
+
+  for (const page of [ada, bob]) {
+    for (const [text, author] of [[fromAda, 'Ada'], [fromBob, 'Bob']]) {
+      const message = messagesWithText(page, text);
+      await message.first().waitFor();
+      // Let any late duplicate (e.g. the echo of an optimistic message) land.
+      await page.waitForTimeout(300);
+      assert.equal(await message.count(), 1, `${text} shown once`);
+      assert.equal(await message.getByTestId('message-author').innerText(), author);
+      const time = message.getByTestId('message-time');
+      assert.match(await time.innerText(), /^\d{2}:\d{2}$/);
+      assert.ok((await time.getAttribute('title'))?.length > 5, 'full date on hover');
+      const own = (page === ada) === (author === 'Ada');
+      assert.equal(await message.getAttribute('data-own'), String(own));
+    }
+    // HTML in a message is shown as text, never interpreted.
+    assert.equal(await page.getByTestId('message-list').locator('b').count(), 0);
+  }
+
+  await ada.screenshot({ path: path.join(artifacts, `${prefix}-ada.png`) });
+  await bob.screenshot({ path: path.join(artifacts, `${prefix}-bob.png`) });
+
+  // The name is remembered across a reload.
+  await ada.reload();
+  await connected(ada);
+  assert.equal(await ada.getByTestId('name-input').count(), 0, 'no name prompt after reload');
+
+  for (const page of [ada, bob]) assert.deepEqual(page.errors, []);
+  await ada.context().close();
+  await bob.context().close();
 }

@@ -106,6 +106,10 @@ mod tests {
         ]);
         assert_eq!(from_headers(&h), Some("2001:db8::1".parse().expect("ip")));
         let h = headers(&[("forwarded", "for=203.0.113.1, for=unknown")]);
-        assert_eq!(from_headers(&h), None, "no falling back to client-written hops");
+        assert_eq!(
+            from_headers(&h),
+            None,
+            "no falling back to client-written hops"
+        );
     }
 }

@@ -1,32 +1,53 @@
-//! The two RPCs the page makes, over gRPC-Web to the server that served it,
-//! plus the protocol's input rules (shared with the server through
-//! `chat_proto::rules`) worded for the page, so the user gets a hint before a
-//! round trip; the server stays the authority.
+//! The two RPCs the page makes, over gRPC-Web to the server that served it
+//! (under whatever path prefix a proxy gave it), plus the protocol's input
+//! rules (shared with the server through `chat_proto::rules`) worded for the
+//! page, so the user gets a hint before a round trip; the server stays the
+//! authority.
 
 use std::pin::pin;
+use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
 use chat_proto::{ChatMessage, ChatServiceClient, SendReply};
 use futures_util::future::{Either, select};
 use tonic::{Code, Status};
 use tonic_web_wasm_client::Client;
-use wasm_bindgen_futures::JsFuture;
+
+use crate::wait;
 
 pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
 
-/// A client for the server at this page's own origin, or at the URL given
-/// when the app was built (`CHAT_SERVER_URL=http://127.0.0.1:50051 trunk
-/// serve`, for development against a separately running server).
+/// A client for the server that served this page (see [`base_url`]), or for
+/// the URL given when the app was built (`CHAT_SERVER_URL=http://127.0.0.1:50051
+/// trunk serve`, for development against a separately running server).
 pub fn client() -> ChatServiceClient<Client> {
-    let base = option_env!("CHAT_SERVER_URL").map_or_else(
-        || {
-            web_sys::window()
-                .and_then(|w| w.location().origin().ok())
-                .unwrap_or_default()
-        },
-        str::to_owned,
-    );
-    ChatServiceClient::new(Client::new(base))
+    ChatServiceClient::new(Client::new(server_url().to_owned()))
+}
+
+/// Where the API is, worked out once from where the page was loaded.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match option_env!("CHAT_SERVER_URL") {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => web_sys::window()
+            .map(|window| {
+                let location = window.location();
+                base_url(
+                    &location.origin().unwrap_or_default(),
+                    &location.pathname().unwrap_or_default(),
+                )
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// The API's base URL for a page at `origin` + `pathname`: the page's own
+/// directory, so the app works at the root of a site and under any prefix a
+/// proxy adds (`/chat/` or `/chat/index.html` give `origin/chat`). No
+/// trailing slash: the client appends `/ChatService/<Method>`.
+pub fn base_url(origin: &str, pathname: &str) -> String {
+    let dir = pathname.rfind('/').map_or("", |slash| &pathname[..slash]);
+    format!("{origin}{}", dir.trim_end_matches('/'))
 }
 
 /// How long a `Send` may take before the message is marked failed (the
@@ -56,7 +77,7 @@ impl Failure {
 pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
     let mut client = client();
     let call = pin!(client.send(message));
-    let timer = pin!(sleep_ms(SEND_TIMEOUT_MS));
+    let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
     // Dropping the losing call aborts its fetch.
     match select(call, timer).await {
         Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
@@ -66,17 +87,6 @@ pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
             retryable: true,
         }),
     }
-}
-
-/// Resolves after `ms` milliseconds, on the browser's timer.
-pub async fn sleep_ms(ms: f64) {
-    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-        if let Some(window) = web_sys::window() {
-            let _ =
-                window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32);
-        }
-    });
-    let _ = JsFuture::from(promise).await;
 }
 
 /// What to tell a person about a failed call. The server writes its refusals
@@ -154,6 +164,28 @@ mod tests {
         assert_eq!(
             validate_message(&"x".repeat(4_003)),
             Err("Too long by 3 characters.".into())
+        );
+    }
+
+    #[test]
+    fn the_api_lives_in_the_pages_directory() {
+        let origin = "https://example.org";
+        assert_eq!(base_url(origin, "/"), origin);
+        assert_eq!(base_url(origin, ""), origin);
+        assert_eq!(base_url(origin, "/index.html"), origin);
+        assert_eq!(base_url(origin, "/chat/"), "https://example.org/chat");
+        assert_eq!(
+            base_url(origin, "/chat/index.html"),
+            "https://example.org/chat"
+        );
+        assert_eq!(base_url(origin, "/a/b/"), "https://example.org/a/b");
+        assert_eq!(base_url(origin, "/chat//"), "https://example.org/chat");
+        // Without its slash, `/chat` is a file at the root (and nginx
+        // redirects it to `/chat/` anyway).
+        assert_eq!(base_url(origin, "/chat"), origin);
+        assert_eq!(
+            base_url("http://127.0.0.1:50051", "/"),
+            "http://127.0.0.1:50051"
         );
     }
 

@@ -51,8 +51,9 @@ pub fn App() -> impl IntoView {
                     </svg>
                     <h1>"Chat"</h1>
                 </div>
-                <ConnectionBadge connection />
+                // Nothing is connecting until there is a name to connect as.
                 <Show when=move || username.with(Option::is_some)>
+                    <ConnectionBadge connection />
                     <button
                         class="me"
                         data-testid="change-name"

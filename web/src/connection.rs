@@ -3,20 +3,36 @@
 //!
 //! "connected" means the server has said `Ready` (the subscription is live,
 //! so nothing sent from then on can be missed), not merely that a request
-//! went out.
+//! went out. A stream can also die without ending: a proxy that buffers it
+//! or silently drops an idle connection, a laptop waking up on another
+//! network. So the server sends a heartbeat every interval it names in
+//! `Ready`, and a stream that goes quiet for too long is given up on and
+//! replaced. When the browser says it is back online, the wait before the
+//! next attempt is cut short.
+
+use std::cell::Cell;
+use std::pin::pin;
 
 use chat_proto::{ChatEvent, Event, SubscribeRequest};
-use futures_util::future::{AbortHandle, abortable};
+use futures_util::future::{AbortHandle, Either, abortable, select};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use tonic::Status;
+use tonic::codec::Streaming;
 
 use crate::api;
 use crate::messages::Timeline;
+use crate::wait;
 
 /// First retry delay, doubled after every failed attempt up to `MAX_DELAY_MS`
 /// and back to this after a successful `Ready`.
 const MIN_DELAY_MS: f64 = 500.0;
 const MAX_DELAY_MS: f64 = 15_000.0;
+/// How long an attempt may take to get `Ready` (it comes at once from a
+/// healthy server) before it counts as failed.
+const READY_TIMEOUT_MS: f64 = 15_000.0;
+/// The shortest silence that ends a stream, however short the heartbeat.
+const MIN_SILENCE_MS: f64 = 2_000.0;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConnState {
@@ -87,56 +103,128 @@ impl Connection {
                 }
             }
             self.state.set(ConnState::Reconnecting);
-            api::sleep_ms(jittered(delay)).await;
+            let pause = pin!(wait::sleep_ms(jittered(delay)));
+            let online = pin!(wait::window_event("online"));
+            select(pause, online).await;
             delay = (delay * 2.0).min(MAX_DELAY_MS);
         }
     }
 
-    /// One Subscribe call, read until it ends.
+    /// One Subscribe call, read until it ends or goes quiet.
     async fn subscribe_once(self, name: &str, timeline: Timeline) -> Ended {
-        let request = SubscribeRequest {
-            username: name.to_owned(),
-        };
-        let mut stream = match api::client().subscribe(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) if api::is_transient(&status) => {
-                return Ended::BeforeReady(api::readable(&status));
+        let opening = pin!(open(name, timeline));
+        let timeout = pin!(wait::sleep_ms(READY_TIMEOUT_MS));
+        let (mut stream, heartbeat_ms) = match select(opening, timeout).await {
+            Either::Left((Ok(opened), _)) => opened,
+            Either::Left((Err(ended), _)) => return ended,
+            Either::Right(_) => {
+                return Ended::BeforeReady("the server didn't answer in time".to_owned());
             }
-            Err(status) => return Ended::Refused(api::readable(&status)),
         };
-        let mut ready = false;
-        loop {
-            match stream.message().await {
-                Ok(Some(ChatEvent {
-                    event: Some(Event::Ready(_)),
-                })) => {
-                    ready = true;
-                    self.state.set(ConnState::Connected);
-                    self.detail.set(None);
-                    self.refused.set(None);
-                }
-                Ok(Some(ChatEvent {
-                    event: Some(Event::Message(message)),
-                })) => {
-                    timeline.receive(message);
-                }
-                // An event kind newer than this page: nothing to show.
-                Ok(Some(ChatEvent { event: None })) => {}
-                Ok(None) => {
-                    let reason = "the server closed the stream".to_owned();
-                    return if ready {
-                        Ended::AfterReady(Some(reason))
-                    } else {
-                        Ended::BeforeReady(reason)
-                    };
-                }
-                Err(status) if ready => return Ended::AfterReady(Some(api::readable(&status))),
-                Err(status) if api::is_transient(&status) => {
-                    return Ended::BeforeReady(api::readable(&status));
-                }
-                Err(status) => return Ended::Refused(api::readable(&status)),
-            }
+        self.state.set(ConnState::Connected);
+        self.detail.set(None);
+        self.refused.set(None);
+
+        let last_event = Cell::new(js_sys::Date::now());
+        let reading = pin!(read(&mut stream, timeline, &last_event));
+        let Some(limit) = silence_limit_ms(heartbeat_ms) else {
+            // An older server, without heartbeats: trust the stream.
+            return reading.await;
+        };
+        // Losing the race drops `reading` and then `stream`, which aborts
+        // the fetch.
+        match select(reading, pin!(silence(&last_event, limit))).await {
+            Either::Left((ended, _)) => ended,
+            Either::Right(_) => Ended::AfterReady(Some(format!(
+                "the connection went quiet (nothing for {:.0} s)",
+                limit / 1_000.0
+            ))),
         }
+    }
+}
+
+/// Starts a Subscribe call and reads it up to `Ready`, which gives the
+/// heartbeat interval (0 from a server that sends none).
+async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u32), Ended> {
+    let request = SubscribeRequest {
+        username: name.to_owned(),
+    };
+    let mut stream = match api::client().subscribe(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => return Err(failed_before_ready(&status)),
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Ready(ready)),
+            })) => return Ok((stream, ready.heartbeat_interval_ms)),
+            // `Ready` comes first, but a message is a message.
+            Ok(Some(ChatEvent {
+                event: Some(Event::Message(message)),
+            })) => timeline.receive(message),
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(Ended::BeforeReady(
+                    "the server closed the stream".to_owned(),
+                ));
+            }
+            Err(status) => return Err(failed_before_ready(&status)),
+        }
+    }
+}
+
+/// Reads a live stream until it ends, noting when each event arrived.
+async fn read(
+    stream: &mut Streaming<ChatEvent>,
+    timeline: Timeline,
+    last_event: &Cell<f64>,
+) -> Ended {
+    loop {
+        let next = stream.message().await;
+        last_event.set(js_sys::Date::now());
+        match next {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Message(message)),
+            })) => timeline.receive(message),
+            // A heartbeat has done its job by arriving; an event kind newer
+            // than this page has nothing to show.
+            Ok(Some(_)) => {}
+            Ok(None) => return Ended::AfterReady(Some("the server closed the stream".to_owned())),
+            // Including UNAVAILABLE from a server shutting down: reconnect
+            // soon, it is probably restarting.
+            Err(status) => return Ended::AfterReady(Some(api::readable(&status))),
+        }
+    }
+}
+
+/// Resolves once `limit_ms` have passed since `last_event` (which the reader
+/// keeps moving) with nothing new. One timer at a time, not one per event;
+/// a timer a background tab delays only makes the check late, never wrong.
+async fn silence(last_event: &Cell<f64>, limit_ms: f64) {
+    loop {
+        let quiet = js_sys::Date::now() - last_event.get();
+        if quiet >= limit_ms {
+            return;
+        }
+        wait::sleep_ms(limit_ms - quiet).await;
+    }
+}
+
+/// How long a live stream may go without any event before it counts as
+/// dead: 2.5 heartbeat intervals (a late heartbeat, or one lost in a busy
+/// moment, is not enough), and never under `MIN_SILENCE_MS`. `None` for a
+/// server that sends no heartbeats (interval 0).
+fn silence_limit_ms(heartbeat_interval_ms: u32) -> Option<f64> {
+    (heartbeat_interval_ms > 0)
+        .then(|| (f64::from(heartbeat_interval_ms) * 2.5).max(MIN_SILENCE_MS))
+}
+
+/// A call that failed before `Ready`: worth retrying, or a refusal.
+fn failed_before_ready(status: &Status) -> Ended {
+    if api::is_transient(status) {
+        Ended::BeforeReady(api::readable(status))
+    } else {
+        Ended::Refused(api::readable(status))
     }
 }
 
@@ -154,4 +242,19 @@ enum Ended {
 /// at once do not all come back at the same instant.
 fn jittered(delay: f64) -> f64 {
     delay * (0.5 + 0.5 * js_sys::Math::random())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_is_dead_after_two_and_a_half_quiet_intervals() {
+        assert_eq!(silence_limit_ms(15_000), Some(37_500.0));
+        assert_eq!(silence_limit_ms(1_000), Some(2_500.0));
+        assert_eq!(silence_limit_ms(100), Some(MIN_SILENCE_MS));
+        assert_eq!(silence_limit_ms(u32::MAX), Some(f64::from(u32::MAX) * 2.5));
+        // An older server without heartbeats: no watchdog.
+        assert_eq!(silence_limit_ms(0), None);
+    }
 }

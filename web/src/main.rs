@@ -8,6 +8,7 @@ mod connection;
 mod messages;
 mod name_prompt;
 mod time;
+mod wait;
 
 fn main() {
     leptos::mount::mount_to_body(app::App);
