@@ -135,10 +135,14 @@ impl Connection {
         // the fetch.
         match select(reading, pin!(silence(&last_event, limit))).await {
             Either::Left((ended, _)) => ended,
-            Either::Right(_) => Ended::AfterReady(Some(format!(
-                "the connection went quiet (nothing for {:.0} s)",
-                limit / 1_000.0
-            ))),
+            Either::Right(_) => {
+                // Whole seconds, as an integer: float formatting costs the
+                // bundle kilobytes.
+                let seconds = (limit / 1_000.0).round() as u64;
+                Ended::AfterReady(Some(format!(
+                    "the connection went quiet (nothing for {seconds} s)"
+                )))
+            }
         }
     }
 }
