@@ -51,7 +51,8 @@ export async function startServer(port, { args = [], env = {}, captureLogs = fal
     env: {
       ...process.env,
       CHAT_ADDR: `127.0.0.1:${port}`,
-      CHAT_WEB_DIR: path.join(root, 'dist'),
+      // E2E_WEB_DIR tests another build of the app (default: the repo's dist/).
+      CHAT_WEB_DIR: process.env.E2E_WEB_DIR ?? path.join(root, 'dist'),
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
       ...env,
     },
