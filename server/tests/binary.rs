@@ -124,11 +124,7 @@ async fn one_port_serves_the_web_app_grpc_and_grpc_web() {
     );
 
     // Native gRPC and gRPC-Web on the same port.
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("h2 connect");
+    let channel = common::channel(&server.url()).await;
     let mut native = ChatServiceClient::new(channel);
     let mut web = common::web_client(&server.url());
     let mut events = subscribe(&mut web, "web").await;

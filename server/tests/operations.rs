@@ -67,11 +67,7 @@ async fn idle_subscribe_streams_carry_heartbeats_at_the_announced_interval() {
 #[tokio::test]
 async fn health_checks_answer_over_grpc_and_plain_http() {
     let server = TestServer::start().await;
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = common::channel(&server.url()).await;
     let mut health = HealthClient::new(channel);
     for service in ["", "ChatService"] {
         let reply = within(health.check(HealthCheckRequest {
@@ -90,11 +86,7 @@ async fn health_checks_answer_over_grpc_and_plain_http() {
 #[tokio::test]
 async fn reflection_lists_the_services_for_grpcurl() {
     let server = TestServer::start().await;
-    let channel = tonic::transport::Channel::from_shared(server.url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
+    let channel = common::channel(&server.url()).await;
     let mut reflection = ServerReflectionClient::new(channel);
     let request = ServerReflectionRequest {
         host: String::new(),

@@ -61,12 +61,7 @@ impl TestServer {
 
     /// A native gRPC client (HTTP/2), as the paper's clients are.
     pub async fn native(&self) -> NativeClient {
-        let channel = Channel::from_shared(self.url())
-            .expect("valid url")
-            .connect()
-            .await
-            .expect("connect over HTTP/2");
-        ChatServiceClient::new(channel)
+        ChatServiceClient::new(channel(&self.url()).await)
     }
 
     /// A gRPC-Web client over HTTP/1.1, as a browser is.
@@ -102,6 +97,17 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A native gRPC (HTTP/2) connection to the server at `url`, for any service.
+pub async fn channel(url: &str) -> Channel {
+    within(
+        Channel::from_shared(url.to_owned())
+            .expect("valid url")
+            .connect(),
+    )
+    .await
+    .expect("connect over HTTP/2")
 }
 
 /// A gRPC-Web client over HTTP/1.1 for the server at `url`.
