@@ -1,0 +1,87 @@
+//! The server under test: a real `chat-server` process on a free loopback
+//! port, and what it costs (resident memory and CPU time from `/proc`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `binary` with a ring buffer of `buffer` messages per reader.
+    pub async fn start(binary: &Path, buffer: u32) -> anyhow::Result<Self> {
+        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let child = Command::new(binary)
+            .env("CHAT_ADDR", addr.to_string())
+            .env("CHAT_BUFFER", buffer.to_string())
+            .env("CHAT_WEB_DIR", "/nonexistent")
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Ok(Self { child, addr });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        bail!("chat-server did not start listening on {addr}")
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("the server has exited")
+    }
+
+    /// Resident memory in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("no VmRSS in /proc/<pid>/status")?;
+        Ok(kib * 1024)
+    }
+
+    /// User plus system CPU time so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time_of(&format!("/proc/{}/stat", self.pid()?))
+    }
+}
+
+/// This process's own CPU time (the load generator's cost).
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time_of("/proc/self/stat")
+}
+
+fn cpu_time_of(stat_path: &str) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(stat_path)?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("bad stat")?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports in clock ticks of 1/100 s on every mainstream platform.
+    Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
+}
