@@ -6,6 +6,7 @@ mod bundle;
 mod clients;
 mod connections;
 mod fanout;
+mod report;
 mod server;
 mod tally;
 
@@ -16,6 +17,7 @@ use anyhow::bail;
 use clap::Parser;
 
 use fanout::{Plan, Protocol};
+use report::Row;
 use server::{ServerProcess, own_cpu_time};
 
 /// Load generator for chat-server: fan-out throughput and latency, idle
@@ -70,28 +72,8 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    println!(
-        "{:<10} {:<7} {:>7} {:>7} {:>6} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>8} {:>8} {:>8} {:>8} {:>11} {:>8} {:>8}",
-        "scenario",
-        "proto",
-        "clients",
-        "senders",
-        "msgs",
-        "rate",
-        "expected",
-        "delivered",
-        "lost",
-        "dup",
-        "ooo",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "deliv/s",
-        "srv cpu",
-        "gen cpu"
-    );
     let mut failures = Vec::new();
+    let mut printed_header = false;
     for &(clients, senders, messages, rate) in &plans {
         for &protocol in &args.protocol {
             let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
@@ -106,7 +88,12 @@ async fn main() -> anyhow::Result<()> {
             let outcome = fanout::run(&server.url(), plan).await?;
             let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
             let own_cpu = own_cpu_time()?.saturating_sub(own_cpu);
-            report_fanout(plan, &outcome, server_cpu, own_cpu);
+            let row = fanout_row(plan, &outcome, server_cpu, own_cpu);
+            if !printed_header {
+                println!("{}", row.header());
+                printed_header = true;
+            }
+            println!("{}\n{}", row.table(), row.json());
             if outcome.lost() + outcome.duplicated + outcome.out_of_order > 0 {
                 failures.push(format!(
                     "{protocol:?} {clients}x{senders}x{messages}: delivery errors"
@@ -118,33 +105,20 @@ async fn main() -> anyhow::Result<()> {
         for count in connection_counts {
             let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
             let outcome = connections::run(&server, count).await?;
-            println!(
-                "connections {:>6} idle gRPC-Web subscribers: server RSS {:.1} MiB -> {:.1} MiB, {:.1} KB per connection",
-                outcome.connections,
-                mib(outcome.rss_before),
-                mib(outcome.rss_after),
-                outcome.bytes_per_connection() as f64 / 1000.0
-            );
-            println!(
-                "{{\"scenario\":\"connections\",\"connections\":{},\"rss_before\":{},\"rss_after\":{},\"bytes_per_connection\":{}}}",
-                outcome.connections,
-                outcome.rss_before,
-                outcome.rss_after,
-                outcome.bytes_per_connection()
-            );
+            let row = Row::new("connections")
+                .num("connections", outcome.connections)
+                .num("rss_before_mib", format!("{:.1}", mib(outcome.rss_before)))
+                .num("rss_after_mib", format!("{:.1}", mib(outcome.rss_after)))
+                .num("bytes_per_connection", outcome.bytes_per_connection());
+            println!("{}\n{}\n{}", row.header(), row.table(), row.json());
         }
         match bundle::measure(&args.dist) {
             Ok(b) => {
-                println!(
-                    "bundle {}: {} bytes raw, {} bytes gzipped",
-                    b.file.display(),
-                    b.raw,
-                    b.gzipped
-                );
-                println!(
-                    "{{\"scenario\":\"bundle\",\"raw\":{},\"gzipped\":{}}}",
-                    b.raw, b.gzipped
-                );
+                let row = Row::new("bundle")
+                    .text("file", b.file.display())
+                    .num("raw", b.raw)
+                    .num("gzipped", b.gzipped);
+                println!("{}\n{}\n{}", row.header(), row.table(), row.json());
             }
             Err(error) => println!("bundle: skipped ({error:#})"),
         }
@@ -166,51 +140,32 @@ fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
 }
 
-fn report_fanout(plan: Plan, o: &fanout::Outcome, server_cpu: Duration, own_cpu: Duration) {
-    let rate = plan.rate.map_or("max".to_owned(), |r| format!("{r}"));
+fn fanout_row(plan: Plan, o: &fanout::Outcome, server_cpu: Duration, own_cpu: Duration) -> Row {
     let secs = o.elapsed.as_secs_f64().max(1e-9);
-    let per_second = o.delivered as f64 / secs;
-    let q = |p: f64| ms(o.latency_us.value_at_quantile(p));
-    let protocol = format!("{:?}", plan.protocol).to_lowercase();
-    println!(
-        "{:<10} {:<7} {:>7} {:>7} {:>6} {:>7} {:>9} {:>9} {:>5} {:>5} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>11.0} {:>7.1}s {:>7.1}s",
-        "fan-out",
-        protocol,
-        plan.clients,
-        plan.senders,
-        plan.messages,
-        rate,
-        o.expected,
-        o.delivered,
-        o.lost(),
-        o.duplicated,
-        o.out_of_order,
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        ms(o.latency_us.max()),
-        per_second,
-        server_cpu.as_secs_f64(),
-        own_cpu.as_secs_f64()
-    );
-    println!(
-        "{{\"scenario\":\"fan-out\",\"protocol\":\"{protocol}\",\"clients\":{},\"senders\":{},\"messages\":{},\"rate\":{},\"expected\":{},\"delivered\":{},\"lost\":{},\"duplicated\":{},\"out_of_order\":{},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"deliveries_per_s\":{:.0},\"elapsed_s\":{:.3},\"server_cpu_s\":{:.2},\"generator_cpu_s\":{:.2}}}",
-        plan.clients,
-        plan.senders,
-        plan.messages,
-        plan.rate.map_or("null".to_owned(), |r| r.to_string()),
-        o.expected,
-        o.delivered,
-        o.lost(),
-        o.duplicated,
-        o.out_of_order,
-        q(0.5),
-        q(0.9),
-        q(0.99),
-        ms(o.latency_us.max()),
-        per_second,
-        secs,
-        server_cpu.as_secs_f64(),
-        own_cpu.as_secs_f64()
-    );
+    let q = |p: f64| format!("{:.3}", ms(o.latency_us.value_at_quantile(p)));
+    Row::new("fan-out")
+        .text("protocol", format!("{:?}", plan.protocol).to_lowercase())
+        .num("clients", plan.clients)
+        .num("senders", plan.senders)
+        .num("messages", plan.messages)
+        .num(
+            "rate",
+            plan.rate.map_or("null".to_owned(), |r| r.to_string()),
+        )
+        .num("expected", o.expected)
+        .num("delivered", o.delivered)
+        .num("lost", o.lost())
+        .num("duplicated", o.duplicated)
+        .num("out_of_order", o.out_of_order)
+        .num("p50_ms", q(0.5))
+        .num("p90_ms", q(0.9))
+        .num("p99_ms", q(0.99))
+        .num("max_ms", format!("{:.3}", ms(o.latency_us.max())))
+        .num(
+            "deliveries_per_s",
+            format!("{:.0}", o.delivered as f64 / secs),
+        )
+        .num("elapsed_s", format!("{secs:.3}"))
+        .num("server_cpu_s", format!("{:.2}", server_cpu.as_secs_f64()))
+        .num("generator_cpu_s", format!("{:.2}", own_cpu.as_secs_f64()))
 }
