@@ -38,6 +38,22 @@ pub struct Plan {
     pub rate: Option<f64>,
 }
 
+impl Plan {
+    /// `(clients, senders, messages, rate)` over `protocol`.
+    pub fn new(
+        protocol: Protocol,
+        (clients, senders, messages, rate): (usize, usize, usize, Option<f64>),
+    ) -> Self {
+        Self {
+            protocol,
+            clients,
+            senders,
+            messages,
+            rate,
+        }
+    }
+}
+
 pub struct Outcome {
     pub expected: u64,
     pub delivered: u64,

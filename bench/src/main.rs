@@ -46,7 +46,17 @@ struct Args {
     /// Ring buffer size given to the server (messages a reader may lag).
     #[arg(long, default_value_t = 4096)]
     buffer: u32,
+    /// Only the knee search: 100 clients x 10 senders, the rate per sender
+    /// doubling from 100/s until p99 latency crosses 100 ms or the server
+    /// stops keeping up.
+    #[arg(long)]
+    knee: bool,
 }
+
+/// p99 latency beyond which the knee search stops.
+const KNEE_P99_MS: f64 = 100.0;
+/// Seconds of sending per knee step.
+const KNEE_STEP_SECS: f64 = 4.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -74,29 +84,41 @@ async fn main() -> anyhow::Result<()> {
 
     let mut failures = Vec::new();
     let mut printed_header = false;
-    for &(clients, senders, messages, rate) in &plans {
+    let mut print = |row: &Row| {
+        if !printed_header {
+            println!("{}", row.header());
+            printed_header = true;
+        }
+        println!("{}\n{}", row.table(), row.json());
+    };
+    if args.knee {
         for &protocol in &args.protocol {
-            let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
-            let plan = Plan {
-                protocol,
-                clients,
-                senders,
-                messages,
-                rate,
-            };
-            let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
-            let outcome = fanout::run(&server.url(), plan).await?;
-            let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
-            let own_cpu = own_cpu_time()?.saturating_sub(own_cpu);
-            let row = fanout_row(plan, &outcome, server_cpu, own_cpu);
-            if !printed_header {
-                println!("{}", row.header());
-                printed_header = true;
+            let mut rate = 100.0;
+            loop {
+                let messages = (rate * KNEE_STEP_SECS) as usize;
+                let plan = Plan::new(protocol, (100, 10, messages, Some(rate)));
+                let (outcome, row) = fanout_scenario(&args, plan).await?;
+                print(&row);
+                let offered = rate * 10.0 * 99.0;
+                let achieved = outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+                if p99_ms(&outcome) > KNEE_P99_MS || outcome.lost() > 0 || achieved < 0.8 * offered
+                {
+                    break;
+                }
+                rate *= 2.0;
             }
-            println!("{}\n{}", row.table(), row.json());
+        }
+        return Ok(());
+    }
+    for &shape in &plans {
+        for &protocol in &args.protocol {
+            let plan = Plan::new(protocol, shape);
+            let (outcome, row) = fanout_scenario(&args, plan).await?;
+            print(&row);
             if outcome.lost() + outcome.duplicated + outcome.out_of_order > 0 {
                 failures.push(format!(
-                    "{protocol:?} {clients}x{senders}x{messages}: delivery errors"
+                    "{protocol:?} {}x{}x{}: delivery errors",
+                    plan.clients, plan.senders, plan.messages
                 ));
             }
         }
@@ -130,6 +152,22 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// One fan-out on a fresh server, with what it cost the server and `bench`.
+async fn fanout_scenario(args: &Args, plan: Plan) -> anyhow::Result<(fanout::Outcome, Row)> {
+    let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
+    let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
+    let outcome = fanout::run(&server.url(), plan).await?;
+    let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
+    let own_cpu = own_cpu_time()?.saturating_sub(own_cpu);
+    server.stop().await?;
+    let row = fanout_row(plan, &outcome, server_cpu, own_cpu);
+    Ok((outcome, row))
+}
+
+fn p99_ms(o: &fanout::Outcome) -> f64 {
+    ms(o.latency_us.value_at_quantile(0.99))
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -167,5 +205,12 @@ fn fanout_row(plan: Plan, o: &fanout::Outcome, server_cpu: Duration, own_cpu: Du
         )
         .num("elapsed_s", format!("{secs:.3}"))
         .num("server_cpu_s", format!("{:.2}", server_cpu.as_secs_f64()))
+        .num(
+            "server_us_per_delivery",
+            format!(
+                "{:.2}",
+                server_cpu.as_secs_f64() * 1e6 / o.delivered.max(1) as f64
+            ),
+        )
         .num("generator_cpu_s", format!("{:.2}", own_cpu.as_secs_f64()))
 }

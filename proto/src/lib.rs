@@ -19,5 +19,3 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chat
 
 pub use chat_event::Event;
 pub use chat_service_client::ChatServiceClient;
-#[cfg(feature = "server")]
-pub use chat_service_server::{ChatService, ChatServiceServer};

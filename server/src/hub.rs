@@ -2,21 +2,22 @@
 //! one [`Hub`] to every connected client.
 //!
 //! It is a single bounded ring buffer (`tokio::sync::broadcast`): publishing
-//! costs the same however many clients listen, each message is stored once
-//! and shared by reference, and a client that stops reading cannot slow
+//! costs the same however many clients listen, each message is stored and
+//! encoded once and shared by reference ([`WireMessage`]), and a client that stops reading cannot slow
 //! anyone else or grow memory: once it falls a full buffer behind, it learns
 //! how much it missed ([`Lagged`]) and its stream is ended so it can
 //! reconnect. A client's [`Subscription`] is dropped with its stream, so a
 //! departed client leaves nothing behind.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
 use thiserror::Error;
+
+use crate::wire::WireMessage;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio_util::sync::CancellationToken;
 
 /// Messages a subscriber may fall behind before it is cut off.
 pub const DEFAULT_BUFFER: u32 = 1024;
@@ -32,6 +33,8 @@ pub struct Relayed {
     /// The connection that sent it, or `None` for a unary `Send`.
     pub origin: Option<Origin>,
     pub message: ChatMessage,
+    /// `message` encoded, for every subscriber to send as is.
+    pub wire: WireMessage,
 }
 
 /// Why a subscription stopped delivering.
@@ -50,11 +53,20 @@ pub struct Hub {
     inner: Arc<Inner>,
 }
 
+/// What travels through the ring. Shutdown travels the same way as the
+/// messages, so a subscriber waits on one thing only: no second future to
+/// register (and lock) on every receive.
+#[derive(Debug, Clone)]
+enum Item {
+    Message(Arc<Relayed>),
+    ShuttingDown,
+}
+
 #[derive(Debug)]
 struct Inner {
-    sender: broadcast::Sender<Arc<Relayed>>,
+    sender: broadcast::Sender<Item>,
     next_origin: AtomicU64,
-    shutdown: CancellationToken,
+    shut_down: AtomicBool,
 }
 
 impl Hub {
@@ -66,7 +78,7 @@ impl Hub {
             inner: Arc::new(Inner {
                 sender,
                 next_origin: AtomicU64::new(1),
-                shutdown: CancellationToken::new(),
+                shut_down: AtomicBool::new(false),
             }),
         }
     }
@@ -78,19 +90,25 @@ impl Hub {
 
     /// Starts receiving everything published from now on.
     pub fn subscribe(&self) -> Subscription {
-        Subscription {
-            receiver: self.inner.sender.subscribe(),
-            shutdown: self.inner.shutdown.clone(),
-        }
+        let receiver = self.inner.sender.subscribe();
+        // Checked after subscribing: the flag is set before the shutdown item
+        // is sent, so a subscriber either sees the flag or receives the item.
+        let closed = self.is_shut_down();
+        Subscription { receiver, closed }
     }
 
     /// Stamps `message` with the server's time and sends it to every
     /// subscriber. Returns the relayed copy.
     pub fn publish(&self, origin: Option<Origin>, mut message: ChatMessage) -> Arc<Relayed> {
         message.timestamp = now_millis();
-        let relayed = Arc::new(Relayed { origin, message });
+        let wire = WireMessage::new(&message);
+        let relayed = Arc::new(Relayed {
+            origin,
+            message,
+            wire,
+        });
         // An error only means nobody is listening right now, which is fine.
-        let _ = self.inner.sender.send(Arc::clone(&relayed));
+        let _ = self.inner.sender.send(Item::Message(Arc::clone(&relayed)));
         relayed
     }
 
@@ -101,33 +119,36 @@ impl Hub {
 
     /// Ends every subscription; new ones end at once.
     pub fn shut_down(&self) {
-        self.inner.shutdown.cancel();
+        if !self.inner.shut_down.swap(true, Ordering::SeqCst) {
+            let _ = self.inner.sender.send(Item::ShuttingDown);
+        }
     }
 
     pub fn is_shut_down(&self) -> bool {
-        self.inner.shutdown.is_cancelled()
+        self.inner.shut_down.load(Ordering::SeqCst)
     }
 }
 
 /// One client's place in the hub.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: broadcast::Receiver<Arc<Relayed>>,
-    shutdown: CancellationToken,
+    receiver: broadcast::Receiver<Item>,
+    closed: bool,
 }
 
 impl Subscription {
     /// The next relayed message, or why there will be no more.
     pub async fn recv(&mut self) -> Result<Arc<Relayed>, Closed> {
-        tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Err(Closed::ShuttingDown),
-            received = self.receiver.recv() => match received {
-                Ok(relayed) => Ok(relayed),
-                Err(RecvError::Lagged(missed)) => Err(Closed::Lagged(missed)),
-                // The hub owns the sender, so this only happens as it is dropped.
-                Err(RecvError::Closed) => Err(Closed::ShuttingDown),
-            },
+        if self.closed {
+            return Err(Closed::ShuttingDown);
+        }
+        match self.receiver.recv().await {
+            Ok(Item::Message(relayed)) => Ok(relayed),
+            Ok(Item::ShuttingDown) | Err(RecvError::Closed) => {
+                self.closed = true;
+                Err(Closed::ShuttingDown)
+            }
+            Err(RecvError::Lagged(missed)) => Err(Closed::Lagged(missed)),
         }
     }
 }
@@ -178,10 +199,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_ends_subscriptions() {
+    async fn shutdown_ends_subscriptions_old_and_new() {
         let hub = Hub::new(4);
-        let mut sub = hub.subscribe();
+        let mut old = hub.subscribe();
         hub.shut_down();
-        assert_eq!(sub.recv().await.map(|_| ()), Err(Closed::ShuttingDown));
+        let mut new = hub.subscribe();
+        for sub in [&mut old, &mut new] {
+            assert_eq!(sub.recv().await.map(|_| ()), Err(Closed::ShuttingDown));
+            assert_eq!(sub.recv().await.map(|_| ()), Err(Closed::ShuttingDown));
+        }
     }
 }

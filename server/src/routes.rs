@@ -10,12 +10,12 @@
 
 use std::path::Path;
 
+use crate::ChatServiceServer;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use chat_proto::ChatServiceServer;
 use chat_proto::rules::MAX_DECODED_BYTES;
 use http::{HeaderValue, StatusCode, Uri, header};
 use tonic_health::pb::health_server::HealthServer;

@@ -83,7 +83,7 @@ impl Server {
         let health = tonic_health::server::HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         health
-            .set_serving::<chat_proto::ChatServiceServer<ChatServer>>()
+            .set_serving::<crate::ChatServiceServer<ChatServer>>()
             .await;
         let app = routes::app(routes::Parts {
             chat: ChatServer::new(self.hub.clone(), heartbeat),
@@ -105,7 +105,7 @@ impl Server {
                 shutdown.await;
                 tracing::info!("shutting down: ending open streams");
                 health
-                    .set_not_serving::<chat_proto::ChatServiceServer<ChatServer>>()
+                    .set_not_serving::<crate::ChatServiceServer<ChatServer>>()
                     .await;
                 health
                     .set_service_status("", tonic_health::ServingStatus::NotServing)

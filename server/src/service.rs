@@ -8,17 +8,19 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use chat_proto::{ChatEvent, ChatMessage, Event, Heartbeat, Ready, SendReply, SubscribeRequest};
+use chat_proto::{ChatMessage, Event, Heartbeat, Ready, SendReply, SubscribeRequest};
 use futures_util::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
 use crate::hub::{Closed, Hub, now_millis};
+use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 
-type EventStream = Pin<Box<dyn Stream<Item = Result<ChatEvent, Status>> + Send>>;
-type MessageStream = Pin<Box<dyn Stream<Item = Result<ChatMessage, Status>> + Send>>;
+/// Both streams carry pre-encoded messages: `ChatEvent`s for Subscribe,
+/// `ChatMessage`s for ChatStream.
+type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
 
 /// The `ChatService` implementation; cheap to clone.
 #[derive(Debug, Clone)]
@@ -44,14 +46,14 @@ impl ChatServer {
 }
 
 #[tonic::async_trait]
-impl chat_proto::ChatService for ChatServer {
-    type ChatStreamStream = MessageStream;
-    type SubscribeStream = EventStream;
+impl crate::ChatService for ChatServer {
+    type ChatStreamStream = EncodedStream;
+    type SubscribeStream = EncodedStream;
 
     async fn chat_stream(
         &self,
         request: Request<Streaming<ChatMessage>>,
-    ) -> Result<Response<MessageStream>, Status> {
+    ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let presence = Presence::new("chat_stream", None, client(&request));
         let mut inbound = request.into_inner();
@@ -87,7 +89,7 @@ impl chat_proto::ChatService for ChatServer {
                     // The client closed its side; it may still want to listen.
                     Step::Inbound(None) => inbound_open = false,
                     Step::Deliver(Ok(relayed)) if relayed.origin == Some(origin) => {}
-                    Step::Deliver(Ok(relayed)) => yield Ok(relayed.message.clone()),
+                    Step::Deliver(Ok(relayed)) => yield Ok(relayed.wire.message()),
                     Step::Deliver(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
@@ -101,7 +103,7 @@ impl chat_proto::ChatService for ChatServer {
     async fn subscribe(
         &self,
         request: Request<SubscribeRequest>,
-    ) -> Result<Response<EventStream>, Status> {
+    ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let username = rules::username(&request.get_ref().username).map_err(invalid_argument)?;
         let presence = Presence::new("subscribe", Some(username), client(&request));
@@ -114,7 +116,7 @@ impl chat_proto::ChatService for ChatServer {
 
         let events = async_stream::stream! {
             let _presence = presence;
-            yield Ok(event(Event::Ready(ready)));
+            yield Ok(wire::event(Event::Ready(ready)));
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -123,12 +125,12 @@ impl chat_proto::ChatService for ChatServer {
                     _ = heartbeat.tick() => None,
                 };
                 match step {
-                    Some(Ok(relayed)) => yield Ok(event(Event::Message(relayed.message.clone()))),
+                    Some(Ok(relayed)) => yield Ok(relayed.wire.event()),
                     Some(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
                     }
-                    None => yield Ok(event(Event::Heartbeat(Heartbeat { timestamp: now_millis() }))),
+                    None => yield Ok(wire::event(Event::Heartbeat(Heartbeat { timestamp: now_millis() }))),
                 }
             }
         };
@@ -153,10 +155,6 @@ fn client<T>(request: &Request<T>) -> Option<ClientAddr> {
 enum Step<I, D> {
     Inbound(Option<I>),
     Deliver(D),
-}
-
-fn event(event: Event) -> ChatEvent {
-    ChatEvent { event: Some(event) }
 }
 
 /// Validates what a client sent and keeps only what the server relays (the

@@ -1,0 +1,74 @@
+//! Generates the server side of `ChatService` from a definition that must
+//! match `proto/chat.proto` (the integration tests call it through the
+//! clients generated from that file, so a mismatch fails them).
+//!
+//! Why not prost's generated server: a relayed message goes to every
+//! subscriber, and with prost's stubs each subscriber's stream would clone
+//! and encode it again. Here the streaming methods return
+//! `crate::wire::Encoded`, bytes encoded once when the message is published
+//! and shared by every stream; requests are still decoded by prost.
+
+use tonic_build::manual::{Builder, Method, Service};
+
+/// The output of streaming methods: bytes encoded once, shared by all.
+const ENCODED: &str = "crate::wire::Encoded";
+const WIRE_CODEC: &str = "crate::wire::WireCodec";
+
+enum Shape {
+    Unary,
+    ServerStreaming,
+    Bidi,
+}
+
+fn method(name: &str, route: &str, input: &str, output: &str, shape: Shape) -> Method {
+    let codec = match shape {
+        Shape::Unary => "tonic_prost::ProstCodec",
+        Shape::ServerStreaming | Shape::Bidi => WIRE_CODEC,
+    };
+    let builder = Method::builder()
+        .name(name)
+        .route_name(route)
+        .input_type(input)
+        .output_type(output)
+        .codec_path(codec);
+    match shape {
+        Shape::Unary => builder,
+        Shape::ServerStreaming => builder.server_streaming(),
+        Shape::Bidi => builder.client_streaming().server_streaming(),
+    }
+    .build()
+}
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    // No `package` line in chat.proto, so the routes are /ChatService/<Method>.
+    let service = Service::builder()
+        .name("ChatService")
+        .package("")
+        .method(method(
+            "chat_stream",
+            "ChatStream",
+            "chat_proto::ChatMessage",
+            ENCODED,
+            Shape::Bidi,
+        ))
+        .method(method(
+            "subscribe",
+            "Subscribe",
+            "chat_proto::SubscribeRequest",
+            ENCODED,
+            Shape::ServerStreaming,
+        ))
+        .method(method(
+            "send",
+            "Send",
+            "chat_proto::ChatMessage",
+            "chat_proto::SendReply",
+            Shape::Unary,
+        ))
+        .build();
+    Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[service]);
+}
