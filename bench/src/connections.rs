@@ -32,6 +32,7 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<O
                 let mut events = client
                     .subscribe(SubscribeRequest {
                         username: format!("idle{i}"),
+                        after_id: 0,
                     })
                     .await?
                     .into_inner();

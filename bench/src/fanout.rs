@@ -197,6 +197,7 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
         let mut events = client
             .subscribe(SubscribeRequest {
                 username: username(i),
+                after_id: 0,
             })
             .await?
             .into_inner();

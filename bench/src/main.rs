@@ -46,6 +46,10 @@ struct Args {
     /// Ring buffer size given to the server (messages a reader may lag).
     #[arg(long, default_value_t = 4096)]
     buffer: u32,
+    /// The server's database: by default a fresh file per scenario (the
+    /// real, durable path); `:memory:` measures without the disk.
+    #[arg(long)]
+    db: Option<String>,
     /// Only the knee search: 100 clients x 10 senders, the rate per sender
     /// doubling from 100/s until p99 latency crosses 100 ms or the server
     /// stops keeping up.
@@ -125,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.fanout.is_none() {
         for count in connection_counts {
-            let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
+            let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
             let outcome = connections::run(&server, count).await?;
             let row = Row::new("connections")
                 .num("connections", outcome.connections)
@@ -156,7 +160,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// One fan-out on a fresh server, with what it cost the server and `bench`.
 async fn fanout_scenario(args: &Args, plan: Plan) -> anyhow::Result<(fanout::Outcome, Row)> {
-    let server = ServerProcess::start(&args.server_bin, args.buffer).await?;
+    let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
     let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
     let outcome = fanout::run(&server.url(), plan).await?;
     let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);

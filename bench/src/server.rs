@@ -11,15 +11,23 @@ use tokio::process::{Child, Command};
 pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
+    /// Holds the scenario's database, removed with it.
+    _db_dir: tempfile::TempDir,
 }
 
 impl ServerProcess {
-    /// Starts `binary` with a ring buffer of `buffer` messages per reader.
-    pub async fn start(binary: &Path, buffer: u32) -> anyhow::Result<Self> {
+    /// Starts `binary` with a ring buffer of `buffer` messages per reader and
+    /// a fresh database file (or `:memory:` when `db` says so).
+    pub async fn start(binary: &Path, buffer: u32, db: Option<&str>) -> anyhow::Result<Self> {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        // Next to the build, so the disk is the one the server would use.
+        std::fs::create_dir_all("target")?;
+        let db_dir = tempfile::tempdir_in("target")?;
+        let db = db.map_or_else(|| db_dir.path().join("bench.db"), Into::into);
         let child = Command::new(binary)
             .env("CHAT_ADDR", addr.to_string())
             .env("CHAT_BUFFER", buffer.to_string())
+            .env("CHAT_DB", db)
             .env("CHAT_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "error")
             .stdout(std::process::Stdio::null())
@@ -29,7 +37,11 @@ impl ServerProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return Ok(Self { child, addr });
+                return Ok(Self {
+                    child,
+                    addr,
+                    _db_dir: db_dir,
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

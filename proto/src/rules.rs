@@ -119,6 +119,7 @@ mod tests {
             message: "😀".repeat(MAX_MESSAGE_CHARS),
             timestamp: i64::MIN,
             nonce: "😀".repeat(MAX_NONCE_CHARS),
+            id: u64::MAX,
         };
         let len = biggest.encoded_len();
         assert!(len <= MAX_DECODED_BYTES, "{len} > {MAX_DECODED_BYTES}");

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::hub::DEFAULT_BUFFER;
+use crate::hub::{DEFAULT_BUFFER, DEFAULT_HISTORY};
+use crate::store::{Location, Retention};
 
 /// A chat server for browsers and native clients: native gRPC (HTTP/2),
 /// gRPC-Web (HTTP/1.1) and the web app, all on one port.
@@ -31,8 +32,24 @@ pub struct Config {
     #[arg(long, env = "CHAT_WEB_DIR", default_value = "dist")]
     pub web_dir: PathBuf,
 
-    /// How many messages a client may fall behind before the server
-    /// disconnects it (it then reconnects). Bounds memory per slow reader.
+    /// The message database (SQLite; created if missing), or `:memory:` to
+    /// keep nothing across restarts.
+    #[arg(long, env = "CHAT_DB", default_value = "chat.db")]
+    pub db: Location,
+
+    /// How many recent messages a new subscriber gets before live ones.
+    #[arg(long, env = "CHAT_HISTORY", default_value_t = DEFAULT_HISTORY,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub history: u32,
+
+    /// How much history the database keeps: a message count (like 100000)
+    /// or an age (like 30d, 12h). Older messages are deleted.
+    #[arg(long, env = "CHAT_RETAIN", default_value = "100000")]
+    pub retain: Retention,
+
+    /// Live messages kept in memory for delivery. A client that falls
+    /// further behind reads what it missed from the database instead, so
+    /// this bounds memory, not what anyone receives.
     #[arg(long, env = "CHAT_BUFFER", default_value_t = DEFAULT_BUFFER,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub buffer: u32,
@@ -84,12 +101,16 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
 }
 
 impl Config {
-    /// The defaults, as if started with no flags and no environment.
+    /// The defaults, as if started with no flags and no environment, except
+    /// that the database is in memory.
     pub fn with_addr(addr: impl Into<String>) -> Self {
         Self {
             addr: addr.into(),
             allowed_origins: Vec::new(),
             web_dir: PathBuf::from("dist"),
+            db: Location::Memory,
+            history: DEFAULT_HISTORY,
+            retain: Retention::Count(100_000),
             buffer: DEFAULT_BUFFER,
             heartbeat: 15,
             trust_proxy: false,
@@ -117,6 +138,23 @@ mod tests {
         .expect("valid flags");
         assert_eq!(config.addr, "0.0.0.0:8080");
         assert_eq!(config.allowed_origins.len(), 2);
+        assert_eq!(config.db, Location::File("chat.db".into()));
+        assert_eq!(config.retain, Retention::Count(100_000));
+    }
+
+    #[test]
+    fn retention_is_a_count_or_an_age() {
+        use std::time::Duration;
+        assert_eq!("500".parse(), Ok(Retention::Count(500)));
+        assert_eq!(
+            "30d".parse(),
+            Ok(Retention::Age(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!("90s".parse(), Ok(Retention::Age(Duration::from_secs(90))));
+        for bad in ["0", "", "d", "12x", "-3h", "0h"] {
+            assert!(bad.parse::<Retention>().is_err(), "{bad:?}");
+        }
+        assert_eq!(":memory:".parse(), Ok(Location::Memory));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::cors::{self, InvalidOrigin};
 use crate::hub::Hub;
 use crate::routes;
 use crate::service::ChatServer;
+use crate::store::StoreError;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -35,6 +36,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("building gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("opening the message database {db}: {source}")]
+    Store { db: String, source: StoreError },
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -57,9 +60,19 @@ impl Server {
                     addr: config.addr.clone(),
                     source,
                 })?;
+        let hub = Hub::open(
+            config.db.clone(),
+            config.retain,
+            config.buffer,
+            config.history,
+        )
+        .map_err(|source| ServeError::Store {
+            db: config.db.to_string(),
+            source,
+        })?;
         Ok(Self {
             listener,
-            hub: Hub::new(config.buffer),
+            hub,
             cors,
             config: config.clone(),
         })

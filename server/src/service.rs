@@ -2,19 +2,20 @@
 //!
 //! This is where requests are validated and where every internal error
 //! becomes a `tonic::Status` a client can act on: `INVALID_ARGUMENT` for bad
-//! input, `RESOURCE_EXHAUSTED` for oversized messages and readers that fell
-//! too far behind, `UNAVAILABLE` ("try again") while the server shuts down.
+//! input, `RESOURCE_EXHAUSTED` for oversized messages, `UNAVAILABLE` ("try
+//! again") while the server shuts down or cannot reach its database.
 
 use std::pin::Pin;
 use std::time::Duration;
 
-use chat_proto::{ChatMessage, Event, Heartbeat, Ready, SendReply, SubscribeRequest};
+use chat_proto::{ChatMessage, Event, Gap, Heartbeat, Ready, SendReply, SubscribeRequest};
 use futures_util::{Stream, StreamExt};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
-use crate::hub::{Closed, Hub, now_millis};
+use crate::hub::{Closed, Delivery, Hub, Start, now_millis};
+use crate::store::StoreError;
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 
@@ -59,7 +60,8 @@ impl crate::ChatService for ChatServer {
         let mut inbound = request.into_inner();
         let hub = self.hub.clone();
         let origin = hub.new_origin();
-        let mut subscription = hub.subscribe();
+        // The paper's behaviour: live messages only, never one's own.
+        let mut subscription = hub.subscribe(Start::Live, Some(origin));
 
         let outbound = async_stream::stream! {
             let mut presence = presence;
@@ -75,7 +77,10 @@ impl crate::ChatService for ChatServer {
                     Step::Inbound(Some(Ok(message))) => match accept_message(message) {
                         Ok(message) => {
                             presence.named(&message.username);
-                            hub.publish(Some(origin), message);
+                            if let Err(error) = hub.publish_from(origin, message).await {
+                                yield Err(unavailable(error));
+                                break;
+                            }
                         }
                         Err(error) => {
                             yield Err(invalid_argument(error));
@@ -88,8 +93,10 @@ impl crate::ChatService for ChatServer {
                     }
                     // The client closed its side; it may still want to listen.
                     Step::Inbound(None) => inbound_open = false,
-                    Step::Deliver(Ok(relayed)) if relayed.origin == Some(origin) => {}
-                    Step::Deliver(Ok(relayed)) => yield Ok(relayed.wire.message()),
+                    Step::Deliver(Ok(Delivery::Message(relayed))) => yield Ok(relayed.wire.message()),
+                    // Paper clients have no way to hear of one; live-only
+                    // subscriptions do not report them anyway.
+                    Step::Deliver(Ok(Delivery::Gap { .. })) => {}
                     Step::Deliver(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
@@ -106,12 +113,17 @@ impl crate::ChatService for ChatServer {
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let username = rules::username(&request.get_ref().username).map_err(invalid_argument)?;
+        let start = match request.get_ref().after_id {
+            0 => Start::Recent,
+            id => Start::After(id),
+        };
         let presence = Presence::new("subscribe", Some(username), client(&request));
-        let mut subscription = self.hub.subscribe();
+        let mut subscription = self.hub.subscribe(start, None);
         let period = self.heartbeat;
         let ready = Ready {
             timestamp: now_millis(),
             heartbeat_interval_ms: u32::try_from(period.as_millis()).unwrap_or(u32::MAX),
+            last_id: subscription.newest_at_start(),
         };
 
         let events = async_stream::stream! {
@@ -125,7 +137,10 @@ impl crate::ChatService for ChatServer {
                     _ = heartbeat.tick() => None,
                 };
                 match step {
-                    Some(Ok(relayed)) => yield Ok(relayed.wire.event()),
+                    Some(Ok(Delivery::Message(relayed))) => yield Ok(relayed.wire.event()),
+                    Some(Ok(Delivery::Gap { after_id, next_id })) => {
+                        yield Ok(wire::event(Event::Gap(Gap { after_id, next_id })));
+                    }
                     Some(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
@@ -140,9 +155,10 @@ impl crate::ChatService for ChatServer {
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
         let message = accept_message(request.into_inner()).map_err(invalid_argument)?;
-        let relayed = self.hub.publish(None, message);
+        let stored = self.hub.publish(message).await.map_err(unavailable)?;
         Ok(Response::new(SendReply {
-            timestamp: relayed.message.timestamp,
+            timestamp: stored.timestamp,
+            id: stored.id,
         }))
     }
 }
@@ -165,6 +181,7 @@ fn accept_message(message: ChatMessage) -> Result<ChatMessage, InputError> {
         message: rules::message_text(&message.message)?,
         nonce: rules::nonce(&message.nonce)?,
         timestamp: 0,
+        id: 0,
     })
 }
 
@@ -172,12 +189,16 @@ fn invalid_argument(error: InputError) -> Status {
     Status::invalid_argument(error.to_string())
 }
 
+/// The message could not be stored; nothing was relayed, so trying again
+/// is safe.
+fn unavailable(error: StoreError) -> Status {
+    tracing::warn!(%error, "store refused a message");
+    Status::unavailable(error.to_string())
+}
+
 impl From<Closed> for Status {
     fn from(closed: Closed) -> Self {
-        match closed {
-            Closed::Lagged(_) => Status::resource_exhausted(closed.to_string()),
-            Closed::ShuttingDown => Status::unavailable(closed.to_string()),
-        }
+        Status::unavailable(closed.to_string())
     }
 }
 

@@ -120,6 +120,7 @@ mod tests {
             message: "x".repeat(300),
             timestamp: 1_700_000_000_000,
             nonce: "n-1".into(),
+            id: 7,
         }
     }
 

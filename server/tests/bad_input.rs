@@ -105,6 +105,7 @@ async fn subscribe_refuses_a_bad_username() {
     for name in ["", &"n".repeat(33), "tab\there"] {
         let status = within(web.subscribe(SubscribeRequest {
             username: name.into(),
+            after_id: 0,
         }))
         .await
         .expect_err("refused");

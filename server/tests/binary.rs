@@ -16,10 +16,23 @@ const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
 struct Running {
     child: Child,
     addr: std::net::SocketAddr,
+    _db_dir: Option<tempfile::TempDir>,
 }
 
 impl Running {
+    /// Starts the binary with a database of its own.
     async fn start(envs: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("chat.db");
+        let mut envs = envs.to_vec();
+        envs.push(("CHAT_DB", db.to_str().expect("utf-8 path")));
+        let mut running = Self::start_on(&envs).await;
+        running._db_dir = Some(dir);
+        running
+    }
+
+    /// Starts the binary with exactly these variables.
+    async fn start_on(envs: &[(&str, &str)]) -> Self {
         let port = {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
             probe.local_addr().expect("addr").port()
@@ -39,7 +52,11 @@ impl Running {
             }
         })
         .await;
-        Self { child, addr }
+        Self {
+            child,
+            addr,
+            _db_dir: None,
+        }
     }
 
     fn url(&self) -> String {
@@ -213,4 +230,52 @@ async fn chat_client_sends_typed_lines_and_prints_what_others_say() {
     drop(stdin); // Ctrl-D
     let exit = within(client.wait()).await.expect("exit");
     assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn acknowledged_messages_survive_kill_9_and_ids_are_never_reused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    let envs = [("CHAT_DB", db.to_str().expect("utf-8 path"))];
+
+    let mut server = Running::start_on(&envs).await;
+    let mut web = common::web_client(&server.url());
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let reply = within(web.send(chat("ada", &format!("durable {i}"))))
+            .await
+            .expect("stored")
+            .into_inner();
+        acked.push(reply.id);
+    }
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "{acked:?}");
+    // SIGKILL: no shutdown, no flush; only what was committed survives.
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("reaped");
+
+    let server = Running::start_on(&envs).await;
+    let mut web = common::web_client(&server.url());
+    let mut events = within(web.subscribe(chat_proto::SubscribeRequest {
+        username: "bob".into(),
+        after_id: 0,
+    }))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    let Ok(Some(chat_proto::ChatEvent {
+        event: Some(chat_proto::Event::Ready(ready)),
+    })) = within(events.message()).await
+    else {
+        panic!("expected Ready first");
+    };
+    assert_eq!(ready.last_id, *acked.last().expect("some"));
+    for (i, id) in acked.iter().enumerate() {
+        let message = next_event_message(&mut events).await;
+        assert_eq!((message.id, message.message), (*id, format!("durable {i}")));
+    }
+    let after = within(web.send(chat("ada", "after the crash")))
+        .await
+        .expect("stored")
+        .into_inner();
+    assert_eq!(after.id, acked.last().expect("some") + 1);
 }

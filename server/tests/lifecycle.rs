@@ -53,13 +53,13 @@ async fn departed_clients_leave_no_subscription_behind() {
 }
 
 #[tokio::test]
-async fn a_reader_that_stops_reading_does_not_hold_up_the_others() {
+async fn a_reader_that_stops_reading_holds_up_nobody_and_later_catches_up_without_loss() {
     const BUFFER: u32 = 16;
     let mut config = Config::with_addr("127.0.0.1:0");
     config.buffer = BUFFER;
     let server = TestServer::start_with(config).await;
 
-    // The stuck reader: its connection stays open, it never reads. A small
+    // The stuck reader: its connection stays open, it does not read. A small
     // HTTP/2 window (hyper's default is 2 MiB) makes it back up sooner.
     let channel = tonic::transport::Channel::from_shared(server.url())
         .expect("valid url")
@@ -79,33 +79,26 @@ async fn a_reader_that_stops_reading_does_not_hold_up_the_others() {
     // In lock-step: the fast reader gets each message before the next is
     // sent. If the stuck reader could block the hub, this would never end.
     // Messages are large so that they overflow the HTTP/2 flow-control window
-    // in front of the stuck reader, not just the hub's buffer.
+    // in front of the stuck reader, and far more than the ring holds.
     let total = BUFFER * 10;
     let padding = "p".repeat(3_990);
+    let text = |i: u32| format!("m{i} {padding}");
     for i in 0..total {
-        let text = format!("m{i} {padding}");
-        within(sender.send(chat("sender", &text)))
+        within(sender.send(chat("sender", &text(i))))
             .await
             .expect("sent");
-        assert_eq!(next_event_message(&mut fast_events).await.message, text);
+        assert_eq!(next_event_message(&mut fast_events).await.message, text(i));
     }
 
-    // The stuck reader gets what fitted, then a clear status: it fell behind.
-    let mut delivered = 0;
-    let status = within(async {
-        loop {
-            match stuck_in.message().await {
-                Ok(Some(_)) => delivered += 1,
-                Ok(None) => panic!("stream ended without a status"),
-                Err(status) => break status,
-            }
-        }
-    })
-    .await;
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-    assert!(status.message().contains("behind"), "{status:?}");
-    assert!(delivered < total, "it was cut off, not fed everything");
-    server.wait_for_subscribers(1).await;
+    // Now it reads: everything, once, in order (what the ring no longer
+    // held comes from the store).
+    for i in 0..total {
+        let message = within(stuck_in.message())
+            .await
+            .expect("no error status")
+            .expect("stream open");
+        assert_eq!(message.message, text(i));
+    }
     server.stop().await;
 }
 

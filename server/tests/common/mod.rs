@@ -155,6 +155,7 @@ where
 {
     let mut stream = within(client.subscribe(chat_proto::SubscribeRequest {
         username: username.into(),
+        after_id: 0,
     }))
     .await
     .expect("subscribe accepted")

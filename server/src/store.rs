@@ -1,0 +1,523 @@
+//! Durable history: every message is stored in SQLite before anyone sees it.
+//!
+//! One writer thread owns the write connection. It takes every message
+//! waiting in its queue, gives each the next id, writes them all in one
+//! transaction (group commit: one fsync per batch, however many senders),
+//! and only then hands the batch to the hub to broadcast and acknowledges
+//! the senders. So an acknowledged message is on disk, ids follow each
+//! other without holes in the order everyone receives them, and a reader
+//! that finds an id in the store knows every smaller one is there too
+//! (unless retention removed it). Readers (history, catch-up) run on their
+//! own connections, which WAL lets proceed alongside the writer.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_proto::ChatMessage;
+use rusqlite::{Connection, OpenFlags, params};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info};
+
+use crate::hub::now_millis;
+
+/// Messages a single transaction may carry.
+const MAX_BATCH: usize = 1024;
+/// Messages that may wait for the writer before senders are slowed down.
+const QUEUE: usize = 8192;
+/// How often retention runs at most.
+const PRUNE_EVERY: Duration = Duration::from_secs(1);
+
+/// Schema changes, applied in order at start-up; `PRAGMA user_version`
+/// records how many have run. Only ever append.
+const MIGRATIONS: &[&str] = &["
+    CREATE TABLE messages (
+        id        INTEGER PRIMARY KEY,
+        username  TEXT    NOT NULL,
+        message   TEXT    NOT NULL,
+        timestamp INTEGER NOT NULL,
+        nonce     TEXT    NOT NULL DEFAULT '',
+        origin    INTEGER
+    );
+    -- The highest id ever given, kept even if retention deletes every row,
+    -- so ids are never reused.
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta (key, value) VALUES ('last_id', 0);
+"];
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the database was written by a newer version (schema {found}, this build knows {known})"
+    )]
+    TooNew { found: usize, known: usize },
+    #[error("could not store the message: {0}")]
+    Write(String),
+    #[error("could not start the store's writer thread: {0}")]
+    Thread(std::io::Error),
+    #[error("the message store has stopped")]
+    Stopped,
+    #[error("a database task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    File(PathBuf),
+    /// Nothing survives the process (`--db :memory:`).
+    Memory,
+}
+
+impl FromStr for Location {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s == ":memory:" {
+            Self::Memory
+        } else {
+            Self::File(PathBuf::from(s))
+        })
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Memory => f.write_str(":memory:"),
+        }
+    }
+}
+
+/// How much history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// The newest N messages.
+    Count(u64),
+    /// Messages younger than this.
+    Age(Duration),
+}
+
+impl FromStr for Retention {
+    type Err = String;
+    /// `100000` (messages) or an age: `90s`, `30m`, `12h`, `30d`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = || {
+            format!(
+                "`{s}` is neither a message count (like 100000) nor an age (like 30d, 12h, 30m, 90s)"
+            )
+        };
+        if let Ok(count) = s.parse::<u64>() {
+            return if count == 0 {
+                Err("retention must keep at least 1 message".into())
+            } else {
+                Ok(Self::Count(count))
+            };
+        }
+        let split = s.len().checked_sub(1).ok_or_else(bad)?;
+        let (number, unit) = s.split_at(split);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let seconds = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return Err(bad()),
+        };
+        match number.checked_mul(seconds) {
+            Some(secs) if secs > 0 => Ok(Self::Age(Duration::from_secs(secs))),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Count(n) => write!(f, "{n}"),
+            Self::Age(age) => write!(f, "{}s", age.as_secs()),
+        }
+    }
+}
+
+/// A stored message: `message.id` is set, `origin` is the connection it came
+/// from (see [`crate::hub::Origin`]), if it came over `ChatStream`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub origin: Option<u64>,
+    pub message: ChatMessage,
+}
+
+/// Called by the writer with each committed batch, in id order, before the
+/// senders are acknowledged.
+pub type OnCommit = Box<dyn Fn(Vec<Stored>) + Send>;
+
+struct Pending {
+    origin: Option<u64>,
+    message: ChatMessage,
+    ack: Option<oneshot::Sender<Result<ChatMessage, String>>>,
+}
+
+/// A handle on the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    queue: mpsc::Sender<Pending>,
+    readers: Arc<Readers>,
+    last_id: Arc<AtomicU64>,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("location", &self.readers.location)
+            .field("last_id", &self.last_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (creating and migrating as needed) the database and starts the
+    /// writer thread, which calls `on_commit` with every committed batch.
+    pub fn open(
+        location: Location,
+        retention: Retention,
+        on_commit: OnCommit,
+    ) -> Result<Self, StoreError> {
+        let readers = Arc::new(Readers::new(location));
+        let mut connection = readers.open(false)?;
+        migrate(&mut connection)?;
+        let last_id: u64 =
+            connection.query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| {
+                row.get(0)
+            })?;
+        let last_timestamp: i64 = connection.query_row(
+            "SELECT coalesce(max(timestamp), 0) FROM messages",
+            [],
+            |row| row.get(0),
+        )?;
+        info!(db = %readers.location, last_id, "message store open");
+        let last_id = Arc::new(AtomicU64::new(last_id));
+        let (queue, inbox) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            connection,
+            retention,
+            last_id: Arc::clone(&last_id),
+            last_timestamp,
+            on_commit,
+            pruned_at: None,
+        };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(inbox))
+            .map_err(StoreError::Thread)?;
+        Ok(Self {
+            queue,
+            readers,
+            last_id,
+        })
+    }
+
+    /// The newest committed id (0 if none). Everything up to it is stored
+    /// (or pruned) and has been, or is being, broadcast.
+    pub fn last_id(&self) -> u64 {
+        self.last_id.load(Ordering::SeqCst)
+    }
+
+    /// Stores `message` and returns it with its id and timestamp once it is
+    /// committed.
+    pub async fn append(&self, message: ChatMessage) -> Result<ChatMessage, StoreError> {
+        let (ack, acked) = oneshot::channel();
+        self.enqueue(None, message, Some(ack)).await?;
+        match acked.await {
+            Ok(Ok(stored)) => Ok(stored),
+            Ok(Err(reason)) => Err(StoreError::Write(reason)),
+            Err(_) => Err(StoreError::Stopped),
+        }
+    }
+
+    /// Queues `message` from connection `origin` without waiting for it to be
+    /// committed; waits only while the writer's queue is full, which slows a
+    /// sender down to what the store can take.
+    pub async fn append_from(&self, origin: u64, message: ChatMessage) -> Result<(), StoreError> {
+        self.enqueue(Some(origin), message, None).await
+    }
+
+    async fn enqueue(
+        &self,
+        origin: Option<u64>,
+        message: ChatMessage,
+        ack: Option<oneshot::Sender<Result<ChatMessage, String>>>,
+    ) -> Result<(), StoreError> {
+        self.queue
+            .send(Pending {
+                origin,
+                message,
+                ack,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)
+    }
+
+    /// Stored messages with `after < id <= upto`, oldest first, at most
+    /// `limit` of them.
+    pub async fn range(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        if upto <= after || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.range(after, upto, limit)).await?
+    }
+}
+
+/// Read connections, opened on demand and reused.
+struct Readers {
+    location: Location,
+    /// A `:memory:` database shared by this process's connections.
+    memory_name: String,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn new(location: Location) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let memory_name = format!(
+            "file:/chat-{}-{}?vfs=memdb",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        Self {
+            location,
+            memory_name,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self, read_only: bool) -> Result<Connection, StoreError> {
+        let mut flags = OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        flags |= if read_only {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE
+        };
+        let connection = match &self.location {
+            Location::File(path) => {
+                let c = Connection::open_with_flags(path, flags)?;
+                if !read_only {
+                    c.pragma_update(None, "journal_mode", "WAL")?;
+                }
+                c
+            }
+            Location::Memory => Connection::open_with_flags(&self.memory_name, flags)?,
+        };
+        // An acknowledged message must survive a crash or power loss: fsync
+        // on every commit (one per batch, so it stays cheap).
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.busy_timeout(Duration::from_secs(5))?;
+        Ok(connection)
+    }
+
+    fn range(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let connection = match idle {
+            Some(c) => c,
+            None => self.open(true)?,
+        };
+        let rows = read_range(&connection, after, upto, limit);
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(connection);
+        }
+        rows
+    }
+}
+
+fn read_range(
+    connection: &Connection,
+    after: u64,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<Stored>, StoreError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, username, message, timestamp, nonce, origin FROM messages
+         WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+    )?;
+    let rows = statement.query_map(
+        params![after, upto, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            Ok(Stored {
+                message: ChatMessage {
+                    id: row.get(0)?,
+                    username: row.get(1)?,
+                    message: row.get(2)?,
+                    timestamp: row.get(3)?,
+                    nonce: row.get(4)?,
+                },
+                origin: row.get(5)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let version: usize = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            found: version,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(sql)?;
+        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.commit()?;
+        info!(schema = index + 1, "database migrated");
+    }
+    Ok(())
+}
+
+struct Writer {
+    connection: Connection,
+    retention: Retention,
+    last_id: Arc<AtomicU64>,
+    /// Timestamps never go backwards, even if the clock does, so that age
+    /// retention can delete a prefix of ids.
+    last_timestamp: i64,
+    on_commit: OnCommit,
+    pruned_at: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, mut inbox: mpsc::Receiver<Pending>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        // Ends when every Store handle is gone.
+        while let Some(first) = inbox.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match inbox.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut batch);
+        }
+        debug!("store writer stopped");
+    }
+
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        let first_id = self.last_id.load(Ordering::SeqCst) + 1;
+        let timestamp = now_millis().max(self.last_timestamp);
+        match self.write(batch, first_id, timestamp) {
+            Ok(()) => {
+                let last_id = first_id + batch.len() as u64 - 1;
+                self.last_timestamp = timestamp;
+                self.last_id.store(last_id, Ordering::SeqCst);
+                let mut stored = Vec::with_capacity(batch.len());
+                let mut acks = Vec::with_capacity(batch.len());
+                for (pending, id) in batch.drain(..).zip(first_id..) {
+                    let message = ChatMessage {
+                        id,
+                        timestamp,
+                        ..pending.message
+                    };
+                    if let Some(ack) = pending.ack {
+                        acks.push((ack, message.clone()));
+                    }
+                    stored.push(Stored {
+                        origin: pending.origin,
+                        message,
+                    });
+                }
+                (self.on_commit)(stored);
+                for (ack, message) in acks {
+                    // The sender may have gone; its message is stored anyway.
+                    let _ = ack.send(Ok(message));
+                }
+            }
+            Err(err) => {
+                error!(error = %err, messages = batch.len(), "could not store messages");
+                for pending in batch.drain(..) {
+                    if let Some(ack) = pending.ack {
+                        let _ = ack.send(Err(err.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn write(
+        &mut self,
+        batch: &[Pending],
+        first_id: u64,
+        timestamp: i64,
+    ) -> Result<(), StoreError> {
+        let prune = self.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+        let transaction = self.connection.transaction()?;
+        {
+            let mut insert = transaction.prepare_cached(
+                "INSERT INTO messages (id, username, message, timestamp, nonce, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (pending, id) in batch.iter().zip(first_id..) {
+                let m = &pending.message;
+                insert.execute(params![
+                    id,
+                    m.username,
+                    m.message,
+                    timestamp,
+                    m.nonce,
+                    pending.origin
+                ])?;
+            }
+            let last_id = first_id + batch.len() as u64 - 1;
+            transaction
+                .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
+                .execute([last_id])?;
+            if prune {
+                prune_old(&transaction, self.retention, last_id)?;
+            }
+        }
+        transaction.commit()?;
+        if prune {
+            self.pruned_at = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
+
+/// Deletes what `retention` no longer keeps. Ids and timestamps both grow,
+/// so what goes is always a prefix of ids: a range delete on the key.
+fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rusqlite::Result<()> {
+    let deleted = match retention {
+        Retention::Count(keep) => connection
+            .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
+            .execute([last_id.saturating_sub(keep)])?,
+        Retention::Age(age) => {
+            let cutoff =
+                now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            connection
+                .prepare_cached(
+                    "DELETE FROM messages WHERE id < coalesce(
+                         (SELECT id FROM messages WHERE timestamp >= ?1 ORDER BY id LIMIT 1),
+                         ?2)",
+                )?
+                .execute(params![cutoff, last_id + 1])?
+        }
+    };
+    if deleted > 0 {
+        debug!(deleted, "retention removed old messages");
+    }
+    Ok(())
+}
