@@ -129,7 +129,8 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.fanout.is_none() {
         for count in connection_counts {
-            let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
+            let server =
+                ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
             let outcome = connections::run(&server, count).await?;
             let row = Row::new("connections")
                 .num("connections", outcome.connections)

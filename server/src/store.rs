@@ -521,3 +521,49 @@ fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rus
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> ChatMessage {
+        ChatMessage {
+            username: "ada".into(),
+            message: text.into(),
+            ..ChatMessage::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn ids_continue_across_reopening_and_retention_keeps_the_newest() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = Location::File(dir.path().join("chat.db"));
+        let store =
+            Store::open(location.clone(), Retention::Count(1), Box::new(|_| {})).expect("open");
+        for text in ["a", "b", "c"] {
+            store.append(message(text)).await.expect("stored");
+        }
+        assert_eq!(store.last_id(), 3);
+        drop(store);
+
+        let store = Store::open(location, Retention::Count(1), Box::new(|_| {})).expect("reopen");
+        assert_eq!(store.last_id(), 3);
+        assert_eq!(store.range(0, 3, 10).await.expect("read").len(), 3);
+        assert_eq!(store.append(message("d")).await.expect("stored").id, 4);
+        // The first commit after opening applies retention.
+        let kept = store.range(0, 4, 10).await.expect("read");
+        let texts: Vec<_> = kept.iter().map(|s| s.message.message.as_str()).collect();
+        assert_eq!(texts, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_version_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("chat.db");
+        Connection::open(&path)
+            .and_then(|c| c.pragma_update(None, "user_version", 99))
+            .expect("prepare");
+        let refused = Store::open(Location::File(path), Retention::Count(1), Box::new(|_| {}));
+        assert!(matches!(refused, Err(StoreError::TooNew { found: 99, .. })));
+    }
+}

@@ -1,0 +1,170 @@
+//! Stored history: what a new subscriber gets first, resuming with
+//! `after_id` while others keep sending, gaps when retention removed what
+//! was asked for, and the paper's ChatStream staying live-only.
+
+mod common;
+
+use std::collections::HashMap;
+
+use chat_proto::{ChatEvent, Event, Gap, Ready, SubscribeRequest};
+use chat_server::Config;
+use common::{
+    TestServer, WebClient, chat, next_event_message, next_message, open_chat_stream, within,
+};
+use tonic::Streaming;
+
+async fn subscribe_after(web: &mut WebClient, after_id: u64) -> (Ready, Streaming<ChatEvent>) {
+    let mut events = within(web.subscribe(SubscribeRequest {
+        username: "reader".into(),
+        after_id,
+    }))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    match within(events.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Ready(ready)),
+        })) => (ready, events),
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
+async fn next_event(events: &mut Streaming<ChatEvent>) -> Event {
+    within(events.message())
+        .await
+        .expect("no error")
+        .and_then(|e| e.event)
+        .expect("an event")
+}
+
+async fn send_all(web: &mut WebClient, texts: impl IntoIterator<Item = String>) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for text in texts {
+        let reply = within(web.send(chat("writer", &text)))
+            .await
+            .expect("stored")
+            .into_inner();
+        ids.push(reply.id);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn a_new_subscriber_gets_the_recent_history_then_live_messages() {
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.history = 5;
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let ids = send_all(&mut web, (1..=8).map(|i| format!("old {i}"))).await;
+
+    let (ready, mut events) = subscribe_after(&mut web, 0).await;
+    assert_eq!(ready.last_id, ids[7]);
+    for i in 4..=8 {
+        let message = next_event_message(&mut events).await;
+        assert_eq!(message.message, format!("old {i}"));
+        assert_eq!(message.id, ids[i - 1]);
+    }
+    let live = send_all(&mut web, ["new".to_owned()]).await;
+    let message = next_event_message(&mut events).await;
+    assert_eq!((message.id, message.message.as_str()), (live[0], "new"));
+}
+
+#[tokio::test]
+async fn resuming_with_after_id_while_others_send_misses_nothing_and_repeats_nothing() {
+    const SENDERS: usize = 3;
+    const EACH: usize = 150;
+    let server = TestServer::start().await;
+    let url = server.url();
+    let (_, mut events) = subscribe_after(&mut server.web(), 0).await;
+
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..SENDERS {
+        let mut web = common::web_client(&url);
+        senders
+            .spawn(async move { send_all(&mut web, (0..EACH).map(|i| format!("{s}:{i}"))).await });
+    }
+
+    // Drop the stream every 40 messages and resume after the last id seen,
+    // while the senders keep going.
+    let mut seen: Vec<(u64, String)> = Vec::new();
+    let mut reader = server.web();
+    while seen.len() < SENDERS * EACH {
+        if !seen.is_empty() && seen.len() % 40 == 0 {
+            drop(events);
+            let last = seen.last().map(|(id, _)| *id).unwrap_or(0);
+            events = subscribe_after(&mut reader, last).await.1;
+        }
+        let message = next_event_message(&mut events).await;
+        seen.push((message.id, message.message));
+    }
+    while let Some(sent) = senders.join_next().await {
+        sent.expect("sender finished");
+    }
+
+    let ids: Vec<u64> = seen.iter().map(|(id, _)| *id).collect();
+    let expected: Vec<u64> = (1..=(SENDERS * EACH) as u64).collect();
+    assert_eq!(ids, expected, "every id once, in order");
+    let mut next_per_sender: HashMap<&str, usize> = HashMap::new();
+    for (_, text) in &seen {
+        let (sender, index) = text.split_once(':').expect("sender:index");
+        let next = next_per_sender.entry(sender).or_default();
+        assert_eq!(index.parse::<usize>().expect("index"), *next, "{text}");
+        *next += 1;
+    }
+}
+
+#[tokio::test]
+async fn asking_for_more_than_retention_kept_gets_a_gap_event() {
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.retain = chat_server::store::Retention::Count(3);
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let ids = send_all(&mut web, (1..=10).map(|i| format!("m{i}"))).await;
+    // Retention runs at most once a second; one more send after that prunes.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let last = send_all(&mut web, ["m11".to_owned()]).await[0];
+
+    let (_, mut events) = subscribe_after(&mut web, ids[1]).await;
+    match next_event(&mut events).await {
+        Event::Gap(Gap { after_id, next_id }) => {
+            assert_eq!(after_id, ids[1]);
+            assert_eq!(next_id, last - 2, "the oldest kept");
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    for id in last - 2..=last {
+        assert_eq!(next_event_message(&mut events).await.id, id);
+    }
+}
+
+#[tokio::test]
+async fn an_after_id_from_another_database_is_reported_and_history_starts_over() {
+    let server = TestServer::start().await;
+    let mut web = server.web();
+    let ids = send_all(&mut web, ["only".to_owned()]).await;
+
+    let (ready, mut events) = subscribe_after(&mut web, 500).await;
+    assert_eq!(ready.last_id, ids[0]);
+    match next_event(&mut events).await {
+        Event::Gap(Gap { after_id, next_id }) => {
+            assert_eq!(after_id, 500);
+            assert!(next_id <= after_id, "tells the client to start over");
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    assert_eq!(next_event_message(&mut events).await.message, "only");
+}
+
+#[tokio::test]
+async fn chat_stream_stays_live_only_as_in_the_paper() {
+    let server = TestServer::start().await;
+    let mut web = server.web();
+    send_all(&mut web, ["before".to_owned()]).await;
+
+    let mut native = server.native().await;
+    let (_tx, mut inbound) = open_chat_stream(&mut native).await;
+    send_all(&mut web, ["after".to_owned()]).await;
+    let message = next_message(&mut inbound).await;
+    assert_eq!(message.message, "after", "no history on ChatStream");
+    assert_eq!(message.id, 2, "but it does carry the id");
+}
