@@ -9,6 +9,10 @@
 //! `Ready`, and a stream that goes quiet for too long is given up on and
 //! replaced. When the browser says it is back online, the wait before the
 //! next attempt is cut short.
+//!
+//! The first subscription asks for the recent history; every later one
+//! resumes after the last id the timeline holds, so the server replays
+//! exactly what was missed while the stream was down.
 
 use std::cell::Cell;
 use std::pin::pin;
@@ -126,7 +130,7 @@ impl Connection {
         self.refused.set(None);
 
         let last_event = Cell::new(js_sys::Date::now());
-        let reading = pin!(read(&mut stream, timeline, &last_event));
+        let reading = pin!(read(&mut stream, timeline, name, &last_event));
         let Some(limit) = silence_limit_ms(heartbeat_ms) else {
             // An older server, without heartbeats: trust the stream.
             return reading.await;
@@ -152,6 +156,7 @@ impl Connection {
 async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u32), Ended> {
     let request = SubscribeRequest {
         username: name.to_owned(),
+        after_id: timeline.last_id(),
     };
     let mut stream = match api::client().subscribe(request).await {
         Ok(response) => response.into_inner(),
@@ -163,9 +168,7 @@ async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u
                 event: Some(Event::Ready(ready)),
             })) => return Ok((stream, ready.heartbeat_interval_ms)),
             // `Ready` comes first, but a message is a message.
-            Ok(Some(ChatEvent {
-                event: Some(Event::Message(message)),
-            })) => timeline.receive(message),
+            Ok(Some(ChatEvent { event: Some(event) })) => show(event, timeline, name),
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(Ended::BeforeReady(
@@ -181,23 +184,31 @@ async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u
 async fn read(
     stream: &mut Streaming<ChatEvent>,
     timeline: Timeline,
+    name: &str,
     last_event: &Cell<f64>,
 ) -> Ended {
     loop {
         let next = stream.message().await;
         last_event.set(js_sys::Date::now());
         match next {
-            Ok(Some(ChatEvent {
-                event: Some(Event::Message(message)),
-            })) => timeline.receive(message),
-            // A heartbeat has done its job by arriving; an event kind newer
-            // than this page has nothing to show.
+            Ok(Some(ChatEvent { event: Some(event) })) => show(event, timeline, name),
             Ok(Some(_)) => {}
             Ok(None) => return Ended::AfterReady(Some("the server closed the stream".to_owned())),
             // Including UNAVAILABLE from a server shutting down: reconnect
             // soon, it is probably restarting.
             Err(status) => return Ended::AfterReady(Some(api::readable(&status))),
         }
+    }
+}
+
+/// Puts what the stream said on the timeline of the user called `name`.
+fn show(event: Event, timeline: Timeline, name: &str) {
+    match event {
+        Event::Message(message) => timeline.receive(message, name),
+        Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
+        // A heartbeat has done its job by arriving; `Ready` is handled by
+        // `open`.
+        Event::Ready(_) | Event::Heartbeat(_) => {}
     }
 }
 

@@ -1,9 +1,11 @@
 //! The conversation: a timeline model and the scrolling list that shows it.
 //!
 //! The user's own messages are added the moment they are sent (faded while
-//! sending) and reconciled by nonce with the server's echo on the Subscribe
-//! stream and with the `Send` reply, whichever comes first, so a message is
-//! never shown twice. The list sticks to the bottom only while the reader is
+//! sending) and reconciled with the stored copy on the Subscribe stream (by
+//! nonce, or by the id the `Send` reply gave) and with the reply, whichever
+//! comes first, so a message is never shown twice. Messages from the stream
+//! are taken in id order and an id already seen is ignored, so resuming
+//! after a reconnect (from the last id) leaves no hole and no double. The list sticks to the bottom only while the reader is
 //! there; someone scrolled up to read is never yanked down, and gets a
 //! "new messages" pill instead.
 
@@ -40,8 +42,14 @@ pub struct Entry {
     pub key: u64,
     pub author: Arc<str>,
     pub text: Arc<str>,
-    /// Sent from this tab (the nonce matched one of ours).
+    /// Sent by this user: from this tab (the nonce matched one of ours), or
+    /// earlier under the same name (seen in the history).
     pub own: bool,
+    /// A line from the app itself (like "messages are missing"), not a chat
+    /// message.
+    pub notice: bool,
+    /// The server's id, once known (0 until then).
+    pub id: RwSignal<u64>,
     /// Our nonce for own messages, empty otherwise.
     pub nonce: Arc<str>,
     /// Milliseconds since the epoch: the server's time once known, the local
@@ -50,11 +58,30 @@ pub struct Entry {
     pub delivery: RwSignal<Delivery>,
 }
 
+impl Entry {
+    /// A row by someone else, not yet matched to a server id.
+    fn new(key: u64, author: &str, text: &str, time: i64, delivery: Delivery) -> Self {
+        Self {
+            key,
+            author: author.into(),
+            text: text.into(),
+            own: false,
+            notice: false,
+            id: RwSignal::new(0),
+            nonce: "".into(),
+            time: RwSignal::new(time),
+            delivery: RwSignal::new(delivery),
+        }
+    }
+}
+
 /// Every message seen since the page loaded, oldest first.
 #[derive(Clone, Copy)]
 pub struct Timeline {
     entries: RwSignal<Vec<Entry>>,
     next_key: StoredValue<u64>,
+    /// The newest id received on the stream: where a reconnect resumes.
+    last_id: StoredValue<u64>,
 }
 
 impl Timeline {
@@ -62,7 +89,13 @@ impl Timeline {
         Self {
             entries: RwSignal::new(Vec::new()),
             next_key: StoredValue::new(1),
+            last_id: StoredValue::new(0),
         }
+    }
+
+    /// The newest id received on the stream (0 before any).
+    pub fn last_id(&self) -> u64 {
+        self.last_id.get_value()
     }
 
     /// All rows (tracked).
@@ -81,8 +114,11 @@ impl Timeline {
 
     /// How many rows after `key` came from someone else (untracked).
     pub fn others_after(&self, key: u64) -> usize {
-        self.entries
-            .with_untracked(|e| e.iter().filter(|e| e.key > key && !e.own).count())
+        self.entries.with_untracked(|e| {
+            e.iter()
+                .filter(|e| e.key > key && !e.own && !e.notice)
+                .count()
+        })
     }
 
     fn push(
@@ -94,17 +130,20 @@ impl Timeline {
         time: i64,
         delivery: Delivery,
     ) -> Entry {
-        let key = self.next_key.get_value();
-        self.next_key.set_value(key + 1);
-        let entry = Entry {
-            key,
-            author: author.into(),
-            text: text.into(),
+        self.append(Entry {
             own,
             nonce: nonce.into(),
-            time: RwSignal::new(time),
-            delivery: RwSignal::new(delivery),
-        };
+            ..Entry::new(self.take_key(), author, text, time, delivery)
+        })
+    }
+
+    fn take_key(&self) -> u64 {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        key
+    }
+
+    fn append(&self, entry: Entry) -> Entry {
         self.entries.update(|entries| {
             entries.push(entry.clone());
             if entries.len() > MAX_ENTRIES {
@@ -120,35 +159,70 @@ impl Timeline {
         self.push(author, text, true, nonce, time::now_ms(), Delivery::Sending)
     }
 
-    fn find_own(&self, nonce: &str) -> Option<Entry> {
-        if nonce.is_empty() {
-            return None;
-        }
+    /// The row of ours this stored message is, matched by nonce or id.
+    fn find_own(&self, message: &ChatMessage) -> Option<Entry> {
+        let by_nonce = |e: &Entry| !message.nonce.is_empty() && *e.nonce == *message.nonce;
+        let by_id = |e: &Entry| message.id != 0 && e.id.get_untracked() == message.id;
         self.entries.with_untracked(|e| {
             e.iter()
                 .rev()
-                .find(|e| e.own && &*e.nonce == nonce)
+                .find(|e| e.own && !e.notice && (by_nonce(e) || by_id(e)))
                 .cloned()
         })
     }
 
-    /// A message from the Subscribe stream: the echo of one of ours (then it
-    /// is delivered, with the server's time) or someone else's (then it is a
-    /// new row).
-    pub fn receive(&self, message: ChatMessage) {
-        match self.find_own(&message.nonce) {
-            Some(entry) => mark_delivered(&entry, message.timestamp),
+    /// A message from the Subscribe stream, for a user called `me`: one seen
+    /// already (ignored), the stored copy of one of ours (then it is
+    /// delivered, with the server's time), or a new row.
+    pub fn receive(&self, message: ChatMessage, me: &str) {
+        if message.id != 0 {
+            if message.id <= self.last_id.get_value() {
+                return;
+            }
+            self.last_id.set_value(message.id);
+        }
+        match self.find_own(&message) {
+            Some(entry) => {
+                entry.id.set(message.id);
+                mark_delivered(&entry, message.timestamp);
+            }
             None => {
-                self.push(
+                let entry = self.push(
                     &message.username,
                     &message.message,
-                    false,
+                    message.username == me,
                     "",
                     message.timestamp,
                     Delivery::Delivered,
                 );
+                entry.id.set(message.id);
             }
         }
+    }
+
+    /// The server no longer has the messages after `after_id` and before
+    /// `next_id`; if `next_id` is not after `after_id`, its history is not
+    /// the one this page saw (a new database) and ids start over.
+    pub fn gap(&self, after_id: u64, next_id: u64) {
+        let text = if next_id <= after_id {
+            "The server's history was reset; showing it from the start.".to_owned()
+        } else {
+            match next_id - after_id - 1 {
+                1 => "1 earlier message is no longer available.".to_owned(),
+                n => format!("{n} earlier messages are no longer available."),
+            }
+        };
+        self.last_id.set_value(next_id.saturating_sub(1));
+        self.append(Entry {
+            notice: true,
+            ..Entry::new(
+                self.take_key(),
+                "",
+                &text,
+                time::now_ms(),
+                Delivery::Delivered,
+            )
+        });
     }
 
     /// Drops a failed message the user gave up on.
@@ -173,11 +247,16 @@ pub fn deliver(entry: Entry) {
         let message = ChatMessage {
             username: entry.author.to_string(),
             message: entry.text.to_string(),
-            timestamp: 0,
             nonce: entry.nonce.to_string(),
+            ..ChatMessage::default()
         };
         match api::send(message).await {
-            Ok(reply) => mark_delivered(&entry, reply.timestamp),
+            Ok(reply) => {
+                if reply.id != 0 {
+                    entry.id.set(reply.id);
+                }
+                mark_delivered(&entry, reply.timestamp);
+            }
             // The echo may have beaten a lost reply; then it did arrive.
             Err(_) if entry.delivery.get_untracked() == Delivery::Delivered => {}
             Err(failure) => entry.delivery.set(Delivery::Failed(failure)),
@@ -315,6 +394,12 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
 
 #[component]
 fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+    if entry.notice {
+        return view! {
+            <li class="notice" data-testid="notice" role="status">{entry.text.to_string()}</li>
+        }
+        .into_any();
+    }
     let Entry {
         key,
         author,
@@ -422,6 +507,7 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
             })}
         </li>
     }
+    .into_any()
 }
 
 /// A stable colour per name, so people are easy to tell apart.
@@ -435,6 +521,12 @@ fn name_hue(name: &str) -> u32 {
 mod tests {
     use super::*;
 
+    impl Timeline {
+        fn receive_under_another_name(&self, message: ChatMessage) {
+            self.receive(message, "someone");
+        }
+    }
+
     fn own(timeline: &Timeline, text: &str, nonce: &str) -> Entry {
         timeline.push("me", text, true, nonce, 1, Delivery::Sending)
     }
@@ -445,6 +537,17 @@ mod tests {
             message: text.into(),
             timestamp,
             nonce: nonce.into(),
+            id: 0,
+        }
+    }
+
+    fn stored(id: u64, author: &str, text: &str) -> ChatMessage {
+        ChatMessage {
+            username: author.into(),
+            message: text.into(),
+            timestamp: 1,
+            id,
+            ..ChatMessage::default()
         }
     }
 
@@ -452,8 +555,8 @@ mod tests {
     fn the_echo_of_an_own_message_delivers_it_instead_of_adding_a_row() {
         let timeline = Timeline::new();
         let entry = own(&timeline, "hi", "n1");
-        timeline.receive(echo("hi", "n1", 42));
-        timeline.receive(echo("hi", "n1", 42));
+        timeline.receive_under_another_name(echo("hi", "n1", 42));
+        timeline.receive_under_another_name(echo("hi", "n1", 42));
         let entries = timeline.entries.get_untracked();
         assert_eq!(entries.len(), 1);
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
@@ -464,8 +567,8 @@ mod tests {
     fn messages_from_others_are_added_even_with_a_nonce() {
         let timeline = Timeline::new();
         own(&timeline, "hi", "n1");
-        timeline.receive(echo("hello", "", 5));
-        timeline.receive(echo("hey", "someone-elses", 6));
+        timeline.receive_under_another_name(echo("hello", "", 5));
+        timeline.receive_under_another_name(echo("hey", "someone-elses", 6));
         let entries = timeline.entries.get_untracked();
         assert_eq!(entries.len(), 3);
         assert!(!entries[1].own && !entries[2].own);
@@ -477,7 +580,7 @@ mod tests {
         let timeline = Timeline::new();
         let entry = own(&timeline, "hi", "n1");
         mark_delivered(&entry, 42);
-        timeline.receive(echo("hi", "n1", 42));
+        timeline.receive_under_another_name(echo("hi", "n1", 42));
         assert_eq!(timeline.entries.get_untracked().len(), 1);
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
     }
@@ -490,17 +593,68 @@ mod tests {
             reason: "lost".into(),
             retryable: true,
         }));
-        timeline.receive(echo("hi", "n1", 7));
+        timeline.receive_under_another_name(echo("hi", "n1", 7));
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
         timeline.dismiss(entry.key);
         assert!(timeline.entries.get_untracked().is_empty());
     }
 
     #[test]
+    fn ids_already_seen_are_ignored_so_a_resumed_stream_adds_no_doubles() {
+        let timeline = Timeline::new();
+        for id in [1, 2, 3, 2, 3, 4] {
+            timeline.receive(stored(id, "bob", &format!("m{id}")), "me");
+        }
+        let texts: Vec<_> = timeline
+            .entries
+            .get_untracked()
+            .iter()
+            .map(|e| e.text.to_string())
+            .collect();
+        assert_eq!(texts, ["m1", "m2", "m3", "m4"]);
+        assert_eq!(timeline.last_id(), 4);
+    }
+
+    #[test]
+    fn an_own_message_is_matched_by_the_id_its_reply_gave() {
+        let timeline = Timeline::new();
+        let entry = own(&timeline, "hi", "n-lost");
+        entry.id.set(9);
+        timeline.receive(stored(9, "me", "hi"), "me");
+        assert_eq!(timeline.entries.get_untracked().len(), 1);
+        assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
+        // From the history after a reload: our name, so shown as ours.
+        timeline.receive(stored(10, "me", "earlier"), "me");
+        assert!(timeline.entries.get_untracked()[1].own);
+    }
+
+    #[test]
+    fn a_gap_adds_a_notice_and_moves_the_resume_point() {
+        let timeline = Timeline::new();
+        timeline.receive(stored(3, "bob", "m3"), "me");
+        timeline.gap(3, 8);
+        assert_eq!(timeline.last_id(), 7);
+        timeline.receive(stored(8, "bob", "m8"), "me");
+        let entries = timeline.entries.get_untracked();
+        assert!(entries[1].notice);
+        assert_eq!(
+            &*entries[1].text,
+            "4 earlier messages are no longer available."
+        );
+        // A reset history: ids start over, and are taken again.
+        timeline.gap(8, 1);
+        timeline.receive(stored(1, "bob", "fresh"), "me");
+        assert_eq!(
+            &*timeline.entries.get_untracked().last().expect("row").text,
+            "fresh"
+        );
+    }
+
+    #[test]
     fn old_rows_are_dropped_past_the_cap() {
         let timeline = Timeline::new();
         for i in 0..(MAX_ENTRIES + 5) {
-            timeline.receive(echo(&i.to_string(), "", 1));
+            timeline.receive_under_another_name(echo(&i.to_string(), "", 1));
         }
         let entries = timeline.entries.get_untracked();
         assert_eq!(entries.len(), MAX_ENTRIES);
