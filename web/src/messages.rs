@@ -215,13 +215,7 @@ impl Timeline {
         self.last_id.set_value(next_id.saturating_sub(1));
         self.append(Entry {
             notice: true,
-            ..Entry::new(
-                self.take_key(),
-                "",
-                &text,
-                time::now_ms(),
-                Delivery::Delivered,
-            )
+            ..Entry::new(self.take_key(), "", &text, 0, Delivery::Delivered)
         });
     }
 
