@@ -3,7 +3,7 @@
 // enough protobuf for ChatService.Subscribe and ChatService.Send.
 //
 // Frames: 1 flag byte (0x00 data, 0x80 trailers) + 4-byte big-endian length +
-// payload. ChatMessage { username=1, message=2, timestamp=3 (int64), nonce=5 },
+// payload. ChatMessage { username=1, message=2, timestamp=3 (int64), id=4 (not read), nonce=5 },
 // SubscribeRequest { username=1 }, ChatEvent { oneof message=1, ready=2,
 // heartbeat=3 }, Ready { timestamp=1, heartbeat_interval_ms=2 },
 // Heartbeat { timestamp=1 }, SendReply { timestamp=1 }.

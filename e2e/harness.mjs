@@ -2,7 +2,8 @@
 // on a free loopback port, and Debian's Chromium driven by playwright-core.
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -45,8 +46,14 @@ async function waitForPort(port, child, timeoutMs = 15_000) {
  * and `captureLogs` (collect stderr lines into `server.logs` instead of
  * passing them through; JSON lines are also parsed into `server.entries`).
  */
-export async function startServer(port, { args = [], env = {}, captureLogs = false } = {}) {
+/**
+ * Starts chat-server on `port` (default: a free one) with a fresh database,
+ * or with `db` (a path, e.g. a previous server's `db`) to restart on the
+ * same history.
+ */
+export async function startServer(port, { args = [], env = {}, captureLogs = false, db } = {}) {
   port ??= await freePort();
+  db ??= path.join(mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-')), 'chat.db');
   const child = spawn(path.join(root, 'target', 'release', 'chat-server'), args, {
     env: {
       ...process.env,
@@ -54,6 +61,7 @@ export async function startServer(port, { args = [], env = {}, captureLogs = fal
       // E2E_WEB_DIR tests another build of the app (default: the repo's dist/).
       CHAT_WEB_DIR: process.env.E2E_WEB_DIR ?? path.join(root, 'dist'),
       RUST_LOG: process.env.RUST_LOG ?? 'warn',
+      CHAT_DB: db,
       ...env,
     },
     stdio: ['ignore', 'ignore', captureLogs ? 'pipe' : 'inherit'],
@@ -78,6 +86,7 @@ export async function startServer(port, { args = [], env = {}, captureLogs = fal
   await waitForPort(port, child);
   return {
     port,
+    db,
     url: `http://127.0.0.1:${port}/`,
     pid: child.pid,
     logs,
@@ -157,8 +166,9 @@ export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptio
   await join(ada, 'Ada');
   await join(bob, 'Bob');
 
-  const fromAda = 'Hello Bob <b>this is not bold</b>';
-  const fromBob = 'Hi Ada! 👋';
+  // Unique per run: the server keeps history, and may serve several runs.
+  const fromAda = `Hello Bob <b>this is not bold</b> (${prefix})`;
+  const fromBob = `Hi Ada! 👋 (${prefix})`;
   await say(ada, fromAda);
   await say(bob, fromBob);
 
@@ -183,10 +193,18 @@ export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptio
   await ada.screenshot({ path: path.join(artifacts, `${prefix}-ada.png`) });
   await bob.screenshot({ path: path.join(artifacts, `${prefix}-bob.png`) });
 
-  // The name is remembered across a reload.
+  // The name is remembered across a reload, and the conversation comes back
+  // from the server's history: each message once, Ada's still shown as hers.
   await ada.reload();
   await connected(ada);
   assert.equal(await ada.getByTestId('name-input').count(), 0, 'no name prompt after reload');
+  for (const [text, own] of [[fromAda, 'true'], [fromBob, 'false']]) {
+    const message = messagesWithText(ada, text);
+    await message.first().waitFor();
+    assert.equal(await message.count(), 1, `${text} shown once after the reload`);
+    assert.equal(await message.getAttribute('data-own'), own);
+  }
+  await ada.screenshot({ path: path.join(artifacts, `${prefix}-ada-reloaded.png`) });
 
   for (const page of [ada, bob]) assert.deepEqual(page.errors, []);
   await ada.context().close();
