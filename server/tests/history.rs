@@ -89,7 +89,7 @@ async fn resuming_with_after_id_while_others_send_misses_nothing_and_repeats_not
     let mut seen: Vec<(u64, String)> = Vec::new();
     let mut reader = server.web();
     while seen.len() < SENDERS * EACH {
-        if !seen.is_empty() && seen.len() % 40 == 0 {
+        if !seen.is_empty() && seen.len().is_multiple_of(40) {
             drop(events);
             let last = seen.last().map(|(id, _)| *id).unwrap_or(0);
             events = subscribe_after(&mut reader, last).await.1;
