@@ -73,3 +73,66 @@ test('after a server restart the app reconnects and shows what was said meanwhil
   assert.deepEqual(page.errors, []);
   await page.context().close();
 });
+
+test('a name with text-direction controls, or with nothing visible, is refused with a reason', async () => {
+  const page = await openPage(browser, server.url);
+  const input = page.getByTestId('name-input');
+  const reason = page.locator('.name-card [role="alert"]');
+  // RLO makes "ada" + "gnp.exe" show as "adaexe.png".
+  await input.fill('ada\u202Egnp.exe');
+  await page.getByTestId('name-submit').click();
+  await reason.filter({ hasText: 'text-direction control characters' }).waitFor();
+  // Zero-width space and Hangul filler: a blank-looking name.
+  await input.fill('\u200B\u3164');
+  await page.getByTestId('name-submit').click();
+  await reason.filter({ hasText: 'at least one visible character' }).waitFor();
+  assert.equal(await input.getAttribute('aria-invalid'), 'true');
+  // An emoji joined with ZWJ is a fine name.
+  await join(page, '👩\u200D💻 Ada');
+
+  // The server holds the same rule (INVALID_ARGUMENT), for clients that skip the page's check.
+  for (const [username, words] of [['ada\u202Egnp.exe', 'text-direction'], ['\u200B\u3164', 'no visible characters']]) {
+    const reply = await grpcWeb.send(server.url, { username, message: 'hi' });
+    assert.equal(reply.grpcStatus, 3, JSON.stringify(reply));
+    assert.match(reply.grpcMessage, new RegExp(words));
+  }
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
+
+test('sending too fast shows a calm notice with the wait, and the message can be sent again', async () => {
+  const page = await openPage(browser, server.url);
+  await join(page, 'Hasty');
+  // The server's rate limit as it answers a unary Send: a trailers-only
+  // gRPC-Web response with RESOURCE_EXHAUSTED (8). Faked here so the page's
+  // side is tested whatever limit the server is configured with.
+  const limit = 'sending too fast: wait 1.2 s and try again (limit: a burst of 20, then 5 per second)';
+  const refuse = (route) => route.fulfill({
+    status: 200,
+    contentType: 'application/grpc-web+proto',
+    headers: { 'grpc-status': '8', 'grpc-message': encodeURIComponent(limit) },
+    body: '',
+  });
+  await page.route('**/ChatService/Send', refuse);
+  await say(page, 'one too many');
+  const row = messagesWithText(page, 'one too many');
+  await page.locator('[data-testid="message"][data-failure="too-fast"]').waitFor();
+  assert.equal(await row.getAttribute('data-state'), 'failed');
+  assert.equal(await row.getByTestId('send-error').innerText(),
+    'You\'re sending too fast — wait 1.2 s and try again (limit: a burst of 20, then 5 per second).');
+  // Announced politely (a status, not an alert), and nothing is lost.
+  assert.equal(await row.getByRole('status').count(), 1);
+  assert.equal(await row.getByRole('alert').count(), 0);
+  assert.equal(await row.getByTestId('retry-button').count(), 1);
+  await page.screenshot({ path: path.join(artifacts, 'chat-too-fast.png') });
+
+  // Once the limit has passed, Retry sends the same message.
+  await page.unroute('**/ChatService/Send', refuse);
+  await row.getByTestId('retry-button').click();
+  await page.locator('[data-testid="message"][data-state="delivered"]')
+    .filter({ hasText: 'one too many' }).waitFor();
+  assert.equal(await messagesWithText(page, 'one too many').count(), 1);
+  assert.equal(await row.getAttribute('data-failure'), null);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

@@ -11,6 +11,15 @@ pub type Native = ChatServiceClient<Channel>;
 pub type Web =
     ChatServiceClient<GrpcWebClientService<Client<HttpConnector, GrpcWebCall<tonic::body::Body>>>>;
 
+/// Which of the two a scenario uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Native gRPC over HTTP/2.
+    Native,
+    /// gRPC-Web over HTTP/1.1.
+    Web,
+}
+
 /// A native gRPC client on its own HTTP/2 connection.
 pub async fn native(url: &str) -> anyhow::Result<Native> {
     let channel = Endpoint::from_shared(url.to_owned())?

@@ -1,11 +1,13 @@
 //! `bench`: drives a real `chat-server` on loopback and prints a table plus
 //! one JSON line per scenario. `--quick` is the CI smoke run: seconds long,
-//! and it fails only on lost, duplicated or reordered messages.
+//! and it fails only on lost, duplicated, reordered or wrong messages, never
+//! on timing or memory figures.
 
 mod bundle;
 mod clients;
 mod connections;
 mod fanout;
+mod memory;
 mod report;
 mod server;
 mod tally;
@@ -55,6 +57,12 @@ struct Args {
     /// stops keeping up.
     #[arg(long)]
     knee: bool,
+    /// Only the memory scenario: a client that stalls Subscribe streams of
+    /// big history on one HTTP/2 connection (window 0), then ordinary readers
+    /// of that history; peak memory and memory after they leave. With
+    /// --quick, its short version.
+    #[arg(long)]
+    memory: bool,
 }
 
 /// p99 latency beyond which the knee search stops.
@@ -85,6 +93,10 @@ async fn main() -> anyhow::Result<()> {
             vec![1_000, 10_000]
         }
     });
+
+    if args.memory {
+        return finish(memory_scenarios(&args).await?);
+    }
 
     let mut failures = Vec::new();
     let mut printed_header = false;
@@ -139,6 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 .num("bytes_per_connection", outcome.bytes_per_connection());
             println!("{}\n{}\n{}", row.header(), row.table(), row.json());
         }
+        failures.extend(memory_scenarios(&args).await?);
         match bundle::measure(&args.dist) {
             Ok(b) => {
                 let row = Row::new("bundle")
@@ -150,13 +163,56 @@ async fn main() -> anyhow::Result<()> {
             Err(error) => println!("bundle: skipped ({error:#})"),
         }
     }
+    finish(failures)
+}
+
+/// Fails if any scenario broke (never on timing or memory figures).
+fn finish(failures: Vec<String>) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!(
-            "messages were lost, duplicated or reordered: {}",
+            "messages were lost, duplicated, reordered or wrong: {}",
             failures.join("; ")
         );
     }
     Ok(())
+}
+
+/// Every part of the memory scenario, each on a fresh server; returns what
+/// broke (a reader given the wrong messages), not memory over its goal.
+async fn memory_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
+    let sizes = if args.quick {
+        memory::Sizes::quick()
+    } else {
+        memory::Sizes::full()
+    };
+    let setup = memory::Setup {
+        binary: &args.server_bin,
+        buffer: args.buffer,
+        db: args.db.as_deref(),
+    };
+    let mut failures = Vec::new();
+    for (i, part) in sizes.parts().into_iter().enumerate() {
+        let outcome = memory::run(&setup, &sizes, part).await?;
+        let row = outcome.row();
+        if i == 0 {
+            println!("{}", row.header());
+        }
+        println!("{}\n{}", row.table(), row.json());
+        println!("{}", outcome.verdict());
+        if let Some(problem) = &outcome.first_problem {
+            println!(
+                "memory {} ({}): first problem: {problem}",
+                outcome.part, outcome.protocol
+            );
+        }
+        if outcome.wrong > 0 {
+            failures.push(format!(
+                "memory {} ({}): {} of {} readers got a wrong history",
+                outcome.part, outcome.protocol, outcome.wrong, outcome.clients
+            ));
+        }
+    }
+    Ok(failures)
 }
 
 /// One fan-out on a fresh server, with what it cost the server and `bench`.

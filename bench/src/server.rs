@@ -19,6 +19,16 @@ impl ServerProcess {
     /// Starts `binary` with a ring buffer of `buffer` messages per reader and
     /// a fresh database file (or `:memory:` when `db` says so).
     pub async fn start(binary: &Path, buffer: u32, db: Option<&str>) -> anyhow::Result<Self> {
+        Self::start_with(binary, buffer, db, &[]).await
+    }
+
+    /// [`start`](Self::start), with extra command-line flags.
+    pub async fn start_with(
+        binary: &Path,
+        buffer: u32,
+        db: Option<&str>,
+        flags: &[String],
+    ) -> anyhow::Result<Self> {
         let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         // Next to the build, so the disk is the one the server would use.
         std::fs::create_dir_all("target")?;
@@ -30,6 +40,7 @@ impl ServerProcess {
             .env("CHAT_DB", db)
             .env("CHAT_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "error")
+            .args(flags)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
@@ -75,7 +86,45 @@ impl ServerProcess {
 
     /// Resident memory in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?))?;
+        self.rss_probe()?.bytes()
+    }
+
+    /// Reads the server's resident memory from anywhere (a sampling loop).
+    pub fn rss_probe(&self) -> anyhow::Result<RssProbe> {
+        Ok(RssProbe { pid: self.pid()? })
+    }
+
+    /// User plus system CPU time so far.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time_of(&format!("/proc/{}/stat", self.pid()?))
+    }
+}
+
+/// Whether `binary --help` lists `flag` (for flags newer than some builds).
+pub fn has_flag(binary: &Path, flag: &str) -> anyhow::Result<bool> {
+    let output = std::process::Command::new(binary)
+        .arg("--help")
+        .output()
+        .with_context(|| format!("running {} --help", binary.display()))?;
+    Ok(help_lists(&String::from_utf8_lossy(&output.stdout), flag))
+}
+
+fn help_lists(help: &str, flag: &str) -> bool {
+    help.split(|c: char| c.is_whitespace() || ",=[<".contains(c))
+        .any(|word| word == flag)
+}
+
+/// The server's resident memory, by process id.
+#[derive(Debug, Clone, Copy)]
+pub struct RssProbe {
+    pid: u32,
+}
+
+impl RssProbe {
+    /// Resident memory in bytes.
+    pub fn bytes(self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .context("reading the server's /proc status (has it exited?)")?;
         let kib = status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -83,11 +132,6 @@ impl ServerProcess {
             .and_then(|v| v.parse::<u64>().ok())
             .context("no VmRSS in /proc/<pid>/status")?;
         Ok(kib * 1024)
-    }
-
-    /// User plus system CPU time so far.
-    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time_of(&format!("/proc/{}/stat", self.pid()?))
     }
 }
 
@@ -113,4 +157,18 @@ fn cpu_time_of(stat_path: &str) -> anyhow::Result<Duration> {
     };
     // Linux reports in clock ticks of 1/100 s on every mainstream platform.
     Ok(Duration::from_millis((ticks(11) + ticks(12)) * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::help_lists;
+
+    #[test]
+    fn flags_are_found_in_help_whole() {
+        let help = "Options:\n      --rate-limit <RATE_LIMIT>\n          Sends per second [env: CHAT_RATE_LIMIT=] [default: 5]\n      --rate-burst=<N>\n";
+        assert!(help_lists(help, "--rate-limit"));
+        assert!(help_lists(help, "--rate-burst"));
+        assert!(!help_lists(help, "--rate"));
+        assert!(!help_lists("      --rate-limit-burst <N>", "--rate-limit"));
+    }
 }

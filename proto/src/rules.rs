@@ -26,6 +26,10 @@ pub enum InputError {
     UsernameTooLong(usize),
     #[error("username contains control characters")]
     UsernameControl,
+    #[error("username contains text-direction control characters")]
+    UsernameBidiControl,
+    #[error("username has no visible characters")]
+    UsernameInvisible,
     #[error("message is empty")]
     EmptyMessage,
     #[error("message is too long: {0} characters, the limit is {MAX_MESSAGE_CHARS}")]
@@ -36,7 +40,10 @@ pub enum InputError {
     NonceTooLong(usize),
 }
 
-/// A username: trimmed, 1 to 32 characters, no control characters.
+/// A username: trimmed, 1 to 32 characters, no control characters, no
+/// text-direction controls (which can make a name display as another, or
+/// reorder the text shown after it), and at least one visible character (so
+/// nobody can post under a blank name).
 pub fn username(raw: &str) -> Result<String, InputError> {
     let name = raw.trim();
     let chars = name.chars().count();
@@ -46,9 +53,79 @@ pub fn username(raw: &str) -> Result<String, InputError> {
         Err(InputError::UsernameTooLong(chars))
     } else if name.chars().any(char::is_control) {
         Err(InputError::UsernameControl)
+    } else if name.chars().any(is_bidi_control) {
+        Err(InputError::UsernameBidiControl)
+    } else if name.chars().all(|c| c.is_whitespace() || is_invisible(c)) {
+        Err(InputError::UsernameInvisible)
     } else {
         Ok(name.to_owned())
     }
+}
+
+/// The Unicode bidirectional formatting characters (UAX #9, "explicit
+/// directional formatting characters" and the implicit marks): ALM, LRM,
+/// RLM, the embeddings and overrides LRE, RLE, PDF, LRO, RLO, and the
+/// isolates LRI, RLI, FSI, PDI. "Trojan Source" (CVE-2021-42574) uses them
+/// to show text in a different order than it is stored.
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+/// Characters that show nothing on their own, so a name made only of them
+/// (and whitespace) looks blank. The list is Unicode's
+/// Default_Ignorable_Code_Point property (DerivedCoreProperties.txt; what a
+/// renderer may draw as nothing, including the Hangul fillers often used for
+/// blank names), plus the braille pattern blank (used the same way, though
+/// not in the property), plus the common blocks of combining marks, which
+/// have nothing to sit on without a base character.
+/// Whitespace is not listed: `char::is_whitespace` covers it.
+///
+/// A name with one visible character is fine whatever else it contains:
+/// emoji sequences join with U+200D and pick their style with U+FE0F, and
+/// subdivision flags are spelled with tag characters.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        // Default_Ignorable_Code_Point (Unicode 16.0): soft hyphen, combining
+        // grapheme joiner, Arabic letter mark, Hangul choseong and jungseong
+        // fillers, Khmer inherent vowels, Mongolian variation selectors and
+        // vowel separator, zero-width space, ZWNJ, ZWJ, LRM, RLM, the bidi
+        // embeddings and overrides, word joiner, invisible operators, bidi
+        // isolates, deprecated format characters, Hangul filler, variation
+        // selectors, zero-width no-break space (BOM), halfwidth Hangul filler,
+        // unassigned specials, shorthand format controls, musical symbol
+        // format controls, tags and the variation selectors supplement.
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+            // Blank, though not default-ignorable: braille pattern blank.
+            | '\u{2800}'
+            // Combining marks, with nothing to sit on without a base
+            // character: combining diacritical marks, their extension,
+            // supplement, the marks for symbols, and the half marks.
+            | '\u{0300}'..='\u{036F}'
+            | '\u{1AB0}'..='\u{1AFF}'
+            | '\u{1DC0}'..='\u{1DFF}'
+            | '\u{20D0}'..='\u{20FF}'
+            | '\u{FE20}'..='\u{FE2F}'
+    )
 }
 
 /// Message text: trimmed, 1 to 4,000 characters. Newlines and tabs are
@@ -96,6 +173,79 @@ mod tests {
         );
         assert_eq!(username("a\u{1b}[2Jb"), Err(InputError::UsernameControl));
         assert_eq!(username("a\nb"), Err(InputError::UsernameControl));
+    }
+
+    #[test]
+    fn usernames_with_text_direction_controls_are_refused() {
+        // "ada" + RLO + "gnp.exe" shows as "adaexe.png".
+        assert_eq!(
+            username("ada\u{202E}gnp.exe"),
+            Err(InputError::UsernameBidiControl)
+        );
+        for c in [
+            '\u{061C}', '\u{200E}', '\u{200F}', '\u{202A}', '\u{202B}', '\u{202C}', '\u{202D}',
+            '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        ] {
+            assert_eq!(
+                username(&format!("bob{c}")),
+                Err(InputError::UsernameBidiControl),
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        // Right-to-left names need no controls, and stay valid.
+        assert_eq!(username("دانا"), Ok("دانا".into()));
+        assert_eq!(username("שרה 2"), Ok("שרה 2".into()));
+        assert_eq!(
+            InputError::UsernameBidiControl.to_string(),
+            "username contains text-direction control characters"
+        );
+    }
+
+    #[test]
+    fn usernames_need_a_visible_character() {
+        for blank in [
+            "\u{200B}",
+            " \u{200B}\u{200C}\u{200D} ",
+            "\u{2060}\u{FEFF}\u{00AD}",
+            "\u{180E}",
+            "\u{3164}",
+            "\u{3164}\u{3000}\u{3164}",
+            "\u{115F}\u{1160}",
+            "\u{FFA0}",
+            "\u{FE0F}\u{FE00}",
+            "\u{E0041}\u{E007F}",
+            "\u{2800}",
+            "\u{0301}\u{0308}",
+            "\u{200B} \u{00A0} \u{200B}",
+        ] {
+            assert_eq!(
+                username(blank),
+                Err(InputError::UsernameInvisible),
+                "{}",
+                blank.escape_unicode()
+            );
+        }
+        assert_eq!(
+            InputError::UsernameInvisible.to_string(),
+            "username has no visible characters"
+        );
+    }
+
+    #[test]
+    fn usernames_with_a_visible_character_may_hold_joiners_and_selectors() {
+        for name in [
+            "👩\u{200D}💻 ada", // woman technologist: a ZWJ sequence
+            "👩\u{200D}💻",     // ...alone
+            "❤\u{FE0F}",        // red heart, emoji style
+            // Flag of Scotland: a black flag and tag characters.
+            "\u{1F3F4}\u{E0067}\u{E0062}\u{E0073}\u{E0063}\u{E0074}\u{E007F}",
+            "e\u{0301}",    // é, decomposed
+            "ナ\u{200B}ミ", // a zero-width space between visible letters
+            "कृष्ण",          // Devanagari with a virama
+        ] {
+            assert_eq!(username(name), Ok(name.into()), "{}", name.escape_unicode());
+        }
     }
 
     #[test]

@@ -8,10 +8,12 @@
 //! headers are ignored, since any client could send them.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::extract::Request;
 use http::HeaderMap;
-use tonic::transport::server::TcpConnectInfo;
+
+use crate::connection::Conn;
 
 /// The client's address as far as this server can tell; put into every
 /// request's extensions by [`routes`](crate::routes).
@@ -28,9 +30,8 @@ impl std::fmt::Display for ClientAddr {
 pub fn resolve(request: &Request, trust_proxy: bool) -> Option<ClientAddr> {
     let peer = request
         .extensions()
-        .get::<TcpConnectInfo>()
-        .and_then(TcpConnectInfo::remote_addr)
-        .map(|addr: SocketAddr| addr.ip());
+        .get::<Arc<Conn>>()
+        .map(|conn| conn.peer.ip());
     let forwarded = trust_proxy
         .then(|| from_headers(request.headers()))
         .flatten();

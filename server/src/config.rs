@@ -77,6 +77,89 @@ pub struct Config {
     /// shippers. RUST_LOG sets the level (default info).
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// What one client may use of the server. Each limit says in the README
+/// what a client sees when it hits it.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
+pub struct Limits {
+    /// Open connections at most; past it, new connections are closed as
+    /// soon as they are accepted.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Concurrent streams (calls) per HTTP/2 connection, advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS; clients queue or get REFUSED_STREAM.
+    #[arg(long, env = "CHAT_MAX_STREAMS_PER_CONNECTION", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_streams_per_connection: u32,
+
+    /// Seconds a new connection gets to send its first request (idle
+    /// sockets, half an HTTP/2 preface and slow headers are closed after it).
+    #[arg(long, env = "CHAT_FIRST_REQUEST_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub first_request_timeout: u64,
+
+    /// Seconds a connection may stay open with no request or stream in
+    /// progress before it is closed (HTTP/2: GOAWAY).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+
+    /// Seconds an HTTP/2 peer has to answer a keep-alive ping (sent every
+    /// --heartbeat seconds) before its connection is dropped as dead.
+    #[arg(long, env = "CHAT_KEEPALIVE_TIMEOUT", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keepalive_timeout: u64,
+
+    /// Streams a connection may cancel (reset) in a burst, refilled at a
+    /// tenth of this per second; a connection cancelling faster is ended
+    /// with GOAWAY (a "rapid reset" flood).
+    #[arg(long, env = "CHAT_MAX_STREAM_RESETS", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_stream_resets: u32,
+
+    /// Messages per second one connection or one user name may post, after
+    /// a burst of --rate-burst; 0 turns rate limiting off. Over it, Send
+    /// gets RESOURCE_EXHAUSTED and ChatStream is paused.
+    #[arg(long, env = "CHAT_RATE_LIMIT", default_value_t = 5.0,
+          value_parser = parse_rate)]
+    pub rate_limit: f64,
+
+    /// Messages a connection or user name may post at once before
+    /// --rate-limit applies.
+    #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rate_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_streams_per_connection: 100,
+            first_request_timeout: 10,
+            idle_timeout: 120,
+            keepalive_timeout: 20,
+            max_stream_resets: 200,
+            rate_limit: 5.0,
+            rate_burst: 20,
+        }
+    }
+}
+
+fn parse_rate(raw: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{raw:?} is not a rate: give messages per second, like 5 or 0.5, or 0 for no limit"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -116,6 +199,7 @@ impl Config {
             trust_proxy: false,
             base_path: "/".to_owned(),
             log_format: LogFormat::Text,
+            limits: Limits::default(),
         }
     }
 }
@@ -163,6 +247,29 @@ mod tests {
         assert_eq!(parse_base_path("chat/"), Ok("/chat".into()));
         assert_eq!(parse_base_path("/a/b/"), Ok("/a/b".into()));
         assert!(parse_base_path("/a b").is_err());
+    }
+
+    #[test]
+    fn limit_defaults_match_the_flags() {
+        let parsed = Config::try_parse_from(["chat-server"]).expect("no flags");
+        let defaults = Limits::default();
+        assert_eq!(parsed.limits.max_connections, defaults.max_connections);
+        assert_eq!(
+            parsed.limits.max_streams_per_connection,
+            defaults.max_streams_per_connection
+        );
+        assert_eq!(
+            parsed.limits.first_request_timeout,
+            defaults.first_request_timeout
+        );
+        assert_eq!(parsed.limits.idle_timeout, defaults.idle_timeout);
+        assert_eq!(parsed.limits.keepalive_timeout, defaults.keepalive_timeout);
+        assert_eq!(parsed.limits.max_stream_resets, defaults.max_stream_resets);
+        assert_eq!(parsed.limits.rate_limit, defaults.rate_limit);
+        assert_eq!(parsed.limits.rate_burst, defaults.rate_burst);
+        assert!(Config::try_parse_from(["chat-server", "--rate-limit", "-1"]).is_err());
+        let off = Config::try_parse_from(["chat-server", "--rate-limit", "0"]).expect("0 is off");
+        assert_eq!(off.limits.rate_limit, 0.0);
     }
 
     #[test]

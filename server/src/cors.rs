@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Method, header};
+use http::{HeaderName, HeaderValue, Method};
 use thiserror::Error;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 
 #[derive(Debug, Error)]
 #[error("invalid --allowed-origin {0:?}: expected `*` or an origin like https://chat.example.org")]
@@ -29,12 +29,9 @@ pub fn layer(allowed: &[String]) -> Result<CorsLayer, InvalidOrigin> {
     Ok(CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::POST, Method::GET, Method::OPTIONS])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-grpc-web"),
-            HeaderName::from_static("x-user-agent"),
-            HeaderName::from_static("grpc-timeout"),
-        ])
+        // Whatever a gRPC-Web client library or proxy adds (authorization,
+        // x-request-id, ...): the origin check is what guards the API.
+        .allow_headers(AllowHeaders::mirror_request())
         .expose_headers([
             HeaderName::from_static("grpc-status"),
             HeaderName::from_static("grpc-message"),

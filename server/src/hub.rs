@@ -20,15 +20,20 @@ use chat_proto::ChatMessage;
 use thiserror::Error;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::store::{Location, Retention, Store, StoreError, Stored};
+use crate::metrics::Metrics;
+use crate::store::{Location, Retention, Store, StoreError, StreamFailure, Stored};
 use crate::wire::WireMessage;
 
 /// Messages a subscriber may fall behind before it reads from the store.
 pub const DEFAULT_BUFFER: u32 = 1024;
 /// Messages a new subscriber gets before live ones.
 pub const DEFAULT_HISTORY: u32 = 100;
-/// Messages read from the store at a time while catching up.
+/// Messages read from the store at a time while catching up (pages are
+/// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
+/// Deliveries a subscription counts locally before adding them to the
+/// shared metric.
+const RELAYED_FLUSH: u64 = 64;
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
@@ -112,6 +117,7 @@ struct Inner {
     history: u64,
     next_origin: AtomicU64,
     shut_down: AtomicBool,
+    metrics: Metrics,
 }
 
 impl Hub {
@@ -122,6 +128,7 @@ impl Hub {
         retention: Retention,
         buffer: u32,
         history: u32,
+        metrics: Metrics,
     ) -> Result<Self, StoreError> {
         let capacity = usize::try_from(buffer.max(1)).unwrap_or(usize::MAX);
         let (sender, _) = broadcast::channel(capacity);
@@ -129,6 +136,7 @@ impl Hub {
         let store = Store::open(
             location,
             retention,
+            metrics.clone(),
             Box::new(move |batch| {
                 for stored in batch {
                     // An error only means nobody is listening right now.
@@ -143,6 +151,7 @@ impl Hub {
                 history: u64::from(history),
                 next_origin: AtomicU64::new(1),
                 shut_down: AtomicBool::new(false),
+                metrics,
             }),
         })
     }
@@ -154,6 +163,7 @@ impl Hub {
             Retention::Count(1_000_000),
             buffer,
             DEFAULT_HISTORY,
+            Metrics::new(),
         )
     }
 
@@ -188,6 +198,8 @@ impl Hub {
             pending_gap: None,
             closed,
             newest_at_start: newest,
+            metrics: self.inner.metrics.clone(),
+            relayed: 0,
         };
         if from > newest {
             // An id this store never gave: the client's history is from
@@ -205,13 +217,28 @@ impl Hub {
     }
 
     /// Queues a message from a streaming connection, in order, without
-    /// waiting for the disk; only a full queue makes the sender wait.
+    /// waiting for the disk; only a full queue makes the sender wait. If it
+    /// cannot be stored, the reason goes to `failure`.
     pub async fn publish_from(
         &self,
         origin: Origin,
         message: ChatMessage,
+        failure: &StreamFailure,
     ) -> Result<(), StoreError> {
-        self.inner.store.append_from(origin.0, message).await
+        self.inner
+            .store
+            .append_from(origin.0, message, failure)
+            .await
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Read connections the store has open (see [`crate::store::MAX_READERS`]).
+    pub fn open_store_readers(&self) -> usize {
+        self.inner.store.open_readers()
     }
 
     /// Connected subscribers (Subscribe streams and ChatStream clients).
@@ -249,6 +276,15 @@ pub struct Subscription {
     pending_gap: Option<(u64, u64)>,
     closed: bool,
     newest_at_start: u64,
+    metrics: Metrics,
+    /// Deliveries not yet added to the metric.
+    relayed: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.metrics.relayed(self.relayed);
+    }
 }
 
 impl Subscription {
@@ -310,6 +346,11 @@ impl Subscription {
         self.delivered = relayed.id();
         if self.own.is_some() && relayed.origin == self.own {
             return None;
+        }
+        self.relayed += 1;
+        if self.relayed == RELAYED_FLUSH {
+            self.metrics.relayed(RELAYED_FLUSH);
+            self.relayed = 0;
         }
         Some(Delivery::Message(relayed))
     }
@@ -407,7 +448,14 @@ mod tests {
 
     #[tokio::test]
     async fn history_then_live_and_after_an_id() {
-        let hub = Hub::open(Location::Memory, Retention::Count(100), 16, 3).expect("hub");
+        let hub = Hub::open(
+            Location::Memory,
+            Retention::Count(100),
+            16,
+            3,
+            Metrics::new(),
+        )
+        .expect("hub");
         for i in 1..=5 {
             hub.publish(text(&i.to_string())).await.expect("stored");
         }
@@ -427,7 +475,10 @@ mod tests {
         let hub = Hub::in_memory(8).expect("hub");
         let me = hub.new_origin();
         let mut mine = hub.subscribe(Start::Live, Some(me));
-        hub.publish_from(me, text("mine")).await.expect("queued");
+        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
+        hub.publish_from(me, text("mine"), &failure)
+            .await
+            .expect("queued");
         hub.publish(text("theirs")).await.expect("stored");
         assert_eq!(next_text(&mut mine).await, "theirs");
     }

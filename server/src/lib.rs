@@ -8,14 +8,23 @@
 //! - [`client_addr`], [`access_log`]: who each request is from (also behind a
 //!   proxy), and a log line per request.
 //! - [`cors`]: which other origins browsers may call from.
+//! - [`connection`], [`limits`]: each connection's life and limits, and how
+//!   fast a client may post.
+//! - [`protocol`]: what gRPC and gRPC-Web require of every call (deadlines,
+//!   content types, statuses) beyond what tonic does.
+//! - [`metrics`]: counters and gauges for `GET /metrics`.
 //! - [`config`]: flags and environment variables.
 //! - [`server`]: binding, serving and shutting down.
 
 pub mod access_log;
 pub mod client_addr;
 pub mod config;
+pub mod connection;
 pub mod cors;
 pub mod hub;
+pub mod limits;
+pub mod metrics;
+pub mod protocol;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -1,9 +1,10 @@
 //! What the one port answers: the gRPC services (native gRPC over HTTP/2 and
-//! gRPC-Web over HTTP/1.1), `GET /healthz`, and for every other path the web
-//! app's files.
+//! gRPC-Web over HTTP/1.1), `GET /healthz`, `GET /metrics`, and for every
+//! other path the web app's files.
 //!
 //! tonic-web's layer refuses plain HTTP requests, so it wraps only the gRPC
-//! routes; the static files are the fallback. CORS wraps everything, so a
+//! routes (inside it, [`protocol`](crate::protocol) holds every call to what
+//! gRPC requires); the static files are the fallback. CORS wraps everything, so a
 //! preflight is answered before routing; outermost, the access log resolves
 //! who the client is, and a base path (for proxies that do not strip their
 //! prefix) is removed before any routing.
@@ -29,6 +30,8 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access_log;
 use crate::hub::Hub;
+use crate::metrics::{self, Metrics};
+use crate::protocol;
 use crate::service::{ChatServer, refusal};
 
 /// Everything the HTTP application is built from.
@@ -46,11 +49,18 @@ pub struct Parts<'a> {
 /// The whole HTTP application.
 pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> {
     let chat = ChatServiceServer::new(parts.chat).max_decoding_message_size(MAX_DECODED_BYTES);
-    // Both reflection versions: grpcurl and buf curl differ in which they ask.
+    let metrics = parts.hub.metrics().clone();
+    // Both reflection versions (grpcurl and buf curl differ in which they
+    // ask), each listing both, so either finds the other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+            .include_reflection_service(false)
     };
     let app = tonic::service::Routes::new(chat)
         .add_service(parts.health)
@@ -58,9 +68,23 @@ pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> 
         .add_service(reflection().build_v1alpha()?)
         .into_axum_router()
         .route_layer(middleware::map_response(explain_oversized))
+        .route_layer(middleware::from_fn(protocol::explain_unimplemented))
+        .route_layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            protocol::require_grpc,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            metrics.clone(),
+            protocol::deadline,
+        ))
         .route_layer(GrpcWebLayer::new())
+        .route_layer(middleware::from_fn(protocol::answer_in_kind))
+        .route_layer(middleware::from_fn(protocol::drain_refused_bodies))
         .route("/healthz", get(healthz).with_state(parts.hub))
-        .fallback_service(web_app(parts.web_dir))
+        .route("/metrics", get(scrape).with_state(metrics))
+        .fallback_service(
+            web_app(parts.web_dir).layer(middleware::from_fn(protocol::unknown_service)),
+        )
         .layer(parts.cors)
         .layer(middleware::from_fn_with_state(
             parts.trust_proxy,
@@ -85,6 +109,14 @@ async fn healthz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
     } else {
         (StatusCode::OK, "ok\n")
     }
+}
+
+/// For Prometheus: every counter and gauge in [`metrics`].
+async fn scrape(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics.render(),
+    )
 }
 
 /// Serves `/base/...` as `/...`; `/base` itself redirects to `/base/` so the

@@ -1,27 +1,54 @@
-//! Running the server: bind, serve every protocol on one listener, and shut
-//! down cleanly.
+//! Running the server: accept connections within the limits, serve every
+//! protocol on each, and shut down cleanly.
 //!
-//! Open streams would keep a graceful shutdown waiting forever, so shutting
-//! down first ends every stream through the hub (clients see `UNAVAILABLE`
-//! and reconnect), then lets connections drain.
+//! The accept loop is ours rather than tonic's so that each connection can
+//! be ended for its own reasons (see [`crate::connection`]): over the
+//! connection cap it is closed at once; a connection that never sends a
+//! request, sits idle, or resets streams without pause is closed, with
+//! GOAWAY where HTTP/2 allows. Open streams would keep a graceful shutdown
+//! waiting forever, so shutting down first ends every stream through the
+//! hub (clients see `UNAVAILABLE` and reconnect), then lets connections drain.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use thiserror::Error;
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
+use tower::ServiceExt;
 use tower_http::cors::CorsLayer;
+use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
+use crate::connection::{self, Conn, Verdict};
 use crate::cors::{self, InvalidOrigin};
 use crate::hub::Hub;
+use crate::limits::RateLimiter;
+use crate::metrics::{Limit, Metrics};
 use crate::routes;
 use crate::service::ChatServer;
 use crate::store::StoreError;
+
+/// HTTP/2 flow-control window per stream: what a client may send before the
+/// server reads it. Small enough that a paused (rate-limited) `ChatStream`
+/// cannot buffer more small frames than h2 tolerates before it calls the
+/// client abusive (`ENHANCE_YOUR_CALM`), large enough for any one message.
+const STREAM_WINDOW: u32 = 64 * 1024;
+/// The connection's window; h2 allows unread small frames in proportion.
+const CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
+/// How long an ended (idle or flooding) connection gets to finish what is
+/// in flight before it is closed outright.
+const GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -32,8 +59,6 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Origin(#[from] InvalidOrigin),
-    #[error("server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
     #[error("building gRPC reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("opening the message database {db}: {source}")]
@@ -65,6 +90,7 @@ impl Server {
             config.retain,
             config.buffer,
             config.history,
+            Metrics::new(),
         )
         .map_err(|source| ServeError::Store {
             db: config.db.to_string(),
@@ -92,14 +118,16 @@ impl Server {
     /// once the connections have closed.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
         let config = self.config;
+        let limits = config.limits.clone();
         let heartbeat = Duration::from_secs(config.heartbeat);
+        let rates = Arc::new(RateLimiter::new(&limits));
         let health = tonic_health::server::HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         health
             .set_serving::<crate::ChatServiceServer<ChatServer>>()
             .await;
         let app = routes::app(routes::Parts {
-            chat: ChatServer::new(self.hub.clone(), heartbeat),
+            chat: ChatServer::new(self.hub.clone(), heartbeat, Arc::clone(&rates)),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,
@@ -107,25 +135,177 @@ impl Server {
             trust_proxy: config.trust_proxy,
             base_path: config.base_path.clone(),
         })?;
-        let hub = self.hub;
-        tonic::transport::Server::builder()
-            .accept_http1(true)
-            .tcp_nodelay(true)
-            // Native streams get HTTP/2 pings as their heartbeat.
-            .http2_keepalive_interval(Some(heartbeat))
-            .add_routes(tonic::service::Routes::from(app))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async move {
-                shutdown.await;
-                tracing::info!("shutting down: ending open streams");
-                health
-                    .set_not_serving::<crate::ChatServiceServer<ChatServer>>()
-                    .await;
-                health
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
-                hub.shut_down();
-            })
-            .await?;
+        let serving = Serving {
+            app,
+            http: http_builder(&limits, heartbeat),
+            metrics: self.hub.metrics().clone(),
+            limits,
+            rates,
+        };
+
+        let permits = Arc::new(Semaphore::new(
+            usize::try_from(serving.limits.max_connections).unwrap_or(usize::MAX),
+        ));
+        let (closing, closing_rx) = watch::channel(());
+        let mut next_id: u64 = 0;
+        tokio::pin!(shutdown);
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, usually: let some close.
+                        warn!(%error, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                serving.metrics.limit_hit(Limit::Connections);
+                debug!(%peer, "refused a connection: at --max-connections");
+                drop(tcp);
+                continue;
+            };
+            next_id += 1;
+            let conn = Conn::new(
+                next_id,
+                peer,
+                &serving.limits,
+                serving.rates.connection_bucket(),
+            );
+            tokio::spawn(serving.clone().connection(
+                tcp,
+                Arc::new(conn),
+                permit,
+                closing_rx.clone(),
+            ));
+        }
+
+        drop(self.listener);
+        info!("shutting down: ending open streams");
+        health
+            .set_not_serving::<crate::ChatServiceServer<ChatServer>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        self.hub.shut_down();
+        drop(closing_rx);
+        let _ = closing.send(());
+        closing.closed().await;
         Ok(())
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 on one port, with the limits that hyper enforces.
+fn http_builder(limits: &Limits, heartbeat: Duration) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // A timer makes hyper enforce its HTTP/1 header read timeout (30 s).
+    builder.http1().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        // Native streams get HTTP/2 pings as their heartbeat; a peer that
+        // does not answer one in time is dropped as dead.
+        .keep_alive_interval(heartbeat)
+        .keep_alive_timeout(Duration::from_secs(limits.keepalive_timeout))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    builder
+}
+
+/// What every connection task needs; cheap to clone.
+#[derive(Clone)]
+struct Serving {
+    app: Router,
+    http: auto::Builder<TokioExecutor>,
+    metrics: Metrics,
+    limits: Limits,
+    rates: Arc<RateLimiter>,
+}
+
+impl Serving {
+    /// Serves one connection until it closes, the server shuts down, or a
+    /// limit ends it.
+    async fn connection(
+        self,
+        tcp: TcpStream,
+        conn: Arc<Conn>,
+        permit: OwnedSemaphorePermit,
+        mut closing: watch::Receiver<()>,
+    ) {
+        let _permit = permit;
+        let _ = tcp.set_nodelay(true);
+        self.metrics.connection_opened();
+        let (app, metrics, requests_conn) = (self.app, self.metrics.clone(), Arc::clone(&conn));
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            let (app, metrics, conn) = (app.clone(), metrics.clone(), Arc::clone(&requests_conn));
+            async move {
+                let mut request = request.map(axum::body::Body::new);
+                request.extensions_mut().insert(Arc::clone(&conn));
+                let guard = connection::track(&conn, &metrics, &request);
+                let response = match app.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                Ok::<_, Infallible>(connection::finish_with(response, guard))
+            }
+        });
+        let serving = self.http.serve_connection(TokioIo::new(tcp), service);
+        tokio::pin!(serving);
+        let watch = conn.watch(
+            Duration::from_secs(self.limits.first_request_timeout),
+            Duration::from_secs(self.limits.idle_timeout),
+        );
+        tokio::pin!(watch);
+        let (mut watching, mut draining) = (true, false);
+        let mut give_up: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                result = serving.as_mut() => {
+                    if let Err(error) = result {
+                        debug!(peer = %conn.peer, %error, "connection ended with an error");
+                    }
+                    break;
+                }
+                _ = closing.changed(), if !draining => {
+                    draining = true;
+                    serving.as_mut().graceful_shutdown();
+                }
+                verdict = &mut watch, if watching => {
+                    watching = false;
+                    match verdict {
+                        Verdict::NoFirstRequest => {
+                            self.metrics.limit_hit(Limit::FirstRequestTimeout);
+                            debug!(peer = %conn.peer, "closed a connection that sent no request in time");
+                            break;
+                        }
+                        Verdict::Idle => {
+                            self.metrics.limit_hit(Limit::IdleTimeout);
+                            debug!(peer = %conn.peer, "closing an idle connection");
+                        }
+                        Verdict::ResetFlood => {
+                            self.metrics.limit_hit(Limit::ResetFlood);
+                            warn!(peer = %conn.peer, "ending a connection that cancels streams without pause");
+                        }
+                    }
+                    draining = true;
+                    serving.as_mut().graceful_shutdown();
+                    give_up = Some(Instant::now() + GRACE);
+                }
+                () = sleep_until_some(give_up) => break,
+            }
+        }
+        self.metrics.connection_closed();
+    }
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -2,10 +2,12 @@
 //!
 //! This is where requests are validated and where every internal error
 //! becomes a `tonic::Status` a client can act on: `INVALID_ARGUMENT` for bad
-//! input, `RESOURCE_EXHAUSTED` for oversized messages, `UNAVAILABLE` ("try
-//! again") while the server shuts down or cannot reach its database.
+//! input, `RESOURCE_EXHAUSTED` for oversized messages and for posting too
+//! fast, `UNAVAILABLE` ("try again") while the server shuts down or cannot
+//! reach its database.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, Event, Gap, Heartbeat, Ready, SendReply, SubscribeRequest};
@@ -14,7 +16,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
+use crate::connection::Conn;
 use crate::hub::{Closed, Delivery, Hub, Start, now_millis};
+use crate::limits::{RateLimiter, TooFast};
+use crate::metrics::Limit;
 use crate::store::StoreError;
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
@@ -28,13 +33,18 @@ type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>
 pub struct ChatServer {
     hub: Hub,
     heartbeat: Duration,
+    rates: Arc<RateLimiter>,
 }
 
 impl ChatServer {
     /// A service on `hub` whose Subscribe streams carry a heartbeat every
-    /// `heartbeat`.
-    pub fn new(hub: Hub, heartbeat: Duration) -> Self {
-        Self { hub, heartbeat }
+    /// `heartbeat`, and whose senders are held to `rates`.
+    pub fn new(hub: Hub, heartbeat: Duration, rates: Arc<RateLimiter>) -> Self {
+        Self {
+            hub,
+            heartbeat,
+            rates,
+        }
     }
 
     fn ensure_running(&self) -> Result<(), Status> {
@@ -57,50 +67,85 @@ impl crate::ChatService for ChatServer {
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let presence = Presence::new("chat_stream", None, client(&request));
+        let conn = request.extensions().get::<Arc<Conn>>().cloned();
         let mut inbound = request.into_inner();
         let hub = self.hub.clone();
+        let rates = Arc::clone(&self.rates);
         let origin = hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
         let mut subscription = hub.subscribe(Start::Live, Some(origin));
+        // The store's writer says here if a message could not be stored.
+        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
+        let mut failed = failure.subscribe();
 
         let outbound = async_stream::stream! {
             let mut presence = presence;
             let mut inbound_open = true;
+            // A message over the rate limit waits here, and the client is
+            // not read, until its turn: flow control slows the sender.
+            let mut held: Option<(ChatMessage, tokio::time::Instant)> = None;
             loop {
                 // Reading the client and delivering to it share one task: when
                 // the client goes away both stop, and nothing is left behind.
                 let step = tokio::select! {
-                    next = inbound.next(), if inbound_open => Step::Inbound(next),
+                    next = inbound.next(), if inbound_open && held.is_none() => Step::Inbound(next),
+                    () = wait_for(held.as_ref().map(|(_, until)| *until)) => Step::Resume,
                     received = subscription.recv() => Step::Deliver(received),
+                    _ = failed.changed() => Step::StoreFailed,
                 };
-                match step {
+                let message = match step {
                     Step::Inbound(Some(Ok(message))) => match accept_message(message) {
                         Ok(message) => {
                             presence.named(&message.username);
-                            if let Err(error) = hub.publish_from(origin, message).await {
-                                yield Err(unavailable(error));
-                                break;
-                            }
+                            message
                         }
                         Err(error) => {
                             yield Err(invalid_argument(error));
                             break;
                         }
                     },
+                    Step::Resume => match held.take() {
+                        Some((message, _)) => message,
+                        None => continue,
+                    },
+                    Step::StoreFailed => {
+                        let reason = failed.borrow().clone().unwrap_or_default();
+                        tracing::warn!(%reason, "a ChatStream message could not be stored");
+                        yield Err(Status::unavailable(format!(
+                            "a message you sent could not be stored ({reason}); \
+                             nothing after it was relayed: reconnect and send it again"
+                        )));
+                        break;
+                    }
                     Step::Inbound(Some(Err(status))) => {
                         yield Err(refusal(status));
                         break;
                     }
                     // The client closed its side; it may still want to listen.
-                    Step::Inbound(None) => inbound_open = false,
-                    Step::Deliver(Ok(Delivery::Message(relayed))) => yield Ok(relayed.wire.message()),
+                    Step::Inbound(None) => {
+                        inbound_open = false;
+                        continue;
+                    }
+                    Step::Deliver(Ok(Delivery::Message(relayed))) => {
+                        yield Ok(relayed.wire.message());
+                        continue;
+                    }
                     // Paper clients have no way to hear of one; live-only
                     // subscriptions do not report them anyway.
-                    Step::Deliver(Ok(Delivery::Gap { .. })) => {}
+                    Step::Deliver(Ok(Delivery::Gap { .. })) => continue,
                     Step::Deliver(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
                     }
+                };
+                if let Err(too_fast) = rates.check(conn.as_ref().map(|c| &c.rate), &message.username) {
+                    hub.metrics().limit_hit(Limit::RateStream);
+                    held = Some((message, tokio::time::Instant::now() + too_fast.retry_after));
+                    continue;
+                }
+                if let Err(error) = hub.publish_from(origin, message, &failure).await {
+                    yield Err(unavailable(error));
+                    break;
                 }
             }
         };
@@ -154,7 +199,14 @@ impl crate::ChatService for ChatServer {
 
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
+        let conn = request.extensions().get::<Arc<Conn>>().cloned();
         let message = accept_message(request.into_inner()).map_err(invalid_argument)?;
+        self.rates
+            .check(conn.as_ref().map(|c| &c.rate), &message.username)
+            .map_err(|too_fast| {
+                self.hub.metrics().limit_hit(Limit::RateSend);
+                too_fast_status(too_fast)
+            })?;
         let stored = self.hub.publish(message).await.map_err(unavailable)?;
         Ok(Response::new(SendReply {
             timestamp: stored.timestamp,
@@ -171,6 +223,20 @@ fn client<T>(request: &Request<T>) -> Option<ClientAddr> {
 enum Step<I, D> {
     Inbound(Option<I>),
     Deliver(D),
+    /// A message held back by the rate limit may go now.
+    Resume,
+    StoreFailed,
+}
+
+async fn wait_for(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn too_fast_status(too_fast: TooFast) -> Status {
+    Status::resource_exhausted(too_fast.to_string())
 }
 
 /// Validates what a client sent and keeps only what the server relays (the

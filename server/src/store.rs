@@ -8,7 +8,11 @@
 //! other without holes in the order everyone receives them, and a reader
 //! that finds an id in the store knows every smaller one is there too
 //! (unless retention removed it). Readers (history, catch-up) run on their
-//! own connections, which WAL lets proceed alongside the writer.
+//! own connections, which WAL lets proceed alongside the writer: at most
+//! [`MAX_READERS`] of them (more readers queue for one), each closed after
+//! [`READER_IDLE`] unused, and each read returns a page bounded in bytes as
+//! well as in messages, so no reader holds more than [`PAGE_BYTES`] of
+//! history at a time however large the messages are.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -20,10 +24,11 @@ use std::time::{Duration, Instant};
 use chat_proto::ChatMessage;
 use rusqlite::{Connection, OpenFlags, params};
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
 use crate::hub::now_millis;
+use crate::metrics::Metrics;
 
 /// Messages a single transaction may carry.
 const MAX_BATCH: usize = 1024;
@@ -31,6 +36,13 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 8192;
 /// How often retention runs at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
+/// Read connections open at most; further readers wait for one.
+pub const MAX_READERS: usize = 4;
+/// A read connection unused this long is closed.
+pub const READER_IDLE: Duration = Duration::from_secs(30);
+/// Text (names, messages, nonces) one read returns at most, beyond its first
+/// message: 16 of the largest messages.
+pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// Schema changes, applied in order at start-up; `PRAGMA user_version`
 /// records how many have run. Only ever append.
@@ -159,10 +171,22 @@ pub struct Stored {
 /// senders are acknowledged.
 pub type OnCommit = Box<dyn Fn(Vec<Stored>) + Send>;
 
+/// Where a `ChatStream` learns that a message it queued could not be
+/// stored: the writer puts the reason here.
+pub type StreamFailure = Arc<watch::Sender<Option<String>>>;
+
+/// Who hears how storing a message went.
+enum Ack {
+    /// A unary `Send`, waiting for its id.
+    Reply(oneshot::Sender<Result<ChatMessage, String>>),
+    /// A `ChatStream`, which does not wait but must hear of a failure.
+    Stream(StreamFailure),
+}
+
 struct Pending {
     origin: Option<u64>,
     message: ChatMessage,
-    ack: Option<oneshot::Sender<Result<ChatMessage, String>>>,
+    ack: Ack,
 }
 
 /// A handle on the store; cheap to clone.
@@ -188,9 +212,10 @@ impl Store {
     pub fn open(
         location: Location,
         retention: Retention,
+        metrics: Metrics,
         on_commit: OnCommit,
     ) -> Result<Self, StoreError> {
-        let readers = Arc::new(Readers::new(location));
+        let readers = Arc::new(Readers::new(location, metrics.clone()));
         let mut connection = readers.open(false)?;
         migrate(&mut connection)?;
         let last_id: u64 =
@@ -212,11 +237,13 @@ impl Store {
             last_timestamp,
             on_commit,
             pruned_at: None,
+            metrics,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(inbox))
             .map_err(StoreError::Thread)?;
+        Readers::close_idle_ones(&readers);
         Ok(Self {
             queue,
             readers,
@@ -234,7 +261,7 @@ impl Store {
     /// committed.
     pub async fn append(&self, message: ChatMessage) -> Result<ChatMessage, StoreError> {
         let (ack, acked) = oneshot::channel();
-        self.enqueue(None, message, Some(ack)).await?;
+        self.enqueue(None, message, Ack::Reply(ack)).await?;
         match acked.await {
             Ok(Ok(stored)) => Ok(stored),
             Ok(Err(reason)) => Err(StoreError::Write(reason)),
@@ -244,16 +271,23 @@ impl Store {
 
     /// Queues `message` from connection `origin` without waiting for it to be
     /// committed; waits only while the writer's queue is full, which slows a
-    /// sender down to what the store can take.
-    pub async fn append_from(&self, origin: u64, message: ChatMessage) -> Result<(), StoreError> {
-        self.enqueue(Some(origin), message, None).await
+    /// sender down to what the store can take. If it cannot be stored, the
+    /// reason goes to `failure`.
+    pub async fn append_from(
+        &self,
+        origin: u64,
+        message: ChatMessage,
+        failure: &StreamFailure,
+    ) -> Result<(), StoreError> {
+        self.enqueue(Some(origin), message, Ack::Stream(Arc::clone(failure)))
+            .await
     }
 
     async fn enqueue(
         &self,
         origin: Option<u64>,
         message: ChatMessage,
-        ack: Option<oneshot::Sender<Result<ChatMessage, String>>>,
+        ack: Ack,
     ) -> Result<(), StoreError> {
         self.queue
             .send(Pending {
@@ -265,8 +299,9 @@ impl Store {
             .map_err(|_| StoreError::Stopped)
     }
 
-    /// Stored messages with `after < id <= upto`, oldest first, at most
-    /// `limit` of them.
+    /// Stored messages with `after < id <= upto`, oldest first: at most
+    /// `limit` of them, and no more text than [`PAGE_BYTES`] after the first.
+    /// Waits for a free read connection if all [`MAX_READERS`] are busy.
     pub async fn range(
         &self,
         after: u64,
@@ -276,21 +311,39 @@ impl Store {
         if upto <= after || limit == 0 {
             return Ok(Vec::new());
         }
+        let permit = Arc::clone(&self.readers.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Stopped)?;
         let readers = Arc::clone(&self.readers);
-        tokio::task::spawn_blocking(move || readers.range(after, upto, limit)).await?
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            readers.range(after, upto, limit)
+        })
+        .await?
+    }
+
+    /// Read connections open right now (for tests and metrics).
+    pub fn open_readers(&self) -> usize {
+        self.readers.idle.lock().map_or(0, |idle| idle.len())
+            + (MAX_READERS - self.readers.permits.available_permits())
     }
 }
 
-/// Read connections, opened on demand and reused.
+/// Read connections, opened on demand, reused, and closed when idle.
 struct Readers {
     location: Location,
     /// A `:memory:` database shared by this process's connections.
     memory_name: String,
-    idle: Mutex<Vec<Connection>>,
+    /// Unused connections, each with when it was last used.
+    idle: Mutex<Vec<(Connection, Instant)>>,
+    /// One per connection that may be open.
+    permits: Arc<Semaphore>,
+    metrics: Metrics,
 }
 
 impl Readers {
-    fn new(location: Location) -> Self {
+    fn new(location: Location, metrics: Metrics) -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let memory_name = format!(
             "file:/chat-{}-{}?vfs=memdb",
@@ -301,7 +354,50 @@ impl Readers {
             location,
             memory_name,
             idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_READERS)),
+            metrics,
         }
+    }
+
+    /// Closes connections unused for [`READER_IDLE`], now and every few
+    /// seconds for as long as the store exists (needs a tokio runtime;
+    /// without one, idle connections are closed as readers come and go).
+    fn close_idle_ones(readers: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let readers = Arc::downgrade(readers);
+        runtime.spawn(async move {
+            let mut every = tokio::time::interval(READER_IDLE / 4);
+            loop {
+                every.tick().await;
+                let Some(readers) = readers.upgrade() else {
+                    return;
+                };
+                readers.prune_idle();
+            }
+        });
+    }
+
+    fn prune_idle(&self) {
+        let closed = match self.idle.lock() {
+            Ok(mut idle) => {
+                let before = idle.len();
+                idle.retain(|(_, since)| since.elapsed() < READER_IDLE);
+                before - idle.len()
+            }
+            Err(_) => 0,
+        };
+        if closed > 0 {
+            debug!(closed, "closed idle database readers");
+            self.report_open();
+        }
+    }
+
+    fn report_open(&self) {
+        let idle = self.idle.lock().map_or(0, |idle| idle.len());
+        let busy = MAX_READERS - self.permits.available_permits();
+        self.metrics.store_readers(idle + busy);
     }
 
     fn open(&self, read_only: bool) -> Result<Connection, StoreError> {
@@ -328,16 +424,22 @@ impl Readers {
         Ok(connection)
     }
 
+    /// Called holding a permit, so at most [`MAX_READERS`] connections exist.
     fn range(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let connection = match idle {
-            Some(c) => c,
-            None => self.open(true)?,
+            Some((c, _)) => c,
+            None => {
+                let c = self.open(true)?;
+                self.report_open();
+                c
+            }
         };
         let rows = read_range(&connection, after, upto, limit);
         if let Ok(mut idle) = self.idle.lock() {
-            idle.push(connection);
+            idle.push((connection, Instant::now()));
         }
+        self.prune_idle();
         rows
     }
 }
@@ -367,7 +469,19 @@ fn read_range(
             })
         },
     )?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    // Stepping stops at the byte budget: later rows are never read.
+    let mut page = Vec::new();
+    let mut bytes = 0;
+    for row in rows {
+        let stored = row?;
+        if !page.is_empty() && bytes >= PAGE_BYTES {
+            break;
+        }
+        let m = &stored.message;
+        bytes += m.username.len() + m.message.len() + m.nonce.len();
+        page.push(stored);
+    }
+    Ok(page)
 }
 
 fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
@@ -397,6 +511,7 @@ struct Writer {
     last_timestamp: i64,
     on_commit: OnCommit,
     pruned_at: Option<Instant>,
+    metrics: Metrics,
 }
 
 impl Writer {
@@ -419,8 +534,11 @@ impl Writer {
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         let first_id = self.last_id.load(Ordering::SeqCst) + 1;
         let timestamp = now_millis().max(self.last_timestamp);
+        let started = Instant::now();
         match self.write(batch, first_id, timestamp) {
             Ok(()) => {
+                self.metrics
+                    .stored(batch.len() as u64, started.elapsed().as_secs_f64());
                 let last_id = first_id + batch.len() as u64 - 1;
                 self.last_timestamp = timestamp;
                 self.last_id.store(last_id, Ordering::SeqCst);
@@ -432,7 +550,7 @@ impl Writer {
                         timestamp,
                         ..pending.message
                     };
-                    if let Some(ack) = pending.ack {
+                    if let Ack::Reply(ack) = pending.ack {
                         acks.push((ack, message.clone()));
                     }
                     stored.push(Stored {
@@ -448,9 +566,15 @@ impl Writer {
             }
             Err(err) => {
                 error!(error = %err, messages = batch.len(), "could not store messages");
+                let reason = err.to_string();
                 for pending in batch.drain(..) {
-                    if let Some(ack) = pending.ack {
-                        let _ = ack.send(Err(err.to_string()));
+                    match pending.ack {
+                        Ack::Reply(ack) => {
+                            let _ = ack.send(Err(reason.clone()));
+                        }
+                        Ack::Stream(failure) => {
+                            failure.send_replace(Some(reason.clone()));
+                        }
                     }
                 }
             }
@@ -539,14 +663,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let location = Location::File(dir.path().join("chat.db"));
         let store =
-            Store::open(location.clone(), Retention::Count(1), Box::new(|_| {})).expect("open");
+            Store::open(location.clone(), Retention::Count(1), Metrics::new(), Box::new(|_| {})).expect("open");
         for text in ["a", "b", "c"] {
             store.append(message(text)).await.expect("stored");
         }
         assert_eq!(store.last_id(), 3);
         drop(store);
 
-        let store = Store::open(location, Retention::Count(1), Box::new(|_| {})).expect("reopen");
+        let store = Store::open(location, Retention::Count(1), Metrics::new(), Box::new(|_| {})).expect("reopen");
         assert_eq!(store.last_id(), 3);
         assert_eq!(store.range(0, 3, 10).await.expect("read").len(), 3);
         assert_eq!(store.append(message("d")).await.expect("stored").id, 4);
@@ -563,7 +687,7 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| c.pragma_update(None, "user_version", 99))
             .expect("prepare");
-        let refused = Store::open(Location::File(path), Retention::Count(1), Box::new(|_| {}));
+        let refused = Store::open(Location::File(path), Retention::Count(1), Metrics::new(), Box::new(|_| {}));
         assert!(matches!(refused, Err(StoreError::TooNew { found: 99, .. })));
     }
 }

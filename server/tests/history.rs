@@ -73,7 +73,7 @@ async fn a_new_subscriber_gets_the_recent_history_then_live_messages() {
 async fn resuming_with_after_id_while_others_send_misses_nothing_and_repeats_nothing() {
     const SENDERS: usize = 3;
     const EACH: usize = 150;
-    let server = TestServer::start().await;
+    let server = TestServer::unthrottled().await;
     let url = server.url();
     let (_, mut events) = subscribe_after(&mut server.web(), 0).await;
 

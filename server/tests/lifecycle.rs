@@ -55,7 +55,7 @@ async fn departed_clients_leave_no_subscription_behind() {
 #[tokio::test]
 async fn a_reader_that_stops_reading_holds_up_nobody_and_later_catches_up_without_loss() {
     const BUFFER: u32 = 16;
-    let mut config = Config::with_addr("127.0.0.1:0");
+    let mut config = common::unthrottled(Config::with_addr("127.0.0.1:0"));
     config.buffer = BUFFER;
     let server = TestServer::start_with(config).await;
 

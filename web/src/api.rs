@@ -57,20 +57,61 @@ const SEND_TIMEOUT_MS: f64 = 15_000.0;
 /// Why a message was not sent, for the user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    /// The server's own words for a refusal, or ours for a lost connection.
+    /// The server's own words for a refusal, or ours for a lost connection
+    /// or for sending too fast.
     pub reason: String,
     /// Whether sending the same text again could work (a refusal of the
     /// text itself, like "too long", needs an edit instead).
     pub retryable: bool,
+    /// The server's rate limit held the message back: nothing is wrong with
+    /// it, and it can be sent again after a short wait. Shown calmly rather
+    /// than as an error.
+    pub too_fast: bool,
 }
 
 impl Failure {
     fn from_status(status: &Status) -> Self {
-        Self {
-            reason: readable(status),
-            retryable: is_transient(status),
+        match too_fast(status) {
+            Some(reason) => Self {
+                reason,
+                retryable: true,
+                too_fast: true,
+            },
+            None => Self {
+                reason: readable(status),
+                retryable: is_transient(status),
+                too_fast: false,
+            },
         }
     }
+}
+
+/// How the server starts the text of a `Send` refused by its rate limit
+/// (with `RESOURCE_EXHAUSTED`), e.g. "sending too fast: wait 1.2 s and try
+/// again (limit: a burst of 20, then 5 per second)".
+const TOO_FAST_PREFIX: &str = "sending too fast";
+
+/// For a `Send` the server's rate limit refused, what to tell the user: our
+/// own calm sentence, with the server's when-to-retry part when it gave one.
+/// `None` for any other failure (`RESOURCE_EXHAUSTED` is also how an
+/// oversized message is refused).
+pub fn too_fast(status: &Status) -> Option<String> {
+    if status.code() != Code::ResourceExhausted {
+        return None;
+    }
+    let message = status.message().trim();
+    let head = message.get(..TOO_FAST_PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(TOO_FAST_PREFIX) {
+        return None;
+    }
+    let when = message[TOO_FAST_PREFIX.len()..]
+        .trim_start_matches(|c: char| c.is_whitespace() || matches!(c, ':' | ',' | ';' | '-' | '—'))
+        .trim_end_matches(|c: char| c.is_whitespace() || c == '.');
+    Some(if when.is_empty() {
+        "You're sending too fast — wait a moment and try again.".to_owned()
+    } else {
+        format!("You're sending too fast — {when}.")
+    })
 }
 
 /// Posts one message; the reply carries the server's timestamp.
@@ -85,6 +126,7 @@ pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
         Either::Right(_) => Err(Failure {
             reason: "the server didn't answer in time".to_owned(),
             retryable: true,
+            too_fast: false,
         }),
     }
 }
@@ -136,7 +178,13 @@ pub fn validate_name(raw: &str) -> Result<String, String> {
         InputError::UsernameTooLong(chars) => {
             format!("That's {chars} characters; names can have at most {MAX_NAME_CHARS}.")
         }
-        _ => "Names can't contain control characters.".to_owned(),
+        InputError::UsernameBidiControl => {
+            "Names can't contain text-direction control characters.".to_owned()
+        }
+        InputError::UsernameInvisible => "Names need at least one visible character.".to_owned(),
+        InputError::UsernameControl => "Names can't contain control characters.".to_owned(),
+        // Not a username rule; the rule's own words, should one ever apply.
+        other => other.to_string(),
     })
 }
 
@@ -160,6 +208,22 @@ mod tests {
     fn rule_breaches_are_worded_for_the_page() {
         assert_eq!(validate_name("  ada \n"), Ok("ada".into()));
         assert!(validate_name(&"é".repeat(33)).is_err_and(|e| e.contains("at most 32")));
+        assert_eq!(
+            validate_name("a\u{1b}b"),
+            Err("Names can't contain control characters.".into())
+        );
+        assert_eq!(
+            validate_name("ada\u{202E}gnp.exe"),
+            Err("Names can't contain text-direction control characters.".into())
+        );
+        assert_eq!(
+            validate_name(" \u{200B}\u{3164} "),
+            Err("Names need at least one visible character.".into())
+        );
+        assert_eq!(
+            validate_name("👩\u{200D}💻 ada"),
+            Ok("👩\u{200D}💻 ada".into())
+        );
         assert_eq!(validate_message("\n\n"), Err(String::new()));
         assert_eq!(
             validate_message(&"x".repeat(4_003)),
@@ -198,5 +262,62 @@ mod tests {
         assert_eq!(readable(&status), "slow down");
         assert!(is_transient(&status));
         assert!(readable(&Status::unknown("JS API error: TypeError")).contains("reach"));
+    }
+
+    #[test]
+    fn sending_too_fast_is_a_calm_retryable_notice_with_the_servers_wait() {
+        let status = Status::resource_exhausted(
+            "sending too fast: wait 1.2 s and try again (limit: a burst of 20, then 5 per second)",
+        );
+        assert_eq!(
+            Failure::from_status(&status),
+            Failure {
+                reason: "You're sending too fast — wait 1.2 s and try again \
+                         (limit: a burst of 20, then 5 per second)."
+                    .into(),
+                retryable: true,
+                too_fast: true,
+            }
+        );
+        // Without a when-to-retry part (or with only punctuation), our own.
+        for bare in [
+            "sending too fast",
+            "Sending too fast.",
+            "  sending too fast:  ",
+        ] {
+            let failure = Failure::from_status(&Status::resource_exhausted(bare));
+            assert!(failure.too_fast && failure.retryable, "{bare:?}");
+            assert_eq!(
+                failure.reason,
+                "You're sending too fast — wait a moment and try again."
+            );
+        }
+        // A sentence that ends in a full stop gets no second one.
+        assert_eq!(
+            too_fast(&Status::resource_exhausted("sending too fast — wait 3 s.")).as_deref(),
+            Some("You're sending too fast — wait 3 s.")
+        );
+    }
+
+    #[test]
+    fn other_refusals_are_not_taken_for_sending_too_fast() {
+        // The other RESOURCE_EXHAUSTED: an oversized message, as written.
+        let status = Status::resource_exhausted("message is too large: the limit is 17408 bytes");
+        let failure = Failure::from_status(&status);
+        assert!(!failure.too_fast);
+        assert_eq!(
+            failure.reason,
+            "message is too large: the limit is 17408 bytes"
+        );
+        // The words alone, under another code, are not the rate limit.
+        for status in [
+            Status::invalid_argument("sending too fast: wait 1 s"),
+            Status::unavailable("sending too fast: wait 1 s"),
+            Status::resource_exhausted("sending"),
+            Status::resource_exhausted("é"),
+        ] {
+            assert_eq!(too_fast(&status), None, "{status:?}");
+            assert!(!Failure::from_status(&status).too_fast);
+        }
     }
 }

@@ -413,6 +413,8 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
         Delivery::Failed(failure) => Some(failure),
         _ => None,
     };
+    // Held back by the server's rate limit: shown calmly, not as an error.
+    let too_fast = move || delivery.with(|d| matches!(d, Delivery::Failed(f) if f.too_fast));
     let hue = name_hue(&author);
     // Uppercased by CSS: Rust's Unicode case tables would cost ~10 KB.
     let initial = author.chars().next().map(String::from).unwrap_or_default();
@@ -424,6 +426,7 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
             data-testid="message"
             data-own=if own { "true" } else { "false" }
             data-state=state
+            data-failure=move || too_fast().then_some("too-fast")
             style=format!("--hue: {hue}")
         >
             {(!own).then(|| view! { <span class="avatar" aria-hidden="true">{initial}</span> })}
@@ -483,10 +486,17 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
                     }
                     .into_any()
                 };
+                // Sending too fast is no fault of the message: a polite
+                // status in the server's (reworded) words, then Retry.
+                let (role, prefix) = if failure.too_fast {
+                    ("status", "")
+                } else {
+                    ("alert", "Not sent: ")
+                };
                 view! {
-                    <div class="send-error" role="alert">
+                    <div class="send-error" class:too-fast=failure.too_fast role=role>
                         <span>
-                            "Not sent: " <span data-testid="send-error">{failure.reason}</span>
+                            {prefix} <span data-testid="send-error">{failure.reason}</span>
                         </span>
                         {action}
                         <button
@@ -586,6 +596,7 @@ mod tests {
         entry.delivery.set(Delivery::Failed(api::Failure {
             reason: "lost".into(),
             retryable: true,
+            too_fast: false,
         }));
         timeline.receive_under_another_name(echo("hi", "n1", 7));
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);

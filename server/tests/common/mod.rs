@@ -55,6 +55,13 @@ impl TestServer {
         }
     }
 
+    /// A server with the posting rate limit off, for tests that send many
+    /// messages from one name to test something else (the limits' own
+    /// tests use the defaults).
+    pub async fn unthrottled() -> Self {
+        Self::start_with(unthrottled(Config::with_addr("127.0.0.1:0"))).await
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -97,6 +104,12 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// `config` with the posting rate limit off (see [`TestServer::unthrottled`]).
+pub fn unthrottled(mut config: Config) -> Config {
+    config.limits.rate_limit = 0.0;
+    config
 }
 
 /// A native gRPC (HTTP/2) connection to the server at `url`, for any service.
