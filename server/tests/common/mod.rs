@@ -245,3 +245,74 @@ pub async fn next_message(stream: &mut Streaming<ChatMessage>) -> ChatMessage {
         .expect("no error status")
         .expect("a message, not the end of the stream")
 }
+
+/// A raw HTTP/2 connection (prior knowledge, like gRPC), for what tonic's
+/// client will not do: hold its window shut, reset streams in bulk, send
+/// odd content types. `window` is the client's receive window per stream.
+pub struct RawH2 {
+    pub send: h2::client::SendRequest<bytes::Bytes>,
+    /// Finishes when the server closes the connection (or GOAWAY ends it).
+    pub closed: JoinHandle<Result<(), h2::Error>>,
+    pub max_concurrent_streams: Option<usize>,
+}
+
+pub async fn raw_h2(addr: SocketAddr, window: u32) -> RawH2 {
+    let tcp = within(tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect");
+    let (send, mut connection) = within(
+        h2::client::Builder::new()
+            .initial_window_size(window)
+            .initial_connection_window_size(window.max(65_535))
+            .handshake::<_, bytes::Bytes>(tcp),
+    )
+    .await
+    .expect("HTTP/2 handshake");
+    // The server's SETTINGS arrive with the first frames it sends.
+    let max = within(std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut connection).poll(cx);
+        match connection.max_concurrent_send_streams() {
+            usize::MAX => std::task::Poll::Pending,
+            n => std::task::Poll::Ready(n),
+        }
+    }))
+    .await;
+    let closed = tokio::spawn(connection);
+    RawH2 {
+        send,
+        closed,
+        max_concurrent_streams: Some(max),
+    }
+}
+
+/// A gRPC request head for `path` over HTTP/2.
+pub fn grpc_head(addr: SocketAddr, path: &str, content_type: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", content_type)
+        .header("te", "trailers")
+        .body(())
+        .expect("valid request")
+}
+
+/// `message` as one gRPC frame (no compression).
+pub fn grpc_frame(message: &impl prost::Message) -> bytes::Bytes {
+    let body = message.encode_to_vec();
+    let mut frame = Vec::with_capacity(body.len() + 5);
+    frame.push(0);
+    frame.extend_from_slice(&u32::try_from(body.len()).expect("small").to_be_bytes());
+    frame.extend_from_slice(&body);
+    frame.into()
+}
+
+/// This process's resident memory, or another's, in bytes (Linux).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|kb| kb.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
