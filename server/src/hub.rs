@@ -17,11 +17,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
+use futures_util::FutureExt;
 use thiserror::Error;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::metrics::Metrics;
-use crate::store::{Location, Retention, Store, StoreError, StreamFailure, Stored};
+use crate::store::{Location, Retention, Store, StoreError, Stored, StreamFailure};
 use crate::wire::WireMessage;
 
 /// Messages a subscriber may fall behind before it reads from the store.
@@ -32,7 +33,7 @@ pub const DEFAULT_HISTORY: u32 = 100;
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
 /// Deliveries a subscription counts locally before adding them to the
-/// shared metric.
+/// shared metric (it also adds them whenever it runs out of messages).
 const RELAYED_FLUSH: u64 = 64;
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
@@ -283,7 +284,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.metrics.relayed(self.relayed);
+        self.flush_relayed();
     }
 }
 
@@ -318,7 +319,16 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.receiver.recv().await {
+            // About to wait: a good moment to publish the count of what
+            // was delivered (under load the ring is rarely empty).
+            let next = match self.receiver.recv().now_or_never() {
+                Some(next) => next,
+                None => {
+                    self.flush_relayed();
+                    self.receiver.recv().await
+                }
+            };
+            match next {
                 Ok(Item::Message(relayed)) => {
                     if relayed.id() > self.delivered + 1 {
                         // Jumped ahead (this reader fell a ring behind):
@@ -349,10 +359,16 @@ impl Subscription {
         }
         self.relayed += 1;
         if self.relayed == RELAYED_FLUSH {
-            self.metrics.relayed(RELAYED_FLUSH);
-            self.relayed = 0;
+            self.flush_relayed();
         }
         Some(Delivery::Message(relayed))
+    }
+
+    fn flush_relayed(&mut self) {
+        if self.relayed > 0 {
+            self.metrics.relayed(self.relayed);
+            self.relayed = 0;
+        }
     }
 
     /// Reads the next page of ids up to `fetch_upto` from the store.

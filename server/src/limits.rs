@@ -134,9 +134,10 @@ impl RateLimiter {
             .entry(username.to_owned())
             .or_insert_with(|| TokenBucket::full(burst));
         let mut own = connection.and_then(|c| c.lock().ok());
-        let wait = name
-            .wait(rate, burst, now)
-            .max(own.as_mut().map_or(Duration::ZERO, |b| b.wait(rate, burst, now)));
+        let wait = name.wait(rate, burst, now).max(
+            own.as_mut()
+                .map_or(Duration::ZERO, |b| b.wait(rate, burst, now)),
+        );
         if !wait.is_zero() {
             return Err(TooFast {
                 retry_after: wait,
@@ -171,9 +172,15 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(limiter.check(Some(&conn), "ada"), Ok(()));
         }
-        let refused = limiter.check(Some(&conn), "ada").expect_err("over the burst");
+        let refused = limiter
+            .check(Some(&conn), "ada")
+            .expect_err("over the burst");
         assert!(refused.retry_after <= Duration::from_millis(200));
-        assert!(refused.to_string().starts_with("sending too fast: wait 0.2 s"));
+        assert!(
+            refused
+                .to_string()
+                .starts_with("sending too fast: wait 0.2 s")
+        );
     }
 
     #[test]

@@ -174,11 +174,17 @@ impl Metrics {
     }
 
     pub fn stream_opened(&self, kind: &'static str) {
-        self.inner.streams_open.get_or_create(&KindLabel { kind }).inc();
+        self.inner
+            .streams_open
+            .get_or_create(&KindLabel { kind })
+            .inc();
     }
 
     pub fn stream_closed(&self, kind: &'static str) {
-        self.inner.streams_open.get_or_create(&KindLabel { kind }).dec();
+        self.inner
+            .streams_open
+            .get_or_create(&KindLabel { kind })
+            .dec();
     }
 
     pub fn stored(&self, messages: u64, commit_seconds: f64) {

@@ -142,7 +142,11 @@ fn content_type(headers: &HeaderMap) -> &str {
 
 /// gRPC calls must say they are gRPC; anything else gets HTTP 415 (as the
 /// gRPC over HTTP/2 spec asks) instead of being decoded as if it were.
-pub async fn require_grpc(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+pub async fn require_grpc(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     if content_type(request.headers()).starts_with("application/grpc") {
         return next.run(request).await;
     }

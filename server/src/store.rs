@@ -662,15 +662,26 @@ mod tests {
     async fn ids_continue_across_reopening_and_retention_keeps_the_newest() {
         let dir = tempfile::tempdir().expect("temp dir");
         let location = Location::File(dir.path().join("chat.db"));
-        let store =
-            Store::open(location.clone(), Retention::Count(1), Metrics::new(), Box::new(|_| {})).expect("open");
+        let store = Store::open(
+            location.clone(),
+            Retention::Count(1),
+            Metrics::new(),
+            Box::new(|_| {}),
+        )
+        .expect("open");
         for text in ["a", "b", "c"] {
             store.append(message(text)).await.expect("stored");
         }
         assert_eq!(store.last_id(), 3);
         drop(store);
 
-        let store = Store::open(location, Retention::Count(1), Metrics::new(), Box::new(|_| {})).expect("reopen");
+        let store = Store::open(
+            location,
+            Retention::Count(1),
+            Metrics::new(),
+            Box::new(|_| {}),
+        )
+        .expect("reopen");
         assert_eq!(store.last_id(), 3);
         assert_eq!(store.range(0, 3, 10).await.expect("read").len(), 3);
         assert_eq!(store.append(message("d")).await.expect("stored").id, 4);
@@ -687,7 +698,12 @@ mod tests {
         Connection::open(&path)
             .and_then(|c| c.pragma_update(None, "user_version", 99))
             .expect("prepare");
-        let refused = Store::open(Location::File(path), Retention::Count(1), Metrics::new(), Box::new(|_| {}));
+        let refused = Store::open(
+            Location::File(path),
+            Retention::Count(1),
+            Metrics::new(),
+            Box::new(|_| {}),
+        );
         assert!(matches!(refused, Err(StoreError::TooNew { found: 99, .. })));
     }
 }

@@ -283,3 +283,105 @@ async fn acknowledged_messages_survive_kill_9_and_ids_are_never_reused() {
         .into_inner();
     assert_eq!(after.id, acked.last().expect("some") + 1);
 }
+
+/// The attack from the hardening issue: the largest messages in history,
+/// then as many `Subscribe` streams as one HTTP/2 connection may open, from
+/// a client that never opens its flow-control window. Each stream may hold
+/// only a page of history, so memory stays bounded; closing them gives it
+/// back.
+#[tokio::test]
+async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
+    // 100 quick sends from one name set the scene; the rate limit is not
+    // what is tested here.
+    let server = Running::start(&[("CHAT_RATE_LIMIT", "0")]).await;
+    let pid = server.child.id();
+    let mut web = common::web_client(&server.url());
+    within(web.send(chat("warm", "up"))).await.expect("sent");
+    let baseline = common::rss_bytes(pid);
+    let largest = "😀".repeat(chat_proto::rules::MAX_MESSAGE_CHARS);
+    for _ in 0..100 {
+        within(web.send(chat("ada", &largest)))
+            .await
+            .expect("stored");
+    }
+    let stored = common::rss_bytes(pid);
+
+    let mut h2 = common::raw_h2(server.addr, 0).await;
+    let streams = h2.max_concurrent_streams.expect("a stream limit");
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        within(std::future::poll_fn(|cx| h2.send.poll_ready(cx)))
+            .await
+            .expect("ready");
+        let (response, mut body) = h2
+            .send
+            .send_request(
+                common::grpc_head(server.addr, "/ChatService/Subscribe", "application/grpc"),
+                false,
+            )
+            .expect("request");
+        body.send_data(
+            common::grpc_frame(&chat_proto::SubscribeRequest {
+                username: "attacker".into(),
+                after_id: 0,
+            }),
+            true,
+        )
+        .expect("body");
+        open.push((response, body));
+    }
+    let mut responses = Vec::new();
+    for (response, body) in open {
+        responses.push((within(response).await.expect("answered"), body));
+    }
+    // Give every stream time to read what it would buffer.
+    let mut peak = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(common::rss_bytes(pid));
+    }
+    const MB: u64 = 1024 * 1024;
+    let per_stream = peak.saturating_sub(stored) / streams as u64;
+    eprintln!(
+        "baseline {} MB, with history {} MB, peak {} MB with {streams} stuck streams",
+        baseline / MB,
+        stored / MB,
+        peak / MB
+    );
+    // However many readers, the database has a fixed number of connections.
+    let metrics = http1_request(server.addr, "GET", "/metrics", &[], Vec::new()).await;
+    let metrics = String::from_utf8(metrics.body).expect("utf-8");
+    let readers: usize = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("chat_store_readers_open "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a reader gauge");
+    assert!(
+        (1..=chat_server::store::MAX_READERS).contains(&readers),
+        "{readers} readers"
+    );
+    assert!(
+        per_stream < 400 * 1024,
+        "{streams} stuck streams grew the server from {} MB to {} MB ({} KB each)",
+        stored / MB,
+        peak / MB,
+        per_stream / 1024
+    );
+
+    drop(responses);
+    drop(h2);
+    let limit = 2 * baseline + 20 * MB;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut now = common::rss_bytes(pid);
+    while now > limit && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        now = common::rss_bytes(pid);
+    }
+    assert!(
+        now <= limit,
+        "15 s after closing, RSS is {} MB (baseline {} MB, peak {} MB)",
+        now / MB,
+        baseline / MB,
+        peak / MB
+    );
+}

@@ -54,7 +54,11 @@ async fn connections_that_never_send_a_request_are_closed() {
         "closed before the first-request timeout"
     );
     assert!(
-        server.hub.metrics().render().contains(r#"kind="first_request_timeout"} 2"#),
+        server
+            .hub
+            .metrics()
+            .render()
+            .contains(r#"kind="first_request_timeout"} 2"#),
         "{}",
         server.hub.metrics().render()
     );
@@ -116,9 +120,7 @@ async fn peers_that_stop_answering_pings_are_dropped() {
     let tcp = tokio::net::TcpStream::connect(server.addr)
         .await
         .expect("connect");
-    let (mut send, connection) = within(h2::client::handshake(tcp))
-        .await
-        .expect("handshake");
+    let (mut send, connection) = within(h2::client::handshake(tcp)).await.expect("handshake");
     // Drive the connection until the stream is open, then stop: the socket
     // stays open but nothing answers the server's pings any more.
     let (freeze, frozen) = tokio::sync::oneshot::channel::<()>();
@@ -191,7 +193,11 @@ async fn a_connection_resetting_streams_without_pause_is_ended() {
         "ended only after {resets} resets ({outcome})"
     );
     assert!(
-        server.hub.metrics().render().contains(r#"kind="reset_flood"} 1"#),
+        server
+            .hub
+            .metrics()
+            .render()
+            .contains(r#"kind="reset_flood"} 1"#),
         "{}",
         server.hub.metrics().render()
     );
@@ -236,9 +242,8 @@ async fn send_is_refused_past_the_rate_limit_with_when_to_retry() {
             }
         }
     }
-    let allowed = f64::from(limits.rate_burst)
-        + limits.rate_limit * started.elapsed().as_secs_f64()
-        + 1.0;
+    let allowed =
+        f64::from(limits.rate_burst) + limits.rate_limit * started.elapsed().as_secs_f64() + 1.0;
     assert!(
         f64::from(accepted) <= allowed,
         "{accepted} accepted, at most {allowed} allowed"

@@ -105,10 +105,47 @@ async fn reflection_lists_the_services_for_grpcurl() {
         panic!("expected a service list, got {reply:?}");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["ChatService", "grpc.health.v1.Health"] {
+    for expected in [
+        "ChatService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
         assert!(
             names.iter().any(|n| n == expected),
-            "{expected} not in {names:?}"
+            "{expected} not in {names:?} (v1)"
+        );
+    }
+
+    // The older version, which grpcurl asks first, lists both as well.
+    use tonic_reflection::pb::v1alpha;
+    let mut old = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        common::channel(&server.url()).await,
+    );
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut replies = within(old.server_reflection_info(tokio_stream::iter([request])))
+        .await
+        .expect("v1alpha answered")
+        .into_inner();
+    let reply = within(replies.message())
+        .await
+        .expect("ok")
+        .expect("a reply");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("expected a service list, got {reply:?}");
+    };
+    let old_names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in &names {
+        assert!(
+            old_names.contains(expected),
+            "{expected} not in {old_names:?} (v1alpha)"
         );
     }
     server.stop().await;

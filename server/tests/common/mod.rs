@@ -316,3 +316,54 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .expect("VmRSS")
         * 1024
 }
+
+/// A whole HTTP/2 exchange: the response head, its body and its trailers.
+pub struct H2Answer {
+    pub head: http::response::Parts,
+    pub body: Vec<u8>,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl H2Answer {
+    /// `grpc-status` from the trailers, or from the head (trailers-only).
+    pub fn grpc_status(&self) -> Option<String> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.head.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
+    pub fn grpc_message(&self) -> String {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| self.head.headers.get("grpc-message"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// Sends `request` with `body` over a fresh raw HTTP/2 connection and reads
+/// the whole answer.
+pub async fn h2_call(addr: SocketAddr, request: http::Request<()>, body: bytes::Bytes) -> H2Answer {
+    let mut h2 = raw_h2(addr, 65_535).await;
+    let (response, mut sending) = h2.send.send_request(request, false).expect("request");
+    sending.send_data(body, true).expect("body");
+    let response = within(response).await.expect("a response");
+    let (head, mut recv) = response.into_parts();
+    let mut body = Vec::new();
+    while let Some(chunk) = within(recv.data()).await {
+        let chunk = chunk.expect("body data");
+        let _ = recv.flow_control().release_capacity(chunk.len());
+        body.extend_from_slice(&chunk);
+    }
+    let trailers = within(recv.trailers()).await.expect("trailers");
+    H2Answer {
+        head,
+        body,
+        trailers,
+    }
+}
