@@ -139,6 +139,15 @@ impl Conn {
     }
 }
 
+/// Sleeps until `at`, or forever if there is no `at` (a disabled branch of
+/// a `select!` loop).
+pub async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What kind of call a request is, for the `streams_open` metric.
 fn kind(path: &str) -> &'static str {
     match path {

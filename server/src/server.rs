@@ -296,16 +296,9 @@ impl Serving {
                     serving.as_mut().graceful_shutdown();
                     give_up = Some(Instant::now() + GRACE);
                 }
-                () = sleep_until_some(give_up) => break,
+                () = connection::sleep_until(give_up) => break,
             }
         }
         self.metrics.connection_closed();
-    }
-}
-
-async fn sleep_until_some(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

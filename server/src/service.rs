@@ -16,7 +16,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
-use crate::connection::Conn;
+use crate::connection::{Conn, sleep_until};
 use crate::hub::{Closed, Delivery, Hub, Start, now_millis};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
@@ -89,7 +89,7 @@ impl crate::ChatService for ChatServer {
                 // the client goes away both stop, and nothing is left behind.
                 let step = tokio::select! {
                     next = inbound.next(), if inbound_open && held.is_none() => Step::Inbound(next),
-                    () = wait_for(held.as_ref().map(|(_, until)| *until)) => Step::Resume,
+                    () = sleep_until(held.as_ref().map(|(_, until)| *until)) => Step::Resume,
                     received = subscription.recv() => Step::Deliver(received),
                     _ = failed.changed() => Step::StoreFailed,
                 };
@@ -226,13 +226,6 @@ enum Step<I, D> {
     /// A message held back by the rate limit may go now.
     Resume,
     StoreFailed,
-}
-
-async fn wait_for(until: Option<tokio::time::Instant>) {
-    match until {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn too_fast_status(too_fast: TooFast) -> Status {
