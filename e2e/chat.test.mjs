@@ -101,38 +101,38 @@ test('a name with text-direction controls, or with nothing visible, is refused w
 });
 
 test('sending too fast shows a calm notice with the wait, and the message can be sent again', async () => {
-  const page = await openPage(browser, server.url);
-  await join(page, 'Hasty');
-  // The server's rate limit as it answers a unary Send: a trailers-only
-  // gRPC-Web response with RESOURCE_EXHAUSTED (8). Faked here so the page's
-  // side is tested whatever limit the server is configured with.
-  const limit = 'sending too fast: wait 1.2 s and try again (limit: a burst of 20, then 5 per second)';
-  const refuse = (route) => route.fulfill({
-    status: 200,
-    contentType: 'application/grpc-web+proto',
-    headers: { 'grpc-status': '8', 'grpc-message': encodeURIComponent(limit) },
-    body: '',
-  });
-  await page.route('**/ChatService/Send', refuse);
-  await say(page, 'one too many');
-  const row = messagesWithText(page, 'one too many');
-  await page.locator('[data-testid="message"][data-failure="too-fast"]').waitFor();
-  assert.equal(await row.getAttribute('data-state'), 'failed');
-  assert.equal(await row.getByTestId('send-error').innerText(),
-    'You\'re sending too fast — wait 1.2 s and try again (limit: a burst of 20, then 5 per second).');
-  // Announced politely (a status, not an alert), and nothing is lost.
-  assert.equal(await row.getByRole('status').count(), 1);
-  assert.equal(await row.getByRole('alert').count(), 0);
-  assert.equal(await row.getByTestId('retry-button').count(), 1);
-  await page.screenshot({ path: path.join(artifacts, 'chat-too-fast.png') });
+  // A server that lets a name post one message, then one every 2 s.
+  const limited = await startServer(undefined, { args: ['--rate-limit', '0.5', '--rate-burst', '1'] });
+  try {
+    const page = await openPage(browser, limited.url);
+    await join(page, 'Hasty');
+    await say(page, 'first');
+    await say(page, 'one too many');
+    const row = messagesWithText(page, 'one too many');
+    await page.locator('[data-testid="message"][data-failure="too-fast"]').waitFor();
+    assert.equal(await row.getAttribute('data-state'), 'failed');
+    const notice = await row.getByTestId('send-error').innerText();
+    const wait = notice.match(
+      /^You're sending too fast — wait (\d+(?:\.\d+)?) s and try again \(limit: a burst of 1, then 0\.5 per second\)\.$/,
+    );
+    assert.ok(wait, notice);
+    // Announced politely (a status, not an alert), and nothing is lost.
+    assert.equal(await row.getByRole('status').count(), 1);
+    assert.equal(await row.getByRole('alert').count(), 0);
+    assert.equal(await row.getByTestId('retry-button').count(), 1);
+    await page.screenshot({ path: path.join(artifacts, 'chat-too-fast.png') });
 
-  // Once the limit has passed, Retry sends the same message.
-  await page.unroute('**/ChatService/Send', refuse);
-  await row.getByTestId('retry-button').click();
-  await page.locator('[data-testid="message"][data-state="delivered"]')
-    .filter({ hasText: 'one too many' }).waitFor();
-  assert.equal(await messagesWithText(page, 'one too many').count(), 1);
-  assert.equal(await row.getAttribute('data-failure'), null);
-  assert.deepEqual(page.errors, []);
-  await page.context().close();
+    // Once the wait is over, Retry sends the same message, once.
+    await page.waitForTimeout(Number(wait[1]) * 1000 + 300);
+    await row.getByTestId('retry-button').click();
+    await page.locator('[data-testid="message"][data-state="delivered"]')
+      .filter({ hasText: 'one too many' }).waitFor();
+    await page.waitForTimeout(300);
+    assert.equal(await messagesWithText(page, 'one too many').count(), 1);
+    assert.equal(await row.getAttribute('data-failure'), null);
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  } finally {
+    await limited.stop();
+  }
 });
