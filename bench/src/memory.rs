@@ -122,8 +122,10 @@ pub struct Outcome {
     pub messages: usize,
     /// Streams or readers asked for.
     pub clients: usize,
-    /// Attack: requests sent before the server stopped taking more.
-    pub opened: usize,
+    /// Attack: requests that got no answer at all. h2 queues requests past
+    /// the server's SETTINGS_MAX_CONCURRENT_STREAMS locally (they never
+    /// reach the server), and they count here. Always 0 for readers.
+    pub unanswered: usize,
     /// Attack: streams the server answered and still held open at the end of
     /// the hold. Readers: readers that got their whole history right.
     pub accepted: usize,
@@ -167,7 +169,7 @@ impl Outcome {
             .text("protocol", self.protocol)
             .num("messages", self.messages)
             .num("clients", self.clients)
-            .num("opened", self.opened)
+            .num("unanswered", self.unanswered)
             .num("accepted", self.accepted)
             .num("refused", self.refused)
             .num("wrong", self.wrong)
@@ -230,7 +232,7 @@ pub async fn run(setup: &Setup<'_>, sizes: &Sizes, part: Part) -> anyhow::Result
         protocol: "native",
         messages: sizes.messages,
         clients: 0,
-        opened: 0,
+        unanswered: 0,
         accepted: 0,
         refused: 0,
         wrong: 0,
@@ -247,9 +249,11 @@ pub async fn run(setup: &Setup<'_>, sizes: &Sizes, part: Part) -> anyhow::Result
         Part::Attack => {
             outcome.clients = sizes.streams;
             let attack = peak.during(attack(&server, sizes)).await??;
-            outcome.opened = attack.opened;
             outcome.accepted = attack.accepted;
             outcome.refused = attack.refused;
+            outcome.unanswered = attack
+                .opened
+                .saturating_sub(attack.accepted + attack.refused);
             outcome.max_streams = attack.max_streams;
             outcome.first_problem = attack.problem;
             // Closes the connection.
@@ -262,7 +266,6 @@ pub async fn run(setup: &Setup<'_>, sizes: &Sizes, part: Part) -> anyhow::Result
                 clients::Kind::Web => "web",
             };
             outcome.clients = count;
-            outcome.opened = count;
             let (held, failures) = peak
                 .during(readers(&server.url(), kind, count, &stored))
                 .await?;
@@ -361,6 +364,7 @@ async fn store(url: &str, count: usize) -> anyhow::Result<Vec<(u64, String)>> {
 struct Attack {
     /// Dropping it closes the connection and every stream on it.
     connection: AttackConnection,
+    /// Requests handed to h2 (which queues those past the server's limit).
     opened: usize,
     accepted: usize,
     refused: usize,
