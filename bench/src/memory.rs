@@ -213,12 +213,9 @@ impl Outcome {
 
 /// One part on a fresh server.
 pub async fn run(setup: &Setup<'_>, sizes: &Sizes, part: Part) -> anyhow::Result<Outcome> {
-    // A newer server limits senders; the scenario is about memory, not that.
+    // A newer server limits senders; `ServerProcess` lifts that.
     let rate_limit_off = server::has_flag(setup.binary, "--rate-limit")?;
-    let mut flags = vec!["--history".to_owned(), sizes.messages.to_string()];
-    if rate_limit_off {
-        flags.extend(["--rate-limit".to_owned(), "0".to_owned()]);
-    }
+    let flags = vec!["--history".to_owned(), sizes.messages.to_string()];
     let server = ServerProcess::start_with(setup.binary, setup.buffer, setup.db, &flags).await?;
     let rss = server.rss_probe()?;
     let baseline = rss.bytes()?;

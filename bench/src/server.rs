@@ -22,7 +22,10 @@ impl ServerProcess {
         Self::start_with(binary, buffer, db, &[]).await
     }
 
-    /// [`start`](Self::start), with extra command-line flags.
+    /// [`start`](Self::start), with extra command-line flags. The server's
+    /// per-client limits are lifted (if it has them): a load generator
+    /// is one client posting for many, on more connections than the default
+    /// allows.
     pub async fn start_with(
         binary: &Path,
         buffer: u32,
@@ -34,12 +37,14 @@ impl ServerProcess {
         std::fs::create_dir_all("target")?;
         let db_dir = tempfile::tempdir_in("target")?;
         let db = db.map_or_else(|| db_dir.path().join("bench.db"), Into::into);
+        let lifted = lifted_limits(binary)?;
         let child = Command::new(binary)
             .env("CHAT_ADDR", addr.to_string())
             .env("CHAT_BUFFER", buffer.to_string())
             .env("CHAT_DB", db)
             .env("CHAT_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "error")
+            .args(&lifted)
             .args(flags)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -101,6 +106,17 @@ impl ServerProcess {
 }
 
 /// Whether `binary --help` lists `flag` (for flags newer than some builds).
+/// The flags that lift `binary`'s per-client limits, for those it has.
+fn lifted_limits(binary: &Path) -> anyhow::Result<Vec<String>> {
+    let mut flags = Vec::new();
+    for (flag, value) in [("--rate-limit", "0"), ("--max-connections", "1000000")] {
+        if has_flag(binary, flag)? {
+            flags.extend([flag.to_owned(), value.to_owned()]);
+        }
+    }
+    Ok(flags)
+}
+
 pub fn has_flag(binary: &Path, flag: &str) -> anyhow::Result<bool> {
     let output = std::process::Command::new(binary)
         .arg("--help")
