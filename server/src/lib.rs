@@ -13,6 +13,7 @@
 //! - [`protocol`]: what gRPC and gRPC-Web require of every call (deadlines,
 //!   content types, statuses) beyond what tonic does.
 //! - [`metrics`]: counters and gauges for `GET /metrics`.
+//! - [`memory`]: returning freed memory to the system after a burst.
 //! - [`config`]: flags and environment variables.
 //! - [`server`]: binding, serving and shutting down.
 
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod cors;
 pub mod hub;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod protocol;
 pub mod routes;

@@ -9,11 +9,6 @@ use chat_server::{Config, Server};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// glibc's malloc keeps freed memory in per-thread arenas long after a burst
-/// of streams has closed; mimalloc gives it back to the system.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// How long open connections get to close after a shutdown signal.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 

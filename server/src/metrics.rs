@@ -75,6 +75,7 @@ struct Inner {
     registry: Registry,
     connections_open: Gauge,
     connections_accepted: Counter,
+    connections_closed: Counter,
     streams_open: Family<KindLabel, Gauge>,
     messages_stored: Counter,
     messages_relayed: Counter,
@@ -103,6 +104,12 @@ impl Metrics {
             "connections_accepted",
             "Client connections accepted since start",
             connections_accepted.clone(),
+        );
+        let connections_closed = Counter::default();
+        registry.register(
+            "connections_closed",
+            "Client connections closed since start",
+            connections_closed.clone(),
         );
         let streams_open = Family::<KindLabel, Gauge>::default();
         registry.register(
@@ -146,6 +153,7 @@ impl Metrics {
                 registry,
                 connections_open,
                 connections_accepted,
+                connections_closed,
                 streams_open,
                 messages_stored,
                 messages_relayed,
@@ -171,6 +179,12 @@ impl Metrics {
 
     pub fn connection_closed(&self) {
         self.inner.connections_open.dec();
+        self.inner.connections_closed.inc();
+    }
+
+    /// Connections closed since start.
+    pub fn connections_closed(&self) -> u64 {
+        self.inner.connections_closed.get()
     }
 
     pub fn stream_opened(&self, kind: &'static str) {

@@ -135,6 +135,7 @@ impl Server {
             trust_proxy: config.trust_proxy,
             base_path: config.base_path.clone(),
         })?;
+        crate::memory::give_back_after_bursts(self.hub.metrics().clone());
         let serving = Serving {
             app,
             http: http_builder(&limits, heartbeat),

@@ -17,7 +17,7 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -325,8 +325,7 @@ impl Store {
 
     /// Read connections open right now (for tests and metrics).
     pub fn open_readers(&self) -> usize {
-        self.readers.idle.lock().map_or(0, |idle| idle.len())
-            + (MAX_READERS - self.readers.permits.available_permits())
+        self.readers.open.load(Ordering::SeqCst)
     }
 }
 
@@ -339,6 +338,8 @@ struct Readers {
     idle: Mutex<Vec<(Connection, Instant)>>,
     /// One per connection that may be open.
     permits: Arc<Semaphore>,
+    /// Connections open, idle or in use.
+    open: AtomicUsize,
     metrics: Metrics,
 }
 
@@ -355,6 +356,7 @@ impl Readers {
             memory_name,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(MAX_READERS)),
+            open: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -390,14 +392,9 @@ impl Readers {
         };
         if closed > 0 {
             debug!(closed, "closed idle database readers");
-            self.report_open();
+            let open = self.open.fetch_sub(closed, Ordering::SeqCst) - closed;
+            self.metrics.store_readers(open);
         }
-    }
-
-    fn report_open(&self) {
-        let idle = self.idle.lock().map_or(0, |idle| idle.len());
-        let busy = MAX_READERS - self.permits.available_permits();
-        self.metrics.store_readers(idle + busy);
     }
 
     fn open(&self, read_only: bool) -> Result<Connection, StoreError> {
@@ -431,7 +428,8 @@ impl Readers {
             Some((c, _)) => c,
             None => {
                 let c = self.open(true)?;
-                self.report_open();
+                let open = self.open.fetch_add(1, Ordering::SeqCst) + 1;
+                self.metrics.store_readers(open);
                 c
             }
         };

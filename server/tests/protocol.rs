@@ -131,41 +131,37 @@ async fn grpc_web_text_requests_get_text_answers_errors_included() {
         if let Some(accept) = accept {
             headers.push(("accept", accept));
         }
-        // An empty name: refused.
-        let refused = http1_request(
-            server.addr,
-            "POST",
-            "/ChatService/Send",
-            &headers,
-            text(&chat("", "hi")),
-        )
-        .await;
-        let content_type = refused
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok());
-        assert!(
-            content_type.is_some_and(|t| t.starts_with("application/grpc-web-text")),
-            "{content_type:?}"
+        let send = |message| {
+            http1_request(
+                server.addr,
+                "POST",
+                "/ChatService/Send",
+                &headers,
+                text(&message),
+            )
+        };
+        let is_text = |response: &common::HttpResponse| {
+            response
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.starts_with("application/grpc-web-text"))
+        };
+        // An empty name: refused, in text.
+        let refused = send(chat("", "hi")).await;
+        assert!(is_text(&refused), "{:?}", refused.headers);
+        assert_eq!(
+            refused
+                .headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok()),
+            Some("3"),
+            "INVALID_ARGUMENT"
         );
         // Accepted: the body is base64 too.
-        let accepted = http1_request(
-            server.addr,
-            "POST",
-            "/ChatService/Send",
-            &headers,
-            text(&chat("ada", "hi")),
-        )
-        .await;
+        let accepted = send(chat("ada", "hi")).await;
         assert_eq!(accepted.status, 200);
-        let content_type = accepted
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok());
-        assert!(
-            content_type.is_some_and(|t| t.starts_with("application/grpc-web-text")),
-            "{content_type:?}"
-        );
+        assert!(is_text(&accepted), "{:?}", accepted.headers);
         let base64_alphabet = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=');
         assert!(
             !accepted.body.is_empty() && accepted.body.iter().all(base64_alphabet),
