@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
-use futures_util::FutureExt;
 use thiserror::Error;
 use tokio::sync::broadcast::{self, error::RecvError};
 
@@ -32,9 +31,7 @@ pub const DEFAULT_HISTORY: u32 = 100;
 /// Messages read from the store at a time while catching up (pages are
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
-/// Deliveries a subscription counts locally before adding them to the
-/// shared metric (it also adds them whenever it runs out of messages).
-const RELAYED_FLUSH: u64 = 64;
+
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
@@ -200,7 +197,6 @@ impl Hub {
             closed,
             newest_at_start: newest,
             metrics: self.inner.metrics.clone(),
-            relayed: 0,
         };
         if from > newest {
             // An id this store never gave: the client's history is from
@@ -278,15 +274,8 @@ pub struct Subscription {
     closed: bool,
     newest_at_start: u64,
     metrics: Metrics,
-    /// Deliveries not yet added to the metric.
-    relayed: u64,
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.flush_relayed();
-    }
-}
 
 impl Subscription {
     /// The newest stored id when the subscription started.
@@ -319,16 +308,7 @@ impl Subscription {
                 }
                 continue;
             }
-            // About to wait: a good moment to publish the count of what
-            // was delivered (under load the ring is rarely empty).
-            let next = match self.receiver.recv().now_or_never() {
-                Some(next) => next,
-                None => {
-                    self.flush_relayed();
-                    self.receiver.recv().await
-                }
-            };
-            match next {
+            match self.receiver.recv().await {
                 Ok(Item::Message(relayed)) => {
                     if relayed.id() > self.delivered + 1 {
                         // Jumped ahead (this reader fell a ring behind):
@@ -357,18 +337,10 @@ impl Subscription {
         if self.own.is_some() && relayed.origin == self.own {
             return None;
         }
-        self.relayed += 1;
-        if self.relayed == RELAYED_FLUSH {
-            self.flush_relayed();
-        }
+        // One uncontended atomic add; batching it locally cost more in
+        // the idle-check it needed than it saved (bench, web fan-out).
+        self.metrics.relayed(1);
         Some(Delivery::Message(relayed))
-    }
-
-    fn flush_relayed(&mut self) {
-        if self.relayed > 0 {
-            self.metrics.relayed(self.relayed);
-            self.relayed = 0;
-        }
     }
 
     /// Reads the next page of ids up to `fetch_upto` from the store.
