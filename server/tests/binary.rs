@@ -83,11 +83,22 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--addr", "CHAT_ADDR"),
         ("--allowed-origin", "CHAT_ALLOWED_ORIGIN"),
         ("--web-dir", "CHAT_WEB_DIR"),
+        ("--db", "CHAT_DB"),
+        ("--history", "CHAT_HISTORY"),
+        ("--retain", "CHAT_RETAIN"),
         ("--buffer", "CHAT_BUFFER"),
         ("--heartbeat", "CHAT_HEARTBEAT"),
         ("--trust-proxy", "CHAT_TRUST_PROXY"),
         ("--base-path", "CHAT_BASE_PATH"),
         ("--log-format", "CHAT_LOG_FORMAT"),
+        ("--max-connections", "CHAT_MAX_CONNECTIONS"),
+        ("--max-streams-per-connection", "CHAT_MAX_STREAMS_PER_CONNECTION"),
+        ("--first-request-timeout", "CHAT_FIRST_REQUEST_TIMEOUT"),
+        ("--idle-timeout", "CHAT_IDLE_TIMEOUT"),
+        ("--keepalive-timeout", "CHAT_KEEPALIVE_TIMEOUT"),
+        ("--max-stream-resets", "CHAT_MAX_STREAM_RESETS"),
+        ("--rate-limit", "CHAT_RATE_LIMIT"),
+        ("--rate-burst", "CHAT_RATE_BURST"),
     ] {
         assert!(help.contains(flag), "{flag} missing from:\n{help}");
         assert!(help.contains(env), "{env} missing from:\n{help}");
