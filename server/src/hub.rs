@@ -32,7 +32,6 @@ pub const DEFAULT_HISTORY: u32 = 100;
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
 
-
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +274,6 @@ pub struct Subscription {
     newest_at_start: u64,
     metrics: Metrics,
 }
-
 
 impl Subscription {
     /// The newest stored id when the subscription started.

@@ -690,6 +690,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn readers_are_capped_and_idle_ones_are_closed() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let location = Location::File(dir.path().join("chat.db"));
+        let store = Store::open(
+            location,
+            Retention::Count(100),
+            Metrics::new(),
+            Box::new(|_| {}),
+        )
+        .expect("open");
+        store.append(message("a")).await.expect("stored");
+        let reads = (0..50).map(|_| store.range(0, 1, 10));
+        for page in futures_util::future::join_all(reads).await {
+            assert_eq!(page.expect("read").len(), 1);
+        }
+        let open = store.open_readers();
+        assert!((1..=MAX_READERS).contains(&open), "{open} readers");
+        // Pretend they were last used long ago.
+        let long_ago = Instant::now()
+            .checked_sub(READER_IDLE + Duration::from_secs(1))
+            .expect("an earlier instant");
+        for (_, since) in store.readers.idle.lock().expect("lock").iter_mut() {
+            *since = long_ago;
+        }
+        store.readers.prune_idle();
+        assert_eq!(store.open_readers(), 0);
+    }
+
+    #[tokio::test]
+    async fn pages_are_bounded_in_bytes() {
+        let store = Store::open(
+            Location::Memory,
+            Retention::Count(100),
+            Metrics::new(),
+            Box::new(|_| {}),
+        )
+        .expect("open");
+        let big = "x".repeat(4_000);
+        for _ in 0..50 {
+            store.append(message(&big)).await.expect("stored");
+        }
+        let page = store.range(0, 50, 512).await.expect("read");
+        let bytes: usize = page.iter().map(|s| s.message.message.len()).sum();
+        assert!(
+            !page.is_empty() && bytes <= PAGE_BYTES + 4_100,
+            "{bytes} bytes"
+        );
+        assert!(page.len() < 50);
+    }
+
+    #[tokio::test]
     async fn a_database_from_a_newer_version_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("chat.db");

@@ -37,6 +37,24 @@ fn cases() -> Vec<(&'static str, ChatMessage, Code, &'static str)> {
             "control characters",
         ),
         (
+            "right-to-left override in name",
+            chat("admin\u{202E}nimda", "hi"),
+            Code::InvalidArgument,
+            "text-direction control characters",
+        ),
+        (
+            "isolate in name",
+            chat("\u{2067}bob", "hi"),
+            Code::InvalidArgument,
+            "text-direction control characters",
+        ),
+        (
+            "invisible name",
+            chat("\u{200B}\u{200D}\u{2060}", "hi"),
+            Code::InvalidArgument,
+            "no visible characters",
+        ),
+        (
             "empty message",
             chat("ada", "   "),
             Code::InvalidArgument,

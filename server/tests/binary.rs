@@ -92,7 +92,10 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--base-path", "CHAT_BASE_PATH"),
         ("--log-format", "CHAT_LOG_FORMAT"),
         ("--max-connections", "CHAT_MAX_CONNECTIONS"),
-        ("--max-streams-per-connection", "CHAT_MAX_STREAMS_PER_CONNECTION"),
+        (
+            "--max-streams-per-connection",
+            "CHAT_MAX_STREAMS_PER_CONNECTION",
+        ),
         ("--first-request-timeout", "CHAT_FIRST_REQUEST_TIMEOUT"),
         ("--idle-timeout", "CHAT_IDLE_TIMEOUT"),
         ("--keepalive-timeout", "CHAT_KEEPALIVE_TIMEOUT"),

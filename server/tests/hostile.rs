@@ -25,6 +25,37 @@ async fn http2_connections_advertise_a_stream_limit() {
 }
 
 #[tokio::test]
+async fn connections_past_the_cap_are_closed_at_once_and_the_rest_still_served() {
+    // The default (10,000) would take 10,000 sockets to reach.
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.limits.max_connections = 2;
+    let server = TestServer::start_with(config).await;
+    let mut first = server.native().await;
+    let _second = raw_h2(server.addr, 65_535).await;
+    let mut third = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("the kernel accepts");
+    let mut buf = [0u8; 16];
+    // Closed at once: long before the first-request timeout.
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+        .await
+        .expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    within(first.send(chat("ada", "still served")))
+        .await
+        .expect("the open connections carry on");
+    assert!(
+        server
+            .hub
+            .metrics()
+            .render()
+            .contains(r#"kind="connections"} 1"#),
+        "{}",
+        server.hub.metrics().render()
+    );
+}
+
+#[tokio::test]
 async fn connections_that_never_send_a_request_are_closed() {
     let server = TestServer::start().await;
     let default = Config::with_addr("x").limits.first_request_timeout;
