@@ -156,10 +156,14 @@ async fn peers_that_stop_answering_pings_are_dropped() {
     // stays open but nothing answers the server's pings any more.
     let (freeze, frozen) = tokio::sync::oneshot::channel::<()>();
     let driver = tokio::spawn(async move {
+        let mut connection = connection;
         tokio::select! {
-            _ = connection => {}
-            _ = frozen => std::future::pending::<()>().await,
+            _ = &mut connection => return,
+            _ = frozen => {}
         }
+        // Kept, not polled: the socket stays open and says nothing.
+        std::future::pending::<()>().await;
+        drop(connection);
     });
     let (response, mut body) = send
         .send_request(
@@ -175,7 +179,8 @@ async fn peers_that_stop_answering_pings_are_dropped() {
         true,
     )
     .expect("body");
-    within(response).await.expect("subscribed");
+    // Held: dropping it would cancel the stream, which ends it too.
+    let _subscribed = within(response).await.expect("subscribed");
     server.wait_for_subscribers(1).await;
     let _ = freeze.send(());
     // The server gives up on the peer and its stream ends.
