@@ -660,9 +660,11 @@ mod tests {
     async fn ids_continue_across_reopening_and_retention_keeps_the_newest() {
         let dir = tempfile::tempdir().expect("temp dir");
         let location = Location::File(dir.path().join("chat.db"));
+        // Room for all three, however slowly they commit (retention runs
+        // again after a second).
         let store = Store::open(
             location.clone(),
-            Retention::Count(1),
+            Retention::Count(3),
             Metrics::new(),
             Box::new(|_| {}),
         )
@@ -687,6 +689,52 @@ mod tests {
         let kept = store.range(0, 4, 10).await.expect("read");
         let texts: Vec<_> = kept.iter().map(|s| s.message.message.as_str()).collect();
         assert_eq!(texts, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn age_retention_deletes_older_messages_at_most_once_a_second() {
+        let store = Store::open(
+            Location::Memory,
+            Retention::Age(Duration::from_millis(300)),
+            Metrics::new(),
+            Box::new(|_| {}),
+        )
+        .expect("open");
+        let texts = |page: Vec<Stored>| -> Vec<String> {
+            page.into_iter().map(|s| s.message.message).collect()
+        };
+        store.append(message("old")).await.expect("stored");
+        tokio::time::sleep(PRUNE_EVERY + Duration::from_millis(100)).await;
+        // A second on, this commit prunes: "old" is past the age.
+        store.append(message("new")).await.expect("stored");
+        assert_eq!(texts(store.range(0, 2, 10).await.expect("read")), ["new"]);
+        // 0.4 s on, "new" is past the age too, but retention runs at most
+        // once a second: it stays for now.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        store.append(message("newer")).await.expect("stored");
+        assert_eq!(
+            texts(store.range(0, 3, 10).await.expect("read")),
+            ["new", "newer"]
+        );
+    }
+
+    #[test]
+    fn every_connection_fsyncs_each_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let readers = Readers::new(Location::File(dir.path().join("chat.db")), Metrics::new());
+        for read_only in [false, true] {
+            let connection = readers.open(read_only).expect("open");
+            let synchronous: i64 = connection
+                .query_row("PRAGMA synchronous", [], |row| row.get(0))
+                .expect("pragma");
+            assert_eq!(synchronous, 2, "FULL (read_only: {read_only})");
+            if !read_only {
+                let mode: String = connection
+                    .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+                    .expect("pragma");
+                assert_eq!(mode, "wal");
+            }
+        }
     }
 
     #[tokio::test]

@@ -117,6 +117,35 @@ async fn send_refuses_bad_input_over_both_protocols() {
 }
 
 #[tokio::test]
+async fn a_forged_id_and_timestamp_are_ignored_and_a_64_character_nonce_is_fine() {
+    let server = TestServer::start().await;
+    let mut web = server.web();
+    let mut events = subscribe(&mut web, "watcher").await;
+    let forged = ChatMessage {
+        username: "mallory".into(),
+        message: "I am message one million".into(),
+        timestamp: 42,
+        id: 1_000_000,
+        nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS),
+    };
+    let reply = within(web.send(forged.clone()))
+        .await
+        .expect("accepted")
+        .into_inner();
+    assert_eq!(reply.id, 1, "the server's id, not the client's");
+    assert!(reply.timestamp > 1_600_000_000_000, "the server's clock");
+    let relayed = next_event_message(&mut events).await;
+    assert_eq!((relayed.id, relayed.timestamp), (1, reply.timestamp));
+    assert_eq!(relayed.nonce, forged.nonce);
+    let too_long = ChatMessage {
+        nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS + 1),
+        ..forged
+    };
+    let status = within(web.send(too_long)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
 async fn subscribe_refuses_a_bad_username() {
     let server = TestServer::start().await;
     let mut web = server.web();
@@ -194,15 +223,22 @@ async fn garbage_and_lying_frames_get_an_error_status_not_a_hang() {
     // Not even a gRPC frame.
     let response = post_grpc_web(&server, b"\xde\xad\xbe\xef garbage".to_vec()).await;
     let status = grpc_web_status(&response).expect("a grpc-status");
-    assert_ne!(status, "0", "garbage must not succeed");
+    assert_eq!(
+        status,
+        (Code::Internal as i32).to_string(),
+        "INTERNAL, as the README says"
+    );
 
     // A well-formed frame holding bytes that are not protobuf.
     let mut frame = vec![0, 0, 0, 0, 4];
     frame.extend_from_slice(&[0xff, 0xff, 0xff, 0xff]);
     let response = post_grpc_web(&server, frame).await;
     assert_eq!(response.status, 200);
-    assert_ne!(grpc_web_status(&response).as_deref(), Some("0"));
-    assert!(grpc_web_status(&response).is_some());
+    assert_eq!(
+        grpc_web_status(&response),
+        Some((Code::Internal as i32).to_string()),
+        "INTERNAL, as the README says"
+    );
 
     // A frame that claims 100 MB but brings ten bytes.
     let mut frame = vec![0];
