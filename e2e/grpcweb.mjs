@@ -71,11 +71,12 @@ export function encodeSubscribeRequest(username) {
 }
 
 function decodeChatMessage(buffer) {
-  const message = { username: '', message: '', timestamp: 0, nonce: '' };
+  const message = { username: '', message: '', timestamp: 0, id: 0, nonce: '' };
   for (const { number, value } of fields(buffer)) {
     if (number === 1) message.username = value.toString('utf8');
     else if (number === 2) message.message = value.toString('utf8');
     else if (number === 3) message.timestamp = Number(BigInt.asIntN(64, value));
+    else if (number === 4) message.id = Number(value);
     else if (number === 5) message.nonce = value.toString('utf8');
   }
   return message;
