@@ -200,6 +200,80 @@ async fn sigterm_ends_open_streams_and_exits_promptly() {
     assert!(exit.success(), "{exit:?}");
 }
 
+/// A client that keeps a stream the server does not end (a health watch)
+/// hears NOT_SERVING, and still cannot keep the server from exiting within
+/// the 5 s drain limit.
+#[tokio::test]
+async fn sigterm_says_not_serving_and_exits_within_five_seconds_whoever_holds_on() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+    let mut server = Running::start(&[]).await;
+    let mut health = HealthClient::new(common::channel(&server.url()).await);
+    let mut watch = within(health.watch(HealthCheckRequest {
+        service: String::new(),
+    }))
+    .await
+    .expect("watching")
+    .into_inner();
+    let first = within(watch.message()).await.expect("ok").expect("a status");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    let signalled = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let next = within(watch.message()).await.expect("ok").expect("a status");
+    assert_eq!(next.status(), ServingStatus::NotServing);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        // The drain limit, plus a wide margin for a loaded machine.
+        assert!(
+            signalled.elapsed() < DRAIN_LIMIT + Duration::from_secs(3),
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn allowed_origins_from_the_environment_are_a_comma_separated_list() {
+    let server = Running::start(&[(
+        "CHAT_ALLOWED_ORIGIN",
+        "https://a.example, https://b.example",
+    )])
+    .await;
+    for (origin, allowed) in [
+        ("https://a.example", true),
+        ("https://b.example", true),
+        ("https://c.example", false),
+    ] {
+        let response = http1_request(
+            server.addr,
+            "OPTIONS",
+            "/ChatService/Send",
+            &[
+                ("origin", origin),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type,x-grpc-web"),
+            ],
+            Vec::new(),
+        )
+        .await;
+        let echoed = response
+            .headers
+            .get("access-control-allow-origin")
+            .is_some_and(|v| v == origin);
+        assert_eq!(echoed, allowed, "{origin}");
+    }
+}
+
 #[tokio::test]
 async fn chat_client_sends_typed_lines_and_prints_what_others_say() {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};

@@ -85,6 +85,17 @@ async fn health_checks_answer_over_grpc_and_plain_http() {
 }
 
 #[tokio::test]
+async fn healthz_answers_503_once_the_server_is_shutting_down() {
+    let server = TestServer::start().await;
+    let ok = http1_request(server.addr, "GET", "/healthz", &[], Vec::new()).await;
+    assert_eq!((ok.status, ok.body.as_slice()), (200, &b"ok\n"[..]));
+    // What a SIGTERM does first, before connections drain.
+    server.hub.shut_down();
+    let stopping = http1_request(server.addr, "GET", "/healthz", &[], Vec::new()).await;
+    assert_eq!(stopping.status, 503);
+}
+
+#[tokio::test]
 async fn reflection_lists_the_services_for_grpcurl() {
     let server = TestServer::start().await;
     let channel = common::channel(&server.url()).await;
@@ -180,20 +191,26 @@ async fn a_base_path_puts_everything_under_a_prefix() {
     server.stop().await;
 }
 
-/// Starts the binary with JSON logs, makes one request claiming to be
-/// forwarded for 203.0.113.7, and returns the client its access log names.
-fn logged_client(trust_proxy: bool) -> String {
+/// Starts the binary with JSON logs and `envs`, runs `visit` against it,
+/// stops it, and returns every log entry it wrote.
+fn json_logs_of<F, Fut>(envs: &[(&str, &str)], visit: F) -> Vec<serde_json::Value>
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("port")
         .local_addr()
         .expect("addr")
         .port();
+    let db = tempfile::tempdir().expect("temp dir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_chat-server"))
         .env_clear()
         .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
         .env("CHAT_LOG_FORMAT", "json")
-        .env("CHAT_TRUST_PROXY", trust_proxy.to_string())
         .env("CHAT_WEB_DIR", "/nonexistent")
+        .env("CHAT_DB", db.path().join("chat.db"))
+        .envs(envs.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -207,6 +224,24 @@ fn logged_client(trust_proxy: bool) -> String {
             }
         })
         .await;
+        visit(addr).await;
+    });
+    let _ = child.kill();
+    let logs = child.stderr.take().expect("stderr");
+    let entries = std::io::BufReader::new(logs)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
+        .collect();
+    let _ = child.wait();
+    entries
+}
+
+/// Makes one request claiming to be forwarded for 203.0.113.7, and returns
+/// the client the access log names.
+fn logged_client(trust_proxy: bool) -> String {
+    let trust = trust_proxy.to_string();
+    json_logs_of(&[("CHAT_TRUST_PROXY", &trust)], |addr| async move {
         http1_request(
             addr,
             "GET",
@@ -214,19 +249,43 @@ fn logged_client(trust_proxy: bool) -> String {
             &[("x-forwarded-for", "198.51.100.9, 203.0.113.7")],
             Vec::new(),
         )
-        .await
+        .await;
+    })
+    .into_iter()
+    .find(|entry| entry["path"] == "/healthz")
+    .and_then(|entry| entry["client"].as_str().map(str::to_owned))
+    .expect("an access log line for /healthz")
+}
+
+#[test]
+fn streaming_clients_are_logged_when_they_connect_and_disconnect() {
+    let entries = json_logs_of(&[], |addr| async move {
+        let mut web = common::web_client(&format!("http://{addr}"));
+        let events = subscribe(&mut web, "logged-ada").await;
+        drop(events);
+        // The line is written when the server drops the stream: wait for it.
+        within(async {
+            loop {
+                let metrics = http1_request(addr, "GET", "/metrics", &[], Vec::new()).await;
+                let text = String::from_utf8_lossy(&metrics.body).into_owned();
+                if text.contains(r#"chat_streams_open{kind="subscribe"} 0"#) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
     });
-    let _ = child.kill();
-    let logs = child.stderr.take().expect("stderr");
-    let client = std::io::BufReader::new(logs)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(&line).ok())
-        .find(|entry| entry["path"] == "/healthz")
-        .and_then(|entry| entry["client"].as_str().map(str::to_owned))
-        .expect("an access log line for /healthz");
-    let _ = child.wait();
-    client
+    let line = |message: &str| {
+        entries.iter().find(|entry| {
+            entry["message"] == message
+                && entry["rpc"] == "subscribe"
+                && entry["username"] == "logged-ada"
+        })
+    };
+    let connected = line("client connected").expect("a connect line");
+    assert_eq!(connected["client"], "127.0.0.1");
+    line("client disconnected").expect("a disconnect line");
 }
 
 #[test]
