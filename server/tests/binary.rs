@@ -216,7 +216,10 @@ async fn sigterm_says_not_serving_and_exits_within_five_seconds_whoever_holds_on
     .await
     .expect("watching")
     .into_inner();
-    let first = within(watch.message()).await.expect("ok").expect("a status");
+    let first = within(watch.message())
+        .await
+        .expect("ok")
+        .expect("a status");
     assert_eq!(first.status(), ServingStatus::Serving);
 
     let signalled = Instant::now();
@@ -225,7 +228,10 @@ async fn sigterm_says_not_serving_and_exits_within_five_seconds_whoever_holds_on
         .status()
         .expect("kill");
     assert!(killed.success());
-    let next = within(watch.message()).await.expect("ok").expect("a status");
+    let next = within(watch.message())
+        .await
+        .expect("ok")
+        .expect("a status");
     assert_eq!(next.status(), ServingStatus::NotServing);
     let exit = loop {
         if let Some(exit) = server.child.try_wait().expect("wait") {

@@ -162,6 +162,63 @@ async fn reflection_lists_the_services_for_grpcurl() {
     server.stop().await;
 }
 
+/// What grpcurl does for `grpcurl -d '{...}' HOST ChatService/Send` with no
+/// proto file: asks v1alpha reflection for the file that defines the
+/// symbol, and builds the request from it.
+#[tokio::test]
+async fn reflection_describes_send_for_grpcurl_without_the_proto_file() {
+    use prost::Message;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    let server = TestServer::start().await;
+    let mut reflection = ServerReflectionClient::new(common::channel(&server.url()).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("ChatService".into())),
+    };
+    let mut replies = within(reflection.server_reflection_info(tokio_stream::iter([request])))
+        .await
+        .expect("reflection answered")
+        .into_inner();
+    let reply = within(replies.message())
+        .await
+        .expect("ok")
+        .expect("a reply");
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("expected file descriptors, got {reply:?}");
+    };
+    let files: Vec<prost_types::FileDescriptorProto> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|bytes| {
+            prost_types::FileDescriptorProto::decode(bytes.as_slice()).expect("a descriptor")
+        })
+        .collect();
+    let send = files
+        .iter()
+        .flat_map(|f| &f.service)
+        .filter(|s| s.name() == "ChatService")
+        .flat_map(|s| &s.method)
+        .find(|m| m.name() == "Send")
+        .expect("ChatService.Send described");
+    assert_eq!(send.input_type(), ".ChatMessage");
+    let message = files
+        .iter()
+        .flat_map(|f| &f.message_type)
+        .find(|m| m.name() == "ChatMessage")
+        .expect("ChatMessage described");
+    let fields: Vec<_> = message
+        .field
+        .iter()
+        .map(|f| (f.name(), f.number()))
+        .collect();
+    for expected in [("username", 1), ("message", 2), ("timestamp", 3)] {
+        assert!(fields.contains(&expected), "{expected:?} not in {fields:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_base_path_puts_everything_under_a_prefix() {
     let mut config = Config::with_addr("127.0.0.1:0");
