@@ -168,3 +168,53 @@ async fn chat_stream_stays_live_only_as_in_the_paper() {
     assert_eq!(message.message, "after", "no history on ChatStream");
     assert_eq!(message.id, 2, "but it does carry the id");
 }
+
+/// Group commit: messages that arrive while a commit is under way share
+/// the next transaction and fsync. Another connection holds the database's
+/// write lock while 50 senders post, so they all arrive "together"; the
+/// store must then need a handful of commits for them, not 50.
+#[tokio::test]
+async fn messages_arriving_together_share_a_commit() {
+    const SENDERS: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.db = chat_server::store::Location::File(db.clone());
+    let server = TestServer::start_with(config).await;
+    let commits = |server: &TestServer| -> u64 {
+        let metrics = server.hub.metrics().render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("chat_store_commit_seconds_count "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no commit count in {metrics}"))
+    };
+    let before = commits(&server);
+
+    let blocker = rusqlite::Connection::open(&db).expect("open");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("write lock");
+    let url = server.url();
+    let mut senders = tokio::task::JoinSet::new();
+    for s in 0..SENDERS {
+        let url = url.clone();
+        senders.spawn(async move {
+            let mut native = chat_proto::ChatServiceClient::new(common::channel(&url).await);
+            within(native.send(chat(&format!("s{s}"), "together")))
+                .await
+                .expect("stored");
+        });
+    }
+    // Well within the writer's 5 s busy timeout.
+    tokio::time::sleep(std::time::Duration::from_millis(1_000)).await;
+    blocker.execute_batch("COMMIT").expect("release");
+    while let Some(done) = senders.join_next().await {
+        done.expect("sender");
+    }
+    let used = commits(&server) - before;
+    assert!(
+        used <= 5,
+        "{used} commits for {SENDERS} messages that arrived together"
+    );
+}
