@@ -173,11 +173,17 @@ export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptio
   await say(bob, fromBob);
 
   for (const page of [ada, bob]) {
+    for (const text of [fromAda, fromBob]) await messagesWithText(page, text).first().waitFor();
+  }
+  // Messages arrive in id order: once a later one is shown, any duplicate
+  // of the earlier ones (say, the echo of an optimistic copy) would be too.
+  const sentinel = `That is all (${prefix})`;
+  await say(bob, sentinel);
+  for (const page of [ada, bob]) await messagesWithText(page, sentinel).first().waitFor();
+
+  for (const page of [ada, bob]) {
     for (const [text, author] of [[fromAda, 'Ada'], [fromBob, 'Bob']]) {
       const message = messagesWithText(page, text);
-      await message.first().waitFor();
-      // Let any late duplicate (e.g. the echo of an optimistic message) land.
-      await page.waitForTimeout(300);
       assert.equal(await message.count(), 1, `${text} shown once`);
       assert.equal(await message.getByTestId('message-author').innerText(), author);
       const time = message.getByTestId('message-time');
