@@ -52,9 +52,11 @@ test('after a server restart the app reconnects and shows what was said meanwhil
   assert.ok((await error.first().innerText()).trim().length > 0);
   await page.screenshot({ path: path.join(artifacts, 'chat-reconnecting.png') });
 
-  // Back on the same database; someone talks at once, before the page has
-  // had a chance to resubscribe.
-  server = await startServer(port, { db });
+  // Back on the same database, keeping only 2 messages of recent history;
+  // someone says 5 things at once, before the page has had a chance to
+  // resubscribe. Only resuming after the last id it saw gets all 5 back
+  // (a fresh subscription would show the recent 2).
+  server = await startServer(port, { db, args: ['--history', '2'] });
   const away = ['away 1', 'away 2', 'away 3', 'away 4', 'away 5'];
   for (const message of away) {
     const reply = await grpcWeb.send(server.url, { username: 'Quick', message });
@@ -72,6 +74,30 @@ test('after a server restart the app reconnects and shows what was said meanwhil
   await page.screenshot({ path: path.join(artifacts, 'chat-after-restart.png') });
   assert.deepEqual(page.errors, []);
   await page.context().close();
+});
+
+test('when heartbeats stop on an open stream, the app notices and reconnects', async () => {
+  // A server frozen mid-stream (SIGSTOP): the connection stays open but
+  // says nothing, as behind a proxy that lost its upstream. The app gives
+  // up after 2.5 heartbeats of silence, not only when the stream errors.
+  const frozen = await startServer(undefined, { args: ['--heartbeat', '1'] });
+  const page = await openPage(browser, frozen.url);
+  try {
+    await join(page, 'Watchful');
+    await connected(page);
+    frozen.kill('SIGSTOP');
+    await page.locator('[data-testid="connection-status"][data-state="reconnecting"]')
+      .waitFor({ timeout: 15_000 });
+    frozen.kill('SIGCONT');
+    await connected(page, { timeout: 30_000 });
+    await say(page, 'awake again');
+    await page.locator('[data-testid="message"][data-state="delivered"]')
+      .filter({ hasText: 'awake again' }).waitFor();
+  } finally {
+    frozen.kill('SIGCONT');
+    await page.context().close();
+    await frozen.stop();
+  }
 });
 
 test('a name with text-direction controls, or with nothing visible, is refused with a reason', async () => {
