@@ -81,6 +81,7 @@ struct Inner {
     messages_relayed: Counter,
     commit_seconds: Histogram,
     store_readers: Gauge,
+    store_queue: Gauge,
     limit_hits: Family<KindLabel, Counter>,
 }
 
@@ -142,6 +143,12 @@ impl Metrics {
             "Open read connections to the message database",
             store_readers.clone(),
         );
+        let store_queue = Gauge::default();
+        registry.register(
+            "store_queue",
+            "Messages waiting for the database writer (senders wait past 8,192)",
+            store_queue.clone(),
+        );
         let limit_hits = Family::<KindLabel, Counter>::default();
         registry.register(
             "limit_hits",
@@ -159,6 +166,7 @@ impl Metrics {
                 messages_relayed,
                 commit_seconds,
                 store_readers,
+                store_queue,
                 limit_hits,
             }),
         }
@@ -214,6 +222,12 @@ impl Metrics {
         self.inner
             .store_readers
             .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub fn store_queue(&self, waiting: usize) {
+        self.inner
+            .store_queue
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
     }
 
     pub fn limit_hit(&self, limit: Limit) {

@@ -33,7 +33,7 @@ use crate::metrics::Metrics;
 /// Messages a single transaction may carry.
 const MAX_BATCH: usize = 1024;
 /// Messages that may wait for the writer before senders are slowed down.
-const QUEUE: usize = 8192;
+pub const QUEUE: usize = 8192;
 /// How often retention runs at most.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
 /// Read connections open at most; further readers wait for one.
@@ -296,7 +296,11 @@ impl Store {
                 ack,
             })
             .await
-            .map_err(|_| StoreError::Stopped)
+            .map_err(|_| StoreError::Stopped)?;
+        self.readers
+            .metrics
+            .store_queue(QUEUE - self.queue.capacity());
+        Ok(())
     }
 
     /// Stored messages with `after < id <= upto`, oldest first: at most
@@ -524,6 +528,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.metrics.store_queue(inbox.len());
             self.commit(&mut batch);
         }
         debug!("store writer stopped");

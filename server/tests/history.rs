@@ -218,3 +218,65 @@ async fn messages_arriving_together_share_a_commit() {
         "{used} commits for {SENDERS} messages that arrived together"
     );
 }
+
+/// A `ChatStream` sender is read at full speed until the database writer
+/// has `QUEUE` messages waiting, and only then held back by flow control;
+/// nothing is lost either way.
+#[tokio::test]
+async fn chat_stream_senders_are_slowed_only_when_the_writer_queue_is_full() {
+    const QUEUE: i64 = chat_server::store::QUEUE as i64;
+    const SENT: usize = 12_000;
+    assert_eq!(QUEUE, 8_192, "the README's figure");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    // Thousands of messages from one name: the rate limit is not tested here.
+    let mut config = common::unthrottled(Config::with_addr("127.0.0.1:0"));
+    config.db = chat_server::store::Location::File(db.clone());
+    let server = TestServer::start_with(config).await;
+    let gauge = |server: &TestServer, name: &str| -> i64 {
+        let metrics = server.hub.metrics().render();
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+
+    // The writer is stuck behind another connection's write lock.
+    let blocker = rusqlite::Connection::open(&db).expect("open");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("write lock");
+    let mut native = server.native().await;
+    let (tx, _incoming) = open_chat_stream(&mut native).await;
+    let sending = tokio::spawn(async move {
+        for i in 0..SENT {
+            if tx.send(chat("bulk", &format!("{i}"))).await.is_err() {
+                break;
+            }
+        }
+        tx
+    });
+    // Read at full speed up to the queue's size...
+    within(async {
+        while gauge(&server, "chat_store_queue ") < QUEUE - 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // ...and no further: the sender waits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(gauge(&server, "chat_store_queue ") <= QUEUE);
+    assert_eq!(gauge(&server, "chat_messages_stored_total "), 0);
+
+    // Released in time (the writer waits up to 5 s for the lock): all of it
+    // is stored, in order, nothing dropped.
+    blocker.execute_batch("COMMIT").expect("release");
+    let _tx = within(sending).await.expect("sender");
+    within(async {
+        while gauge(&server, "chat_messages_stored_total ") < SENT as i64 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
