@@ -173,6 +173,31 @@ async fn without_a_built_app_the_page_says_how_to_build_it() {
     assert!(String::from_utf8_lossy(&page.body).contains("not built"));
 }
 
+/// Waits for the process to exit, successfully, at most `limit` after
+/// `signalled`.
+async fn exits_cleanly_within(server: &mut Running, signalled: Instant, limit: Duration) {
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < limit,
+            "still running {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+fn sigterm(server: &Running) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+}
+
 #[tokio::test]
 async fn sigterm_ends_open_streams_and_exits_promptly() {
     let mut server = Running::start(&[]).await;
@@ -180,24 +205,10 @@ async fn sigterm_ends_open_streams_and_exits_promptly() {
     let mut events = subscribe(&mut web, "stayer").await;
 
     let signalled = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    sigterm(&server);
     let status = within(events.message()).await.expect_err("stream ended");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            signalled.elapsed() < PATIENCE,
-            "still running after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(exit.success(), "{exit:?}");
+    exits_cleanly_within(&mut server, signalled, PATIENCE).await;
 }
 
 /// A client that keeps a stream the server does not end (a health watch)
@@ -223,29 +234,14 @@ async fn sigterm_says_not_serving_and_exits_within_five_seconds_whoever_holds_on
     assert_eq!(first.status(), ServingStatus::Serving);
 
     let signalled = Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
+    sigterm(&server);
     let next = within(watch.message())
         .await
         .expect("ok")
         .expect("a status");
     assert_eq!(next.status(), ServingStatus::NotServing);
-    let exit = loop {
-        if let Some(exit) = server.child.try_wait().expect("wait") {
-            break exit;
-        }
-        // The drain limit, plus a wide margin for a loaded machine.
-        assert!(
-            signalled.elapsed() < DRAIN_LIMIT + Duration::from_secs(3),
-            "still running {:?} after SIGTERM",
-            signalled.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(exit.success(), "{exit:?}");
+    // The drain limit, plus a wide margin for a loaded machine.
+    exits_cleanly_within(&mut server, signalled, DRAIN_LIMIT + Duration::from_secs(3)).await;
 }
 
 #[tokio::test]

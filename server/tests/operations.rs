@@ -130,25 +130,13 @@ async fn reflection_lists_the_services_for_grpcurl() {
 
     // The older version, which grpcurl asks first, lists both as well.
     use tonic_reflection::pb::v1alpha;
-    let mut old = v1alpha::server_reflection_client::ServerReflectionClient::new(
-        common::channel(&server.url()).await,
-    );
-    let request = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let mut replies = within(old.server_reflection_info(tokio_stream::iter([request])))
-        .await
-        .expect("v1alpha answered")
-        .into_inner();
-    let reply = within(replies.message())
-        .await
-        .expect("ok")
-        .expect("a reply");
+    let reply = ask_v1alpha(
+        &server,
+        v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+    )
+    .await;
     let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        reply.message_response
+        reply
     else {
         panic!("expected a service list, got {reply:?}");
     };
@@ -162,31 +150,45 @@ async fn reflection_lists_the_services_for_grpcurl() {
     server.stop().await;
 }
 
+/// One question to v1alpha reflection (the version grpcurl asks first).
+async fn ask_v1alpha(
+    server: &TestServer,
+    question: tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest,
+) -> Option<tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse> {
+    use tonic_reflection::pb::v1alpha;
+    let mut reflection = v1alpha::server_reflection_client::ServerReflectionClient::new(
+        common::channel(&server.url()).await,
+    );
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(question),
+    };
+    let mut replies = within(reflection.server_reflection_info(tokio_stream::iter([request])))
+        .await
+        .expect("v1alpha reflection answered")
+        .into_inner();
+    within(replies.message())
+        .await
+        .expect("ok")
+        .expect("a reply")
+        .message_response
+}
+
 /// What grpcurl does for `grpcurl -d '{...}' HOST ChatService/Send` with no
 /// proto file: asks v1alpha reflection for the file that defines the
 /// symbol, and builds the request from it.
 #[tokio::test]
 async fn reflection_describes_send_for_grpcurl_without_the_proto_file() {
     use prost::Message;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
     let server = TestServer::start().await;
-    let mut reflection = ServerReflectionClient::new(common::channel(&server.url()).await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::FileContainingSymbol("ChatService".into())),
-    };
-    let mut replies = within(reflection.server_reflection_info(tokio_stream::iter([request])))
-        .await
-        .expect("reflection answered")
-        .into_inner();
-    let reply = within(replies.message())
-        .await
-        .expect("ok")
-        .expect("a reply");
-    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+    let reply = ask_v1alpha(
+        &server,
+        MessageRequest::FileContainingSymbol("ChatService".into()),
+    )
+    .await;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply else {
         panic!("expected file descriptors, got {reply:?}");
     };
     let files: Vec<prost_types::FileDescriptorProto> = files
