@@ -30,7 +30,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access_log;
 use crate::hub::Hub;
-use crate::metrics::{self, Metrics};
+use crate::metrics::{self, Limit, Metrics};
 use crate::protocol;
 use crate::service::{ChatServer, refusal};
 
@@ -67,7 +67,10 @@ pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> 
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .into_axum_router()
-        .route_layer(middleware::map_response(explain_oversized))
+        .route_layer(middleware::map_response_with_state(
+            metrics.clone(),
+            explain_oversized,
+        ))
         .route_layer(middleware::from_fn(protocol::explain_unimplemented))
         .route_layer(middleware::from_fn_with_state(
             metrics.clone(),
@@ -178,12 +181,13 @@ async fn not_built() -> impl IntoResponse {
 
 /// Rewrites tonic's `OUT_OF_RANGE` refusal of an oversized unary request into
 /// `RESOURCE_EXHAUSTED` with a readable text (streams map it in the service).
-async fn explain_oversized(mut response: Response) -> Response {
+async fn explain_oversized(State(metrics): State<Metrics>, mut response: Response) -> Response {
     let Some(status) = tonic::Status::from_header_map(response.headers()) else {
         return response;
     };
     let refusal = refusal(status.clone());
     if refusal.code() != status.code() {
+        metrics.limit_hit(Limit::MessageSize);
         // Only fails on a message that is not a valid header, and ours is.
         let _ = refusal.add_header(response.headers_mut());
     }

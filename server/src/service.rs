@@ -118,7 +118,11 @@ impl crate::ChatService for ChatServer {
                         break;
                     }
                     Step::Inbound(Some(Err(status))) => {
-                        yield Err(refusal(status));
+                        let refused = refusal(status);
+                        if refused.code() == Code::ResourceExhausted {
+                            hub.metrics().limit_hit(Limit::MessageSize);
+                        }
+                        yield Err(refused);
                         break;
                     }
                     // The client closed its side; it may still want to listen.

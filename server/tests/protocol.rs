@@ -253,6 +253,8 @@ async fn an_oversized_message_is_refused_and_its_connection_survives() {
     let answers = outcome.expect("the server kept the connection open while the body arrived");
     assert!(answers.contains("grpc-status: 8"), "{answers}");
     assert!(answers.contains("ok\n"), "{answers}");
+    let metrics = server.hub.metrics().render();
+    assert!(metrics.contains(r#"kind="message_size"} 1"#), "{metrics}");
 }
 
 #[tokio::test]
