@@ -169,13 +169,10 @@ fn is_grpc(request: &Request) -> bool {
 /// Counts `request` as open on `conn` until its response body is done;
 /// returns the guard that ends it, to be moved into the response body.
 pub fn track(conn: &std::sync::Arc<Conn>, metrics: &Metrics, request: &Request) -> StreamGuard {
-    let kind = kind(request.uri().path());
     conn.stream_started();
-    metrics.stream_opened(kind);
     StreamGuard {
         conn: std::sync::Arc::clone(conn),
-        metrics: metrics.clone(),
-        kind,
+        open: metrics.stream_opened(kind(request.uri().path())),
         grpc: is_grpc(request),
         finished: false,
     }
@@ -186,15 +183,15 @@ pub fn track(conn: &std::sync::Arc<Conn>, metrics: &Metrics, request: &Request) 
 #[derive(Debug)]
 pub struct StreamGuard {
     conn: std::sync::Arc<Conn>,
-    metrics: Metrics,
-    kind: &'static str,
+    /// This stream's kind in the `streams_open` metric.
+    open: prometheus_client::metrics::gauge::Gauge,
     grpc: bool,
     finished: bool,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.metrics.stream_closed(self.kind);
+        self.open.dec();
         self.conn.stream_ended(self.grpc && !self.finished);
     }
 }

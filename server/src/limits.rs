@@ -130,9 +130,13 @@ impl RateLimiter {
         if names.len() >= MAX_TRACKED_NAMES && !names.contains_key(username) {
             names.retain(|_, bucket| !bucket.is_full(rate, burst, now));
         }
-        let name = names
-            .entry(username.to_owned())
-            .or_insert_with(|| TokenBucket::full(burst));
+        // Allocate the key only for a name not seen before.
+        if !names.contains_key(username) {
+            names.insert(username.to_owned(), TokenBucket::full(burst));
+        }
+        let Some(name) = names.get_mut(username) else {
+            return Ok(());
+        };
         let mut own = connection.and_then(|c| c.lock().ok());
         let wait = name.wait(rate, burst, now).max(
             own.as_mut()

@@ -195,18 +195,16 @@ impl Metrics {
         self.inner.connections_closed.get()
     }
 
-    pub fn stream_opened(&self, kind: &'static str) {
-        self.inner
+    /// Counts a stream of `kind` as open; returns its gauge, for the caller
+    /// to decrement when the stream ends (one label lookup per stream).
+    pub fn stream_opened(&self, kind: &'static str) -> Gauge {
+        let gauge = self
+            .inner
             .streams_open
             .get_or_create(&KindLabel { kind })
-            .inc();
-    }
-
-    pub fn stream_closed(&self, kind: &'static str) {
-        self.inner
-            .streams_open
-            .get_or_create(&KindLabel { kind })
-            .dec();
+            .clone();
+        gauge.inc();
+        gauge
     }
 
     pub fn stored(&self, messages: u64, commit_seconds: f64) {
@@ -248,7 +246,7 @@ mod tests {
     fn renders_openmetrics_text() {
         let metrics = Metrics::new();
         metrics.connection_opened();
-        metrics.stream_opened("subscribe");
+        let _open = metrics.stream_opened("subscribe");
         metrics.stored(3, 0.002);
         metrics.limit_hit(Limit::RateSend);
         let text = metrics.render();
