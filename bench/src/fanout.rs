@@ -52,6 +52,10 @@ impl Plan {
             rate,
         }
     }
+
+    pub fn shape(&self) -> (usize, usize, usize, Option<f64>) {
+        (self.clients, self.senders, self.messages, self.rate)
+    }
 }
 
 pub struct Outcome {
@@ -151,8 +155,13 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
         });
         outboxes.push(outbox);
     }
-    // Confirm every stream is live: probe until all have seen one.
-    let mut prober = clients::native(url).await?;
+    // Confirm every stream is live: probe until all have seen one. Over a
+    // ChatStream of its own, the one RPC every server under test has.
+    let (probes, outgoing) = mpsc::channel::<ChatMessage>(16);
+    let _probe_stream = clients::native(url)
+        .await?
+        .chat_stream(ReceiverStream::new(outgoing))
+        .await?;
     while probed.load(Ordering::SeqCst) < plan.clients {
         if Instant::now() > deadline {
             bail!(
@@ -161,7 +170,7 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
                 plan.clients
             );
         }
-        prober.send(chat("prober", "probe")).await?;
+        probes.send(chat("prober", "probe")).await?;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

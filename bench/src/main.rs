@@ -5,22 +5,24 @@
 
 mod bundle;
 mod clients;
+mod compare;
 mod connections;
 mod fanout;
 mod memory;
+mod reference;
 mod report;
 mod server;
 mod tally;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
 
+use compare::{ChatSetup, Subject};
 use fanout::{Plan, Protocol};
 use report::Row;
-use server::{ServerProcess, own_cpu_time};
+use server::ServerProcess;
 
 /// Load generator for chat-server: fan-out throughput and latency, idle
 /// connections and memory, and the web bundle's size.
@@ -63,6 +65,16 @@ struct Args {
     /// --quick, its short version.
     #[arg(long)]
     memory: bool,
+    /// Rounds of each fan-out, alternating with the reference server
+    /// (default: 3, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Skip the reference server: chat-server's figures only.
+    #[arg(long)]
+    no_reference: bool,
+    /// Be the reference server on this address (bench starts itself so).
+    #[arg(long, hide = true)]
+    reference_server: Option<std::net::SocketAddr>,
 }
 
 /// p99 latency beyond which the knee search stops.
@@ -73,6 +85,9 @@ const KNEE_STEP_SECS: f64 = 4.0;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(addr) = args.reference_server {
+        return reference::serve(addr).await;
+    }
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("warning: cannot raise the open-files limit: {error}");
     }
@@ -84,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
             (f[3] > 0.0).then_some(f[3]),
         )],
         (None, true) => vec![(20, 4, 100, Some(200.0)), (20, 4, 200, None)],
-        (None, false) => vec![(100, 10, 1_000, Some(100.0)), (100, 10, 1_000, None)],
+        // The tail at a steady rate, then sustained fan-out past the ring.
+        (None, false) => vec![(100, 10, 200, Some(100.0)), (100, 10, 1_000, None)],
     };
     let connection_counts = args.connections.clone().unwrap_or_else(|| {
         if args.quick {
@@ -98,6 +114,11 @@ async fn main() -> anyhow::Result<()> {
         return finish(memory_scenarios(&args).await?);
     }
 
+    let setup = ChatSetup {
+        binary: &args.server_bin,
+        buffer: args.buffer,
+        db: args.db.as_deref(),
+    };
     let mut failures = Vec::new();
     let mut printed_header = false;
     let mut print = |row: &Row| {
@@ -113,8 +134,9 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 let messages = (rate * KNEE_STEP_SECS) as usize;
                 let plan = Plan::new(protocol, (100, 10, messages, Some(rate)));
-                let (outcome, row) = fanout_scenario(&args, plan).await?;
-                print(&row);
+                let run = compare::one(&setup, plan.shape(), Subject::Chat(protocol)).await?;
+                print(&run.row);
+                let outcome = run.outcome;
                 let offered = rate * 10.0 * 99.0;
                 let achieved = outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
                 if p99_ms(&outcome) > KNEE_P99_MS || outcome.lost() > 0 || achieved < 0.8 * offered
@@ -126,16 +148,30 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    let mut subjects: Vec<Subject> = args.protocol.iter().map(|&p| Subject::Chat(p)).collect();
+    if !args.no_reference {
+        subjects.insert(0, Subject::Reference);
+    }
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
     for &shape in &plans {
+        let mut header = true;
+        let runs = compare::rounds(&setup, shape, &subjects, rounds, |run| {
+            if std::mem::take(&mut header) {
+                println!("{}", run.row.header());
+            }
+            println!("{}\n{}", run.row.table(), run.row.json());
+        })
+        .await?;
+        for run in runs.iter().filter(|r| r.broke()) {
+            let plan = run.plan;
+            failures.push(format!(
+                "{:?} {:?} {}x{}x{}: delivery errors",
+                run.subject, plan.protocol, plan.clients, plan.senders, plan.messages
+            ));
+        }
         for &protocol in &args.protocol {
-            let plan = Plan::new(protocol, shape);
-            let (outcome, row) = fanout_scenario(&args, plan).await?;
-            print(&row);
-            if outcome.lost() + outcome.duplicated + outcome.out_of_order > 0 {
-                failures.push(format!(
-                    "{protocol:?} {}x{}x{}: delivery errors",
-                    plan.clients, plan.senders, plan.messages
-                ));
+            if let Some(row) = compare::versus(&runs, protocol) {
+                println!("{}\n{}\n{}", row.header(), row.table(), row.json());
             }
         }
     }
@@ -215,18 +251,6 @@ async fn memory_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
     Ok(failures)
 }
 
-/// One fan-out on a fresh server, with what it cost the server and `bench`.
-async fn fanout_scenario(args: &Args, plan: Plan) -> anyhow::Result<(fanout::Outcome, Row)> {
-    let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
-    let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
-    let outcome = fanout::run(&server.url(), plan).await?;
-    let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
-    let own_cpu = own_cpu_time()?.saturating_sub(own_cpu);
-    server.stop().await?;
-    let row = fanout_row(plan, &outcome, server_cpu, own_cpu);
-    Ok((outcome, row))
-}
-
 fn p99_ms(o: &fanout::Outcome) -> f64 {
     ms(o.latency_us.value_at_quantile(0.99))
 }
@@ -237,41 +261,4 @@ fn mib(bytes: u64) -> f64 {
 
 fn ms(us: u64) -> f64 {
     us as f64 / 1000.0
-}
-
-fn fanout_row(plan: Plan, o: &fanout::Outcome, server_cpu: Duration, own_cpu: Duration) -> Row {
-    let secs = o.elapsed.as_secs_f64().max(1e-9);
-    let q = |p: f64| format!("{:.3}", ms(o.latency_us.value_at_quantile(p)));
-    Row::new("fan-out")
-        .text("protocol", format!("{:?}", plan.protocol).to_lowercase())
-        .num("clients", plan.clients)
-        .num("senders", plan.senders)
-        .num("messages", plan.messages)
-        .num(
-            "rate",
-            plan.rate.map_or("null".to_owned(), |r| r.to_string()),
-        )
-        .num("expected", o.expected)
-        .num("delivered", o.delivered)
-        .num("lost", o.lost())
-        .num("duplicated", o.duplicated)
-        .num("out_of_order", o.out_of_order)
-        .num("p50_ms", q(0.5))
-        .num("p90_ms", q(0.9))
-        .num("p99_ms", q(0.99))
-        .num("max_ms", format!("{:.3}", ms(o.latency_us.max())))
-        .num(
-            "deliveries_per_s",
-            format!("{:.0}", o.delivered as f64 / secs),
-        )
-        .num("elapsed_s", format!("{secs:.3}"))
-        .num("server_cpu_s", format!("{:.2}", server_cpu.as_secs_f64()))
-        .num(
-            "server_us_per_delivery",
-            format!(
-                "{:.2}",
-                server_cpu.as_secs_f64() * 1e6 / o.delivered.max(1) as f64
-            ),
-        )
-        .num("generator_cpu_s", format!("{:.2}", own_cpu.as_secs_f64()))
 }

@@ -12,7 +12,7 @@ pub struct ServerProcess {
     child: Child,
     pub addr: SocketAddr,
     /// Holds the scenario's database, removed with it.
-    _db_dir: tempfile::TempDir,
+    _db_dir: Option<tempfile::TempDir>,
 }
 
 impl ServerProcess {
@@ -32,25 +32,44 @@ impl ServerProcess {
         db: Option<&str>,
         flags: &[String],
     ) -> anyhow::Result<Self> {
-        let addr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let addr = free_port()?;
         // Next to the build, so the disk is the one the server would use.
         std::fs::create_dir_all("target")?;
         let db_dir = tempfile::tempdir_in("target")?;
         let db = db.map_or_else(|| db_dir.path().join("bench.db"), Into::into);
         let lifted = lifted_limits(binary)?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .env("CHAT_ADDR", addr.to_string())
             .env("CHAT_BUFFER", buffer.to_string())
             .env("CHAT_DB", db)
             .env("CHAT_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "error")
             .args(&lifted)
-            .args(flags)
+            .args(flags);
+        Self::launch(command, addr, Some(db_dir)).await
+    }
+
+    /// The reference server ([`crate::reference`]): this very binary, run
+    /// with `--reference-server`.
+    pub async fn start_reference() -> anyhow::Result<Self> {
+        let addr = free_port()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command.arg("--reference-server").arg(addr.to_string());
+        Self::launch(command, addr, None).await
+    }
+
+    async fn launch(
+        mut command: Command,
+        addr: SocketAddr,
+        db_dir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+            .with_context(|| format!("starting {:?}", command.as_std().get_program()))?;
         for _ in 0..500 {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(Self {
@@ -61,7 +80,10 @@ impl ServerProcess {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        bail!("chat-server did not start listening on {addr}")
+        bail!(
+            "{:?} did not start listening on {addr}",
+            command.as_std().get_program()
+        )
     }
 
     /// Asks the server to stop (SIGTERM) and waits, so a server run under a
@@ -105,7 +127,11 @@ impl ServerProcess {
     }
 }
 
-/// Whether `binary --help` lists `flag` (for flags newer than some builds).
+/// A loopback address with a port nobody listens on.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
 /// The flags that lift `binary`'s per-client limits, for those it has.
 fn lifted_limits(binary: &Path) -> anyhow::Result<Vec<String>> {
     let mut flags = Vec::new();
@@ -117,6 +143,7 @@ fn lifted_limits(binary: &Path) -> anyhow::Result<Vec<String>> {
     Ok(flags)
 }
 
+/// Whether `binary --help` lists `flag` (for flags newer than some builds).
 pub fn has_flag(binary: &Path, flag: &str) -> anyhow::Result<bool> {
     let output = std::process::Command::new(binary)
         .arg("--help")
