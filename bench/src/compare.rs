@@ -21,7 +21,7 @@ pub enum Subject {
 /// How chat-server is started for a run.
 pub struct ChatSetup<'a> {
     pub binary: &'a std::path::Path,
-    pub buffer: u32,
+    pub buffer: Option<u32>,
     pub db: Option<&'a str>,
 }
 

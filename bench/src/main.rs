@@ -47,9 +47,10 @@ struct Args {
     /// Idle-subscriber counts for the connections scenario.
     #[arg(long, value_delimiter = ',')]
     connections: Option<Vec<usize>>,
-    /// Ring buffer size given to the server (messages a reader may lag).
-    #[arg(long, default_value_t = 4096)]
-    buffer: u32,
+    /// Ring buffer given to the server (messages a reader may lag); by
+    /// default the server's own.
+    #[arg(long)]
+    buffer: Option<u32>,
     /// The server's database: by default a fresh file per scenario (the
     /// real, durable path); `:memory:` measures without the disk.
     #[arg(long)]

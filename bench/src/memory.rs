@@ -110,7 +110,7 @@ pub enum Part {
 /// The server to start for each part.
 pub struct Setup<'a> {
     pub binary: &'a std::path::Path,
-    pub buffer: u32,
+    pub buffer: Option<u32>,
     pub db: Option<&'a str>,
 }
 

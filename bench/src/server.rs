@@ -16,9 +16,13 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary` with a ring buffer of `buffer` messages per reader and
-    /// a fresh database file (or `:memory:` when `db` says so).
-    pub async fn start(binary: &Path, buffer: u32, db: Option<&str>) -> anyhow::Result<Self> {
+    /// Starts `binary` with a fresh database file (or `:memory:` when `db`
+    /// says so) and its default ring buffer unless `buffer` gives one.
+    pub async fn start(
+        binary: &Path,
+        buffer: Option<u32>,
+        db: Option<&str>,
+    ) -> anyhow::Result<Self> {
         Self::start_with(binary, buffer, db, &[]).await
     }
 
@@ -28,7 +32,7 @@ impl ServerProcess {
     /// allows.
     pub async fn start_with(
         binary: &Path,
-        buffer: u32,
+        buffer: Option<u32>,
         db: Option<&str>,
         flags: &[String],
     ) -> anyhow::Result<Self> {
@@ -41,12 +45,14 @@ impl ServerProcess {
         let mut command = Command::new(binary);
         command
             .env("CHAT_ADDR", addr.to_string())
-            .env("CHAT_BUFFER", buffer.to_string())
             .env("CHAT_DB", db)
             .env("CHAT_WEB_DIR", "/nonexistent")
             .env("RUST_LOG", "error")
             .args(&lifted)
             .args(flags);
+        if let Some(buffer) = buffer {
+            command.env("CHAT_BUFFER", buffer.to_string());
+        }
         Self::launch(command, addr, Some(db_dir)).await
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::hub::{DEFAULT_BUFFER, DEFAULT_HISTORY};
+use crate::hub::{DEFAULT_BUFFER, DEFAULT_BUFFER_MIB, DEFAULT_HISTORY};
 use crate::store::{Location, Retention};
 
 /// A chat server for browsers and native clients: native gRPC (HTTP/2),
@@ -47,12 +47,19 @@ pub struct Config {
     #[arg(long, env = "CHAT_RETAIN", default_value = "100000")]
     pub retain: Retention,
 
-    /// Live messages kept in memory for delivery. A client that falls
-    /// further behind reads what it missed from the database instead, so
-    /// this bounds memory, not what anyone receives.
+    /// Newest messages kept in memory for delivery, shared by every client.
+    /// A client that falls further behind reads what it missed from the
+    /// database instead (slower), so this bounds memory, not what anyone
+    /// receives.
     #[arg(long, env = "CHAT_BUFFER", default_value_t = DEFAULT_BUFFER,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub buffer: u32,
+
+    /// MiB those messages may take at most (encoded); past it the oldest
+    /// leave memory early.
+    #[arg(long, env = "CHAT_BUFFER_MIB", default_value_t = DEFAULT_BUFFER_MIB,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub buffer_mib: u32,
 
     /// Seconds between heartbeats on every open stream (a `Heartbeat` event
     /// on Subscribe streams, HTTP/2 pings on native ones). Keep it below the
@@ -195,6 +202,7 @@ impl Config {
             history: DEFAULT_HISTORY,
             retain: Retention::Count(100_000),
             buffer: DEFAULT_BUFFER,
+            buffer_mib: DEFAULT_BUFFER_MIB,
             heartbeat: 15,
             trust_proxy: false,
             base_path: "/".to_owned(),

@@ -1,65 +1,66 @@
 //! The fan-out at the centre of the chat: every message is stored, then goes
 //! through one [`Hub`] to every connected client, in id order.
 //!
-//! Live delivery is a single bounded ring buffer (`tokio::sync::broadcast`):
-//! publishing costs the same however many clients listen, and each message
-//! is stored and encoded once and shared by reference ([`WireMessage`]).
+//! Live delivery is one bounded [`Ring`] of the newest messages: the store's
+//! writer puts each committed batch in at once and wakes the subscribers
+//! once, and each message is encoded once and shared by reference
+//! ([`WireMessage`]), so publishing costs the same however many clients
+//! listen and a subscriber pays one wake-up per batch, not per message.
 //! The [`Store`] is the other half: history for new subscribers, and the
 //! way back for a subscriber that fell a full ring behind. Such a reader is
 //! not cut off and loses nothing: it reads what it missed from the store by
 //! id, then goes on from the ring. Ids come without holes, so a
-//! [`Subscription`] always knows which id comes next: it skips what it
-//! already delivered and fetches anything it jumped over.
+//! [`Subscription`] always knows which id comes next.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
 use thiserror::Error;
-use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::metrics::Metrics;
+use crate::ring::{Ring, Taken};
 use crate::store::{Location, Retention, Store, StoreError, Stored, StreamFailure};
-use crate::wire::WireMessage;
+use crate::wire::Relayed;
 
-/// Messages a subscriber may fall behind before it reads from the store.
-pub const DEFAULT_BUFFER: u32 = 1024;
+/// Messages a subscriber may fall behind before it reads from the store...
+pub const DEFAULT_BUFFER: u32 = 65_536;
+/// ...as long as they take no more than this many MiB.
+pub const DEFAULT_BUFFER_MIB: u32 = 32;
+
+/// How much of the newest history the hub keeps in memory for delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffer {
+    pub messages: u32,
+    pub mib: u32,
+}
+
+impl Buffer {
+    /// `messages` at most, with the default byte budget.
+    pub fn messages(messages: u32) -> Self {
+        Self {
+            messages,
+            mib: DEFAULT_BUFFER_MIB,
+        }
+    }
+}
 /// Messages a new subscriber gets before live ones.
 pub const DEFAULT_HISTORY: u32 = 100;
 /// Messages read from the store at a time while catching up (pages are
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
+/// Messages a subscriber takes from the ring under one lock.
+const TAKE: usize = 256;
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin(u64);
 
-/// A stored message as it travels through the hub.
-#[derive(Debug)]
-pub struct Relayed {
-    /// The connection that sent it, or `None` for a unary `Send`.
-    pub origin: Option<Origin>,
-    /// With its id and timestamp.
-    pub message: ChatMessage,
-    /// `message` encoded, for every subscriber to send as is.
-    pub wire: WireMessage,
-}
-
-impl Relayed {
-    fn new(stored: Stored) -> Self {
-        Self {
-            origin: stored.origin.map(Origin),
-            wire: WireMessage::new(&stored.message),
-            message: stored.message,
-        }
-    }
-
-    pub fn id(&self) -> u64 {
-        self.message.id
-    }
+fn relayed(stored: Stored) -> Arc<Relayed> {
+    Arc::new(Relayed::new(&stored.message, stored.origin))
 }
 
 /// What a subscription delivers.
@@ -93,15 +94,6 @@ pub enum Start {
     After(u64),
 }
 
-/// What travels through the ring. Shutdown travels the same way as the
-/// messages, so a subscriber waits on one thing only: no second future to
-/// register (and lock) on every receive.
-#[derive(Debug, Clone)]
-enum Item {
-    Message(Arc<Relayed>),
-    ShuttingDown,
-}
-
 #[derive(Debug, Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
@@ -109,8 +101,9 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Inner {
-    sender: broadcast::Sender<Item>,
+    ring: Arc<Ring>,
     store: Store,
+    subscribers: AtomicUsize,
     history: u64,
     next_origin: AtomicU64,
     shut_down: AtomicBool,
@@ -118,33 +111,36 @@ struct Inner {
 }
 
 impl Hub {
-    /// Opens the store at `location` and a ring of `buffer` messages; new
+    /// Opens the store at `location` and a ring of `buffer`; new
     /// subscribers get the last `history` messages.
     pub fn open(
         location: Location,
         retention: Retention,
-        buffer: u32,
+        buffer: Buffer,
         history: u32,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let capacity = usize::try_from(buffer.max(1)).unwrap_or(usize::MAX);
-        let (sender, _) = broadcast::channel(capacity);
-        let ring = sender.clone();
+        let ring = Arc::new(Ring::new(
+            usize::try_from(buffer.messages.max(1)).unwrap_or(usize::MAX),
+            usize::try_from(buffer.mib)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1 << 20),
+        ));
+        let committed = Arc::clone(&ring);
         let store = Store::open(
             location,
             retention,
             metrics.clone(),
+            // Encoded here, on the writer thread, once for every subscriber.
             Box::new(move |batch| {
-                for stored in batch {
-                    // An error only means nobody is listening right now.
-                    let _ = ring.send(Item::Message(Arc::new(Relayed::new(stored))));
-                }
+                committed.put(batch.into_iter().map(relayed).collect());
             }),
         )?;
         Ok(Self {
             inner: Arc::new(Inner {
-                sender,
+                ring,
                 store,
+                subscribers: AtomicUsize::new(0),
                 history: u64::from(history),
                 next_origin: AtomicU64::new(1),
                 shut_down: AtomicBool::new(false),
@@ -153,12 +149,12 @@ impl Hub {
         })
     }
 
-    /// An in-memory hub with default settings, for tests.
+    /// An in-memory hub with a ring of `buffer` messages, for tests.
     pub fn in_memory(buffer: u32) -> Result<Self, StoreError> {
         Self::open(
             Location::Memory,
             Retention::Count(1_000_000),
-            buffer,
+            Buffer::messages(buffer),
             DEFAULT_HISTORY,
             Metrics::new(),
         )
@@ -171,31 +167,24 @@ impl Hub {
 
     /// Starts a subscription at `start`; `own` messages are skipped.
     pub fn subscribe(&self, start: Start, own: Option<Origin>) -> Subscription {
-        // The ring first, then the newest id: whatever is committed after
-        // that id is broadcast after this point, so it reaches the ring.
-        let receiver = self.inner.sender.subscribe();
-        // The flag is set before the shutdown item is sent, so a subscriber
-        // either sees the flag or receives the item.
-        let closed = self.is_shut_down();
+        // Whatever is committed after this id is put in the ring later, so
+        // the ring (or the store) has every id after it.
         let newest = self.inner.store.last_id();
         let (from, report_gaps) = match start {
             Start::Live => (newest, false),
             Start::Recent => (newest.saturating_sub(self.inner.history), false),
             Start::After(id) => (id, true),
         };
+        self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
         let mut subscription = Subscription {
-            receiver,
-            store: self.inner.store.clone(),
+            hub: Arc::clone(&self.inner),
             own,
             delivered: from,
             fetch_upto: newest,
             backlog: VecDeque::new(),
-            held: None,
             report_gaps,
             pending_gap: None,
-            closed,
             newest_at_start: newest,
-            metrics: self.inner.metrics.clone(),
         };
         if from > newest {
             // An id this store never gave: the client's history is from
@@ -239,18 +228,25 @@ impl Hub {
 
     /// Connected subscribers (Subscribe streams and ChatStream clients).
     pub fn subscriber_count(&self) -> usize {
-        self.inner.sender.receiver_count()
+        self.inner.subscribers.load(Ordering::Relaxed)
     }
 
-    /// Ends every subscription; new ones end at once.
+    /// Ends every subscription once it has delivered what the ring holds;
+    /// new ones end at once.
     pub fn shut_down(&self) {
         if !self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            let _ = self.inner.sender.send(Item::ShuttingDown);
+            self.inner.ring.wake_all();
         }
     }
 
     pub fn is_shut_down(&self) -> bool {
-        self.inner.shut_down.load(Ordering::SeqCst)
+        self.inner.is_shut_down()
+    }
+}
+
+impl Inner {
+    fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::SeqCst)
     }
 }
 
@@ -258,21 +254,27 @@ impl Hub {
 /// in id order, exactly once.
 #[derive(Debug)]
 pub struct Subscription {
-    receiver: broadcast::Receiver<Item>,
-    store: Store,
+    hub: Arc<Inner>,
     own: Option<Origin>,
     /// The highest id delivered (or skipped as the client's own).
     delivered: u64,
-    /// Ids up to here are read from the store, not the ring.
+    /// Ids up to here may have to be read from the store.
     fetch_upto: u64,
+    /// Taken from the ring or the store, not yet delivered.
     backlog: VecDeque<Arc<Relayed>>,
-    /// A ring message that arrived ahead of ids still to fetch.
-    held: Option<Arc<Relayed>>,
     report_gaps: bool,
     pending_gap: Option<(u64, u64)>,
-    closed: bool,
     newest_at_start: u64,
-    metrics: Metrics,
+}
+
+/// What a subscription can do next without waiting.
+enum Next {
+    Deliver(Delivery),
+    /// Read the store (history, or ids the ring no longer holds).
+    Fetch,
+    /// Wait for the next batch.
+    Wait,
+    Closed,
 }
 
 impl Subscription {
@@ -282,46 +284,54 @@ impl Subscription {
     }
 
     /// The next message (or gap notice), or why there will be no more.
+    /// Cancel-safe: nothing is lost if the future is dropped.
     pub async fn recv(&mut self) -> Result<Delivery, Closed> {
         loop {
-            if self.closed {
-                return Err(Closed::ShuttingDown);
+            match self.next_now() {
+                Next::Deliver(delivery) => return Ok(delivery),
+                Next::Fetch => self.fetch().await?,
+                Next::Wait => {
+                    let (hub, delivered) = (&self.hub, self.delivered);
+                    hub.ring
+                        .wait_unless(|| hub.ring.newest() > delivered || hub.is_shut_down())
+                        .await;
+                }
+                Next::Closed => return Err(Closed::ShuttingDown),
             }
+        }
+    }
+
+    /// The next delivery if one is ready without waiting: lets a stream
+    /// send a burst before it looks at anything else.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        match self.next_now() {
+            Next::Deliver(delivery) => Some(delivery),
+            Next::Fetch | Next::Wait | Next::Closed => None,
+        }
+    }
+
+    fn next_now(&mut self) -> Next {
+        loop {
             if let Some((after_id, next_id)) = self.pending_gap.take() {
-                return Ok(Delivery::Gap { after_id, next_id });
+                return Next::Deliver(Delivery::Gap { after_id, next_id });
             }
             if let Some(relayed) = self.backlog.pop_front() {
                 if let Some(delivery) = self.accept(relayed) {
-                    return Ok(delivery);
+                    return Next::Deliver(delivery);
                 }
                 continue;
             }
-            if self.delivered < self.fetch_upto {
-                self.fetch().await?;
-                continue;
-            }
-            if let Some(relayed) = self.held.take() {
-                if let Some(delivery) = self.accept(relayed) {
-                    return Ok(delivery);
+            match self.hub.ring.take(self.delivered, TAKE, &mut self.backlog) {
+                Taken::Some(_) => {}
+                Taken::Behind { oldest, .. } => {
+                    self.fetch_upto = oldest - 1;
+                    return Next::Fetch;
                 }
-                continue;
-            }
-            match self.receiver.recv().await {
-                Ok(Item::Message(relayed)) => {
-                    if relayed.id() > self.delivered + 1 {
-                        // Jumped ahead (this reader fell a ring behind):
-                        // fetch the ids in between first.
-                        self.fetch_upto = relayed.id() - 1;
-                        self.held = Some(relayed);
-                        continue;
-                    }
-                    if let Some(delivery) = self.accept(relayed) {
-                        return Ok(delivery);
-                    }
-                }
-                Ok(Item::ShuttingDown) | Err(RecvError::Closed) => self.closed = true,
-                // The next message received tells how far to fetch.
-                Err(RecvError::Lagged(_)) => {}
+                // Committed ids the ring does not have yet (or never had,
+                // from before a restart) are in the store.
+                Taken::Nothing if self.delivered < self.fetch_upto => return Next::Fetch,
+                Taken::Nothing if self.hub.is_shut_down() => return Next::Closed,
+                Taken::Nothing => return Next::Wait,
             }
         }
     }
@@ -332,18 +342,19 @@ impl Subscription {
             return None;
         }
         self.delivered = relayed.id();
-        if self.own.is_some() && relayed.origin == self.own {
+        if self.own.is_some() && relayed.origin() == self.own.map(|o| o.0) {
             return None;
         }
         // One uncontended atomic add; batching it locally cost more in
         // the idle-check it needed than it saved (bench, web fan-out).
-        self.metrics.relayed(1);
+        self.hub.metrics.relayed(1);
         Some(Delivery::Message(relayed))
     }
 
     /// Reads the next page of ids up to `fetch_upto` from the store.
     async fn fetch(&mut self) -> Result<(), Closed> {
         let page = self
+            .hub
             .store
             .range(self.delivered, self.fetch_upto, PAGE)
             .await?;
@@ -356,7 +367,7 @@ impl Subscription {
             self.skip_to(first.message.id);
         }
         self.backlog
-            .extend(page.into_iter().map(|s| Arc::new(Relayed::new(s))));
+            .extend(page.into_iter().map(relayed));
         Ok(())
     }
 
@@ -366,6 +377,12 @@ impl Subscription {
             self.pending_gap = Some((self.delivered, next_id));
         }
         self.delivered = next_id - 1;
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -391,7 +408,7 @@ mod tests {
 
     async fn next_text(sub: &mut Subscription) -> String {
         match sub.recv().await.expect("delivered") {
-            Delivery::Message(relayed) => relayed.message.message.clone(),
+            Delivery::Message(relayed) => relayed.decode().expect("decodes").message,
             Delivery::Gap { after_id, next_id } => format!("gap {after_id}..{next_id}"),
         }
     }
@@ -412,7 +429,7 @@ mod tests {
             let Ok(Delivery::Message(got)) = sub.recv().await else {
                 panic!("expected the message");
             };
-            assert_eq!(got.message, sent);
+            assert_eq!(got.decode().expect("decodes"), sent);
             pointers.push(Arc::as_ptr(&got));
         }
         assert_eq!(pointers[0], pointers[1], "shared, not copied");
@@ -437,7 +454,7 @@ mod tests {
         let hub = Hub::open(
             Location::Memory,
             Retention::Count(100),
-            16,
+            Buffer::messages(16),
             3,
             Metrics::new(),
         )

@@ -27,6 +27,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod protocol;
+pub mod ring;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 use crate::config::{Config, Limits};
 use crate::connection::{self, Conn, Verdict};
 use crate::cors::{self, InvalidOrigin};
-use crate::hub::Hub;
+use crate::hub::{Buffer, Hub};
 use crate::limits::RateLimiter;
 use crate::metrics::{Limit, Metrics};
 use crate::routes;
@@ -88,7 +88,10 @@ impl Server {
         let hub = Hub::open(
             config.db.clone(),
             config.retain,
-            config.buffer,
+            Buffer {
+                messages: config.buffer,
+                mib: config.buffer_mib,
+            },
             config.history,
             Metrics::new(),
         )

@@ -24,6 +24,10 @@ use crate::store::StoreError;
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 
+/// Deliveries a stream sends in one go when they are ready, before it looks
+/// at its client or its heartbeat again; tonic packs them into few frames.
+const BURST: usize = 256;
+
 /// Both streams carry pre-encoded messages: `ChatEvent`s for Subscribe,
 /// `ChatMessage`s for ChatStream.
 type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>;
@@ -130,13 +134,20 @@ impl crate::ChatService for ChatServer {
                         inbound_open = false;
                         continue;
                     }
-                    Step::Deliver(Ok(Delivery::Message(relayed))) => {
-                        yield Ok(relayed.wire.message());
+                    Step::Deliver(Ok(first)) => {
+                        let mut next = Some(first);
+                        let mut sent = 0;
+                        while let Some(delivery) = next {
+                            // Paper clients have no way to hear of a gap;
+                            // live-only subscriptions do not report them anyway.
+                            if let Delivery::Message(relayed) = delivery {
+                                yield Ok(Encoded::message(relayed));
+                            }
+                            sent += 1;
+                            next = if sent < BURST { subscription.try_recv() } else { None };
+                        }
                         continue;
                     }
-                    // Paper clients have no way to hear of one; live-only
-                    // subscriptions do not report them anyway.
-                    Step::Deliver(Ok(Delivery::Gap { .. })) => continue,
                     Step::Deliver(Err(closed)) => {
                         yield Err(Status::from(closed));
                         break;
@@ -186,9 +197,14 @@ impl crate::ChatService for ChatServer {
                     _ = heartbeat.tick() => None,
                 };
                 match step {
-                    Some(Ok(Delivery::Message(relayed))) => yield Ok(relayed.wire.event()),
-                    Some(Ok(Delivery::Gap { after_id, next_id })) => {
-                        yield Ok(wire::event(Event::Gap(Gap { after_id, next_id })));
+                    Some(Ok(first)) => {
+                        let mut next = Some(first);
+                        let mut sent = 0;
+                        while let Some(delivery) = next {
+                            yield Ok(as_event(delivery));
+                            sent += 1;
+                            next = if sent < BURST { subscription.try_recv() } else { None };
+                        }
                     }
                     Some(Err(closed)) => {
                         yield Err(Status::from(closed));
@@ -216,6 +232,14 @@ impl crate::ChatService for ChatServer {
             timestamp: stored.timestamp,
             id: stored.id,
         }))
+    }
+}
+
+/// A `Subscribe` event for `delivery`.
+fn as_event(delivery: Delivery) -> Encoded {
+    match delivery {
+        Delivery::Message(relayed) => Encoded::event(relayed),
+        Delivery::Gap { after_id, next_id } => wire::event(Event::Gap(Gap { after_id, next_id })),
     }
 }
 
