@@ -22,7 +22,7 @@ use thiserror::Error;
 
 use crate::metrics::Metrics;
 use crate::ring::{Ring, Taken};
-use crate::store::{Location, Retention, Store, StoreError, Stored, StreamFailure};
+use crate::store::{Committed, Location, Retention, Store, StoreError, Stored, StreamFailure};
 use crate::wire::Relayed;
 
 /// Messages a subscriber may fall behind before it reads from the store...
@@ -51,8 +51,10 @@ pub const DEFAULT_HISTORY: u32 = 100;
 /// Messages read from the store at a time while catching up (pages are
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
-/// Messages a subscriber takes from the ring under one lock.
-const TAKE: usize = 256;
+/// Messages a subscriber takes from the ring under one lock, and the bytes
+/// they may take: what a stuck stream keeps alive of messages the ring has
+/// since let go is bounded like a page read from the store.
+const TAKE: (usize, usize) = (256, crate::store::PAGE_BYTES);
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
@@ -132,8 +134,9 @@ impl Hub {
             retention,
             metrics.clone(),
             // Encoded here, on the writer thread, once for every subscriber.
-            Box::new(move |batch| {
-                committed.put(batch.into_iter().map(relayed).collect());
+            Box::new(move |batch: Committed| {
+                let messages = batch.messages.into_iter().map(relayed).collect();
+                committed.put(messages, batch.oldest_kept);
             }),
         )?;
         Ok(Self {
@@ -366,8 +369,7 @@ impl Subscription {
         if first.message.id > self.delivered + 1 {
             self.skip_to(first.message.id);
         }
-        self.backlog
-            .extend(page.into_iter().map(relayed));
+        self.backlog.extend(page.into_iter().map(relayed));
         Ok(())
     }
 

@@ -71,9 +71,11 @@ impl Ring {
         self.newest.load(Ordering::Acquire)
     }
 
-    /// Puts in one committed batch (consecutive ids, oldest first), then
-    /// wakes every waiting subscriber once.
-    pub fn put(&self, batch: Vec<Arc<Relayed>>) {
+    /// Puts in one committed batch (consecutive ids, oldest first) and lets
+    /// go of ids before `oldest_kept` (what retention removed from the
+    /// store: nobody gets those any more), then wakes every waiting
+    /// subscriber once.
+    pub fn put(&self, batch: Vec<Arc<Relayed>>, oldest_kept: Option<u64>) {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return;
         };
@@ -94,7 +96,8 @@ impl Ring {
             // The ring holds consecutive ids from its first batch on.
             let since = if held.oldest == 0 { first } else { held.oldest };
             held.oldest = since.max((last + 1).saturating_sub(capacity));
-            while held.bytes > held.budget && held.oldest < last {
+            let floor = oldest_kept.unwrap_or(0).min(last);
+            while (held.bytes > held.budget || held.oldest < floor) && held.oldest < last {
                 let slot = &mut held.slots[(held.oldest % capacity) as usize];
                 if let Some(old) = slot.take() {
                     held.bytes -= old.size();
@@ -107,8 +110,13 @@ impl Ring {
     }
 
     /// Appends to `into` up to `max` messages with ids after `after`, in
-    /// order, under one read lock.
-    pub fn take(&self, after: u64, max: usize, into: &mut VecDeque<Arc<Relayed>>) -> Taken {
+    /// order, under one read lock; stops early once they take `max_bytes`.
+    pub fn take(
+        &self,
+        after: u64,
+        (max, max_bytes): (usize, usize),
+        into: &mut VecDeque<Arc<Relayed>>,
+    ) -> Taken {
         if self.newest() <= after {
             return Taken::Nothing;
         }
@@ -122,9 +130,16 @@ impl Ring {
             };
         }
         let upto = newest.min(after.saturating_add(max as u64));
+        let mut bytes = 0;
         for id in after + 1..=upto {
+            if bytes >= max_bytes {
+                return Taken::Some((id - after - 1) as usize);
+            }
             match &held.slots[(id % capacity) as usize] {
-                Some(relayed) if relayed.id() == id => into.push_back(Arc::clone(relayed)),
+                Some(relayed) if relayed.id() == id => {
+                    bytes += relayed.size();
+                    into.push_back(Arc::clone(relayed));
+                }
                 // Only if ids had holes: the store has the truth.
                 _ if id == after + 1 => {
                     return Taken::Behind {
@@ -152,5 +167,97 @@ impl Ring {
     /// Wakes every waiting subscriber (shutdown).
     pub fn wake_all(&self) {
         self.changed.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chat_proto::ChatMessage;
+
+    fn batch(ids: std::ops::RangeInclusive<u64>, text: &str) -> Vec<Arc<Relayed>> {
+        ids.map(|id| {
+            let message = ChatMessage {
+                id,
+                message: text.into(),
+                ..ChatMessage::default()
+            };
+            Arc::new(Relayed::new(&message, None))
+        })
+        .collect()
+    }
+
+    fn ids(queue: &VecDeque<Arc<Relayed>>) -> Vec<u64> {
+        queue.iter().map(|r| r.id()).collect()
+    }
+
+    #[test]
+    fn takes_what_is_newer_in_order_and_at_most_max() {
+        let ring = Ring::new(8, usize::MAX);
+        let mut got = VecDeque::new();
+        assert_eq!(ring.take(0, (10, usize::MAX), &mut got), Taken::Nothing);
+        ring.put(batch(1..=5, "x"), None);
+        assert_eq!(ring.take(2, (2, usize::MAX), &mut got), Taken::Some(2));
+        assert_eq!(ids(&got), [3, 4]);
+        // The byte bound stops after the message that reaches it.
+        got.clear();
+        assert_eq!(ring.take(0, (10, 1), &mut got), Taken::Some(1));
+        assert_eq!(ring.take(5, (10, usize::MAX), &mut got), Taken::Nothing);
+    }
+
+    #[test]
+    fn a_reader_whose_next_id_was_overwritten_is_told_where_the_ring_starts() {
+        let ring = Ring::new(4, usize::MAX);
+        ring.put(batch(1..=3, "x"), None);
+        ring.put(batch(4..=10, "x"), None);
+        let mut got = VecDeque::new();
+        assert_eq!(
+            ring.take(2, (10, usize::MAX), &mut got),
+            Taken::Behind {
+                oldest: 7,
+                newest: 10
+            }
+        );
+        assert_eq!(ring.take(6, (10, usize::MAX), &mut got), Taken::Some(4));
+        assert_eq!(ids(&got), [7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn a_ring_that_starts_after_a_restart_sends_older_ids_to_the_store() {
+        let ring = Ring::new(8, usize::MAX);
+        ring.put(batch(501..=502, "x"), None);
+        let mut got = VecDeque::new();
+        assert!(matches!(
+            ring.take(400, (10, usize::MAX), &mut got),
+            Taken::Behind { oldest: 501, .. }
+        ));
+        assert_eq!(ring.take(500, (10, usize::MAX), &mut got), Taken::Some(2));
+    }
+
+    #[test]
+    fn the_byte_budget_lets_the_oldest_go_but_keeps_the_newest() {
+        let one = batch(1..=1, &"x".repeat(1000))[0].size();
+        let ring = Ring::new(100, 3 * one);
+        ring.put(batch(1..=10, &"x".repeat(1000)), None);
+        let mut got = VecDeque::new();
+        assert!(matches!(
+            ring.take(0, (100, usize::MAX), &mut got),
+            Taken::Behind { oldest: 8, .. }
+        ));
+        // A single message over the whole budget is still kept.
+        let tiny = Ring::new(100, 1);
+        tiny.put(batch(1..=2, "x"), None);
+        assert_eq!(tiny.take(1, (10, 1), &mut got), Taken::Some(1));
+    }
+
+    #[test]
+    fn what_retention_removed_from_the_store_leaves_the_ring_too() {
+        let ring = Ring::new(100, usize::MAX);
+        ring.put(batch(1..=10, "x"), Some(8));
+        let mut got = VecDeque::new();
+        assert!(matches!(
+            ring.take(2, (100, usize::MAX), &mut got),
+            Taken::Behind { oldest: 8, .. }
+        ));
     }
 }

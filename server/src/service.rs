@@ -7,7 +7,7 @@
 //! reach its database.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, Event, Gap, Heartbeat, Ready, SendReply, SubscribeRequest};
@@ -16,8 +16,10 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
-use crate::connection::{Conn, sleep_until};
-use crate::hub::{Closed, Delivery, Hub, Start, now_millis};
+use tokio::sync::{oneshot, watch};
+
+use crate::connection::Conn;
+use crate::hub::{Closed, Delivery, Hub, Origin, Start, now_millis};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::store::StoreError;
@@ -71,96 +73,57 @@ impl crate::ChatService for ChatServer {
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let presence = Presence::new("chat_stream", None, client(&request));
-        let conn = request.extensions().get::<Arc<Conn>>().cloned();
-        let mut inbound = request.into_inner();
-        let hub = self.hub.clone();
-        let rates = Arc::clone(&self.rates);
-        let origin = hub.new_origin();
+        let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
-        let mut subscription = hub.subscribe(Start::Live, Some(origin));
-        // The store's writer says here if a message could not be stored.
-        let failure = Arc::new(tokio::sync::watch::Sender::new(None));
-        let mut failed = failure.subscribe();
+        let mut subscription = self.hub.subscribe(Start::Live, Some(origin));
+        // The client is read by a task of its own, so that delivering (the
+        // busy side) waits on nothing but the hub. The task says here why
+        // it ended the stream; if it ends quietly (the client closed its
+        // side), the client may still listen.
+        let (end, mut ended) = oneshot::channel::<Status>();
+        let reader = ClientReader {
+            conn: request.extensions().get::<Arc<Conn>>().cloned(),
+            inbound: request.into_inner(),
+            hub: self.hub.clone(),
+            rates: Arc::clone(&self.rates),
+            origin,
+            named: presence.name_slot(),
+        };
+        let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
 
         let outbound = async_stream::stream! {
-            let mut presence = presence;
-            let mut inbound_open = true;
-            // A message over the rate limit waits here, and the client is
-            // not read, until its turn: flow control slows the sender.
-            let mut held: Option<(ChatMessage, tokio::time::Instant)> = None;
+            // Both end with the stream: the client went, or the server said why.
+            let (_reading, _presence) = (reading, presence);
+            let mut reading = true;
             loop {
-                // Reading the client and delivering to it share one task: when
-                // the client goes away both stop, and nothing is left behind.
-                let step = tokio::select! {
-                    next = inbound.next(), if inbound_open && held.is_none() => Step::Inbound(next),
-                    () = sleep_until(held.as_ref().map(|(_, until)| *until)) => Step::Resume,
-                    received = subscription.recv() => Step::Deliver(received),
-                    _ = failed.changed() => Step::StoreFailed,
-                };
-                let message = match step {
-                    Step::Inbound(Some(Ok(message))) => match accept_message(message) {
-                        Ok(message) => {
-                            presence.named(&message.username);
-                            message
+                tokio::select! {
+                    biased;
+                    end = &mut ended, if reading => match end {
+                        Ok(status) => {
+                            yield Err(status);
+                            break;
                         }
-                        Err(error) => {
-                            yield Err(invalid_argument(error));
+                        Err(_) => reading = false,
+                    },
+                    received = subscription.recv() => match received {
+                        Ok(first) => {
+                            let mut next = Some(first);
+                            let mut sent = 0;
+                            while let Some(delivery) = next {
+                                // Paper clients have no way to hear of a gap;
+                                // live-only subscriptions do not report them anyway.
+                                if let Delivery::Message(relayed) = delivery {
+                                    yield Ok(Encoded::message(relayed));
+                                }
+                                sent += 1;
+                                next = if sent < BURST { subscription.try_recv() } else { None };
+                            }
+                        }
+                        Err(closed) => {
+                            yield Err(Status::from(closed));
                             break;
                         }
                     },
-                    Step::Resume => match held.take() {
-                        Some((message, _)) => message,
-                        None => continue,
-                    },
-                    Step::StoreFailed => {
-                        let reason = failed.borrow().clone().unwrap_or_default();
-                        tracing::warn!(%reason, "a ChatStream message could not be stored");
-                        yield Err(Status::unavailable(format!(
-                            "a message you sent could not be stored ({reason}); \
-                             nothing after it was relayed: reconnect and send it again"
-                        )));
-                        break;
-                    }
-                    Step::Inbound(Some(Err(status))) => {
-                        let refused = refusal(status);
-                        if refused.code() == Code::ResourceExhausted {
-                            hub.metrics().limit_hit(Limit::MessageSize);
-                        }
-                        yield Err(refused);
-                        break;
-                    }
-                    // The client closed its side; it may still want to listen.
-                    Step::Inbound(None) => {
-                        inbound_open = false;
-                        continue;
-                    }
-                    Step::Deliver(Ok(first)) => {
-                        let mut next = Some(first);
-                        let mut sent = 0;
-                        while let Some(delivery) = next {
-                            // Paper clients have no way to hear of a gap;
-                            // live-only subscriptions do not report them anyway.
-                            if let Delivery::Message(relayed) = delivery {
-                                yield Ok(Encoded::message(relayed));
-                            }
-                            sent += 1;
-                            next = if sent < BURST { subscription.try_recv() } else { None };
-                        }
-                        continue;
-                    }
-                    Step::Deliver(Err(closed)) => {
-                        yield Err(Status::from(closed));
-                        break;
-                    }
-                };
-                if let Err(too_fast) = rates.check(conn.as_ref().map(|c| &c.rate), &message.username) {
-                    hub.metrics().limit_hit(Limit::RateStream);
-                    held = Some((message, tokio::time::Instant::now() + too_fast.retry_after));
-                    continue;
-                }
-                if let Err(error) = hub.publish_from(origin, message, &failure).await {
-                    yield Err(unavailable(error));
-                    break;
                 }
             }
         };
@@ -235,6 +198,82 @@ impl crate::ChatService for ChatServer {
     }
 }
 
+/// Reads a `ChatStream` client's messages and publishes them, in order.
+struct ClientReader {
+    inbound: Streaming<ChatMessage>,
+    conn: Option<Arc<Conn>>,
+    hub: Hub,
+    rates: Arc<RateLimiter>,
+    origin: Origin,
+    named: Arc<OnceLock<String>>,
+}
+
+impl ClientReader {
+    /// Until the client closes its side (quietly) or a message is refused
+    /// or cannot be stored (the reason goes to `end`).
+    async fn run(mut self, end: oneshot::Sender<Status>) {
+        // The store's writer says here if a message could not be stored.
+        let failure = Arc::new(watch::Sender::new(None));
+        let mut failed = failure.subscribe();
+        let status = loop {
+            let next = tokio::select! {
+                next = self.inbound.next() => next,
+                _ = failed.changed() => {
+                    let reason = failed.borrow().clone().unwrap_or_default();
+                    tracing::warn!(%reason, "a ChatStream message could not be stored");
+                    break Status::unavailable(format!(
+                        "a message you sent could not be stored ({reason}); \
+                         nothing after it was relayed: reconnect and send it again"
+                    ));
+                }
+            };
+            let message = match next {
+                None => return,
+                Some(Err(status)) => {
+                    let refused = refusal(status);
+                    if refused.code() == Code::ResourceExhausted {
+                        self.hub.metrics().limit_hit(Limit::MessageSize);
+                    }
+                    break refused;
+                }
+                Some(Ok(message)) => match accept_message(message) {
+                    Ok(message) => message,
+                    Err(error) => break invalid_argument(error),
+                },
+            };
+            if self.named.get().is_none() && self.named.set(message.username.clone()).is_ok() {
+                debug!(
+                    rpc = "chat_stream",
+                    username = message.username,
+                    "client named"
+                );
+            }
+            // Over the rate limit the client is not read until its turn:
+            // HTTP/2 flow control slows the sender, and nothing is dropped.
+            while let Err(too_fast) = self
+                .rates
+                .check(self.conn.as_ref().map(|c| &c.rate), &message.username)
+            {
+                self.hub.metrics().limit_hit(Limit::RateStream);
+                tokio::time::sleep(too_fast.retry_after).await;
+            }
+            if let Err(error) = self.hub.publish_from(self.origin, message, &failure).await {
+                break unavailable(error);
+            }
+        };
+        let _ = end.send(status);
+    }
+}
+
+/// Aborts the task when the stream that owns it is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A `Subscribe` event for `delivery`.
 fn as_event(delivery: Delivery) -> Encoded {
     match delivery {
@@ -246,14 +285,6 @@ fn as_event(delivery: Delivery) -> Encoded {
 /// Who sent `request`, as resolved by the access log layer.
 fn client<T>(request: &Request<T>) -> Option<ClientAddr> {
     request.extensions().get::<ClientAddr>().copied()
-}
-
-enum Step<I, D> {
-    Inbound(Option<I>),
-    Deliver(D),
-    /// A message held back by the rate limit may go now.
-    Resume,
-    StoreFailed,
 }
 
 fn too_fast_status(too_fast: TooFast) -> Status {
@@ -306,7 +337,8 @@ pub fn refusal(status: Status) -> Status {
 /// reason, its departure.
 struct Presence {
     rpc: &'static str,
-    username: Option<String>,
+    /// ChatStream clients only say who they are in their first message.
+    username: Arc<OnceLock<String>>,
     client: Option<String>,
 }
 
@@ -321,22 +353,14 @@ impl Presence {
         );
         Self {
             rpc,
-            username,
+            username: Arc::new(username.map(OnceLock::from).unwrap_or_default()),
             client,
         }
     }
 
-    /// ChatStream clients only say who they are in their first message.
-    fn named(&mut self, username: &str) {
-        if self.username.is_none() {
-            debug!(
-                rpc = self.rpc,
-                username,
-                client = self.client,
-                "client named"
-            );
-            self.username = Some(username.to_owned());
-        }
+    /// Where the name goes once the client says it.
+    fn name_slot(&self) -> Arc<OnceLock<String>> {
+        Arc::clone(&self.username)
     }
 }
 
@@ -344,7 +368,7 @@ impl Drop for Presence {
     fn drop(&mut self) {
         info!(
             rpc = self.rpc,
-            username = self.username.as_deref(),
+            username = self.username.get().map(String::as_str),
             client = self.client,
             "client disconnected"
         );

@@ -169,7 +169,16 @@ pub struct Stored {
 
 /// Called by the writer with each committed batch, in id order, before the
 /// senders are acknowledged.
-pub type OnCommit = Box<dyn Fn(Vec<Stored>) + Send>;
+pub type OnCommit = Box<dyn Fn(Committed) + Send>;
+
+/// A committed batch, as the writer hands it on.
+#[derive(Debug)]
+pub struct Committed {
+    pub messages: Vec<Stored>,
+    /// If retention ran with this batch: the oldest id still stored, so
+    /// copies of older messages held elsewhere can be let go too.
+    pub oldest_kept: Option<u64>,
+}
 
 /// Where a `ChatStream` learns that a message it queued could not be
 /// stored: the writer puts the reason here.
@@ -516,6 +525,12 @@ struct Writer {
     metrics: Metrics,
 }
 
+/// What [`Writer::write`] did besides inserting.
+struct Written {
+    /// Set if retention ran: the oldest id still stored.
+    oldest_kept: Option<u64>,
+}
+
 impl Writer {
     fn run(mut self, mut inbox: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -539,7 +554,7 @@ impl Writer {
         let timestamp = now_millis().max(self.last_timestamp);
         let started = Instant::now();
         match self.write(batch, first_id, timestamp) {
-            Ok(()) => {
+            Ok(written) => {
                 self.metrics
                     .stored(batch.len() as u64, started.elapsed().as_secs_f64());
                 let last_id = first_id + batch.len() as u64 - 1;
@@ -561,7 +576,10 @@ impl Writer {
                         message,
                     });
                 }
-                (self.on_commit)(stored);
+                (self.on_commit)(Committed {
+                    messages: stored,
+                    oldest_kept: written.oldest_kept,
+                });
                 for (ack, message) in acks {
                     // The sender may have gone; its message is stored anyway.
                     let _ = ack.send(Ok(message));
@@ -589,8 +607,9 @@ impl Writer {
         batch: &[Pending],
         first_id: u64,
         timestamp: i64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Written, StoreError> {
         let prune = self.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
+        let mut oldest_kept = None;
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
@@ -613,20 +632,21 @@ impl Writer {
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
                 .execute([last_id])?;
             if prune {
-                prune_old(&transaction, self.retention, last_id)?;
+                oldest_kept = Some(prune_old(&transaction, self.retention, last_id)?);
             }
         }
         transaction.commit()?;
         if prune {
             self.pruned_at = Some(Instant::now());
         }
-        Ok(())
+        Ok(Written { oldest_kept })
     }
 }
 
-/// Deletes what `retention` no longer keeps. Ids and timestamps both grow,
-/// so what goes is always a prefix of ids: a range delete on the key.
-fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rusqlite::Result<()> {
+/// Deletes what `retention` no longer keeps and returns the oldest id kept.
+/// Ids and timestamps both grow, so what goes is always a prefix of ids: a
+/// range delete on the key.
+fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rusqlite::Result<u64> {
     let deleted = match retention {
         Retention::Count(keep) => connection
             .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
@@ -646,7 +666,9 @@ fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rus
     if deleted > 0 {
         debug!(deleted, "retention removed old messages");
     }
-    Ok(())
+    connection
+        .prepare_cached("SELECT coalesce(min(id), ?1) FROM messages")?
+        .query_row([last_id + 1], |row| row.get(0))
 }
 
 #[cfg(test)]

@@ -87,6 +87,7 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--history", "CHAT_HISTORY"),
         ("--retain", "CHAT_RETAIN"),
         ("--buffer", "CHAT_BUFFER"),
+        ("--buffer-mib", "CHAT_BUFFER_MIB"),
         ("--heartbeat", "CHAT_HEARTBEAT"),
         ("--trust-proxy", "CHAT_TRUST_PROXY"),
         ("--base-path", "CHAT_BASE_PATH"),
@@ -438,7 +439,8 @@ async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
         stored / MB,
         peak / MB
     );
-    // However many readers, the database has a fixed number of connections.
+    // However many readers, the database has a fixed number of connections
+    // (none at all when the ring still holds the history they asked for).
     let metrics = http1_request(server.addr, "GET", "/metrics", &[], Vec::new()).await;
     let metrics = String::from_utf8(metrics.body).expect("utf-8");
     let readers: usize = metrics
@@ -447,7 +449,7 @@ async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
         .and_then(|n| n.trim().parse().ok())
         .expect("a reader gauge");
     assert!(
-        (1..=chat_server::store::MAX_READERS).contains(&readers),
+        readers <= chat_server::store::MAX_READERS,
         "{readers} readers"
     );
     assert!(
