@@ -30,6 +30,7 @@ pub struct Run {
     pub subject: Subject,
     pub plan: Plan,
     pub outcome: fanout::Outcome,
+    pub server_cpu: Duration,
     pub row: Row,
 }
 
@@ -45,6 +46,10 @@ impl Run {
 
     fn p99_ms(&self) -> f64 {
         ms(self.outcome.latency_us.value_at_quantile(0.99))
+    }
+
+    fn server_us_per_delivery(&self) -> f64 {
+        self.server_cpu.as_secs_f64() * 1e6 / self.outcome.delivered.max(1) as f64
     }
 }
 
@@ -93,12 +98,14 @@ pub async fn one(
         subject,
         plan,
         outcome,
+        server_cpu,
         row,
     })
 }
 
-/// Medians of chat-server over `protocol` against the reference's, or
-/// `None` if either is missing from `runs`.
+/// Medians of chat-server over `protocol` against the reference's
+/// (deliveries per second, p99 latency, server CPU per delivery), or `None`
+/// if either is missing from `runs`.
 pub fn versus(runs: &[Run], protocol: Protocol) -> Option<Row> {
     let of = |subject: Subject| runs.iter().filter(move |r| r.subject == subject);
     let chat: Vec<&Run> = of(Subject::Chat(protocol)).collect();
@@ -109,6 +116,8 @@ pub fn versus(runs: &[Run], protocol: Protocol) -> Option<Row> {
     let p99 = |runs: &[&Run]| median(runs.iter().map(|r| r.p99_ms()));
     let (chat_rate, ref_rate) = (rate(&chat), rate(&reference));
     let (chat_p99, ref_p99) = (p99(&chat), p99(&reference));
+    let cpu = |runs: &[&Run]| median(runs.iter().map(|r| r.server_us_per_delivery()));
+    let (chat_cpu, ref_cpu) = (cpu(&chat), cpu(&reference));
     let lost = |runs: &[&Run]| runs.iter().map(|r| r.outcome.lost()).sum::<u64>();
     let plan = first.plan;
     Some(
@@ -131,6 +140,9 @@ pub fn versus(runs: &[Run], protocol: Protocol) -> Option<Row> {
             .num("chat_p99_ms", format!("{chat_p99:.3}"))
             .num("ref_p99_ms", format!("{ref_p99:.3}"))
             .num("p99_ratio", format!("{:.2}", chat_p99 / ref_p99.max(1e-9)))
+            .num("chat_cpu_us", format!("{chat_cpu:.2}"))
+            .num("ref_cpu_us", format!("{ref_cpu:.2}"))
+            .num("cpu_ratio", format!("{:.2}", chat_cpu / ref_cpu.max(1e-9)))
             .num("chat_lost", lost(&chat))
             .num("ref_lost", lost(&reference)),
     )

@@ -265,8 +265,13 @@ impl Serving {
             Duration::from_secs(self.limits.idle_timeout),
         );
         tokio::pin!(watch);
+        // Futures made once, not on every turn of the loop: the loop turns
+        // each time the connection has work, once per message at low rates.
+        let server_closing = closing.changed();
+        tokio::pin!(server_closing);
+        let give_up = connection::sleep_until(None);
+        tokio::pin!(give_up);
         let (mut watching, mut draining) = (true, false);
-        let mut give_up: Option<Instant> = None;
         loop {
             tokio::select! {
                 result = serving.as_mut() => {
@@ -275,7 +280,7 @@ impl Serving {
                     }
                     break;
                 }
-                _ = closing.changed(), if !draining => {
+                _ = &mut server_closing, if !draining => {
                     draining = true;
                     serving.as_mut().graceful_shutdown();
                 }
@@ -298,9 +303,9 @@ impl Serving {
                     }
                     draining = true;
                     serving.as_mut().graceful_shutdown();
-                    give_up = Some(Instant::now() + GRACE);
+                    give_up.set(connection::sleep_until(Some(Instant::now() + GRACE)));
                 }
-                () = connection::sleep_until(give_up) => break,
+                () = &mut give_up => break,
             }
         }
         self.metrics.connection_closed();
