@@ -149,9 +149,22 @@ impl<D: Message + Default + Send + 'static> Codec for WireCodec<D> {
 #[derive(Debug)]
 pub struct EncodedEncoder;
 
+/// tonic's buffer for a stream's outgoing messages: allocated when the
+/// stream opens, so small for the many that mostly wait (tonic's default is
+/// 8 KiB); grown as messages come.
+const STREAM_BUFFER: usize = 1024;
+/// Ready messages are packed into one write until it holds this much
+/// (tonic's default is 32 KiB): what a stream to a slow client holds in
+/// flight, times the thousands of streams a burst or a replay may reach.
+const STREAM_YIELD: usize = 16 * 1024;
+
 impl Encoder for EncodedEncoder {
     type Item = Encoded;
     type Error = Status;
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(STREAM_BUFFER, STREAM_YIELD)
+    }
 
     fn encode(&mut self, item: Encoded, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
         buf.put_slice(item.as_bytes());
