@@ -67,7 +67,7 @@ struct Args {
     #[arg(long)]
     memory: bool,
     /// Rounds of each fan-out, alternating with the reference server
-    /// (default: 3, or 1 with --quick).
+    /// (default: 5, or 1 with --quick).
     #[arg(long)]
     rounds: Option<usize>,
     /// Skip the reference server: chat-server's figures only.
@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
     if !args.no_reference {
         subjects.insert(0, Subject::Reference);
     }
-    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+    let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
     for &shape in &plans {
         let mut header = true;
         let runs = compare::rounds(&setup, shape, &subjects, rounds, |run| {
