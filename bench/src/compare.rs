@@ -121,15 +121,7 @@ pub fn versus(runs: &[Run], protocol: Protocol) -> Option<Row> {
     let lost = |runs: &[&Run]| runs.iter().map(|r| r.outcome.lost()).sum::<u64>();
     let plan = first.plan;
     Some(
-        Row::new("vs-ref")
-            .text("protocol", protocol_name(protocol))
-            .num("clients", plan.clients)
-            .num("senders", plan.senders)
-            .num("messages", plan.messages)
-            .num(
-                "rate",
-                plan.rate.map_or("null".to_owned(), |r| r.to_string()),
-            )
+        shape(Row::new("vs-ref"), plan)
             .num("rounds", chat.len())
             .num("chat_per_s", format!("{chat_rate:.0}"))
             .num("ref_per_s", format!("{ref_rate:.0}"))
@@ -158,6 +150,18 @@ fn median(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
+/// The plan's cells: protocol, clients, senders, messages, rate.
+fn shape(row: Row, plan: Plan) -> Row {
+    row.text("protocol", protocol_name(plan.protocol))
+        .num("clients", plan.clients)
+        .num("senders", plan.senders)
+        .num("messages", plan.messages)
+        .num(
+            "rate",
+            plan.rate.map_or("null".to_owned(), |r| r.to_string()),
+        )
+}
+
 fn protocol_name(protocol: Protocol) -> String {
     format!("{protocol:?}").to_lowercase()
 }
@@ -179,16 +183,7 @@ fn row(
         Subject::Chat(_) => "chat",
         Subject::Reference => "reference",
     };
-    Row::new("fan-out")
-        .text("server", server)
-        .text("protocol", protocol_name(plan.protocol))
-        .num("clients", plan.clients)
-        .num("senders", plan.senders)
-        .num("messages", plan.messages)
-        .num(
-            "rate",
-            plan.rate.map_or("null".to_owned(), |r| r.to_string()),
-        )
+    shape(Row::new("fan-out").text("server", server), plan)
         .num("expected", o.expected)
         .num("delivered", o.delivered)
         .num("lost", o.lost())
