@@ -19,10 +19,10 @@ use crate::client_addr::ClientAddr;
 use tokio::sync::{oneshot, watch};
 
 use crate::connection::Conn;
-use crate::hub::{Closed, Delivery, Hub, Origin, Start, now_millis};
+use crate::hub::{Closed, Delivery, Hub, Origin, Start};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
-use crate::store::StoreError;
+use crate::store::{StoreError, now_millis};
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
 use rusqlite::{Connection, OpenFlags, params};
@@ -27,7 +27,6 @@ use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tracing::{debug, error, info};
 
-use crate::hub::now_millis;
 use crate::metrics::Metrics;
 
 /// Messages a single transaction may carry.
@@ -77,6 +76,13 @@ pub enum StoreError {
     Stopped,
     #[error("a database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// Milliseconds since the Unix epoch: the clock messages are stamped with.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Where the database lives.
