@@ -52,10 +52,6 @@ impl Plan {
             rate,
         }
     }
-
-    pub fn shape(&self) -> (usize, usize, usize, Option<f64>) {
-        (self.clients, self.senders, self.messages, self.rate)
-    }
 }
 
 pub struct Outcome {

@@ -20,7 +20,7 @@ use anyhow::bail;
 use clap::Parser;
 
 use compare::{ChatSetup, Subject};
-use fanout::{Plan, Protocol};
+use fanout::Protocol;
 use report::Row;
 use server::ServerProcess;
 
@@ -121,27 +121,25 @@ async fn main() -> anyhow::Result<()> {
         db: args.db.as_deref(),
     };
     let mut failures = Vec::new();
-    let mut printed_header = false;
-    let mut print = |row: &Row| {
-        if !printed_header {
-            println!("{}", row.header());
-            printed_header = true;
-        }
-        println!("{}\n{}", row.table(), row.json());
-    };
     if args.knee {
         for &protocol in &args.protocol {
+            let subjects = subjects(&[protocol], !args.no_reference);
             let mut rate = 100.0;
             loop {
                 let messages = (rate * KNEE_STEP_SECS) as usize;
-                let plan = Plan::new(protocol, (100, 10, messages, Some(rate)));
-                let run = compare::one(&setup, plan.shape(), Subject::Chat(protocol)).await?;
-                print(&run.row);
-                let outcome = run.outcome;
+                let shape = (100, 10, messages, Some(rate));
+                let runs = compare::rounds(&setup, shape, &subjects, 1, print_run()).await?;
+                print_versus(&runs, protocol);
+                let Some(outcome) = runs
+                    .iter()
+                    .find(|r| r.subject == Subject::Chat(protocol))
+                    .map(|r| &r.outcome)
+                else {
+                    break;
+                };
                 let offered = rate * 10.0 * 99.0;
                 let achieved = outcome.delivered as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
-                if p99_ms(&outcome) > KNEE_P99_MS || outcome.lost() > 0 || achieved < 0.8 * offered
-                {
+                if p99_ms(outcome) > KNEE_P99_MS || outcome.lost() > 0 || achieved < 0.8 * offered {
                     break;
                 }
                 rate *= 2.0;
@@ -149,20 +147,10 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let mut subjects: Vec<Subject> = args.protocol.iter().map(|&p| Subject::Chat(p)).collect();
-    if !args.no_reference {
-        subjects.insert(0, Subject::Reference);
-    }
+    let subjects = subjects(&args.protocol, !args.no_reference);
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
     for &shape in &plans {
-        let mut header = true;
-        let runs = compare::rounds(&setup, shape, &subjects, rounds, |run| {
-            if std::mem::take(&mut header) {
-                println!("{}", run.row.header());
-            }
-            println!("{}\n{}", run.row.table(), run.row.json());
-        })
-        .await?;
+        let runs = compare::rounds(&setup, shape, &subjects, rounds, print_run()).await?;
         for run in runs.iter().filter(|r| r.broke()) {
             let plan = run.plan;
             failures.push(format!(
@@ -171,9 +159,7 @@ async fn main() -> anyhow::Result<()> {
             ));
         }
         for &protocol in &args.protocol {
-            if let Some(row) = compare::versus(&runs, protocol) {
-                println!("{}\n{}\n{}", row.header(), row.table(), row.json());
-            }
+            print_versus(&runs, protocol);
         }
     }
     if args.fanout.is_none() {
@@ -201,6 +187,33 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     finish(failures)
+}
+
+/// chat-server over each protocol, after the reference if `reference`.
+fn subjects(protocols: &[Protocol], reference: bool) -> Vec<Subject> {
+    let reference = reference.then_some(Subject::Reference);
+    reference
+        .into_iter()
+        .chain(protocols.iter().map(|&p| Subject::Chat(p)))
+        .collect()
+}
+
+/// Prints each run as it ends, under one header.
+fn print_run() -> impl FnMut(&compare::Run) {
+    let mut header = true;
+    move |run| {
+        if std::mem::take(&mut header) {
+            println!("{}", run.row.header());
+        }
+        println!("{}\n{}", run.row.table(), run.row.json());
+    }
+}
+
+/// The medians of chat-server over `protocol` against the reference's.
+fn print_versus(runs: &[compare::Run], protocol: Protocol) {
+    if let Some(row) = compare::versus(runs, protocol) {
+        println!("{}\n{}\n{}", row.header(), row.table(), row.json());
+    }
 }
 
 /// Fails if any scenario broke (never on timing or memory figures).
