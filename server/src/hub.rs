@@ -444,6 +444,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_receive_cancelled_while_waiting_or_reading_loses_nothing() {
+        let hub = Hub::in_memory(4).expect("hub");
+        let mut sub = hub.subscribe(Start::Live, None);
+        let publisher = {
+            let hub = hub.clone();
+            tokio::spawn(async move {
+                for i in 1..=60 {
+                    hub.publish(text(&i.to_string())).await.expect("stored");
+                    if i % 7 == 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+                    }
+                }
+            })
+        };
+        let mut got = Vec::new();
+        let mut turn = 0u64;
+        while got.len() < 60 {
+            turn += 1;
+            // A timer that often wins: the receive is dropped mid-wait or
+            // mid-fetch from the store, as a select! in a stream does.
+            let patience = std::time::Duration::from_micros(50 * (turn % 5));
+            tokio::select! {
+                delivery = sub.recv() => match delivery.expect("open") {
+                    Delivery::Message(relayed) => got.push(relayed.id()),
+                    Delivery::Gap { .. } => panic!("live subscriptions report no gaps"),
+                },
+                () = tokio::time::sleep(patience) => {}
+            }
+        }
+        publisher.await.expect("published");
+        assert_eq!(got, (1..=60).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
     async fn history_then_live_and_after_an_id() {
         let hub = Hub::open(
             Location::Memory,
