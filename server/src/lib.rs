@@ -1,6 +1,7 @@
 //! A chat server for browsers and native gRPC clients.
 //!
 //! - [`hub`]: the fan-out every message goes through, live or caught up.
+//! - [`ring`]: the newest messages in memory, shared by every subscriber.
 //! - [`store`]: durable history in SQLite, written in batches.
 //! - [`service`]: the `ChatService` RPCs, validation, and gRPC statuses.
 //! - [`wire`]: each relayed message encoded once, shared by every stream.

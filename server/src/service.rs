@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use chat_proto::{ChatMessage, Event, Gap, Heartbeat, Ready, SendReply, SubscribeRequest};
 use futures_util::{Stream, StreamExt};
+use tokio::sync::{oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
-use tokio::sync::{oneshot, watch};
-
 use crate::connection::Conn;
 use crate::hub::{Closed, Delivery, Hub, Origin, Start};
 use crate::limits::{RateLimiter, TooFast};
