@@ -4,7 +4,7 @@
 //! Live delivery is one bounded [`Ring`] of the newest messages: the store's
 //! writer puts each committed batch in at once and wakes the subscribers
 //! once, and each message is encoded once and shared by reference
-//! ([`WireMessage`]), so publishing costs the same however many clients
+//! ([`Relayed`]), so publishing costs the same however many clients
 //! listen and a subscriber pays one wake-up per batch, not per message.
 //! The [`Store`] is the other half: history for new subscribers, and the
 //! way back for a subscriber that fell a full ring behind. Such a reader is
