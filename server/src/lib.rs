@@ -27,6 +27,7 @@ pub mod hub;
 pub mod limits;
 pub mod memory;
 pub mod metrics;
+pub mod people;
 pub mod protocol;
 pub mod ring;
 pub mod routes;

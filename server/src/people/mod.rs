@@ -1,0 +1,7 @@
+//! The people in the chat: names nobody else can take.
+//!
+//! - [`names`]: when two names are the same name.
+//! - [`claims`]: who holds which name, in this process.
+
+pub mod claims;
+pub mod names;
