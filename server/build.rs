@@ -66,6 +66,20 @@ fn main() {
             "chat_proto::SendReply",
             Shape::Unary,
         ))
+        .method(method(
+            "join",
+            "Join",
+            "chat_proto::JoinRequest",
+            "chat_proto::JoinReply",
+            Shape::Unary,
+        ))
+        .method(method(
+            "set_typing",
+            "SetTyping",
+            "chat_proto::TypingRequest",
+            "chat_proto::TypingReply",
+            Shape::Unary,
+        ))
         .build();
     Builder::new()
         .build_client(false)

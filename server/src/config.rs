@@ -68,6 +68,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub heartbeat: u64,
 
+    /// Seconds a name stays held after its session's last stream closes (or
+    /// after its Join, if none opens), so a reload or a reconnect keeps it.
+    #[arg(long, env = "CHAT_NAME_GRACE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub name_grace: u64,
+
     /// Behind a reverse proxy: take the client's address from the last
     /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
     /// logs. Without this flag those headers are ignored.
@@ -204,6 +210,7 @@ impl Config {
             buffer: DEFAULT_BUFFER,
             buffer_mib: DEFAULT_BUFFER_MIB,
             heartbeat: 15,
+            name_grace: 60,
             trust_proxy: false,
             base_path: "/".to_owned(),
             log_format: LogFormat::Text,

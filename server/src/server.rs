@@ -35,6 +35,7 @@ use crate::cors::{self, InvalidOrigin};
 use crate::hub::{Buffer, Hub};
 use crate::limits::RateLimiter;
 use crate::metrics::{Limit, Metrics};
+use crate::people::claims::Claims;
 use crate::routes;
 use crate::service::ChatServer;
 use crate::store::StoreError;
@@ -130,7 +131,12 @@ impl Server {
             .set_serving::<crate::ChatServiceServer<ChatServer>>()
             .await;
         let app = routes::app(routes::Parts {
-            chat: ChatServer::new(self.hub.clone(), heartbeat, Arc::clone(&rates)),
+            chat: ChatServer::new(
+                self.hub.clone(),
+                heartbeat,
+                Arc::clone(&rates),
+                Claims::new(Duration::from_secs(config.name_grace)),
+            ),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

@@ -10,7 +10,10 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chat_proto::{ChatMessage, Event, Gap, Heartbeat, Ready, SendReply, SubscribeRequest};
+use chat_proto::{
+    ChatMessage, Event, Gap, Heartbeat, JoinReply, JoinRequest, Ready, SendReply, SubscribeRequest,
+    TypingReply, TypingRequest,
+};
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -21,6 +24,8 @@ use crate::connection::Conn;
 use crate::hub::{Closed, Delivery, Hub, Origin, Start};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
+use crate::people::claims::{ClaimError, Claims, Hold, Session};
+use crate::people::names::NameKey;
 use crate::store::{StoreError, now_millis};
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
@@ -39,16 +44,66 @@ pub struct ChatServer {
     hub: Hub,
     heartbeat: Duration,
     rates: Arc<RateLimiter>,
+    claims: Arc<Claims>,
 }
 
 impl ChatServer {
     /// A service on `hub` whose Subscribe streams carry a heartbeat every
-    /// `heartbeat`, and whose senders are held to `rates`.
-    pub fn new(hub: Hub, heartbeat: Duration, rates: Arc<RateLimiter>) -> Self {
+    /// `heartbeat`, whose senders are held to `rates`, and whose names are
+    /// held in `claims`.
+    pub fn new(
+        hub: Hub,
+        heartbeat: Duration,
+        rates: Arc<RateLimiter>,
+        claims: Arc<Claims>,
+    ) -> Self {
         Self {
             hub,
             heartbeat,
             rates,
+            claims,
+        }
+    }
+
+    /// The session the request's `authorization: Bearer` token stands for,
+    /// if it carries one.
+    fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
+        let Some(value) = request.metadata().get("authorization") else {
+            return Ok(None);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be `Bearer <token>`")
+            })?;
+        self.claims.session(token).map(Some).ok_or_else(|| {
+            Status::unauthenticated("this session has ended: join again to claim a name")
+        })
+    }
+
+    /// The name a message from `session` (or from nobody) goes out under.
+    fn sender_name(&self, session: Option<&Session>, asked: &str) -> Result<String, Status> {
+        match session {
+            Some(session)
+                if asked.trim().is_empty() || NameKey::of(asked) == NameKey::of(&session.name) =>
+            {
+                Ok(session.name.clone())
+            }
+            Some(session) => Err(Status::permission_denied(format!(
+                "this session holds the name \"{}\", not \"{}\"",
+                session.name,
+                asked.trim()
+            ))),
+            None => match self.claims.holder_of(asked) {
+                Some(holder) => Err(Status::permission_denied(format!(
+                    "the name \"{holder}\" is held by someone else: join to claim a name of your own"
+                ))),
+                None => Ok(asked.to_owned()),
+            },
         }
     }
 
@@ -80,6 +135,7 @@ impl crate::ChatService for ChatServer {
         // it ended the stream; if it ends quietly (the client closed its
         // side), the client may still listen.
         let (end, mut ended) = oneshot::channel::<Status>();
+        let holding = Arc::new(OnceLock::new());
         let reader = ClientReader {
             conn: request.extensions().get::<Arc<Conn>>().cloned(),
             inbound: request.into_inner(),
@@ -87,12 +143,14 @@ impl crate::ChatService for ChatServer {
             rates: Arc::clone(&self.rates),
             origin,
             named: presence.name_slot(),
+            claims: Arc::clone(&self.claims),
+            holding: Arc::clone(&holding),
         };
         let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
 
         let outbound = async_stream::stream! {
             // Both end with the stream: the client went, or the server said why.
-            let (_reading, _presence) = (reading, presence);
+            let (_reading, _presence, _holding) = (reading, presence, holding);
             let mut reading = true;
             loop {
                 tokio::select! {
@@ -134,7 +192,18 @@ impl crate::ChatService for ChatServer {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
-        let username = rules::username(&request.get_ref().username).map_err(invalid_argument)?;
+        let session = self.session(&request)?;
+        // With a session the stream holds its name; without one it listens.
+        let (username, holding) = match &session {
+            Some(session) => {
+                let name = self.sender_name(Some(session), &request.get_ref().username)?;
+                (name, self.claims.hold(session))
+            }
+            None => (
+                rules::username(&request.get_ref().username).map_err(invalid_argument)?,
+                None,
+            ),
+        };
         let start = match request.get_ref().after_id {
             0 => Start::Recent,
             id => Start::After(id),
@@ -149,7 +218,7 @@ impl crate::ChatService for ChatServer {
         };
 
         let events = async_stream::stream! {
-            let _presence = presence;
+            let (_presence, _holding) = (presence, holding);
             yield Ok(wire::event(Event::Ready(ready)));
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -179,10 +248,54 @@ impl crate::ChatService for ChatServer {
         Ok(Response::new(Box::pin(events)))
     }
 
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        self.ensure_running()?;
+        let conn = request.extensions().get::<Arc<Conn>>().cloned();
+        let JoinRequest { username, token } = request.into_inner();
+        if let Some(session) = (!token.is_empty())
+            .then(|| self.claims.session(&token))
+            .flatten()
+        {
+            return Ok(Response::new(JoinReply {
+                username: session.name,
+                token: session.token,
+            }));
+        }
+        let name = rules::username(&username).map_err(invalid_argument)?;
+        // Claiming names is posting, as far as the rate limit goes: nobody
+        // squats on a thousand names a second.
+        self.rates
+            .check(conn.as_ref().map(|c| &c.rate), &name)
+            .map_err(|too_fast| {
+                self.hub.metrics().limit_hit(Limit::RateSend);
+                too_fast_status(too_fast)
+            })?;
+        let session = self.claims.join(&name, None).map_err(|error| match error {
+            ClaimError::Taken(_) => Status::already_exists(error.to_string()),
+            ClaimError::Random(_) => Status::internal(error.to_string()),
+        })?;
+        info!(username = session.name, "name claimed");
+        Ok(Response::new(JoinReply {
+            username: session.name,
+            token: session.token,
+        }))
+    }
+
+    async fn set_typing(
+        &self,
+        _request: Request<TypingRequest>,
+    ) -> Result<Response<TypingReply>, Status> {
+        // Work in progress on the people branch: typing comes with presence.
+        Err(Status::unimplemented("SetTyping is not built yet"))
+    }
+
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
-        let message = accept_message(request.into_inner()).map_err(invalid_argument)?;
+        let session = self.session(&request)?;
+        let mut message = request.into_inner();
+        message.username = self.sender_name(session.as_ref(), &message.username)?;
+        let message = accept_message(message).map_err(invalid_argument)?;
         self.rates
             .check(conn.as_ref().map(|c| &c.rate), &message.username)
             .map_err(|too_fast| {
@@ -205,6 +318,10 @@ struct ClientReader {
     rates: Arc<RateLimiter>,
     origin: Origin,
     named: Arc<OnceLock<String>>,
+    claims: Arc<Claims>,
+    /// The name's hold, kept by the stream for as long as it is open (the
+    /// client may stop sending and go on listening).
+    holding: Arc<OnceLock<Hold>>,
 }
 
 impl ClientReader {
@@ -240,12 +357,33 @@ impl ClientReader {
                     Err(error) => break invalid_argument(error),
                 },
             };
-            if self.named.get().is_none() && self.named.set(message.username.clone()).is_ok() {
-                debug!(
-                    rpc = "chat_stream",
-                    username = message.username,
-                    "client named"
-                );
+            // The first message's name is this stream's for as long as it is
+            // open, unless somebody else holds it; one name per stream.
+            match self.named.get() {
+                None => match self.claims.hold_name(&message.username) {
+                    Ok(hold) => {
+                        let _ = self.holding.set(hold);
+                        let _ = self.named.set(message.username.clone());
+                        debug!(
+                            rpc = "chat_stream",
+                            username = message.username,
+                            "client named"
+                        );
+                    }
+                    Err(error @ ClaimError::Taken(_)) => {
+                        break Status::already_exists(error.to_string());
+                    }
+                    Err(error) => break Status::internal(error.to_string()),
+                },
+                Some(name)
+                    if *name == message.username
+                        || NameKey::of(name) == NameKey::of(&message.username) => {}
+                Some(name) => {
+                    break Status::invalid_argument(format!(
+                        "this stream speaks as \"{name}\": one name per stream (open another for \"{}\")",
+                        message.username
+                    ));
+                }
             }
             // Over the rate limit the client is not read until its turn:
             // HTTP/2 flow control slows the sender, and nothing is dropped.

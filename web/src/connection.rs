@@ -208,7 +208,7 @@ fn show(event: Event, timeline: Timeline, name: &str) {
         Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
         // A heartbeat has done its job by arriving; `Ready` is handled by
         // `open`.
-        Event::Ready(_) | Event::Heartbeat(_) => {}
+        Event::Ready(_) | Event::Heartbeat(_) | Event::Presence(_) | Event::Typing(_) => {}
     }
 }
 
