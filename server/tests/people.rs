@@ -1,0 +1,146 @@
+//! Names nobody else can take: `Join`, sessions, and what happens to a
+//! client that uses a name somebody holds.
+
+mod common;
+
+use std::time::Duration;
+
+use chat_proto::{JoinReply, JoinRequest, SubscribeRequest};
+use chat_server::config::Config;
+use common::{TestServer, chat, next_event_message, next_message, open_chat_stream, within};
+use tonic::{Code, Request};
+
+async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply, tonic::Status> {
+    within(server.web().join(JoinRequest {
+        username: name.into(),
+        token: token.into(),
+    }))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn with_session<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+#[tokio::test]
+async fn a_name_is_claimed_once_whatever_its_case_form_or_look_alikes() {
+    let server = TestServer::start().await;
+    let ada = join(&server, "Ada", "").await.expect("free");
+    assert_eq!(ada.username, "Ada");
+    assert_eq!(ada.token.len(), 32, "128 bits, hex");
+    for clash in ["ada", " ADA ", "\u{430}da"] {
+        let refused = join(&server, clash, "").await.expect_err("taken");
+        assert_eq!(refused.code(), Code::AlreadyExists, "{clash:?}");
+        assert!(
+            refused.message().contains("\"Ada\""),
+            "{}",
+            refused.message()
+        );
+    }
+    let again = join(&server, "", &ada.token).await.expect("by token");
+    assert_eq!((again.username, again.token), ("Ada".into(), ada.token));
+}
+
+#[tokio::test]
+async fn a_name_nobody_streams_under_is_free_again_after_the_grace() {
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.name_grace = 1;
+    let server = TestServer::start_with(config).await;
+    let ada = join(&server, "ada", "").await.expect("free");
+    assert_eq!(
+        join(&server, "ada", "").await.expect_err("held").code(),
+        Code::AlreadyExists
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let bob_as_ada = join(&server, "ada", "").await.expect("free again");
+    assert_ne!(bob_as_ada.token, ada.token);
+    let old = within(server.web().send(with_session(chat("", "hi"), &ada.token)))
+        .await
+        .expect_err("a lapsed session");
+    assert_eq!(old.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn sends_go_out_under_the_session_name_and_nobody_else_may_use_it() {
+    let server = TestServer::start().await;
+    let ada = join(&server, "Ada", "").await.expect("free");
+    let mut web = server.web();
+    let mut events = within(web.subscribe(with_session(
+        SubscribeRequest {
+            username: String::new(),
+            after_id: 0,
+        },
+        &ada.token,
+    )))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    within(events.message()).await.expect("ready");
+
+    within(web.send(with_session(chat("", "hello"), &ada.token)))
+        .await
+        .expect("sent");
+    assert_eq!(next_event_message(&mut events).await.username, "Ada");
+
+    let forged = within(web.send(chat("ada", "I am ada too")))
+        .await
+        .expect_err("held by someone else");
+    assert_eq!(forged.code(), Code::PermissionDenied);
+    let other = within(web.send(with_session(chat("bob", "as bob"), &ada.token)))
+        .await
+        .expect_err("not the session's name");
+    assert_eq!(other.code(), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_chat_stream_keeps_its_first_name_and_may_not_take_a_held_one() {
+    let server = TestServer::start().await;
+    join(&server, "ada", "").await.expect("free");
+    let mut native = server.native().await;
+
+    let (tx, mut incoming) = open_chat_stream(&mut native).await;
+    tx.send(chat("ADA", "hi")).await.expect("sent");
+    let status = within(incoming.message()).await.expect_err("taken");
+    assert_eq!(status.code(), Code::AlreadyExists);
+
+    let (tx, mut incoming) = open_chat_stream(&mut native).await;
+    tx.send(chat("bob", "first")).await.expect("sent");
+    tx.send(chat("carol", "second")).await.expect("sent");
+    let status = within(incoming.message())
+        .await
+        .expect_err("one name per stream");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_paper_client_holds_its_name_while_connected_and_not_a_moment_longer() {
+    let server = TestServer::start().await;
+    let mut native = server.native().await;
+    let (_erin, mut erin_in) = open_chat_stream(&mut native).await;
+    let (dave, dave_in) = open_chat_stream(&mut native).await;
+    server.wait_for_subscribers(2).await;
+    dave.send(chat("dave", "here")).await.expect("sent");
+    // Relayed means named: the hold comes before the publishing.
+    assert_eq!(next_message(&mut erin_in).await.message, "here");
+    let refused = join(&server, "Dave", "").await.expect_err("held");
+    assert_eq!(refused.code(), Code::AlreadyExists);
+
+    drop((dave, dave_in));
+    server.wait_for_subscribers(1).await;
+    let mut free = false;
+    for _ in 0..50 {
+        if join(&server, "dave", "").await.is_ok() {
+            free = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        free,
+        "no grace for a paper client: free once its stream closed"
+    );
+}
