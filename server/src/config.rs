@@ -74,6 +74,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub name_grace: u64,
 
+    /// Only people who joined may listen or post: Subscribe, Send and
+    /// SetTyping need a session (`UNAUTHENTICATED` without one). The paper's
+    /// ChatStream still takes the name of its first message.
+    #[arg(long, env = "CHAT_REQUIRE_JOIN")]
+    pub require_join: bool,
+
     /// Behind a reverse proxy: take the client's address from the last
     /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
     /// logs. Without this flag those headers are ignored.
@@ -211,6 +217,7 @@ impl Config {
             buffer_mib: DEFAULT_BUFFER_MIB,
             heartbeat: 15,
             name_grace: 60,
+            require_join: false,
             trust_proxy: false,
             base_path: "/".to_owned(),
             log_format: LogFormat::Text,

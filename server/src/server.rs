@@ -136,7 +136,8 @@ impl Server {
                 heartbeat,
                 Arc::clone(&rates),
                 Claims::new(Duration::from_secs(config.name_grace)),
-            ),
+            )
+            .require_join(config.require_join),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

@@ -45,6 +45,8 @@ pub struct ChatServer {
     heartbeat: Duration,
     rates: Arc<RateLimiter>,
     claims: Arc<Claims>,
+    /// Subscribe, Send and SetTyping need a session.
+    require_join: bool,
 }
 
 impl ChatServer {
@@ -62,14 +64,28 @@ impl ChatServer {
             heartbeat,
             rates,
             claims,
+            require_join: false,
         }
+    }
+
+    /// Makes a session mandatory for everything but `ChatStream`.
+    pub fn require_join(mut self, required: bool) -> Self {
+        self.require_join = required;
+        self
     }
 
     /// The session the request's `authorization: Bearer` token stands for,
     /// if it carries one.
     fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
         let Some(value) = request.metadata().get("authorization") else {
-            return Ok(None);
+            return if self.require_join {
+                Err(Status::unauthenticated(
+                    "join first: this server needs a name claimed with Join \
+                     (send its token as `authorization: Bearer <token>`)",
+                ))
+            } else {
+                Ok(None)
+            };
         };
         let token = value
             .to_str()

@@ -144,3 +144,36 @@ async fn a_paper_client_holds_its_name_while_connected_and_not_a_moment_longer()
         "no grace for a paper client: free once its stream closed"
     );
 }
+
+#[tokio::test]
+async fn with_require_join_only_sessions_listen_and_post() {
+    let mut config = Config::with_addr("127.0.0.1:0");
+    config.require_join = true;
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let listen = within(web.subscribe(SubscribeRequest {
+        username: "ada".into(),
+        after_id: 0,
+    }))
+    .await
+    .expect_err("no session");
+    assert_eq!(listen.code(), Code::Unauthenticated);
+    let post = within(web.send(chat("ada", "hi")))
+        .await
+        .expect_err("no session");
+    assert_eq!(post.code(), Code::Unauthenticated);
+
+    let ada = join(&server, "ada", "")
+        .await
+        .expect("Join needs no session");
+    within(web.send(with_session(chat("", "hi"), &ada.token)))
+        .await
+        .expect("with a session");
+    // The paper's clients still work, under a name nobody holds.
+    let mut native = server.native().await;
+    let (_carol, mut carol_in) = open_chat_stream(&mut native).await;
+    let (bob, _bob_in) = open_chat_stream(&mut native).await;
+    server.wait_for_subscribers(2).await;
+    bob.send(chat("bob", "from the paper")).await.expect("sent");
+    assert_eq!(next_message(&mut carol_in).await.message, "from the paper");
+}
