@@ -2,6 +2,8 @@
 //!
 //! - [`names`]: when two names are the same name.
 //! - [`claims`]: who holds which name, in this process.
+//! - [`presence`]: who is here, as join and leave events.
 
 pub mod claims;
 pub mod names;
+pub mod presence;

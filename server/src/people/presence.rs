@@ -1,0 +1,172 @@
+//! Who is here, as events: everyone present when a stream starts, then only
+//! who came and who went.
+//!
+//! A person is present while a session of theirs has an open `Subscribe`
+//! stream or a `ChatStream` holds their name, however many streams that is.
+//! Coming is told at once. Going is told only after [`LEAVE_DELAY`] without
+//! a stream, so a reload or a brief reconnect shows nothing at all.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+
+use super::names::NameKey;
+
+/// How long a person without a stream still counts as present.
+pub const LEAVE_DELAY: Duration = Duration::from_secs(5);
+/// How often departures are looked for (so `left` comes within
+/// `LEAVE_DELAY` plus this).
+const SWEEP: Duration = Duration::from_secs(1);
+/// Events a slow subscriber may fall behind before it is sent a new
+/// snapshot instead.
+const EVENTS: usize = 1024;
+
+/// A change in who is here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Joined(String),
+    Left(String),
+}
+
+#[derive(Debug)]
+pub struct Presence {
+    people: Mutex<HashMap<NameKey, Person>>,
+    changes: broadcast::Sender<Change>,
+}
+
+#[derive(Debug)]
+struct Person {
+    name: String,
+    streams: usize,
+    /// When the last stream closed, while none is open.
+    since: Option<Instant>,
+}
+
+impl Presence {
+    /// A presence registry whose departures are swept by a task on the
+    /// current runtime for as long as the registry lives.
+    pub fn new() -> Arc<Self> {
+        let presence = Arc::new(Self {
+            people: Mutex::new(HashMap::new()),
+            changes: broadcast::channel(EVENTS).0,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep(Arc::downgrade(&presence)));
+        }
+        presence
+    }
+
+    /// `name` has a stream open until the returned guard is dropped.
+    pub fn arrive(self: &Arc<Self>, name: &str) -> Here {
+        let key = NameKey::of(name);
+        let mut people = self.lock();
+        let person = people.entry(key.clone()).or_insert_with(|| Person {
+            name: name.trim().to_owned(),
+            streams: 0,
+            since: None,
+        });
+        let new = person.streams == 0 && person.since.is_none();
+        person.streams += 1;
+        person.since = None;
+        if new {
+            let _ = self.changes.send(Change::Joined(person.name.clone()));
+        }
+        Here {
+            presence: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Everyone present now, sorted, and the changes from this moment on.
+    pub fn watch(&self) -> (Vec<String>, broadcast::Receiver<Change>) {
+        let people = self.lock();
+        // Subscribed under the lock: no change falls between the two.
+        let changes = self.changes.subscribe();
+        let mut online: Vec<String> = people.values().map(|p| p.name.clone()).collect();
+        online.sort();
+        (online, changes)
+    }
+
+    fn depart(&self, key: &NameKey) {
+        let mut people = self.lock();
+        if let Some(person) = people.get_mut(key) {
+            person.streams = person.streams.saturating_sub(1);
+            if person.streams == 0 {
+                person.since = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Tells who has been without a stream for [`LEAVE_DELAY`].
+    fn sweep_once(&self, now: Instant) {
+        let mut people = self.lock();
+        people.retain(|_, person| match person.since {
+            Some(since) if now >= since + LEAVE_DELAY => {
+                let _ = self.changes.send(Change::Left(person.name.clone()));
+                false
+            }
+            _ => true,
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<NameKey, Person>> {
+        self.people.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+async fn sweep(presence: Weak<Presence>) {
+    let mut every = tokio::time::interval(SWEEP);
+    loop {
+        every.tick().await;
+        let Some(presence) = presence.upgrade() else {
+            return;
+        };
+        presence.sweep_once(Instant::now());
+    }
+}
+
+/// A stream that makes its person present; dropping it starts their leave.
+#[derive(Debug)]
+pub struct Here {
+    presence: Arc<Presence>,
+    key: NameKey,
+}
+
+impl Drop for Here {
+    fn drop(&mut self) {
+        self.presence.depart(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn joins_at_once_leaves_after_the_delay_and_a_quick_return_shows_nothing() {
+        let presence = Presence::new();
+        let (online, mut changes) = presence.watch();
+        assert!(online.is_empty());
+        let tab = presence.arrive("Ada");
+        let second_tab = presence.arrive("ada");
+        assert_eq!(
+            changes.recv().await.ok(),
+            Some(Change::Joined("Ada".into()))
+        );
+        assert_eq!(presence.watch().0, ["Ada"], "once, however many streams");
+
+        drop((tab, second_tab));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let reloaded = presence.arrive("Ada");
+        tokio::time::sleep(LEAVE_DELAY * 2).await;
+        assert!(changes.try_recv().is_err(), "a reload is no leave and join");
+
+        drop(reloaded);
+        tokio::time::sleep(LEAVE_DELAY + SWEEP * 2).await;
+        assert_eq!(changes.recv().await.ok(), Some(Change::Left("Ada".into())));
+        assert!(presence.watch().0.is_empty());
+    }
+}
