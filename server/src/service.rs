@@ -26,6 +26,7 @@ use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::people::claims::{ClaimError, Claims, Hold, Session};
 use crate::people::names::NameKey;
+use crate::people::presence::{Change, Here, Presence};
 use crate::store::{StoreError, now_millis};
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
@@ -45,6 +46,7 @@ pub struct ChatServer {
     heartbeat: Duration,
     rates: Arc<RateLimiter>,
     claims: Arc<Claims>,
+    presence: Arc<Presence>,
     /// Subscribe, Send and SetTyping need a session.
     require_join: bool,
 }
@@ -64,6 +66,7 @@ impl ChatServer {
             heartbeat,
             rates,
             claims,
+            presence: Presence::new(),
             require_join: false,
         }
     }
@@ -142,7 +145,7 @@ impl crate::ChatService for ChatServer {
         request: Request<Streaming<ChatMessage>>,
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
-        let presence = Presence::new("chat_stream", None, client(&request));
+        let visit = Visit::new("chat_stream", None, client(&request));
         let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
         let mut subscription = self.hub.subscribe(Start::Live, Some(origin));
@@ -158,15 +161,16 @@ impl crate::ChatService for ChatServer {
             hub: self.hub.clone(),
             rates: Arc::clone(&self.rates),
             origin,
-            named: presence.name_slot(),
+            named: visit.name_slot(),
             claims: Arc::clone(&self.claims),
             holding: Arc::clone(&holding),
+            presence: Arc::clone(&self.presence),
         };
         let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
 
         let outbound = async_stream::stream! {
             // Both end with the stream: the client went, or the server said why.
-            let (_reading, _presence, _holding) = (reading, presence, holding);
+            let (_reading, _visit, _holding) = (reading, visit, holding);
             let mut reading = true;
             loop {
                 tokio::select! {
@@ -224,7 +228,11 @@ impl crate::ChatService for ChatServer {
             0 => Start::Recent,
             id => Start::After(id),
         };
-        let presence = Presence::new("subscribe", Some(username), client(&request));
+        let visit = Visit::new("subscribe", Some(username), client(&request));
+        // Present from here on (with a session), and told who else is.
+        let here = session.as_ref().map(|s| self.presence.arrive(&s.name));
+        let presence = Arc::clone(&self.presence);
+        let (online, mut changes) = presence.watch();
         let mut subscription = self.hub.subscribe(start, None);
         let period = self.heartbeat;
         let ready = Ready {
@@ -234,13 +242,28 @@ impl crate::ChatService for ChatServer {
         };
 
         let events = async_stream::stream! {
-            let (_presence, _holding) = (presence, holding);
+            let (_visit, _holding, _here) = (visit, holding, here);
             yield Ok(wire::event(Event::Ready(ready)));
+            yield Ok(presence_event(online, Vec::new(), Vec::new()));
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let step = tokio::select! {
+                    biased;
                     received = subscription.recv() => Some(received),
+                    change = changes.recv() => {
+                        yield Ok(match change {
+                            Ok(Change::Joined(name)) => presence_event(Vec::new(), vec![name], Vec::new()),
+                            Ok(Change::Left(name)) => presence_event(Vec::new(), Vec::new(), vec![name]),
+                            // Fell behind the changes: start over from who is here.
+                            Err(_) => {
+                                let (online, fresh) = presence.watch();
+                                changes = fresh;
+                                presence_event(online, Vec::new(), Vec::new())
+                            }
+                        });
+                        continue;
+                    }
                     _ = heartbeat.tick() => None,
                 };
                 match step {
@@ -337,7 +360,8 @@ struct ClientReader {
     claims: Arc<Claims>,
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
-    holding: Arc<OnceLock<Hold>>,
+    holding: Arc<OnceLock<(Hold, Here)>>,
+    presence: Arc<Presence>,
 }
 
 impl ClientReader {
@@ -378,7 +402,9 @@ impl ClientReader {
             match self.named.get() {
                 None => match self.claims.hold_name(&message.username) {
                     Ok(hold) => {
-                        let _ = self.holding.set(hold);
+                        let _ = self
+                            .holding
+                            .set((hold, self.presence.arrive(&message.username)));
                         let _ = self.named.set(message.username.clone());
                         debug!(
                             rpc = "chat_stream",
@@ -425,6 +451,15 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A `Presence` event.
+fn presence_event(online: Vec<String>, joined: Vec<String>, left: Vec<String>) -> Encoded {
+    wire::event(Event::Presence(chat_proto::Presence {
+        online,
+        joined,
+        left,
+    }))
 }
 
 /// A `Subscribe` event for `delivery`.
@@ -488,14 +523,14 @@ pub fn refusal(status: Status) -> Status {
 
 /// Logs a client's arrival and, when its stream is dropped for whatever
 /// reason, its departure.
-struct Presence {
+struct Visit {
     rpc: &'static str,
     /// ChatStream clients only say who they are in their first message.
     username: Arc<OnceLock<String>>,
     client: Option<String>,
 }
 
-impl Presence {
+impl Visit {
     fn new(rpc: &'static str, username: Option<String>, client: Option<ClientAddr>) -> Self {
         let client = client.map(|c| c.to_string());
         info!(
@@ -517,7 +552,7 @@ impl Presence {
     }
 }
 
-impl Drop for Presence {
+impl Drop for Visit {
     fn drop(&mut self) {
         info!(
             rpc = self.rpc,

@@ -30,11 +30,7 @@ async fn subscribe_after(web: &mut WebClient, after_id: u64) -> (Ready, Streamin
 }
 
 async fn next_event(events: &mut Streaming<ChatEvent>) -> Event {
-    within(events.message())
-        .await
-        .expect("no error")
-        .and_then(|e| e.event)
-        .expect("an event")
+    common::next_chat_event(events).await
 }
 
 async fn send_all(web: &mut WebClient, texts: impl IntoIterator<Item = String>) -> Vec<u64> {

@@ -38,6 +38,12 @@ async fn idle_subscribe_streams_carry_heartbeats_at_the_announced_interval() {
         }
         other => panic!("expected Ready, got {other:?}"),
     }
+    match within(events.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Presence(presence)),
+        })) => assert!(presence.online.is_empty(), "a listener is nobody"),
+        other => panic!("expected who is here, got {other:?}"),
+    }
     for _ in 0..2 {
         match within(events.message()).await {
             Ok(Some(ChatEvent {

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use chat_proto::{JoinReply, JoinRequest, SubscribeRequest};
+use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest};
 use chat_server::config::Config;
 use common::{TestServer, chat, next_event_message, next_message, open_chat_stream, within};
-use tonic::{Code, Request};
+use tonic::{Code, Request, Streaming};
 
 async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply, tonic::Status> {
     within(server.web().join(JoinRequest {
@@ -176,4 +176,66 @@ async fn with_require_join_only_sessions_listen_and_post() {
     server.wait_for_subscribers(2).await;
     bob.send(chat("bob", "from the paper")).await.expect("sent");
     assert_eq!(next_message(&mut carol_in).await.message, "from the paper");
+}
+
+/// A `Subscribe` stream with a session, past its `Ready`: the first event
+/// after it says who is here.
+async fn subscribe_as(server: &TestServer, token: &str) -> (Vec<String>, Streaming<ChatEvent>) {
+    let mut events = within(server.web().subscribe(with_session(
+        SubscribeRequest {
+            username: String::new(),
+            after_id: 0,
+        },
+        token,
+    )))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    within(events.message()).await.expect("ready");
+    match within(events.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Presence(presence)),
+        })) => (presence.online, events),
+        other => panic!("expected who is here, got {other:?}"),
+    }
+}
+
+/// The next `Presence` change on `events` (joined, left), skipping the rest.
+async fn next_change(events: &mut Streaming<ChatEvent>) -> (Vec<String>, Vec<String>) {
+    loop {
+        if let Some(ChatEvent {
+            event: Some(Event::Presence(p)),
+        }) = within(events.message()).await.expect("no error")
+        {
+            return (p.joined, p.left);
+        }
+    }
+}
+
+#[tokio::test]
+async fn who_is_here_then_who_comes_and_goes_without_flicker_on_a_reload() {
+    let server = TestServer::start().await;
+    let ada = join(&server, "ada", "").await.expect("free");
+    let bob = join(&server, "bob", "").await.expect("free");
+    let (online, mut ada_events) = subscribe_as(&server, &ada.token).await;
+    assert_eq!(online, ["ada"]);
+
+    let (online, bob_events) = subscribe_as(&server, &bob.token).await;
+    assert_eq!(online, ["ada", "bob"], "sorted, everyone once");
+    assert_eq!(
+        next_change(&mut ada_events).await,
+        (vec!["bob".into()], vec![])
+    );
+
+    // A reload: the stream goes and comes back at once. Nothing to tell.
+    drop(bob_events);
+    let (_, bob_events) = subscribe_as(&server, &bob.token).await;
+    let quiet = tokio::time::timeout(Duration::from_secs(7), next_change(&mut ada_events)).await;
+    assert!(quiet.is_err(), "no leave and join for a reload: {quiet:?}");
+
+    drop(bob_events);
+    let went = tokio::time::timeout(Duration::from_secs(15), next_change(&mut ada_events))
+        .await
+        .expect("left within 15 s");
+    assert_eq!(went, (vec![], vec!["bob".into()]));
 }

@@ -150,11 +150,23 @@ pub fn chat(username: &str, message: &str) -> ChatMessage {
 /// The next message on a Subscribe stream (skipping nothing: anything other
 /// than a message fails the test).
 pub async fn next_event_message(stream: &mut Streaming<ChatEvent>) -> ChatMessage {
-    match within(stream.message()).await {
-        Ok(Some(ChatEvent {
-            event: Some(Event::Message(message)),
-        })) => message,
+    match next_chat_event(stream).await {
+        Event::Message(message) => message,
         other => panic!("expected a chat message, got {other:?}"),
+    }
+}
+
+/// The next event on a `Subscribe` stream that is not about people
+/// (`Presence` and `Typing` come whenever somebody arrives, leaves or types).
+pub async fn next_chat_event(stream: &mut Streaming<ChatEvent>) -> Event {
+    loop {
+        match within(stream.message()).await {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Presence(_) | Event::Typing(_)),
+            })) => {}
+            Ok(Some(ChatEvent { event: Some(event) })) => return event,
+            other => panic!("expected an event, got {other:?}"),
+        }
     }
 }
 
@@ -176,8 +188,14 @@ where
     match within(stream.message()).await {
         Ok(Some(ChatEvent {
             event: Some(Event::Ready(_)),
-        })) => stream,
+        })) => {}
         other => panic!("expected Ready first, got {other:?}"),
+    }
+    match within(stream.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Presence(_)),
+        })) => stream,
+        other => panic!("expected who is here right after Ready, got {other:?}"),
     }
 }
 
