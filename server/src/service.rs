@@ -255,6 +255,9 @@ impl crate::ChatService for ChatServer {
                         yield Ok(match change {
                             Ok(Change::Joined(name)) => presence_event(Vec::new(), vec![name], Vec::new()),
                             Ok(Change::Left(name)) => presence_event(Vec::new(), Vec::new(), vec![name]),
+                            Ok(Change::Typing(username, typing)) => {
+                                wire::event(Event::Typing(chat_proto::Typing { username, typing }))
+                            }
                             // Fell behind the changes: start over from who is here.
                             Err(_) => {
                                 let (online, fresh) = presence.watch();
@@ -322,10 +325,25 @@ impl crate::ChatService for ChatServer {
 
     async fn set_typing(
         &self,
-        _request: Request<TypingRequest>,
+        request: Request<TypingRequest>,
     ) -> Result<Response<TypingReply>, Status> {
-        // Work in progress on the people branch: typing comes with presence.
-        Err(Status::unimplemented("SetTyping is not built yet"))
+        self.ensure_running()?;
+        let conn = request.extensions().get::<Arc<Conn>>().cloned();
+        let session = self.session(&request)?.ok_or_else(|| {
+            Status::unauthenticated("only someone who joined can be typing: Join first")
+        })?;
+        let typing = request.into_inner().typing;
+        // Saying so costs like a message; stopping is always allowed.
+        if typing {
+            self.rates
+                .check(conn.as_ref().map(|c| &c.rate), &session.name)
+                .map_err(|too_fast| {
+                    self.hub.metrics().limit_hit(Limit::RateSend);
+                    too_fast_status(too_fast)
+                })?;
+        }
+        self.presence.typing(&session.name, typing);
+        Ok(Response::new(TypingReply {}))
     }
 
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
@@ -341,7 +359,10 @@ impl crate::ChatService for ChatServer {
                 self.hub.metrics().limit_hit(Limit::RateSend);
                 too_fast_status(too_fast)
             })?;
+        let name = message.username.clone();
         let stored = self.hub.publish(message).await.map_err(unavailable)?;
+        // Their message is out: they are no longer typing it.
+        self.presence.typing(&name, false);
         Ok(Response::new(SendReply {
             timestamp: stored.timestamp,
             id: stored.id,
@@ -436,9 +457,11 @@ impl ClientReader {
                 self.hub.metrics().limit_hit(Limit::RateStream);
                 tokio::time::sleep(too_fast.retry_after).await;
             }
+            let name = message.username.clone();
             if let Err(error) = self.hub.publish_from(self.origin, message, &failure).await {
                 break unavailable(error);
             }
+            self.presence.typing(&name, false);
         };
         let _ = end.send(status);
     }

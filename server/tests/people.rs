@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest};
+use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest};
 use chat_server::config::Config;
 use common::{TestServer, chat, next_event_message, next_message, open_chat_stream, within};
 use tonic::{Code, Request, Streaming};
@@ -238,4 +238,40 @@ async fn who_is_here_then_who_comes_and_goes_without_flicker_on_a_reload() {
         .await
         .expect("left within 15 s");
     assert_eq!(went, (vec![], vec!["bob".into()]));
+}
+
+#[tokio::test]
+async fn typing_reaches_the_others_and_stops_when_the_message_is_sent() {
+    let server = TestServer::start().await;
+    let ada = join(&server, "ada", "").await.expect("free");
+    let bob = join(&server, "bob", "").await.expect("free");
+    let (_, mut ada_events) = subscribe_as(&server, &ada.token).await;
+    let (_, _bob_events) = subscribe_as(&server, &bob.token).await;
+    let mut web = server.web();
+
+    let anonymous = within(web.set_typing(TypingRequest { typing: true }))
+        .await
+        .expect_err("no session");
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+
+    within(web.set_typing(with_session(TypingRequest { typing: true }, &bob.token)))
+        .await
+        .expect("typing");
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
+    within(web.send(with_session(chat("", "done"), &bob.token)))
+        .await
+        .expect("sent");
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), false));
+}
+
+/// The next `Typing` event on `events`, skipping the rest.
+async fn next_typing(events: &mut Streaming<ChatEvent>) -> (String, bool) {
+    loop {
+        if let Some(ChatEvent {
+            event: Some(Event::Typing(t)),
+        }) = within(events.message()).await.expect("no error")
+        {
+            return (t.username, t.typing);
+        }
+    }
 }

@@ -5,6 +5,9 @@
 //! stream or a `ChatStream` holds their name, however many streams that is.
 //! Coming is told at once. Going is told only after [`LEAVE_DELAY`] without
 //! a stream, so a reload or a brief reconnect shows nothing at all.
+//!
+//! Typing is told the same way: when it starts, and when it stops (said so,
+//! not refreshed within [`TYPING_FOR`], a message sent, or gone).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -20,6 +23,8 @@ pub const LEAVE_DELAY: Duration = Duration::from_secs(5);
 /// How often departures are looked for (so `left` comes within
 /// `LEAVE_DELAY` plus this).
 const SWEEP: Duration = Duration::from_secs(1);
+/// How long "typing" lasts unless it is said again.
+pub const TYPING_FOR: Duration = Duration::from_secs(6);
 /// Events a slow subscriber may fall behind before it is sent a new
 /// snapshot instead.
 const EVENTS: usize = 1024;
@@ -29,6 +34,7 @@ const EVENTS: usize = 1024;
 pub enum Change {
     Joined(String),
     Left(String),
+    Typing(String, bool),
 }
 
 #[derive(Debug)]
@@ -43,6 +49,8 @@ struct Person {
     streams: usize,
     /// When the last stream closed, while none is open.
     since: Option<Instant>,
+    /// Until when they are typing, if they are.
+    typing_until: Option<Instant>,
 }
 
 impl Presence {
@@ -67,6 +75,7 @@ impl Presence {
             name: name.trim().to_owned(),
             streams: 0,
             since: None,
+            typing_until: None,
         });
         let new = person.streams == 0 && person.since.is_none();
         person.streams += 1;
@@ -90,6 +99,23 @@ impl Presence {
         (online, changes)
     }
 
+    /// `name` is typing (for [`TYPING_FOR`] unless said again) or stopped.
+    /// Only someone present can type.
+    pub fn typing(&self, name: &str, typing: bool) {
+        let now = Instant::now();
+        let mut people = self.lock();
+        let Some(person) = people.get_mut(&NameKey::of(name)) else {
+            return;
+        };
+        let was = person.typing_until.is_some();
+        person.typing_until = typing.then_some(now + TYPING_FOR);
+        if was != typing {
+            let _ = self
+                .changes
+                .send(Change::Typing(person.name.clone(), typing));
+        }
+    }
+
     fn depart(&self, key: &NameKey) {
         let mut people = self.lock();
         if let Some(person) = people.get_mut(key) {
@@ -100,15 +126,25 @@ impl Presence {
         }
     }
 
-    /// Tells who has been without a stream for [`LEAVE_DELAY`].
+    /// Tells who stopped typing without saying so, and who has been without
+    /// a stream for [`LEAVE_DELAY`].
     fn sweep_once(&self, now: Instant) {
         let mut people = self.lock();
-        people.retain(|_, person| match person.since {
-            Some(since) if now >= since + LEAVE_DELAY => {
-                let _ = self.changes.send(Change::Left(person.name.clone()));
-                false
+        people.retain(|_, person| {
+            let gone = person.since.is_some_and(|since| now >= since + LEAVE_DELAY);
+            if person
+                .typing_until
+                .is_some_and(|until| gone || now >= until)
+            {
+                person.typing_until = None;
+                let _ = self
+                    .changes
+                    .send(Change::Typing(person.name.clone(), false));
             }
-            _ => true,
+            if gone {
+                let _ = self.changes.send(Change::Left(person.name.clone()));
+            }
+            !gone
         });
     }
 
@@ -164,9 +200,44 @@ mod tests {
         tokio::time::sleep(LEAVE_DELAY * 2).await;
         assert!(changes.try_recv().is_err(), "a reload is no leave and join");
 
+        presence.typing("ada", true);
         drop(reloaded);
         tokio::time::sleep(LEAVE_DELAY + SWEEP * 2).await;
+        assert_eq!(
+            changes.recv().await.ok(),
+            Some(Change::Typing("Ada".into(), true))
+        );
+        assert_eq!(
+            changes.recv().await.ok(),
+            Some(Change::Typing("Ada".into(), false)),
+            "stops typing when gone"
+        );
         assert_eq!(changes.recv().await.ok(), Some(Change::Left("Ada".into())));
         assert!(presence.watch().0.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn typing_is_told_when_it_starts_and_stops_however_often_it_is_said() {
+        let presence = Presence::new();
+        let _here = presence.arrive("bob");
+        let (_, mut changes) = presence.watch();
+        presence.typing("nobody", true);
+        presence.typing("bob", true);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        presence.typing("bob", true);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        presence.typing("bob", false);
+        presence.typing("bob", false);
+        presence.typing("bob", true);
+        tokio::time::sleep(TYPING_FOR + SWEEP * 2).await;
+        let mut told = Vec::new();
+        while let Ok(change) = changes.try_recv() {
+            told.push(change);
+        }
+        let typing = |on| Change::Typing("bob".into(), on);
+        assert_eq!(
+            told,
+            [typing(true), typing(false), typing(true), typing(false)]
+        );
     }
 }
