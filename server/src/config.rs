@@ -80,6 +80,13 @@ pub struct Config {
     #[arg(long, env = "CHAT_REQUIRE_JOIN")]
     pub require_join: bool,
 
+    /// Behind a proxy that authenticates people (nginx auth_basic or
+    /// auth_request, oauth2-proxy): take every request's user name from this
+    /// header, which the proxy sets, and ignore names clients choose. Needs
+    /// --trust-proxy: the server refuses to start without it.
+    #[arg(long, env = "CHAT_AUTH_HEADER", value_name = "NAME")]
+    pub auth_header: Option<String>,
+
     /// Behind a reverse proxy: take the client's address from the last
     /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
     /// logs. Without this flag those headers are ignored.
@@ -218,6 +225,7 @@ impl Config {
             heartbeat: 15,
             name_grace: 60,
             require_join: false,
+            auth_header: None,
             trust_proxy: false,
             base_path: "/".to_owned(),
             log_format: LogFormat::Text,

@@ -64,6 +64,11 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("opening the message database {db}: {source}")]
     Store { db: String, source: StoreError },
+    #[error(
+        "--auth-header {0} takes names from a header that anyone could send: \
+         use it only behind a proxy that sets it, and say so with --trust-proxy"
+    )]
+    AuthHeaderUntrusted(String),
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -78,6 +83,11 @@ pub struct Server {
 impl Server {
     /// Checks the configuration and binds `config.addr`.
     pub async fn bind(config: &Config) -> Result<Self, ServeError> {
+        if let Some(header) = &config.auth_header
+            && !config.trust_proxy
+        {
+            return Err(ServeError::AuthHeaderUntrusted(header.clone()));
+        }
         let cors = cors::layer(&config.allowed_origins)?;
         let listener =
             TcpListener::bind(&config.addr)
@@ -137,7 +147,8 @@ impl Server {
                 Arc::clone(&rates),
                 Claims::new(Duration::from_secs(config.name_grace)),
             )
-            .require_join(config.require_join),
+            .require_join(config.require_join)
+            .auth_header(config.auth_header.clone()),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

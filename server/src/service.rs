@@ -49,6 +49,8 @@ pub struct ChatServer {
     presence: Arc<Presence>,
     /// Subscribe, Send and SetTyping need a session.
     require_join: bool,
+    /// The header an authenticating proxy puts the user name in.
+    auth_header: Option<String>,
 }
 
 impl ChatServer {
@@ -68,7 +70,33 @@ impl ChatServer {
             claims,
             presence: Presence::new(),
             require_join: false,
+            auth_header: None,
         }
+    }
+
+    /// Takes every request's name from `header`, set by a trusted proxy.
+    pub fn auth_header(mut self, header: Option<String>) -> Self {
+        self.auth_header = header.map(|h| h.to_ascii_lowercase());
+        self
+    }
+
+    /// The name the authenticating proxy vouches for, if there is one.
+    fn proxy_name<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
+        let Some(header) = &self.auth_header else {
+            return Ok(None);
+        };
+        let name = request
+            .metadata()
+            .get(header.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| {
+                Status::unauthenticated(format!(
+                    "the proxy in front did not say who you are (no {header} header)"
+                ))
+            })?;
+        rules::username(name).map(Some).map_err(invalid_argument)
     }
 
     /// Makes a session mandatory for everything but `ChatStream`.
@@ -80,6 +108,13 @@ impl ChatServer {
     /// The session the request's `authorization: Bearer` token stands for,
     /// if it carries one.
     fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
+        if let Some(name) = self.proxy_name(request)? {
+            return self
+                .claims
+                .vouch(&name)
+                .map(Some)
+                .map_err(|error| Status::internal(error.to_string()));
+        }
         let Some(value) = request.metadata().get("authorization") else {
             return if self.require_join {
                 Err(Status::unauthenticated(
@@ -107,6 +142,8 @@ impl ChatServer {
     /// The name a message from `session` (or from nobody) goes out under.
     fn sender_name(&self, session: Option<&Session>, asked: &str) -> Result<String, Status> {
         match session {
+            // Behind an authenticating proxy, names clients choose are ignored.
+            Some(session) if self.auth_header.is_some() => Ok(session.name.clone()),
             Some(session)
                 if asked.trim().is_empty() || NameKey::of(asked) == NameKey::of(&session.name) =>
             {
@@ -155,6 +192,21 @@ impl crate::ChatService for ChatServer {
         // side), the client may still listen.
         let (end, mut ended) = oneshot::channel::<Status>();
         let holding = Arc::new(OnceLock::new());
+        // Behind an authenticating proxy the stream is its user's from the
+        // start, whatever names its messages carry.
+        let vouched = match self.proxy_name(&request)? {
+            Some(name) => {
+                let session = self
+                    .claims
+                    .vouch(&name)
+                    .map_err(|error| Status::internal(error.to_string()))?;
+                if let Some(hold) = self.claims.hold(&session) {
+                    let _ = holding.set((hold, self.presence.arrive(&session.name)));
+                }
+                Some(session.name)
+            }
+            None => None,
+        };
         let reader = ClientReader {
             conn: request.extensions().get::<Arc<Conn>>().cloned(),
             inbound: request.into_inner(),
@@ -165,6 +217,7 @@ impl crate::ChatService for ChatServer {
             claims: Arc::clone(&self.claims),
             holding: Arc::clone(&holding),
             presence: Arc::clone(&self.presence),
+            vouched,
         };
         let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
 
@@ -293,6 +346,15 @@ impl crate::ChatService for ChatServer {
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         self.ensure_running()?;
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
+        if self.auth_header.is_some()
+            && let Some(session) = self.session(&request)?
+        {
+            // Behind an authenticating proxy, the proxy's name is the name.
+            return Ok(Response::new(JoinReply {
+                username: session.name,
+                token: session.token,
+            }));
+        }
         let JoinRequest { username, token } = request.into_inner();
         if let Some(session) = (!token.is_empty())
             .then(|| self.claims.session(&token))
@@ -383,6 +445,8 @@ struct ClientReader {
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
     presence: Arc<Presence>,
+    /// The name an authenticating proxy gave, which every message carries.
+    vouched: Option<String>,
 }
 
 impl ClientReader {
@@ -413,14 +477,22 @@ impl ClientReader {
                     }
                     break refused;
                 }
-                Some(Ok(message)) => match accept_message(message) {
-                    Ok(message) => message,
-                    Err(error) => break invalid_argument(error),
-                },
+                Some(Ok(mut message)) => {
+                    if let Some(name) = &self.vouched {
+                        message.username.clone_from(name);
+                    }
+                    match accept_message(message) {
+                        Ok(message) => message,
+                        Err(error) => break invalid_argument(error),
+                    }
+                }
             };
             // The first message's name is this stream's for as long as it is
             // open, unless somebody else holds it; one name per stream.
             match self.named.get() {
+                None if self.vouched.is_some() => {
+                    let _ = self.named.set(message.username.clone());
+                }
                 None => match self.claims.hold_name(&message.username) {
                     Ok(hold) => {
                         let _ = self

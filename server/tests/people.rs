@@ -275,3 +275,62 @@ async fn next_typing(events: &mut Streaming<ChatEvent>) -> (String, bool) {
         }
     }
 }
+
+#[tokio::test]
+async fn behind_an_authenticating_proxy_its_header_is_the_name() {
+    let mut untrusted = Config::with_addr("127.0.0.1:0");
+    untrusted.auth_header = Some("X-Remote-User".into());
+    let refused = chat_server::server::Server::bind(&untrusted)
+        .await
+        .expect_err("an auth header needs --trust-proxy");
+    assert!(refused.to_string().contains("--trust-proxy"), "{refused}");
+
+    let mut config = untrusted.clone();
+    config.trust_proxy = true;
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let joined = within(web.join(as_user(
+        JoinRequest {
+            username: "mallory".into(),
+            token: String::new(),
+        },
+        "ada",
+    )))
+    .await
+    .expect("joined")
+    .into_inner();
+    assert_eq!(
+        joined.username, "ada",
+        "the proxy's name, not the asked one"
+    );
+
+    let mut events = within(web.subscribe(as_user(
+        SubscribeRequest {
+            username: "mallory".into(),
+            after_id: 0,
+        },
+        "ada",
+    )))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    within(events.message()).await.expect("ready");
+    within(web.send(as_user(chat("mallory", "hi"), "ada")))
+        .await
+        .expect("sent");
+    assert_eq!(next_event_message(&mut events).await.username, "ada");
+
+    let nobody = within(web.send(chat("ada", "no header")))
+        .await
+        .expect_err("the proxy always says");
+    assert_eq!(nobody.code(), Code::Unauthenticated);
+}
+
+/// A request as the authenticating proxy passes it on.
+fn as_user<T>(message: T, user: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-remote-user", user.parse().expect("ascii"));
+    request
+}

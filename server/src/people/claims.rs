@@ -101,6 +101,34 @@ impl Claims {
         })
     }
 
+    /// The session of `name` as a proxy that authenticated it vouches for
+    /// it: the name is theirs whoever held it, and one token stands for it.
+    pub fn vouch(&self, name: &str) -> Result<Session, ClaimError> {
+        let now = Instant::now();
+        let key = NameKey::of(name);
+        let mut state = self.lock();
+        self.forget_if_lapsed(&mut state, &key, now);
+        if let Some(claim) = state.by_name.get_mut(&key) {
+            claim.since = now;
+            if let Some(token) = claim.tokens.first() {
+                return Ok(Session {
+                    name: claim.name.clone(),
+                    token: token.clone(),
+                });
+            }
+            let token = new_token()?;
+            claim.tokens.push(token.clone());
+            let session = Session {
+                name: claim.name.clone(),
+                token: token.clone(),
+            };
+            state.by_token.insert(token, key);
+            return Ok(session);
+        }
+        drop(state);
+        self.join(name, None)
+    }
+
     /// The session `token` belongs to, while its name is held.
     pub fn session(&self, token: &str) -> Option<Session> {
         let now = Instant::now();
