@@ -26,7 +26,7 @@ use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::people::claims::{ClaimError, Claims, Hold, Session};
 use crate::people::names::NameKey;
-use crate::people::presence::{Change, Here, Presence};
+use crate::people::presence::{Folded, Here, Presence};
 use crate::store::{StoreError, now_millis};
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
@@ -305,19 +305,22 @@ impl crate::ChatService for ChatServer {
                     biased;
                     received = subscription.recv() => Some(received),
                     change = changes.recv() => {
-                        yield Ok(match change {
-                            Ok(Change::Joined(name)) => presence_event(Vec::new(), vec![name], Vec::new()),
-                            Ok(Change::Left(name)) => presence_event(Vec::new(), Vec::new(), vec![name]),
-                            Ok(Change::Typing(username, typing)) => {
-                                wire::event(Event::Typing(chat_proto::Typing { username, typing }))
+                        match change.map_err(|_| ()).and_then(|first| Folded::gather(first, &mut changes).map_err(|_| ())) {
+                            Ok(Folded { joined, left, typing }) => {
+                                if !joined.is_empty() || !left.is_empty() {
+                                    yield Ok(presence_event(Vec::new(), joined, left));
+                                }
+                                for (username, typing) in typing {
+                                    yield Ok(wire::event(Event::Typing(chat_proto::Typing { username, typing })));
+                                }
                             }
-                            // Fell behind the changes: start over from who is here.
-                            Err(_) => {
+                            // Fell far behind the changes: start over from who is here.
+                            Err(()) => {
                                 let (online, fresh) = presence.watch();
                                 changes = fresh;
-                                presence_event(online, Vec::new(), Vec::new())
+                                yield Ok(presence_event(online, Vec::new(), Vec::new()));
                             }
-                        });
+                        }
                         continue;
                     }
                     _ = heartbeat.tick() => None,

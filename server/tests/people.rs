@@ -207,6 +207,10 @@ async fn next_change(events: &mut Streaming<ChatEvent>) -> (Vec<String>, Vec<Str
             event: Some(Event::Presence(p)),
         }) = within(events.message()).await.expect("no error")
         {
+            assert!(
+                p.online.is_empty(),
+                "a change is one small event, never the full list"
+            );
             return (p.joined, p.left);
         }
     }

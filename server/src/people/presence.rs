@@ -25,9 +25,11 @@ pub const LEAVE_DELAY: Duration = Duration::from_secs(5);
 const SWEEP: Duration = Duration::from_secs(1);
 /// How long "typing" lasts unless it is said again.
 pub const TYPING_FOR: Duration = Duration::from_secs(6);
-/// Events a slow subscriber may fall behind before it is sent a new
-/// snapshot instead.
-const EVENTS: usize = 1024;
+/// Changes a slow subscriber may fall behind before it is sent who is here
+/// instead (a full list: kept rare, since each change is a few bytes).
+const EVENTS: usize = 65_536;
+/// Waiting changes folded into one event at most.
+const FOLD: usize = 4096;
 
 /// A change in who is here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +37,56 @@ pub enum Change {
     Joined(String),
     Left(String),
     Typing(String, bool),
+}
+
+/// Changes that were waiting, folded: for each person only their last word
+/// counts, so a stream that fell behind gets one short event, not a replay.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Folded {
+    pub joined: Vec<String>,
+    pub left: Vec<String>,
+    pub typing: Vec<(String, bool)>,
+}
+
+impl Folded {
+    /// `first` and whatever else is waiting on `more`; `Err` if `more` fell
+    /// behind (then only a fresh [`Presence::watch`] tells the truth).
+    pub fn gather(
+        first: Change,
+        more: &mut broadcast::Receiver<Change>,
+    ) -> Result<Self, broadcast::error::TryRecvError> {
+        let mut here: Vec<(String, bool)> = Vec::new();
+        let mut typing: Vec<(String, bool)> = Vec::new();
+        let mut index: HashMap<(bool, String), usize> = HashMap::new();
+        let mut note = |change: Change| {
+            let (list, key, name, value) = match change {
+                Change::Joined(name) => (&mut here, false, name, true),
+                Change::Left(name) => (&mut here, false, name, false),
+                Change::Typing(name, on) => (&mut typing, true, name, on),
+            };
+            match index.get(&(key, name.clone())) {
+                Some(&at) => list[at].1 = value,
+                None => {
+                    index.insert((key, name.clone()), list.len());
+                    list.push((name, value));
+                }
+            }
+        };
+        note(first);
+        for _ in 1..FOLD {
+            match more.try_recv() {
+                Ok(change) => note(change),
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        let (joined, left) = here.into_iter().partition::<Vec<_>, _>(|(_, here)| *here);
+        Ok(Self {
+            joined: joined.into_iter().map(|(name, _)| name).collect(),
+            left: left.into_iter().map(|(name, _)| name).collect(),
+            typing,
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -214,6 +266,26 @@ mod tests {
         );
         assert_eq!(changes.recv().await.ok(), Some(Change::Left("Ada".into())));
         assert!(presence.watch().0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_behind_gets_each_persons_last_word_in_one_event() {
+        let (tx, mut rx) = broadcast::channel(16);
+        for change in [
+            Change::Joined("ada".into()),
+            Change::Typing("ada".into(), true),
+            Change::Joined("bob".into()),
+            Change::Left("ada".into()),
+            Change::Typing("ada".into(), false),
+            Change::Left("carol".into()),
+        ] {
+            tx.send(change).expect("sent");
+        }
+        let first = rx.recv().await.expect("a change");
+        let folded = Folded::gather(first, &mut rx).expect("not behind");
+        assert_eq!(folded.joined, ["bob"]);
+        assert_eq!(folded.left, ["ada", "carol"]);
+        assert_eq!(folded.typing, [("ada".to_owned(), false)]);
     }
 
     #[tokio::test(start_paused = true)]
