@@ -104,20 +104,23 @@ http {{
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {nginx} (scripts/install --tests installs it): {e}"));
+    let log = dir.path().join("error.log");
+    // Made at once, so that nginx is stopped however this ends.
+    let nginx = Nginx {
+        child,
+        port,
+        _dir: dir,
+    };
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
         {
-            return Nginx {
-                child,
-                port,
-                _dir: dir,
-            };
+            return nginx;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(log).unwrap_or_default();
     panic!("nginx did not listen on {port}: {log}");
 }
 
