@@ -312,6 +312,21 @@ impl Subscription {
         }
     }
 
+    /// `first`, then whatever else is ready without waiting, `max` in all:
+    /// a burst a stream sends before it looks at anything else.
+    pub fn burst(&mut self, first: Delivery, max: usize) -> impl Iterator<Item = Delivery> + '_ {
+        let mut next = Some(first);
+        let mut left = max;
+        std::iter::from_fn(move || {
+            let delivery = next.take()?;
+            left = left.saturating_sub(1);
+            if left > 0 {
+                next = self.try_recv();
+            }
+            Some(delivery)
+        })
+    }
+
     fn next_now(&mut self) -> Next {
         loop {
             if let Some((after_id, next_id)) = self.pending_gap.take() {

@@ -237,16 +237,12 @@ impl crate::ChatService for ChatServer {
                     },
                     received = subscription.recv() => match received {
                         Ok(first) => {
-                            let mut next = Some(first);
-                            let mut sent = 0;
-                            while let Some(delivery) = next {
+                            for delivery in subscription.burst(first, BURST) {
                                 // Paper clients have no way to hear of a gap;
                                 // live-only subscriptions do not report them anyway.
                                 if let Delivery::Message(relayed) = delivery {
                                     yield Ok(Encoded::message(relayed));
                                 }
-                                sent += 1;
-                                next = if sent < BURST { subscription.try_recv() } else { None };
                             }
                         }
                         Err(closed) => {
@@ -327,12 +323,8 @@ impl crate::ChatService for ChatServer {
                 };
                 match step {
                     Some(Ok(first)) => {
-                        let mut next = Some(first);
-                        let mut sent = 0;
-                        while let Some(delivery) = next {
+                        for delivery in subscription.burst(first, BURST) {
                             yield Ok(as_event(delivery));
-                            sent += 1;
-                            next = if sent < BURST { subscription.try_recv() } else { None };
                         }
                     }
                     Some(Err(closed)) => {

@@ -531,12 +531,6 @@ struct Writer {
     metrics: Metrics,
 }
 
-/// What [`Writer::write`] did besides inserting.
-struct Written {
-    /// Set if retention ran: the oldest id still stored.
-    oldest_kept: Option<u64>,
-}
-
 impl Writer {
     fn run(mut self, mut inbox: mpsc::Receiver<Pending>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -560,7 +554,7 @@ impl Writer {
         let timestamp = now_millis().max(self.last_timestamp);
         let started = Instant::now();
         match self.write(batch, first_id, timestamp) {
-            Ok(written) => {
+            Ok(oldest_kept) => {
                 self.metrics
                     .stored(batch.len() as u64, started.elapsed().as_secs_f64());
                 let last_id = first_id + batch.len() as u64 - 1;
@@ -584,7 +578,7 @@ impl Writer {
                 }
                 (self.on_commit)(Committed {
                     messages: stored,
-                    oldest_kept: written.oldest_kept,
+                    oldest_kept,
                 });
                 for (ack, message) in acks {
                     // The sender may have gone; its message is stored anyway.
@@ -608,12 +602,14 @@ impl Writer {
         }
     }
 
+    /// Inserts the batch; returns the oldest id still stored if retention
+    /// ran with it.
     fn write(
         &mut self,
         batch: &[Pending],
         first_id: u64,
         timestamp: i64,
-    ) -> Result<Written, StoreError> {
+    ) -> Result<Option<u64>, StoreError> {
         let prune = self.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
         let mut oldest_kept = None;
         let transaction = self.connection.transaction()?;
@@ -645,7 +641,7 @@ impl Writer {
         if prune {
             self.pruned_at = Some(Instant::now());
         }
-        Ok(Written { oldest_kept })
+        Ok(oldest_kept)
     }
 }
 
