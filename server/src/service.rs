@@ -348,6 +348,7 @@ impl crate::ChatService for ChatServer {
             return Ok(Response::new(JoinReply {
                 username: session.name,
                 token: session.token,
+                proxied: true,
             }));
         }
         let JoinRequest { username, token } = request.into_inner();
@@ -358,6 +359,7 @@ impl crate::ChatService for ChatServer {
             return Ok(Response::new(JoinReply {
                 username: session.name,
                 token: session.token,
+                proxied: false,
             }));
         }
         let name = rules::username(&username).map_err(invalid_argument)?;
@@ -377,6 +379,7 @@ impl crate::ChatService for ChatServer {
         Ok(Response::new(JoinReply {
             username: session.name,
             token: session.token,
+            proxied: false,
         }))
     }
 

@@ -32,6 +32,7 @@ async fn a_name_is_claimed_once_whatever_its_case_form_or_look_alikes() {
     let ada = join(&server, "Ada", "").await.expect("free");
     assert_eq!(ada.username, "Ada");
     assert_eq!(ada.token.len(), 32, "128 bits, hex");
+    assert!(!ada.proxied);
     for clash in ["ada", " ADA ", "\u{430}da"] {
         let refused = join(&server, clash, "").await.expect_err("taken");
         assert_eq!(refused.code(), Code::AlreadyExists, "{clash:?}");

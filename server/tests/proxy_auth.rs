@@ -165,6 +165,7 @@ async fn behind_nginx_auth_basic_the_login_is_the_name() {
     .expect("joined")
     .into_inner();
     assert_eq!(joined.username, "ada");
+    assert!(joined.proxied, "the proxy names requests: no token needed");
 
     let mut events = within(web.subscribe(logged_in(
         SubscribeRequest {

@@ -1,4 +1,4 @@
-//! The two RPCs the page makes, over gRPC-Web to the server that served it
+//! The RPCs the page makes, over gRPC-Web to the server that served it
 //! (under whatever path prefix a proxy gave it), plus the protocol's input
 //! rules (shared with the server through `chat_proto::rules`) worded for the
 //! page, so the user gets a hint before a round trip; the server stays the
@@ -8,11 +8,12 @@ use std::pin::pin;
 use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
-use chat_proto::{ChatMessage, ChatServiceClient, SendReply};
+use chat_proto::{ChatMessage, ChatServiceClient, JoinRequest, SendReply, TypingRequest};
 use futures_util::future::{Either, select};
 use tonic::{Code, Status};
 use tonic_web_wasm_client::Client;
 
+use crate::session::{self, Session};
 use crate::wait;
 
 pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
@@ -117,18 +118,53 @@ pub fn too_fast(status: &Status) -> Option<String> {
 /// Posts one message; the reply carries the server's timestamp.
 pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
     let mut client = client();
-    let call = pin!(client.send(message));
-    let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
-    // Dropping the losing call aborts its fetch.
-    match select(call, timer).await {
-        Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
-        Either::Left((Err(status), _)) => Err(Failure::from_status(&status)),
-        Either::Right(_) => Err(Failure {
-            reason: "the server didn't answer in time".to_owned(),
-            retryable: true,
-            too_fast: false,
-        }),
+    let mut renewed = false;
+    loop {
+        let call = pin!(client.send(session::authorized(message.clone())));
+        let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
+        // Dropping the losing call aborts its fetch.
+        return match select(call, timer).await {
+            Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
+            // The server forgot the session (it restarted): once the page
+            // has joined again, the same message (same nonce) goes again.
+            Either::Left((Err(status), _))
+                if status.code() == Code::Unauthenticated && !renewed && session::renew().await =>
+            {
+                renewed = true;
+                continue;
+            }
+            Either::Left((Err(status), _)) => Err(Failure::from_status(&status)),
+            Either::Right(_) => Err(Failure {
+                reason: "the server didn't answer in time".to_owned(),
+                retryable: true,
+                too_fast: false,
+            }),
+        };
     }
+}
+
+/// Claims `name`, or with `token` (from an earlier Join) takes its name
+/// back. Behind an authenticating proxy the proxy's name comes back,
+/// whatever was asked.
+pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
+    let request = JoinRequest {
+        username: name.to_owned(),
+        token: token.to_owned(),
+    };
+    let reply = client().join(request).await?.into_inner();
+    Ok(Session {
+        name: reply.username,
+        token: reply.token,
+        proxied: reply.proxied,
+    })
+}
+
+/// Tells the others this user is (or stopped) typing. Best effort: a lost
+/// notice only means a missing "is typing" line.
+pub async fn set_typing(typing: bool) {
+    let _ = client()
+        .set_typing(session::authorized(TypingRequest { typing }))
+        .await;
 }
 
 /// What to tell a person about a failed call. The server writes its refusals

@@ -1,43 +1,106 @@
-//! The page: header (title, connection state, who you are), the
-//! conversation, the composer pinned at the bottom, and the name prompt when
-//! there is no name yet or the user wants another one.
+//! The page: header (title, connection state, who is online, who you are),
+//! the conversation with the people online beside it, the composer pinned at
+//! the bottom, and the name prompt while there is no name yet or the user
+//! wants another one.
+//!
+//! On load the page asks the server for the name this tab (or browser) held
+//! before, with its token; only if that fails is the user asked. Behind an
+//! authenticating proxy the same call returns the proxy's name, and nobody
+//! is asked at all.
 
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
+use crate::api;
 use crate::composer::Composer;
 use crate::connection::Connection;
 use crate::messages::{MessageList, Timeline};
-use crate::name_prompt::{NamePrompt, load_name, save_name};
+use crate::name_prompt::{NamePrompt, Refusal};
+use crate::people::{OnlineCount, OnlineList, People, TypingLine, TypingNotices};
+use crate::session::{self, Session};
+
+/// What the name prompt opens with.
+#[derive(Clone)]
+struct Asking {
+    name: String,
+    refused: Option<Refusal>,
+}
 
 #[component]
 pub fn App() -> impl IntoView {
-    let username = RwSignal::new(load_name());
-    let renaming = RwSignal::new(false);
+    let session = RwSignal::new(None::<Session>);
+    // Set while the name prompt is open.
+    let asking = RwSignal::new(None::<Asking>);
     let timeline = Timeline::new();
+    let people = People::new();
+    let typing = TypingNotices::new();
     let connection = Connection::new();
+    let people_open = RwSignal::new(false);
     // The composer's text; a refused message can be put back into it.
     let draft = RwSignal::new(String::new());
 
-    // One subscription per name: a new name ends the old stream and starts
-    // another (the conversation so far stays on screen).
+    let joined = move |joined: Session| {
+        session::adopt(&joined);
+        asking.set(None);
+        session.set(Some(joined));
+    };
+    // Takes `name` (with `token`, the session that held it) back, or asks.
+    // One attempt at a time: the stream and a send may both find the
+    // session gone, and a second claim would find the name taken (by the
+    // first).
+    let joining = StoredValue::new(false);
+    let rejoin = move |name: String, token: String| {
+        if joining.get_value() {
+            return;
+        }
+        joining.set_value(true);
+        spawn_local(async move {
+            match api::join(&name, &token).await {
+                Ok(session) => joined(session),
+                Err(status) => {
+                    // An empty name is the first visit, not a refusal.
+                    let refused = (!name.is_empty()).then(|| Refusal::of(&name, &status));
+                    asking.set(Some(Asking { name, refused }));
+                }
+            }
+            joining.set_value(false);
+        });
+    };
+    let (saved_name, saved_token) = session::saved();
+    rejoin(saved_name, saved_token);
+
+    // The server forgot the session (a restart, or the grace ran out while
+    // offline): claim the name again; if somebody took it meanwhile, ask.
+    session::on_lost(move || {
+        if let Some(lost) = session.get_untracked() {
+            rejoin(lost.name, lost.token);
+        }
+    });
+
+    // One subscription per session: a new name ends the old stream and
+    // starts another (the conversation so far stays on screen).
     Effect::new(move |previous: Option<Option<AbortHandle>>| {
         if let Some(Some(handle)) = previous {
             handle.abort();
         }
-        let name = username.get()?;
-        Some(connection.start(name, timeline))
+        session.with(|s| s.as_ref().map(|s| connection.start(s, timeline, people)))
     });
 
-    let name = Signal::derive(move || username.get().unwrap_or_default());
-    let set_name = Callback::new(move |name: String| {
-        save_name(&name);
-        renaming.set(false);
-        if username.get_untracked().as_deref() != Some(name.as_str()) {
-            username.set(Some(name));
-        }
+    let name = Signal::derive(move || {
+        session
+            .with(|s| s.as_ref().map(|s| s.name.clone()))
+            .unwrap_or_default()
     });
-    let cancel_rename = Callback::new(move |()| renaming.set(false));
+    let rename = move |_| {
+        asking.set(Some(Asking {
+            name: name.get_untracked(),
+            refused: None,
+        }));
+    };
+    let cancel_rename = Callback::new(move |()| asking.set(None));
+    // Behind an authenticating proxy the name is the login: not ours to change.
+    let can_rename = move || session.with(|s| s.as_ref().is_some_and(|s| !s.proxied));
 
     view! {
         <div class="app">
@@ -52,42 +115,49 @@ pub fn App() -> impl IntoView {
                     <h1>"Chat"</h1>
                 </div>
                 // Nothing is connecting until there is a name to connect as.
-                <Show when=move || username.with(Option::is_some)>
+                <Show when=move || session.with(Option::is_some)>
                     <ConnectionBadge connection />
+                    <OnlineCount people open=people_open />
                     <button
                         class="me"
                         data-testid="change-name"
-                        title="Change your name"
-                        on:click=move |_| renaming.set(true)
+                        title=move || if can_rename() { "Change your name" } else { "Your name, from your login" }
+                        disabled=move || !can_rename()
+                        on:click=rename
                     >
                         <span class="me-label">"You are "</span>
                         <strong class="me-name">{move || name.get()}</strong>
-                        <span class="edit" aria-hidden="true">"✎"</span>
+                        <span class="edit" aria-hidden="true" hidden=move || !can_rename()>"✎"</span>
                     </button>
                 </Show>
             </header>
             {move || connection.refused.get().map(|reason| view! {
                 <div class="banner" role="alert" data-testid="connection-error">
                     <span>"The server won't let you in: " {reason}</span>
-                    <button class="link" on:click=move |_| renaming.set(true)>"Change name"</button>
+                    <button class="link" on:click=rename>"Change name"</button>
                 </div>
             })}
-            <MessageList timeline draft />
-            <Composer timeline name draft />
-            {move || {
-                let current = username.get();
-                let asking = current.is_none() || renaming.get();
-                asking.then(|| {
-                    let has_name = current.is_some();
-                    view! {
-                        <NamePrompt
-                            initial=current.unwrap_or_default()
-                            on_done=set_name
-                            on_cancel=has_name.then_some(cancel_rename)
-                        />
-                    }
-                })
-            }}
+            <div class="body">
+                <main class="conversation">
+                    <MessageList timeline draft />
+                    <TypingLine people />
+                    <Composer timeline name draft typing />
+                </main>
+                <Show when=move || session.with(Option::is_some)>
+                    <OnlineList people me=name open=people_open />
+                </Show>
+            </div>
+            {move || asking.get().map(|Asking { name, refused }| {
+                let has_session = session.with_untracked(Option::is_some);
+                view! {
+                    <NamePrompt
+                        initial=name
+                        refused
+                        on_joined=Callback::new(joined)
+                        on_cancel=has_session.then_some(cancel_rename)
+                    />
+                }
+            })}
         </div>
     }
 }

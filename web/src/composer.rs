@@ -7,6 +7,7 @@ use leptos::prelude::*;
 
 use crate::api::{self, MAX_MESSAGE_CHARS};
 use crate::messages::{Timeline, deliver};
+use crate::people::TypingNotices;
 
 /// Characters from which the counter is shown.
 const COUNTER_FROM: usize = MAX_MESSAGE_CHARS - 500;
@@ -18,6 +19,7 @@ pub fn Composer(
     timeline: Timeline,
     name: Signal<String>,
     draft: RwSignal<String>,
+    typing: TypingNotices,
 ) -> impl IntoView {
     let input_ref = NodeRef::<html::Textarea>::new();
     let chars = Memo::new(move |_| draft.with(|d| d.trim().chars().count()));
@@ -46,6 +48,7 @@ pub fn Composer(
         }
         let entry = timeline.push_own(&author, &text, &api::new_nonce());
         deliver(entry);
+        typing.sent();
         draft.set(String::new());
         if let Some(input) = input_ref.get_untracked() {
             let _ = input.focus();
@@ -95,7 +98,9 @@ pub fn Composer(
                     enterkeyhint="send"
                     prop:value=move || draft.get()
                     on:input=move |ev| {
-                        draft.set(event_target_value(&ev));
+                        let text = event_target_value(&ev);
+                        typing.draft_changed(!text.trim().is_empty());
+                        draft.set(text);
                         fit();
                     }
                     on:keydown=move |ev| {

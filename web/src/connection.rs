@@ -13,6 +13,10 @@
 //! The first subscription asks for the recent history; every later one
 //! resumes after the last id the timeline holds, so the server replays
 //! exactly what was missed while the stream was down.
+//!
+//! The stream carries who is here and who is typing too (see `people`). If
+//! the server no longer knows the session (it restarted, or the name's grace
+//! ran out), the stream stops and the page joins again (see `session`).
 
 use std::cell::Cell;
 use std::pin::pin;
@@ -21,11 +25,13 @@ use chat_proto::{ChatEvent, Event, SubscribeRequest};
 use futures_util::future::{AbortHandle, Either, abortable, select};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use tonic::Status;
 use tonic::codec::Streaming;
+use tonic::{Code, Status};
 
 use crate::api;
 use crate::messages::Timeline;
+use crate::people::People;
+use crate::session::{self, Session};
 use crate::wait;
 
 /// First retry delay, doubled after every failed attempt up to `MAX_DELAY_MS`
@@ -69,6 +75,15 @@ pub struct Connection {
     pub refused: RwSignal<Option<String>>,
 }
 
+/// Where the stream's events go, and whose eyes they are for.
+#[derive(Clone)]
+pub struct Feed {
+    pub timeline: Timeline,
+    pub people: People,
+    /// The session's name: messages under it are this user's own.
+    pub me: String,
+}
+
 impl Connection {
     pub fn new() -> Self {
         Self {
@@ -78,12 +93,17 @@ impl Connection {
         }
     }
 
-    /// Subscribes as `name` until the returned handle is aborted.
-    pub fn start(self, name: String, timeline: Timeline) -> AbortHandle {
+    /// Subscribes as `session` until the returned handle is aborted.
+    pub fn start(self, session: &Session, timeline: Timeline, people: People) -> AbortHandle {
         self.state.set(ConnState::Connecting);
         self.detail.set(None);
         self.refused.set(None);
-        let (task, handle) = abortable(self.run(name, timeline));
+        let feed = Feed {
+            timeline,
+            people,
+            me: session.name.clone(),
+        };
+        let (task, handle) = abortable(self.run(feed));
         spawn_local(async move {
             // Aborted means the name changed or the page is going away.
             let _ = task.await;
@@ -91,10 +111,10 @@ impl Connection {
         handle
     }
 
-    async fn run(self, name: String, timeline: Timeline) {
+    async fn run(self, feed: Feed) {
         let mut delay = MIN_DELAY_MS;
         loop {
-            match self.subscribe_once(&name, timeline).await {
+            match self.subscribe_once(&feed).await {
                 Ended::AfterReady(reason) => {
                     delay = MIN_DELAY_MS;
                     self.detail.set(reason);
@@ -104,6 +124,13 @@ impl Connection {
                     self.refused.set(Some(reason.clone()));
                     self.detail.set(Some(reason));
                     delay = MAX_DELAY_MS;
+                }
+                Ended::SessionGone => {
+                    // The page joins again, and a new stream replaces this
+                    // one; if it cannot, the name prompt says why.
+                    self.state.set(ConnState::Reconnecting);
+                    session::renew().await;
+                    return;
                 }
             }
             self.state.set(ConnState::Reconnecting);
@@ -115,8 +142,8 @@ impl Connection {
     }
 
     /// One Subscribe call, read until it ends or goes quiet.
-    async fn subscribe_once(self, name: &str, timeline: Timeline) -> Ended {
-        let opening = pin!(open(name, timeline));
+    async fn subscribe_once(self, feed: &Feed) -> Ended {
+        let opening = pin!(open(feed));
         let timeout = pin!(wait::sleep_ms(READY_TIMEOUT_MS));
         let (mut stream, heartbeat_ms) = match select(opening, timeout).await {
             Either::Left((Ok(opened), _)) => opened,
@@ -130,7 +157,7 @@ impl Connection {
         self.refused.set(None);
 
         let last_event = Cell::new(js_sys::Date::now());
-        let reading = pin!(read(&mut stream, timeline, name, &last_event));
+        let reading = pin!(read(&mut stream, feed, &last_event));
         let Some(limit) = silence_limit_ms(heartbeat_ms) else {
             // An older server, without heartbeats: trust the stream.
             return reading.await;
@@ -153,12 +180,12 @@ impl Connection {
 
 /// Starts a Subscribe call and reads it up to `Ready`, which gives the
 /// heartbeat interval (0 from a server that sends none).
-async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u32), Ended> {
+async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
     let request = SubscribeRequest {
-        username: name.to_owned(),
-        after_id: timeline.last_id(),
+        username: feed.me.clone(),
+        after_id: feed.timeline.last_id(),
     };
-    let mut stream = match api::client().subscribe(request).await {
+    let mut stream = match api::client().subscribe(session::authorized(request)).await {
         Ok(response) => response.into_inner(),
         Err(status) => return Err(failed_before_ready(&status)),
     };
@@ -166,9 +193,12 @@ async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u
         match stream.message().await {
             Ok(Some(ChatEvent {
                 event: Some(Event::Ready(ready)),
-            })) => return Ok((stream, ready.heartbeat_interval_ms)),
+            })) => {
+                feed.people.restart();
+                return Ok((stream, ready.heartbeat_interval_ms));
+            }
             // `Ready` comes first, but a message is a message.
-            Ok(Some(ChatEvent { event: Some(event) })) => show(event, timeline, name),
+            Ok(Some(ChatEvent { event: Some(event) })) => show(event, feed),
             Ok(Some(_)) => {}
             Ok(None) => {
                 return Err(Ended::BeforeReady(
@@ -181,17 +211,12 @@ async fn open(name: &str, timeline: Timeline) -> Result<(Streaming<ChatEvent>, u
 }
 
 /// Reads a live stream until it ends, noting when each event arrived.
-async fn read(
-    stream: &mut Streaming<ChatEvent>,
-    timeline: Timeline,
-    name: &str,
-    last_event: &Cell<f64>,
-) -> Ended {
+async fn read(stream: &mut Streaming<ChatEvent>, feed: &Feed, last_event: &Cell<f64>) -> Ended {
     loop {
         let next = stream.message().await;
         last_event.set(js_sys::Date::now());
         match next {
-            Ok(Some(ChatEvent { event: Some(event) })) => show(event, timeline, name),
+            Ok(Some(ChatEvent { event: Some(event) })) => show(event, feed),
             Ok(Some(_)) => {}
             Ok(None) => return Ended::AfterReady(Some("the server closed the stream".to_owned())),
             // Including UNAVAILABLE from a server shutting down: reconnect
@@ -201,14 +226,24 @@ async fn read(
     }
 }
 
-/// Puts what the stream said on the timeline of the user called `name`.
-fn show(event: Event, timeline: Timeline, name: &str) {
+/// Puts what the stream said where the user sees it.
+fn show(event: Event, feed: &Feed) {
+    let Feed {
+        timeline,
+        people,
+        me,
+    } = feed;
     match event {
-        Event::Message(message) => timeline.receive(message, name),
+        Event::Message(message) => {
+            people.stopped_typing(&message.username);
+            timeline.receive(message, me);
+        }
         Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
+        Event::Presence(presence) => people.presence(presence, *timeline, me),
+        Event::Typing(typing) => people.typing(typing, me),
         // A heartbeat has done its job by arriving; `Ready` is handled by
         // `open`.
-        Event::Ready(_) | Event::Heartbeat(_) | Event::Presence(_) | Event::Typing(_) => {}
+        Event::Ready(_) | Event::Heartbeat(_) => {}
     }
 }
 
@@ -236,7 +271,9 @@ fn silence_limit_ms(heartbeat_interval_ms: u32) -> Option<f64> {
 
 /// A call that failed before `Ready`: worth retrying, or a refusal.
 fn failed_before_ready(status: &Status) -> Ended {
-    if api::is_transient(status) {
+    if status.code() == Code::Unauthenticated {
+        Ended::SessionGone
+    } else if api::is_transient(status) {
         Ended::BeforeReady(api::readable(status))
     } else {
         Ended::Refused(api::readable(status))
@@ -251,6 +288,8 @@ enum Ended {
     BeforeReady(String),
     /// The server said no for a reason retrying won't fix.
     Refused(String),
+    /// The server does not know the session: join again.
+    SessionGone,
 }
 
 /// Somewhere between half and all of `delay`, so that many clients dropped

@@ -7,6 +7,8 @@ mod composer;
 mod connection;
 mod messages;
 mod name_prompt;
+mod people;
+mod session;
 mod time;
 mod wait;
 

@@ -18,6 +18,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
+use crate::people::name_hue;
 use crate::{api, time};
 
 /// Messages kept in memory; older ones scroll away for good.
@@ -48,6 +49,8 @@ pub struct Entry {
     /// A line from the app itself (like "messages are missing"), not a chat
     /// message.
     pub notice: bool,
+    /// A notice that someone joined or left: quieter still.
+    pub presence: bool,
     /// The server's id, once known (0 until then).
     pub id: RwSignal<u64>,
     /// Our nonce for own messages, empty otherwise.
@@ -67,6 +70,7 @@ impl Entry {
             text: text.into(),
             own: false,
             notice: false,
+            presence: false,
             id: RwSignal::new(0),
             nonce: "".into(),
             time: RwSignal::new(time),
@@ -216,6 +220,15 @@ impl Timeline {
         self.append(Entry {
             notice: true,
             ..Entry::new(self.take_key(), "", &text, 0, Delivery::Delivered)
+        });
+    }
+
+    /// A quiet line saying someone joined or left.
+    pub fn note_presence(&self, text: &str) {
+        self.append(Entry {
+            notice: true,
+            presence: true,
+            ..Entry::new(self.take_key(), "", text, 0, Delivery::Delivered)
         });
     }
 
@@ -388,6 +401,14 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
 
 #[component]
 fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+    if entry.presence {
+        // No status role of its own (unlike other notices): comings and
+        // goings are not alerts, and the online list says who is here.
+        return view! {
+            <li class="notice presence" data-testid="presence-line">{entry.text.to_string()}</li>
+        }
+        .into_any();
+    }
     if entry.notice {
         return view! {
             <li class="notice" data-testid="notice" role="status">{entry.text.to_string()}</li>
@@ -514,18 +535,20 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
     .into_any()
 }
 
-/// A stable colour per name, so people are easy to tell apart.
-fn name_hue(name: &str) -> u32 {
-    name.chars()
-        .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32))
-        % 360
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     impl Timeline {
+        pub fn is_empty_untracked(&self) -> bool {
+            self.entries.with_untracked(Vec::is_empty)
+        }
+
+        pub fn texts(&self) -> Vec<String> {
+            self.entries
+                .with_untracked(|e| e.iter().map(|e| e.text.to_string()).collect())
+        }
+
         fn receive_under_another_name(&self, message: ChatMessage) {
             self.receive(message, "someone");
         }

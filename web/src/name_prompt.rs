@@ -1,53 +1,93 @@
-//! Choosing a name: asked on the first visit, remembered in localStorage so
-//! a reload goes straight back into the chat, and changeable from the header.
+//! Choosing a name: a dialog that claims it with `Join`, asked on the first
+//! visit (a reload keeps the session, see `session`) and from the header to
+//! change it. A name somebody else holds gets a plain message and a
+//! suggestion.
 
 use leptos::html;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
+use tonic::{Code, Status};
 
 use crate::api;
+use crate::session::Session;
 
-const STORAGE_KEY: &str = "chat.username";
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
+/// Why a name could not be had, and another to try.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: String,
+    pub suggestion: Option<String>,
 }
 
-/// The name saved by an earlier visit, if it is still a valid one.
-pub fn load_name() -> Option<String> {
-    let saved = storage()?.get_item(STORAGE_KEY).ok()??;
-    api::validate_name(&saved).ok()
-}
-
-/// Remembers the name for the next visit (silently skipped where storage is
-/// off, e.g. some private modes: the user is simply asked again).
-pub fn save_name(name: &str) {
-    if let Some(storage) = storage() {
-        let _ = storage.set_item(STORAGE_KEY, name);
+impl Refusal {
+    /// What to tell the user when `Join` for `name` failed with `status`.
+    pub fn of(name: &str, status: &Status) -> Self {
+        if status.code() == Code::AlreadyExists {
+            Self {
+                reason: format!("{} is taken: someone else is using that name.", name.trim()),
+                suggestion: suggest(name),
+            }
+        } else {
+            Self {
+                reason: api::readable(status),
+                suggestion: None,
+            }
+        }
     }
 }
 
+/// The name with a number after it, if that is still a valid name.
+fn suggest(name: &str) -> Option<String> {
+    let number = 2 + (js_sys::Math::random() * 98.0) as u32;
+    api::validate_name(&format!("{}{number}", name.trim())).ok()
+}
+
 /// A dialog asking for a name. `on_cancel` is offered only when there is a
-/// name to go back to.
+/// name to go back to; `refused` is shown at once (a name the page tried by
+/// itself and could not have).
 #[component]
 pub fn NamePrompt(
     initial: String,
-    on_done: Callback<String>,
+    refused: Option<Refusal>,
+    on_joined: Callback<Session>,
     on_cancel: Option<Callback<()>>,
 ) -> impl IntoView {
-    let first_visit = initial.is_empty();
+    let first_visit = on_cancel.is_none();
+    let current = initial.clone();
     let draft = RwSignal::new(initial);
-    let error = RwSignal::new(None::<String>);
+    let error = RwSignal::new(refused);
+    let busy = RwSignal::new(false);
     let input_ref = NodeRef::<html::Input>::new();
     input_ref.on_load(|input| {
         let _ = input.focus();
         input.select();
     });
 
+    let claim = move |name: String| {
+        busy.set(true);
+        spawn_local(async move {
+            match api::join(&name, "").await {
+                Ok(session) => on_joined.run(session),
+                Err(status) => error.set(Some(Refusal::of(&name, &status))),
+            }
+            busy.set(false);
+        });
+    };
     let submit = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
+        if busy.get_untracked() {
+            return;
+        }
         match api::validate_name(&draft.get_untracked()) {
-            Ok(name) => on_done.run(name),
-            Err(reason) => error.set(Some(reason)),
+            // The name this tab holds already (in any ASCII case): nothing
+            // to claim (Join would say it is taken: by this very tab).
+            Ok(name) if on_cancel.is_some() && name.eq_ignore_ascii_case(&current) => {
+                on_cancel.inspect(|cancel| cancel.run(()));
+            }
+            Ok(name) => claim(name),
+            Err(reason) => error.set(Some(Refusal {
+                reason,
+                suggestion: None,
+            })),
         }
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
@@ -80,7 +120,7 @@ pub fn NamePrompt(
                     autocomplete="nickname"
                     placeholder="Your name"
                     aria-label="Your name"
-                    aria-invalid=move || if error.get().is_some() { "true" } else { "false" }
+                    aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
                     prop:value=move || draft.get()
                     on:input=move |ev| {
                         draft.set(event_target_value(&ev));
@@ -88,7 +128,22 @@ pub fn NamePrompt(
                     }
                 />
                 <div class="field-hint">
-                    <span class="error" role="alert">{move || error.get()}</span>
+                    <span class="error" role="alert" data-testid="name-error">
+                        {move || error.get().map(|refusal| view! {
+                            {refusal.reason}
+                            {refusal.suggestion.map(|name| view! {
+                                " "
+                                <button
+                                    type="button"
+                                    class="link"
+                                    data-testid="name-suggestion"
+                                    on:click=move |_| claim(name.clone())
+                                >
+                                    {format!("Be {name}?")}
+                                </button>
+                            })}
+                        })}
+                    </span>
                     <span
                         class="counter"
                         class:over=move || { count() > api::MAX_NAME_CHARS }
@@ -106,7 +161,7 @@ pub fn NamePrompt(
                         type="submit"
                         class="primary"
                         data-testid="name-submit"
-                        disabled=move || draft.with(|d| d.trim().is_empty())
+                        disabled=move || busy.get() || draft.with(|d| d.trim().is_empty())
                     >
                         {if first_visit { "Join chat" } else { "Save" }}
                     </button>
