@@ -158,13 +158,15 @@ export function messagesWithText(page, text) {
  * The two-users flow: Ada and Bob join at `url`, each says something, and
  * both see both messages exactly once, with author, time and ownership; HTML
  * stays text; the name survives a reload. Screenshots go to
- * artifacts/<prefix>-ada.png and <prefix>-bob.png.
+ * artifacts/<prefix>-ada.png and <prefix>-bob.png. `names` are theirs (a
+ * server holds a name for a while after its page closes).
  */
-export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptions = {} } = {}) {
+export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptions = {}, names = ['Ada', 'Bob'] } = {}) {
+  const [adaName, bobName] = names;
   const ada = await openPage(browser, url, undefined, contextOptions);
   const bob = await openPage(browser, url, undefined, contextOptions);
-  await join(ada, 'Ada');
-  await join(bob, 'Bob');
+  await join(ada, adaName);
+  await join(bob, bobName);
 
   // Unique per run: the server keeps history, and may serve several runs.
   const fromAda = `Hello Bob <b>this is not bold</b> (${prefix})`;
@@ -182,14 +184,14 @@ export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptio
   for (const page of [ada, bob]) await messagesWithText(page, sentinel).first().waitFor();
 
   for (const page of [ada, bob]) {
-    for (const [text, author] of [[fromAda, 'Ada'], [fromBob, 'Bob']]) {
+    for (const [text, author] of [[fromAda, adaName], [fromBob, bobName]]) {
       const message = messagesWithText(page, text);
       assert.equal(await message.count(), 1, `${text} shown once`);
       assert.equal(await message.getByTestId('message-author').innerText(), author);
       const time = message.getByTestId('message-time');
       assert.match(await time.innerText(), /^\d{2}:\d{2}$/);
       assert.ok((await time.getAttribute('title'))?.length > 5, 'full date on hover');
-      const own = (page === ada) === (author === 'Ada');
+      const own = (page === ada) === (author === adaName);
       assert.equal(await message.getAttribute('data-own'), String(own));
     }
     // HTML in a message is shown as text, never interpreted.

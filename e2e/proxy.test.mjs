@@ -184,7 +184,7 @@ test('under /chat/, the app loads and calls the API only below /chat/', async ()
 });
 
 test('two users chat through nginx under /chat/ of an existing site', async () => {
-  await twoUsersChat(browser, nginx.subUrl, { prefix: 'proxy-subpath', contextOptions: tls });
+  await twoUsersChat(browser, nginx.subUrl, { prefix: 'proxy-subpath', contextOptions: tls, names: ['Ann', 'Ben'] });
 });
 
 test('a quiet chat stays connected through nginx past proxy_read_timeout', async (t) => {

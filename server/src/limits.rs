@@ -103,6 +103,17 @@ impl RateLimiter {
         }
     }
 
+    /// Another limiter with the same limits and buckets of its own: for
+    /// what is limited like messages but must not use up their budget
+    /// (typing notices, name claims).
+    pub fn same_limits(&self) -> Self {
+        Self {
+            rate: self.rate,
+            burst: self.burst,
+            names: Mutex::new(HashMap::new()),
+        }
+    }
+
     pub fn is_off(&self) -> bool {
         self.rate <= 0.0
     }

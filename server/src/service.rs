@@ -45,6 +45,12 @@ pub struct ChatServer {
     hub: Hub,
     heartbeat: Duration,
     rates: Arc<RateLimiter>,
+    /// Name claims, per client address: like messages, on a budget of
+    /// their own.
+    claim_rates: Arc<RateLimiter>,
+    /// Typing notices, per name: like messages, on a budget of their own
+    /// (a notice every 3 s must not cost the message being typed).
+    typing_rates: Arc<RateLimiter>,
     claims: Arc<Claims>,
     presence: Arc<Presence>,
     /// Subscribe, Send and SetTyping need a session.
@@ -66,6 +72,8 @@ impl ChatServer {
         Self {
             hub,
             heartbeat,
+            claim_rates: Arc::new(rates.same_limits()),
+            typing_rates: Arc::new(rates.same_limits()),
             rates,
             claims,
             presence: Presence::new(),
@@ -340,7 +348,7 @@ impl crate::ChatService for ChatServer {
 
     async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
         self.ensure_running()?;
-        let conn = request.extensions().get::<Arc<Conn>>().cloned();
+        let client = client(&request);
         if self.auth_header.is_some()
             && let Some(session) = self.session(&request)?
         {
@@ -363,13 +371,15 @@ impl crate::ChatService for ChatServer {
             }));
         }
         let name = rules::username(&username).map_err(invalid_argument)?;
-        // Claiming names is posting, as far as the rate limit goes: nobody
-        // squats on a thousand names a second.
-        self.rates
-            .check(conn.as_ref().map(|c| &c.rate), &name)
+        // Nobody squats on a thousand names a second.
+        self.claim_rates
+            .check(None, &client.map_or_else(String::new, |c| c.to_string()))
             .map_err(|too_fast| {
                 self.hub.metrics().limit_hit(Limit::RateSend);
-                too_fast_status(too_fast)
+                Status::resource_exhausted(format!(
+                    "claiming names too fast: wait {:.1} s and try again",
+                    too_fast.retry_after.as_secs_f64().max(0.1)
+                ))
             })?;
         let session = self.claims.join(&name, None).map_err(|error| match error {
             ClaimError::Taken(_) => Status::already_exists(error.to_string()),
@@ -388,15 +398,14 @@ impl crate::ChatService for ChatServer {
         request: Request<TypingRequest>,
     ) -> Result<Response<TypingReply>, Status> {
         self.ensure_running()?;
-        let conn = request.extensions().get::<Arc<Conn>>().cloned();
         let session = self.session(&request)?.ok_or_else(|| {
             Status::unauthenticated("only someone who joined can be typing: Join first")
         })?;
         let typing = request.into_inner().typing;
         // Saying so costs like a message; stopping is always allowed.
         if typing {
-            self.rates
-                .check(conn.as_ref().map(|c| &c.rate), &session.name)
+            self.typing_rates
+                .check(None, &session.name)
                 .map_err(|too_fast| {
                     self.hub.metrics().limit_hit(Limit::RateSend);
                     too_fast_status(too_fast)

@@ -269,6 +269,77 @@ async fn typing_reaches_the_others_and_stops_when_the_message_is_sent() {
     assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), false));
 }
 
+#[tokio::test]
+async fn typing_stops_by_itself_without_a_refresh_and_when_the_typist_leaves() {
+    let server = TestServer::start().await;
+    let ada = join(&server, "ada", "").await.expect("free");
+    let bob = join(&server, "bob", "").await.expect("free");
+    let (_, mut ada_events) = subscribe_as(&server, &ada.token).await;
+    let (_, bob_events) = subscribe_as(&server, &bob.token).await;
+    let mut web = server.web();
+
+    let typing = |on| with_session(TypingRequest { typing: on }, &bob.token);
+    within(web.set_typing(typing(true))).await.expect("typing");
+    let started = std::time::Instant::now();
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
+    // No refresh: over after 6 s (and not long after).
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), false));
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_secs(5) && lasted < Duration::from_secs(9),
+        "{lasted:?}"
+    );
+
+    // Typing, then gone: the others are told typing stopped, with the leave.
+    within(web.set_typing(typing(true))).await.expect("typing");
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
+    drop(bob_events);
+    assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), false));
+}
+
+#[tokio::test]
+async fn typing_and_name_claims_are_rate_limited_on_budgets_of_their_own() {
+    // The default limits: a burst of 20, then 5 per second.
+    let server = TestServer::start().await;
+    let ada = join(&server, "ada", "").await.expect("free");
+    let mut web = server.web();
+    let mut refused = None;
+    for _ in 0..40 {
+        let typing = with_session(TypingRequest { typing: true }, &ada.token);
+        if let Err(status) = within(web.set_typing(typing)).await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("40 typing notices at once are too many");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("too fast"), "{refused:?}");
+    // Saying typing stopped is always allowed, and messages have their own budget.
+    let stop = with_session(TypingRequest { typing: false }, &ada.token);
+    within(web.set_typing(stop)).await.expect("stopping");
+    within(web.send(with_session(chat("", "still here"), &ada.token)))
+        .await
+        .expect("a message is not held back by typing notices");
+
+    // One client claiming name after name is stopped too.
+    let mut claimed = 1;
+    let refused = loop {
+        match join(&server, &format!("squat{claimed}"), "").await {
+            Ok(_) => claimed += 1,
+            Err(status) => break status,
+        }
+        assert!(claimed < 40, "40 claims at once are too many");
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().starts_with("claiming names too fast"),
+        "{refused:?}"
+    );
+    // Taking a name back with its token is not a new claim.
+    let again = join(&server, "", &ada.token).await.expect("reclaimed");
+    assert_eq!(again.username, "ada");
+}
+
 /// The next `Typing` event on `events`, skipping the rest.
 async fn next_typing(events: &mut Streaming<ChatEvent>) -> (String, bool) {
     loop {
