@@ -55,7 +55,9 @@ function checkRendered(text, file) {
  * Renders deploy/nginx/* into `dir` for an upstream on 127.0.0.1:`upstreamPort`.
  * Returns the paths of the rendered files.
  */
-export function renderConfigs(dir, { upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout = '3s' }) {
+export function renderConfigs(dir, {
+  upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout = '3s', users,
+}) {
   const out = (name) => path.join(dir, name);
 
   let proxy = read('chat-proxy.conf');
@@ -70,6 +72,16 @@ export function renderConfigs(dir, { upstreamPort, redirectPort, sitePort, subPo
 
   const includeProxy = 'include /etc/nginx/snippets/chat-proxy.conf;';
   const includeRendered = `include ${out('chat-proxy.conf')};`;
+  let siteIncludes = includeRendered;
+  if (users) {
+    // The site behind auth_basic, as deploy/nginx/chat-auth.conf shows.
+    writeFileSync(out('chat.htpasswd'), users);
+    let auth = read('chat-auth.conf');
+    auth = substitute(auth, 'chat-auth.conf', /auth_basic_user_file\s+[^;\s]+;/, `auth_basic_user_file ${out('chat.htpasswd')};`);
+    checkRendered(auth, 'chat-auth.conf');
+    writeFileSync(out('chat-auth.conf'), auth);
+    siteIncludes = `include ${out('chat-auth.conf')};\n        ${includeRendered}`;
+  }
 
   let site = read('chat-site.conf');
   site = substitute(site, 'chat-site.conf', /^[ \t]*listen\s+\[::\][^;]*;[ \t]*\n/m, '', 2);
@@ -77,7 +89,7 @@ export function renderConfigs(dir, { upstreamPort, redirectPort, sitePort, subPo
   site = substitute(site, 'chat-site.conf', /listen\s+443\s+ssl\s+http2;/, `listen 127.0.0.1:${sitePort} ssl http2;`);
   site = substitute(site, 'chat-site.conf', /ssl_certificate\s+[^;\s]+;/, `ssl_certificate ${cert};`);
   site = substitute(site, 'chat-site.conf', /ssl_certificate_key\s+[^;\s]+;/, `ssl_certificate_key ${key};`);
-  site = substitute(site, 'chat-site.conf', includeProxy, includeRendered);
+  site = substitute(site, 'chat-site.conf', includeProxy, siteIncludes);
   checkRendered(site, 'chat-site.conf');
   writeFileSync(out('chat-site.conf'), site);
 
@@ -158,8 +170,10 @@ async function waitForPorts(ports, child, output, timeoutMs = 15_000) {
  * siteUrl is https://127.0.0.1:<port>/ (the chat at the root of its site),
  * subUrl is https://127.0.0.1:<port>/chat/ (under an existing site),
  * redirectUrl is the rendered port-80 block (http, redirects to https).
+ * With `users` (htpasswd lines), the site is behind auth_basic
+ * (deploy/nginx/chat-auth.conf).
  */
-export async function startNginx({ upstreamPort, readTimeout = '3s' }) {
+export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
   const dir = mkdtempSync(path.join(tmpdir(), 'chat-nginx-'));
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
@@ -171,7 +185,7 @@ export async function startNginx({ upstreamPort, readTimeout = '3s' }) {
 
   const [redirectPort, sitePort, subPort] = [await freePort(), await freePort(), await freePort()];
   const { conf } = renderConfigs(dir, {
-    upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout,
+    upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout, users,
   });
 
   const args = ['-p', `${dir}/`, '-c', conf, '-e', path.join(dir, 'error.log')];
