@@ -9,6 +9,7 @@ mod compare;
 mod connections;
 mod fanout;
 mod memory;
+mod presence;
 mod reference;
 mod report;
 mod server;
@@ -66,6 +67,10 @@ struct Args {
     /// --quick, its short version.
     #[arg(long)]
     memory: bool,
+    /// Only the presence scenario, for these numbers of people (default
+    /// 1,000 and 10,000; 200 with --quick).
+    #[arg(long, value_delimiter = ',', num_args = 0..)]
+    presence: Option<Vec<usize>>,
     /// Rounds of each fan-out, alternating with the reference server
     /// (default: 5, or 1 with --quick).
     #[arg(long)]
@@ -113,6 +118,9 @@ async fn main() -> anyhow::Result<()> {
 
     if args.memory {
         return finish(memory_scenarios(&args).await?);
+    }
+    if args.presence.is_some() {
+        return finish(presence_scenarios(&args).await?);
     }
 
     let setup = ChatSetup {
@@ -174,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
                 .num("bytes_per_connection", outcome.bytes_per_connection());
             println!("{}\n{}\n{}", row.header(), row.table(), row.json());
         }
+        failures.extend(presence_scenarios(&args).await?);
         failures.extend(memory_scenarios(&args).await?);
         match bundle::measure(&args.dist) {
             Ok(b) => {
@@ -225,6 +234,32 @@ fn finish(failures: Vec<String>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The presence scenario for each number of people, each on a fresh
+/// server; returns what broke (a join or leave that cost a stream more than
+/// one small event).
+async fn presence_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
+    let counts = match args.presence.as_deref() {
+        Some(counts) if !counts.is_empty() => counts.to_vec(),
+        _ if args.quick => vec![200],
+        _ => vec![1_000, 10_000],
+    };
+    let mut failures = Vec::new();
+    for (i, people) in counts.into_iter().enumerate() {
+        let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
+        let outcome = presence::run(&server, people).await?;
+        server.stop().await?;
+        let row = outcome.row();
+        if i == 0 {
+            println!("{}", row.header());
+        }
+        println!("{}\n{}", row.table(), row.json());
+        if let Some(problem) = outcome.problem() {
+            failures.push(format!("presence with {people} people: {problem}"));
+        }
+    }
+    Ok(failures)
 }
 
 /// Every part of the memory scenario, each on a fresh server; returns what

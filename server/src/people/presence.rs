@@ -9,7 +9,7 @@
 //! Typing is told the same way: when it starts, and when it stops (said so,
 //! not refreshed within [`TYPING_FOR`], a message sent, or gone).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -31,12 +31,13 @@ const EVENTS: usize = 65_536;
 /// Waiting changes folded into one event at most.
 const FOLD: usize = 4096;
 
-/// A change in who is here.
+/// A change in who is here. Every stream reads every change (folding them
+/// when behind), so a change is cheap to copy: names are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Joined(String),
-    Left(String),
-    Typing(String, bool),
+    Joined(Arc<str>),
+    Left(Arc<str>),
+    Typing(Arc<str>, bool),
 }
 
 /// Changes that were waiting, folded: for each person only their last word
@@ -55,22 +56,13 @@ impl Folded {
         first: Change,
         more: &mut broadcast::Receiver<Change>,
     ) -> Result<Self, broadcast::error::TryRecvError> {
-        let mut here: Vec<(String, bool)> = Vec::new();
-        let mut typing: Vec<(String, bool)> = Vec::new();
-        let mut index: HashMap<(bool, String), usize> = HashMap::new();
-        let mut note = |change: Change| {
-            let (list, key, name, value) = match change {
-                Change::Joined(name) => (&mut here, false, name, true),
-                Change::Left(name) => (&mut here, false, name, false),
-                Change::Typing(name, on) => (&mut typing, true, name, on),
-            };
-            match index.get(&(key, name.clone())) {
-                Some(&at) => list[at].1 = value,
-                None => {
-                    index.insert((key, name.clone()), list.len());
-                    list.push((name, value));
-                }
-            }
+        // Each person's last word on being here, and on typing.
+        let mut here = Words::default();
+        let mut typing = Words::default();
+        let mut note = |change: Change| match change {
+            Change::Joined(name) => here.say(name, true),
+            Change::Left(name) => here.say(name, false),
+            Change::Typing(name, on) => typing.say(name, on),
         };
         note(first);
         for _ in 1..FOLD {
@@ -80,24 +72,54 @@ impl Folded {
                 Err(error) => return Err(error),
             }
         }
-        let (joined, left) = here.into_iter().partition::<Vec<_>, _>(|(_, here)| *here);
+        let (joined, left) = here.said.into_iter().partition::<Vec<_>, _>(|(_, here)| *here);
+        let names = |said: Vec<(Arc<str>, bool)>| said.into_iter().map(|(n, _)| n.to_string()).collect();
         Ok(Self {
-            joined: joined.into_iter().map(|(name, _)| name).collect(),
-            left: left.into_iter().map(|(name, _)| name).collect(),
-            typing,
+            joined: names(joined),
+            left: names(left),
+            typing: typing.said.into_iter().map(|(n, on)| (n.to_string(), on)).collect(),
         })
+    }
+}
+
+/// Yes-or-no words from people, only the last one of each kept, in the
+/// order people first spoke.
+#[derive(Default)]
+struct Words {
+    said: Vec<(Arc<str>, bool)>,
+    at: HashMap<Arc<str>, usize>,
+}
+
+impl Words {
+    fn say(&mut self, name: Arc<str>, word: bool) {
+        match self.at.get(&name) {
+            Some(&at) => self.said[at].1 = word,
+            None => {
+                self.at.insert(Arc::clone(&name), self.said.len());
+                self.said.push((name, word));
+            }
+        }
     }
 }
 
 #[derive(Debug)]
 pub struct Presence {
-    people: Mutex<HashMap<NameKey, Person>>,
+    people: Mutex<People>,
     changes: broadcast::Sender<Change>,
+}
+
+/// Everyone present, by name key, and their names in order: every new
+/// stream is sent the whole list, and sorting it for each (under the lock)
+/// was most of what 10,000 arrivals cost.
+#[derive(Debug, Default)]
+struct People {
+    by_key: HashMap<NameKey, Person>,
+    sorted: BTreeSet<Arc<str>>,
 }
 
 #[derive(Debug)]
 struct Person {
-    name: String,
+    name: Arc<str>,
     streams: usize,
     /// When the last stream closed, while none is open.
     since: Option<Instant>,
@@ -110,7 +132,7 @@ impl Presence {
     /// current runtime for as long as the registry lives.
     pub fn new() -> Arc<Self> {
         let presence = Arc::new(Self {
-            people: Mutex::new(HashMap::new()),
+            people: Mutex::new(People::default()),
             changes: broadcast::channel(EVENTS).0,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -122,12 +144,17 @@ impl Presence {
     /// `name` has a stream open until the returned guard is dropped.
     pub fn arrive(self: &Arc<Self>, name: &str) -> Here {
         let key = NameKey::of(name);
-        let mut people = self.lock();
-        let person = people.entry(key.clone()).or_insert_with(|| Person {
-            name: name.trim().to_owned(),
-            streams: 0,
-            since: None,
-            typing_until: None,
+        let mut guard = self.lock();
+        let People { by_key, sorted } = &mut *guard;
+        let person = by_key.entry(key.clone()).or_insert_with(|| {
+            let name: Arc<str> = name.trim().into();
+            sorted.insert(Arc::clone(&name));
+            Person {
+                name,
+                streams: 0,
+                since: None,
+                typing_until: None,
+            }
         });
         let new = person.streams == 0 && person.since.is_none();
         person.streams += 1;
@@ -146,8 +173,7 @@ impl Presence {
         let people = self.lock();
         // Subscribed under the lock: no change falls between the two.
         let changes = self.changes.subscribe();
-        let mut online: Vec<String> = people.values().map(|p| p.name.clone()).collect();
-        online.sort();
+        let online = people.sorted.iter().map(|name| name.to_string()).collect();
         (online, changes)
     }
 
@@ -156,7 +182,7 @@ impl Presence {
     pub fn typing(&self, name: &str, typing: bool) {
         let now = Instant::now();
         let mut people = self.lock();
-        let Some(person) = people.get_mut(&NameKey::of(name)) else {
+        let Some(person) = people.by_key.get_mut(&NameKey::of(name)) else {
             return;
         };
         let was = person.typing_until.is_some();
@@ -170,7 +196,7 @@ impl Presence {
 
     fn depart(&self, key: &NameKey) {
         let mut people = self.lock();
-        if let Some(person) = people.get_mut(key) {
+        if let Some(person) = people.by_key.get_mut(key) {
             person.streams = person.streams.saturating_sub(1);
             if person.streams == 0 {
                 person.since = Some(Instant::now());
@@ -181,8 +207,9 @@ impl Presence {
     /// Tells who stopped typing without saying so, and who has been without
     /// a stream for [`LEAVE_DELAY`].
     fn sweep_once(&self, now: Instant) {
-        let mut people = self.lock();
-        people.retain(|_, person| {
+        let mut guard = self.lock();
+        let People { by_key, sorted } = &mut *guard;
+        by_key.retain(|_, person| {
             let gone = person.since.is_some_and(|since| now >= since + LEAVE_DELAY);
             if person
                 .typing_until
@@ -194,13 +221,14 @@ impl Presence {
                     .send(Change::Typing(person.name.clone(), false));
             }
             if gone {
+                sorted.remove(&person.name);
                 let _ = self.changes.send(Change::Left(person.name.clone()));
             }
             !gone
         });
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<NameKey, Person>> {
+    fn lock(&self) -> MutexGuard<'_, People> {
         self.people.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
