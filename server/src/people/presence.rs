@@ -10,6 +10,7 @@
 //! not refreshed within [`TYPING_FOR`], a message sent, or gone).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -106,6 +107,9 @@ impl Words {
 pub struct Presence {
     people: Mutex<People>,
     changes: broadcast::Sender<Change>,
+    /// How many people are typing: every relayed message says its author
+    /// stopped, and while nobody types that costs no name key and no lock.
+    typists: AtomicUsize,
 }
 
 /// Everyone present, by name key, and their names in order: every new
@@ -134,6 +138,7 @@ impl Presence {
         let presence = Arc::new(Self {
             people: Mutex::new(People::default()),
             changes: broadcast::channel(EVENTS).0,
+            typists: AtomicUsize::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep(Arc::downgrade(&presence)));
@@ -180,6 +185,9 @@ impl Presence {
     /// `name` is typing (for [`TYPING_FOR`] unless said again) or stopped.
     /// Only someone present can type.
     pub fn typing(&self, name: &str, typing: bool) {
+        if !typing && self.typists.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let now = Instant::now();
         let mut people = self.lock();
         let Some(person) = people.by_key.get_mut(&NameKey::of(name)) else {
@@ -188,6 +196,12 @@ impl Presence {
         let was = person.typing_until.is_some();
         person.typing_until = typing.then_some(now + TYPING_FOR);
         if was != typing {
+            // Counted under the lock, so never below what is typing.
+            if typing {
+                self.typists.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.typists.fetch_sub(1, Ordering::Relaxed);
+            }
             let _ = self
                 .changes
                 .send(Change::Typing(person.name.clone(), typing));
@@ -216,6 +230,7 @@ impl Presence {
                 .is_some_and(|until| gone || now >= until)
             {
                 person.typing_until = None;
+                self.typists.fetch_sub(1, Ordering::Relaxed);
                 let _ = self
                     .changes
                     .send(Change::Typing(person.name.clone(), false));
