@@ -1,31 +1,20 @@
 // Two people chat in two browser windows through a real chat-server.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
-  artifacts, connected, join, launchBrowser, messagesWithText, openPage, say, startServer, twoUsersChat,
+  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser, startServer, twoUsersChat,
 } from './harness.mjs';
 import * as grpcWeb from './grpcweb.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const chat = serverAndBrowser();
 
 test('two users see each other\'s messages and their own, exactly once, with a time', async () => {
-  await twoUsersChat(browser, server.url, { prefix: 'chat' });
+  await twoUsersChat(chat.browser, chat.server.url, { prefix: 'chat' });
 });
 
 test('the layout works at phone width', async () => {
-  const phone = await openPage(browser, server.url, { width: 360, height: 740 });
+  const phone = await openPage(chat.browser, chat.server.url, { width: 360, height: 740 });
   await join(phone, 'Pocket');
   await say(phone, 'A longer message to see how wrapping behaves on a narrow screen, '
     + 'with a verylongwordthatshouldwrapratherthanoverflowthescreenhorizontally.');
@@ -37,13 +26,13 @@ test('the layout works at phone width', async () => {
 });
 
 test('after a server restart the app reconnects and shows what was said meanwhile, once', async () => {
-  const page = await openPage(browser, server.url);
+  const page = await openPage(chat.browser, chat.server.url);
   await join(page, 'Steady');
   await say(page, 'before the restart');
   await page.locator('[data-testid="message"][data-state="delivered"]')
     .filter({ hasText: 'before the restart' }).waitFor();
-  const { port, db } = server;
-  await server.stop();
+  const { port, db } = chat.server;
+  await chat.server.stop();
   await page.locator('[data-testid="connection-status"][data-state="reconnecting"]').waitFor();
   // A send while the server is away fails visibly, with a reason.
   await say(page, 'lost in transit');
@@ -56,10 +45,10 @@ test('after a server restart the app reconnects and shows what was said meanwhil
   // someone says 5 things at once, before the page has had a chance to
   // resubscribe. Only resuming after the last id it saw gets all 5 back
   // (a fresh subscription would show the recent 2).
-  server = await startServer(port, { db, args: ['--history', '2'] });
+  chat.server = await startServer(port, { db, args: ['--history', '2'] });
   const away = ['away 1', 'away 2', 'away 3', 'away 4', 'away 5'];
   for (const message of away) {
-    const reply = await grpcWeb.send(server.url, { username: 'Quick', message });
+    const reply = await grpcWeb.send(chat.server.url, { username: 'Quick', message });
     assert.equal(reply.grpcStatus, 0, JSON.stringify(reply));
   }
   await connected(page, { timeout: 30_000 });
@@ -81,7 +70,7 @@ test('when heartbeats stop on an open stream, the app notices and reconnects', a
   // says nothing, as behind a proxy that lost its upstream. The app gives
   // up after 2.5 heartbeats of silence, not only when the stream errors.
   const frozen = await startServer(undefined, { args: ['--heartbeat', '1'] });
-  const page = await openPage(browser, frozen.url);
+  const page = await openPage(chat.browser, frozen.url);
   try {
     await join(page, 'Watchful');
     await connected(page);
@@ -101,7 +90,7 @@ test('when heartbeats stop on an open stream, the app notices and reconnects', a
 });
 
 test('a name with text-direction controls, or with nothing visible, is refused with a reason', async () => {
-  const page = await openPage(browser, server.url);
+  const page = await openPage(chat.browser, chat.server.url);
   const input = page.getByTestId('name-input');
   const reason = page.locator('.name-card [role="alert"]');
   // RLO makes "ada" + "gnp.exe" show as "adaexe.png".
@@ -118,7 +107,7 @@ test('a name with text-direction controls, or with nothing visible, is refused w
 
   // The server holds the same rule (INVALID_ARGUMENT), for clients that skip the page's check.
   for (const [username, words] of [['ada\u202Egnp.exe', 'text-direction'], ['\u200B\u3164', 'no visible characters']]) {
-    const reply = await grpcWeb.send(server.url, { username, message: 'hi' });
+    const reply = await grpcWeb.send(chat.server.url, { username, message: 'hi' });
     assert.equal(reply.grpcStatus, 3, JSON.stringify(reply));
     assert.match(reply.grpcMessage, new RegExp(words));
   }
@@ -130,7 +119,7 @@ test('sending too fast shows a calm notice with the wait, and the message can be
   // A server that lets a name post one message, then one every 2 s.
   const limited = await startServer(undefined, { args: ['--rate-limit', '0.5', '--rate-burst', '1'] });
   try {
-    const page = await openPage(browser, limited.url);
+    const page = await openPage(chat.browser, limited.url);
     await join(page, 'Hasty');
     await say(page, 'first');
     await say(page, 'one too many');

@@ -8,6 +8,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import assert from 'node:assert/strict';
+import { before, after } from 'node:test';
 import { chromium } from 'playwright-core';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -101,6 +102,24 @@ export async function startServer(port, { args = [], env = {}, captureLogs = fal
       await exited;
     },
   };
+}
+
+/**
+ * For a test file: a chat-server (default options) and Chromium, started
+ * before its tests and stopped after them. Returns an object whose `server`
+ * and `browser` are set once started.
+ */
+export function serverAndBrowser() {
+  const shared = {};
+  before(async () => {
+    shared.server = await startServer();
+    shared.browser = await launchBrowser();
+  });
+  after(async () => {
+    await shared.browser?.close();
+    await shared.server?.stop();
+  });
+  return shared;
 }
 
 /** Launches Chromium; `extraArgs` are added to its command line. */

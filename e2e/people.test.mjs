@@ -1,26 +1,15 @@
 // Three people in three browsers through a real chat-server: who is online,
 // who is typing, a name somebody else holds, a reload that keeps the name,
 // and a person leaving.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
-  artifacts, connected, join, launchBrowser, messagesWithText, openPage, say, startServer,
+  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser, startServer,
 } from './harness.mjs';
 import * as grpcWeb from './grpcweb.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  server = await startServer();
-  browser = await launchBrowser();
-});
-
-after(async () => {
-  await browser?.close();
-  await server?.stop();
-});
+const chat = serverAndBrowser();
 
 /** The names in a page's online list, in order. */
 async function online(page) {
@@ -54,12 +43,12 @@ async function waitForTyping(page, text) {
 }
 
 test('three people: the online list, joins, typing, a taken name, a reload and a leave', async () => {
-  const ada = await openPage(browser, server.url);
+  const ada = await openPage(chat.browser, chat.server.url);
   await join(ada, 'Ada');
   await waitForOnline(ada, ['Ada']);
-  const bob = await openPage(browser, server.url);
+  const bob = await openPage(chat.browser, chat.server.url);
   await join(bob, 'Bob');
-  const cy = await openPage(browser, server.url);
+  const cy = await openPage(chat.browser, chat.server.url);
   await join(cy, 'Cy');
   for (const page of [ada, bob, cy]) await waitForOnline(page, ['Ada', 'Bob', 'Cy']);
 
@@ -89,7 +78,7 @@ test('three people: the online list, joins, typing, a taken name, a reload and a
   await bob.screenshot({ path: path.join(artifacts, 'people-wide.png') });
 
   // Somebody else holds "ada" (in any case): a plain message and a way out.
-  const eve = await openPage(browser, server.url);
+  const eve = await openPage(chat.browser, chat.server.url);
   await eve.getByTestId('name-input').fill('ada');
   await eve.getByTestId('name-submit').click();
   const error = eve.getByTestId('name-error');
@@ -105,7 +94,7 @@ test('three people: the online list, joins, typing, a taken name, a reload and a
   await waitForOnline(ada, ['Ada', offered, 'Bob', 'Cy']);
 
   // A sessionless client cannot post as Ada either.
-  const forged = await grpcWeb.send(server.url, { username: 'ADA', message: 'I am ada' });
+  const forged = await grpcWeb.send(chat.server.url, { username: 'ADA', message: 'I am ada' });
   assert.equal(forged.grpcStatus, 7, JSON.stringify(forged));
 
   // Bob reloads: same name without being asked, and nobody sees him leave.
@@ -134,9 +123,9 @@ test('three people: the online list, joins, typing, a taken name, a reload and a
 });
 
 test('on a phone, the count in the header opens the list of people', async () => {
-  const other = await openPage(browser, server.url);
+  const other = await openPage(chat.browser, chat.server.url);
   await join(other, 'Grace');
-  const phone = await openPage(browser, server.url, { width: 360, height: 740 });
+  const phone = await openPage(chat.browser, chat.server.url, { width: 360, height: 740 });
   await join(phone, 'Hopper');
   const list = phone.getByTestId('online-list');
   assert.equal(await list.isVisible(), false, 'the list is a drawer on a phone');
@@ -159,7 +148,7 @@ test('on a phone, the count in the header opens the list of people', async () =>
 
 test('after a server restart, the page claims its name again by itself', async () => {
   const restartable = await startServer();
-  const page = await openPage(browser, restartable.url);
+  const page = await openPage(chat.browser, restartable.url);
   await join(page, 'Lovelace');
   const db = restartable.db;
   const { port } = restartable;

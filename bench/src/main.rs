@@ -247,7 +247,8 @@ async fn presence_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
     };
     let mut failures = Vec::new();
     for (i, people) in counts.into_iter().enumerate() {
-        let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
+        let server =
+            ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
         let outcome = presence::run(&server, people).await?;
         server.stop().await?;
         let row = outcome.row();

@@ -81,7 +81,10 @@ impl Outcome {
         Row::new("presence")
             .num("people", self.people)
             .num("arrive_s", format!("{:.1}", self.arrive.as_secs_f64()))
-            .num("server_cpu_s", format!("{:.1}", self.arrive_cpu.as_secs_f64()))
+            .num(
+                "server_cpu_s",
+                format!("{:.1}", self.arrive_cpu.as_secs_f64()),
+            )
             .num(
                 "rss_mib",
                 format!("{:.1}", self.rss_after as f64 / 1_048_576.0),
@@ -112,7 +115,10 @@ impl Outcome {
                 format!("{:.2}", self.leave_events as f64 / k),
             )
             .num("leave_event_bytes_max", self.leave_largest)
-            .num("leave_seen_s", format!("{:.1}", self.leave_seen.as_secs_f64()))
+            .num(
+                "leave_seen_s",
+                format!("{:.1}", self.leave_seen.as_secs_f64()),
+            )
     }
 
     /// A join or leave that cost a stream more than one event, or an event
@@ -149,9 +155,10 @@ async fn present(url: String, name: String) -> anyhow::Result<Streaming<ChatEven
         .context("join")?
         .into_inner();
     let mut request = Request::new(SubscribeRequest::default());
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", session.token).parse()?);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", session.token).parse()?,
+    );
     let mut events = client.subscribe(request).await?.into_inner();
     match events.message().await? {
         Some(ChatEvent {
@@ -195,7 +202,10 @@ async fn settle(counts: &[Arc<AtomicI64>], want: usize) -> anyhow::Result<Durati
                 .iter()
                 .filter(|c| c.load(Ordering::Relaxed) != want as i64)
                 .count();
-            bail!("{behind} of {} streams never saw {want} people", counts.len());
+            bail!(
+                "{behind} of {} streams never saw {want} people",
+                counts.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

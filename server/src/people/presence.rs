@@ -73,12 +73,20 @@ impl Folded {
                 Err(error) => return Err(error),
             }
         }
-        let (joined, left) = here.said.into_iter().partition::<Vec<_>, _>(|(_, here)| *here);
-        let names = |said: Vec<(Arc<str>, bool)>| said.into_iter().map(|(n, _)| n.to_string()).collect();
+        let (joined, left) = here
+            .said
+            .into_iter()
+            .partition::<Vec<_>, _>(|(_, here)| *here);
+        let names =
+            |said: Vec<(Arc<str>, bool)>| said.into_iter().map(|(n, _)| n.to_string()).collect();
         Ok(Self {
             joined: names(joined),
             left: names(left),
-            typing: typing.said.into_iter().map(|(n, on)| (n.to_string(), on)).collect(),
+            typing: typing
+                .said
+                .into_iter()
+                .map(|(n, on)| (n.to_string(), on))
+                .collect(),
         })
     }
 }
