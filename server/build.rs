@@ -80,6 +80,20 @@ fn main() {
             "chat_proto::TypingReply",
             Shape::Unary,
         ))
+        .method(method(
+            "create_room",
+            "CreateRoom",
+            "chat_proto::CreateRoomRequest",
+            "chat_proto::Room",
+            Shape::Unary,
+        ))
+        .method(method(
+            "list_rooms",
+            "ListRooms",
+            "chat_proto::ListRoomsRequest",
+            "chat_proto::ListRoomsReply",
+            Shape::Unary,
+        ))
         .build();
     Builder::new()
         .build_client(false)

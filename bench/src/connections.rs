@@ -33,6 +33,7 @@ pub async fn run(server: &ServerProcess, connections: usize) -> anyhow::Result<O
                     .subscribe(SubscribeRequest {
                         username: format!("idle{i}"),
                         after_id: 0,
+                        ..Default::default()
                     })
                     .await?
                     .into_inner();

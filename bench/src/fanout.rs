@@ -203,6 +203,7 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
             .subscribe(SubscribeRequest {
                 username: username(i),
                 after_id: 0,
+                ..Default::default()
             })
             .await?
             .into_inner();

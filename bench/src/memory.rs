@@ -412,6 +412,7 @@ async fn attack(server: &ServerProcess, sizes: &Sizes) -> anyhow::Result<Attack>
     let body = grpc_frame(&SubscribeRequest {
         username: "attacker".to_owned(),
         after_id: 0,
+        ..Default::default()
     });
     let live = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicUsize::new(0));
@@ -573,6 +574,7 @@ async fn subscribe(
     let request = SubscribeRequest {
         username: format!("reader{i}"),
         after_id: 0,
+        ..Default::default()
     };
     let (held, mut events): (Held, _) = match kind {
         clients::Kind::Native => {

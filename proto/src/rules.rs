@@ -13,6 +13,12 @@ pub const MAX_USERNAME_CHARS: usize = 32;
 pub const MAX_MESSAGE_CHARS: usize = 4_000;
 /// Longest client nonce, in characters.
 pub const MAX_NONCE_CHARS: usize = 64;
+/// Longest room name, in characters (all ASCII).
+pub const MAX_ROOM_CHARS: usize = 32;
+/// Longest room topic, in characters, after trimming.
+pub const MAX_TOPIC_CHARS: usize = 200;
+/// The room that always exists, and the one an empty room name means.
+pub const GENERAL: &str = "general";
 /// Largest encoded protobuf message the server decodes. The biggest valid
 /// message (4,000 four-byte characters plus a 32-character name, a nonce and
 /// framing) stays just under it; anything larger is refused before it is read.
@@ -38,6 +44,15 @@ pub enum InputError {
     MessageControl,
     #[error("nonce is too long: {0} characters, the limit is {MAX_NONCE_CHARS}")]
     NonceTooLong(usize),
+    #[error(
+        "room name {0:?} is not a room name: 1 to {MAX_ROOM_CHARS} of a-z, 0-9, - and _, \
+         starting with a letter or digit"
+    )]
+    RoomName(String),
+    #[error("topic is too long: {0} characters, the limit is {MAX_TOPIC_CHARS}")]
+    TopicTooLong(usize),
+    #[error("topic contains control characters")]
+    TopicControl,
 }
 
 /// A username: trimmed, 1 to 32 characters, no control characters, no
@@ -148,6 +163,42 @@ pub fn message_text(raw: &str) -> Result<String, InputError> {
     }
 }
 
+/// A room name: 1 to 32 of `a-z`, `0-9`, `-` and `_`, starting with a
+/// letter or digit, lower-cased (`General` is `general`); empty means
+/// [`GENERAL`], so every client from before rooms lives there.
+pub fn room(raw: &str) -> Result<String, InputError> {
+    if raw.is_empty() {
+        return Ok(GENERAL.to_owned());
+    }
+    let name = raw.to_ascii_lowercase();
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+    let starts_well = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if name.len() <= MAX_ROOM_CHARS && starts_well && name.chars().all(allowed) {
+        Ok(name)
+    } else {
+        // Quoted with its escapes, so the refusal shows what was sent.
+        let shown: String = raw.chars().take(MAX_ROOM_CHARS + 8).collect();
+        Err(InputError::RoomName(shown))
+    }
+}
+
+/// A room's topic: trimmed, at most 200 characters on one line (may be
+/// empty).
+pub fn topic(raw: &str) -> Result<String, InputError> {
+    let topic = raw.trim();
+    let chars = topic.chars().count();
+    if chars > MAX_TOPIC_CHARS {
+        Err(InputError::TopicTooLong(chars))
+    } else if topic.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        Err(InputError::TopicControl)
+    } else {
+        Ok(topic.to_owned())
+    }
+}
+
 /// The sender's nonce is opaque to the server but bounded like everything else.
 pub fn nonce(raw: &str) -> Result<String, InputError> {
     let chars = raw.chars().count();
@@ -161,6 +212,19 @@ pub fn nonce(raw: &str) -> Result<String, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn room_names_are_lower_cased_and_empty_is_general() {
+        assert_eq!(room(""), Ok("general".into()));
+        assert_eq!(room("General"), Ok("general".into()));
+        assert_eq!(room("dev-ops_2"), Ok("dev-ops_2".into()));
+        assert_eq!(room("9lives"), Ok("9lives".into()));
+        assert_eq!(room(&"a".repeat(32)), Ok("a".repeat(32)));
+        for bad in ["-dev", "_x", "a b", " general", "café", "a.b", "#general"] {
+            assert!(matches!(room(bad), Err(InputError::RoomName(_))), "{bad:?}");
+        }
+        assert!(room(&"a".repeat(33)).is_err());
+    }
 
     #[test]
     fn usernames_are_trimmed_and_bounded_in_characters() {

@@ -80,6 +80,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_REQUIRE_JOIN")]
     pub require_join: bool,
 
+    /// Rooms that may exist, general included; CreateRoom past it gets
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CHAT_MAX_ROOMS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rooms: u32,
+
     /// Behind a proxy that authenticates people (nginx auth_basic or
     /// auth_request, oauth2-proxy): take every request's user name from this
     /// header, which the proxy sets, and ignore names clients choose. Needs
@@ -225,6 +231,7 @@ impl Config {
             heartbeat: 15,
             name_grace: 60,
             require_join: false,
+            max_rooms: 1_000,
             auth_header: None,
             trust_proxy: false,
             base_path: "/".to_owned(),

@@ -11,17 +11,24 @@
 //! not cut off and loses nothing: it reads what it missed from the store by
 //! id, then goes on from the ring. Ids come without holes, so a
 //! [`Subscription`] always knows which id comes next.
+//!
+//! Each room is its own such log: its own ids, its own ring, its own
+//! subscribers (a room's name is looked up once, when a stream starts or a
+//! message arrives, and the [`Room`] handle is kept).
 
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use chat_proto::ChatMessage;
 use thiserror::Error;
 
 use crate::metrics::Metrics;
+use crate::people::presence::Presence;
 use crate::ring::{Ring, Taken};
-use crate::store::{Committed, Location, Retention, Store, StoreError, Stored, StreamFailure};
+use crate::store::{
+    Committed, Location, Retention, RoomId, RoomRow, Store, StoreError, Stored, StreamFailure,
+};
 use crate::wire::Relayed;
 
 /// Messages a subscriber may fall behind before it reads from the store...
@@ -64,6 +71,45 @@ fn relayed(stored: Stored) -> Arc<Relayed> {
     Arc::new(Relayed::new(&stored.message, stored.origin))
 }
 
+/// One room: its newest messages for delivery, and its newest id.
+#[derive(Debug)]
+pub struct Room {
+    id: RoomId,
+    name: Arc<str>,
+    topic: String,
+    ring: Ring,
+    /// The store's count: moved before a batch reaches the ring.
+    last_id: Arc<AtomicU64>,
+    /// Who is here and who is typing, in this room.
+    presence: Arc<Presence>,
+}
+
+impl Room {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    pub fn presence(&self) -> &Arc<Presence> {
+        &self.presence
+    }
+
+    /// The newest id stored in the room (0 if none).
+    pub fn last_id(&self) -> u64 {
+        self.last_id.load(Ordering::SeqCst)
+    }
+}
+
+/// Every room, by name and by number.
+#[derive(Debug, Default)]
+struct Rooms {
+    by_name: HashMap<Arc<str>, Arc<Room>>,
+    by_id: HashMap<RoomId, Arc<Room>>,
+}
+
 /// What a subscription delivers.
 #[derive(Debug)]
 pub enum Delivery {
@@ -102,7 +148,8 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Inner {
-    ring: Arc<Ring>,
+    rooms: Arc<RwLock<Rooms>>,
+    buffer: Buffer,
     store: Store,
     subscribers: AtomicUsize,
     history: u64,
@@ -121,34 +168,61 @@ impl Hub {
         history: u32,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
-        let ring = Arc::new(Ring::new(
-            usize::try_from(buffer.messages.max(1)).unwrap_or(usize::MAX),
-            usize::try_from(buffer.mib)
-                .unwrap_or(usize::MAX)
-                .saturating_mul(1 << 20),
-        ));
-        let committed = Arc::clone(&ring);
+        let rooms = Arc::new(RwLock::new(Rooms::default()));
+        let committed = Arc::clone(&rooms);
         let store = Store::open(
             location,
             retention,
             metrics.clone(),
             // Encoded here, on the writer thread, once for every subscriber.
             Box::new(move |batch: Committed| {
-                let messages = batch.messages.into_iter().map(relayed).collect();
-                committed.put(messages, batch.oldest_kept);
+                let room = read(&committed).by_id.get(&batch.room).cloned();
+                if let Some(room) = room {
+                    let messages = batch.messages.into_iter().map(relayed).collect();
+                    room.ring.put(messages, batch.oldest_kept);
+                }
             }),
         )?;
+        let inner = Inner {
+            rooms,
+            buffer,
+            store,
+            subscribers: AtomicUsize::new(0),
+            history: u64::from(history),
+            next_origin: AtomicU64::new(1),
+            shut_down: AtomicBool::new(false),
+            metrics,
+        };
+        for row in inner.store.rooms_at_open().to_vec() {
+            inner.add_room(row);
+        }
         Ok(Self {
-            inner: Arc::new(Inner {
-                ring,
-                store,
-                subscribers: AtomicUsize::new(0),
-                history: u64::from(history),
-                next_origin: AtomicU64::new(1),
-                shut_down: AtomicBool::new(false),
-                metrics,
-            }),
+            inner: Arc::new(inner),
         })
+    }
+
+    /// The room called `name` (as the protocol's rules give it), if it
+    /// exists.
+    pub fn room(&self, name: &str) -> Option<Arc<Room>> {
+        read(&self.inner.rooms).by_name.get(name).cloned()
+    }
+
+    /// Every room, sorted by name.
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        let mut rooms: Vec<_> = read(&self.inner.rooms).by_name.values().cloned().collect();
+        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        rooms
+    }
+
+    pub fn room_count(&self) -> usize {
+        read(&self.inner.rooms).by_name.len()
+    }
+
+    /// Opens a new room (`StoreError::RoomExists` if there is one by that
+    /// name).
+    pub async fn create_room(&self, name: &str, topic: &str) -> Result<Arc<Room>, StoreError> {
+        let row = self.inner.store.create_room(name, topic).await?;
+        Ok(self.inner.add_room(row))
     }
 
     /// An in-memory hub with a ring of `buffer` messages, for tests.
@@ -167,11 +241,12 @@ impl Hub {
         Origin(self.inner.next_origin.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Starts a subscription at `start`; `own` messages are skipped.
-    pub fn subscribe(&self, start: Start, own: Option<Origin>) -> Subscription {
+    /// Starts a subscription to `room` at `start`; `own` messages are
+    /// skipped.
+    pub fn subscribe(&self, room: &Arc<Room>, start: Start, own: Option<Origin>) -> Subscription {
         // Whatever is committed after this id is put in the ring later, so
         // the ring (or the store) has every id after it.
-        let newest = self.inner.store.last_id();
+        let newest = room.last_id();
         let (from, report_gaps) = match start {
             Start::Live => (newest, false),
             Start::Recent => (newest.saturating_sub(self.inner.history), false),
@@ -180,6 +255,7 @@ impl Hub {
         self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
         let mut subscription = Subscription {
             hub: Arc::clone(&self.inner),
+            room: Arc::clone(room),
             own,
             delivered: from,
             fetch_upto: newest,
@@ -197,10 +273,19 @@ impl Hub {
         subscription
     }
 
-    /// Stores `message` (stamped with the server's time and the next id) and
-    /// broadcasts it; returns once it is durably stored.
-    pub async fn publish(&self, message: ChatMessage) -> Result<ChatMessage, StoreError> {
-        self.inner.store.append(message).await
+    /// Stores `message` in `room` (stamped with the server's time, the
+    /// room's next id and its name) and broadcasts it; returns once it is
+    /// durably stored.
+    pub async fn publish(
+        &self,
+        room: &Room,
+        message: ChatMessage,
+    ) -> Result<ChatMessage, StoreError> {
+        let message = ChatMessage {
+            room: room.name.to_string(),
+            ..message
+        };
+        self.inner.store.append(room.id, message).await
     }
 
     /// Queues a message from a streaming connection, in order, without
@@ -208,13 +293,18 @@ impl Hub {
     /// cannot be stored, the reason goes to `failure`.
     pub async fn publish_from(
         &self,
+        room: &Room,
         origin: Origin,
         message: ChatMessage,
         failure: &StreamFailure,
     ) -> Result<(), StoreError> {
+        let message = ChatMessage {
+            room: room.name.to_string(),
+            ..message
+        };
         self.inner
             .store
-            .append_from(origin.0, message, failure)
+            .append_from(room.id, origin.0, message, failure)
             .await
     }
 
@@ -237,7 +327,9 @@ impl Hub {
     /// new ones end at once.
     pub fn shut_down(&self) {
         if !self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            self.inner.ring.wake_all();
+            for room in read(&self.inner.rooms).by_id.values() {
+                room.ring.wake_all();
+            }
         }
     }
 
@@ -250,6 +342,36 @@ impl Inner {
     fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::SeqCst)
     }
+
+    fn add_room(&self, row: RoomRow) -> Arc<Room> {
+        let last_id = self
+            .store
+            .last_id(row.id)
+            .unwrap_or_else(|| Arc::new(AtomicU64::new(row.last_id)));
+        let room = Arc::new(Room {
+            id: row.id,
+            name: row.name.into(),
+            topic: row.topic,
+            ring: Ring::new(
+                usize::try_from(self.buffer.messages.max(1)).unwrap_or(usize::MAX),
+                usize::try_from(self.buffer.mib)
+                    .unwrap_or(usize::MAX)
+                    .saturating_mul(1 << 20),
+            ),
+            last_id,
+            presence: Presence::new(),
+        });
+        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        rooms.by_name.insert(Arc::clone(&room.name), Arc::clone(&room));
+        rooms.by_id.insert(room.id, Arc::clone(&room));
+        room
+    }
+}
+
+/// The rooms, for reading: a poisoned lock only means a panic elsewhere
+/// while the maps were whole.
+fn read(rooms: &RwLock<Rooms>) -> std::sync::RwLockReadGuard<'_, Rooms> {
+    rooms.read().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One client's place in the hub: delivers every message after its start,
@@ -257,6 +379,7 @@ impl Inner {
 #[derive(Debug)]
 pub struct Subscription {
     hub: Arc<Inner>,
+    room: Arc<Room>,
     own: Option<Origin>,
     /// The highest id delivered (or skipped as the client's own).
     delivered: u64,
@@ -293,9 +416,8 @@ impl Subscription {
                 Next::Deliver(delivery) => return Ok(delivery),
                 Next::Fetch => self.fetch().await?,
                 Next::Wait => {
-                    let (hub, delivered) = (&self.hub, self.delivered);
-                    hub.ring
-                        .wait_unless(|| hub.ring.newest() > delivered || hub.is_shut_down())
+                    let (hub, ring, delivered) = (&self.hub, &self.room.ring, self.delivered);
+                    ring.wait_unless(|| ring.newest() > delivered || hub.is_shut_down())
                         .await;
                 }
                 Next::Closed => return Err(Closed::ShuttingDown),
@@ -338,7 +460,7 @@ impl Subscription {
                 }
                 continue;
             }
-            match self.hub.ring.take(self.delivered, TAKE, &mut self.backlog) {
+            match self.room.ring.take(self.delivered, TAKE, &mut self.backlog) {
                 Taken::Some(_) => {}
                 Taken::Behind { oldest, .. } => {
                     self.fetch_upto = oldest - 1;
@@ -373,7 +495,7 @@ impl Subscription {
         let page = self
             .hub
             .store
-            .range(self.delivered, self.fetch_upto, PAGE)
+            .range(self.room.id, self.delivered, self.fetch_upto, PAGE)
             .await?;
         let Some(first) = page.first() else {
             // Everything in the range was removed by retention.
@@ -383,7 +505,11 @@ impl Subscription {
         if first.message.id > self.delivered + 1 {
             self.skip_to(first.message.id);
         }
-        self.backlog.extend(page.into_iter().map(relayed));
+        let room = &self.room.name;
+        self.backlog.extend(page.into_iter().map(|mut stored| {
+            stored.message.room = room.to_string();
+            relayed(stored)
+        }));
         Ok(())
     }
 
@@ -425,12 +551,13 @@ mod tests {
     #[tokio::test]
     async fn publish_stores_stamps_and_reaches_every_subscriber_once() {
         let hub = Hub::in_memory(8).expect("hub");
+        let general = hub.room("general").expect("general");
         let (mut a, mut b) = (
-            hub.subscribe(Start::Live, None),
-            hub.subscribe(Start::Live, None),
+            hub.subscribe(&general, Start::Live, None),
+            hub.subscribe(&general, Start::Live, None),
         );
         assert_eq!(hub.subscriber_count(), 2);
-        let sent = hub.publish(text("hi")).await.expect("stored");
+        let sent = hub.publish(&general, text("hi")).await.expect("stored");
         assert_eq!(sent.id, 1);
         assert!(sent.timestamp > 1_600_000_000_000);
         let mut pointers = Vec::new();
@@ -449,9 +576,10 @@ mod tests {
     #[tokio::test]
     async fn a_reader_that_falls_a_ring_behind_catches_up_from_the_store() {
         let hub = Hub::in_memory(4).expect("hub");
-        let mut slow = hub.subscribe(Start::Live, None);
+        let general = hub.room("general").expect("general");
+        let mut slow = hub.subscribe(&general, Start::Live, None);
         for i in 1..=20 {
-            hub.publish(text(&i.to_string())).await.expect("stored");
+            hub.publish(&general, text(&i.to_string())).await.expect("stored");
         }
         for i in 1..=20 {
             assert_eq!(next_text(&mut slow).await, i.to_string());
@@ -461,12 +589,13 @@ mod tests {
     #[tokio::test]
     async fn a_receive_cancelled_while_waiting_or_reading_loses_nothing() {
         let hub = Hub::in_memory(4).expect("hub");
-        let mut sub = hub.subscribe(Start::Live, None);
+        let general = hub.room("general").expect("general");
+        let mut sub = hub.subscribe(&general, Start::Live, None);
         let publisher = {
             let hub = hub.clone();
             tokio::spawn(async move {
                 for i in 1..=60 {
-                    hub.publish(text(&i.to_string())).await.expect("stored");
+                    hub.publish(&general, text(&i.to_string())).await.expect("stored");
                     if i % 7 == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
                     }
@@ -502,12 +631,13 @@ mod tests {
             Metrics::new(),
         )
         .expect("hub");
+        let general = hub.room("general").expect("general");
         for i in 1..=5 {
-            hub.publish(text(&i.to_string())).await.expect("stored");
+            hub.publish(&general, text(&i.to_string())).await.expect("stored");
         }
-        let mut recent = hub.subscribe(Start::Recent, None);
-        let mut after = hub.subscribe(Start::After(1), None);
-        hub.publish(text("6")).await.expect("stored");
+        let mut recent = hub.subscribe(&general, Start::Recent, None);
+        let mut after = hub.subscribe(&general, Start::After(1), None);
+        hub.publish(&general, text("6")).await.expect("stored");
         for want in ["3", "4", "5", "6"] {
             assert_eq!(next_text(&mut recent).await, want);
         }
@@ -519,22 +649,24 @@ mod tests {
     #[tokio::test]
     async fn own_messages_are_skipped_for_their_origin() {
         let hub = Hub::in_memory(8).expect("hub");
+        let general = hub.room("general").expect("general");
         let me = hub.new_origin();
-        let mut mine = hub.subscribe(Start::Live, Some(me));
+        let mut mine = hub.subscribe(&general, Start::Live, Some(me));
         let failure = Arc::new(tokio::sync::watch::Sender::new(None));
-        hub.publish_from(me, text("mine"), &failure)
+        hub.publish_from(&general, me, text("mine"), &failure)
             .await
             .expect("queued");
-        hub.publish(text("theirs")).await.expect("stored");
+        hub.publish(&general, text("theirs")).await.expect("stored");
         assert_eq!(next_text(&mut mine).await, "theirs");
     }
 
     #[tokio::test]
     async fn shutdown_ends_subscriptions_old_and_new() {
         let hub = Hub::in_memory(4).expect("hub");
-        let mut old = hub.subscribe(Start::Live, None);
+        let general = hub.room("general").expect("general");
+        let mut old = hub.subscribe(&general, Start::Live, None);
         hub.shut_down();
-        let mut new = hub.subscribe(Start::Live, None);
+        let mut new = hub.subscribe(&general, Start::Live, None);
         for sub in [&mut old, &mut new] {
             assert!(matches!(sub.recv().await, Err(Closed::ShuttingDown)));
             assert!(matches!(sub.recv().await, Err(Closed::ShuttingDown)));

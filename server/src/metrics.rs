@@ -46,6 +46,8 @@ pub enum Limit {
     ContentType,
     /// A call whose `grpc-timeout` ran out.
     Deadline,
+    /// `--max-rooms`: a room not created.
+    Rooms,
 }
 
 impl Limit {
@@ -60,6 +62,7 @@ impl Limit {
             Self::MessageSize => "message_size",
             Self::ContentType => "content_type",
             Self::Deadline => "deadline",
+            Self::Rooms => "rooms",
         }
     }
 }

@@ -10,6 +10,10 @@
 //! and memory stays bounded by the capacity, however many subscribers lag.
 //! A subscriber whose next id has already been overwritten is told where
 //! the ring starts and reads the missing ids from the store.
+//!
+//! Every room has a ring, so one starts small and grows (up to its
+//! capacity) only when a room's traffic needs it: a thousand quiet rooms
+//! cost a few kilobytes each, not their capacity in slots.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +22,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 
 use crate::wire::Relayed;
+
+/// Slots a ring starts with (it doubles as needed, up to its capacity).
+const FIRST_SLOTS: usize = 64;
 
 #[derive(Debug)]
 pub struct Ring {
@@ -32,11 +39,27 @@ pub struct Ring {
 #[derive(Debug)]
 struct Held {
     slots: Box<[Option<Arc<Relayed>>]>,
+    /// The most slots the ring may grow to.
+    capacity: usize,
     /// The oldest id in the ring (0 while it is empty).
     oldest: u64,
     /// What the held messages take, by [`Relayed::size`].
     bytes: usize,
     budget: usize,
+}
+
+impl Held {
+    /// Moves to `len` slots; `oldest..=newest` are the ids held.
+    fn grow(&mut self, len: usize, oldest: u64, newest: u64) {
+        let mut slots = vec![None; len].into_boxed_slice();
+        let (old, new) = (self.slots.len() as u64, len as u64);
+        if newest >= oldest && oldest > 0 {
+            for id in oldest..=newest {
+                slots[(id % new) as usize] = self.slots[(id % old) as usize].take();
+            }
+        }
+        self.slots = slots;
+    }
 }
 
 /// What [`Ring::take`] found.
@@ -56,7 +79,8 @@ impl Ring {
     pub fn new(capacity: usize, budget: usize) -> Self {
         Self {
             held: RwLock::new(Held {
-                slots: vec![None; capacity.max(1)].into_boxed_slice(),
+                slots: vec![None; capacity.clamp(1, FIRST_SLOTS)].into_boxed_slice(),
+                capacity: capacity.max(1),
                 oldest: 0,
                 bytes: 0,
                 budget,
@@ -85,6 +109,13 @@ impl Ring {
             // pointers out: the slots themselves are always whole.
             let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
             let held = &mut *held;
+            // The ring holds consecutive ids from its first batch on: room
+            // for all of them since the oldest held, if the capacity allows.
+            let since = if held.oldest == 0 { first } else { held.oldest };
+            let span = usize::try_from(last + 1 - since.min(last + 1)).unwrap_or(usize::MAX);
+            if span > held.slots.len() && held.slots.len() < held.capacity {
+                held.grow(span.next_power_of_two().min(held.capacity), since, self.newest());
+            }
             let capacity = held.slots.len() as u64;
             for relayed in batch {
                 held.bytes += relayed.size();
@@ -93,8 +124,6 @@ impl Ring {
                     held.bytes -= old.size();
                 }
             }
-            // The ring holds consecutive ids from its first batch on.
-            let since = if held.oldest == 0 { first } else { held.oldest };
             held.oldest = since.max((last + 1).saturating_sub(capacity));
             let floor = oldest_kept.unwrap_or(0).min(last);
             while (held.bytes > held.budget || held.oldest < floor) && held.oldest < last {

@@ -148,6 +148,7 @@ impl Server {
                 Claims::new(Duration::from_secs(config.name_grace)),
             )
             .require_join(config.require_join)
+            .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
             .auth_header(config.auth_header.clone()),
             hub: self.hub.clone(),
             health: health_service,

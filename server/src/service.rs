@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat_proto::{
-    ChatMessage, Event, Gap, Heartbeat, JoinReply, JoinRequest, Ready, SendReply, SubscribeRequest,
+    ChatMessage, CreateRoomRequest, Event, Gap, Heartbeat, JoinReply, JoinRequest,
+    ListRoomsReply, ListRoomsRequest, Ready, Room as RoomReply, SendReply, SubscribeRequest,
     TypingReply, TypingRequest,
 };
 use futures_util::{Stream, StreamExt};
@@ -21,7 +22,7 @@ use tracing::{debug, info};
 
 use crate::client_addr::ClientAddr;
 use crate::connection::Conn;
-use crate::hub::{Closed, Delivery, Hub, Origin, Start};
+use crate::hub::{Closed, Delivery, Hub, Origin, Room, Start};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::people::claims::{ClaimError, Claims, Hold, Session};
@@ -34,6 +35,11 @@ use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
 /// Deliveries a stream sends in one go when they are ready, before it looks
 /// at its client or its heartbeat again; tonic packs them into few frames.
 const BURST: usize = 256;
+/// How often a stream looks at the rooms it watches: each one's activity
+/// is told at most this often.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+/// Rooms that may exist unless `--max-rooms` says otherwise.
+pub const DEFAULT_MAX_ROOMS: usize = 1_000;
 
 /// Both streams carry pre-encoded messages: `ChatEvent`s for Subscribe,
 /// `ChatMessage`s for ChatStream.
@@ -51,8 +57,11 @@ pub struct ChatServer {
     /// Typing notices, per name: like messages, on a budget of their own
     /// (a notice every 3 s must not cost the message being typed).
     typing_rates: Arc<RateLimiter>,
+    /// New rooms, per client address: like messages, on a budget of their own.
+    room_rates: Arc<RateLimiter>,
+    /// How many rooms may exist, general included.
+    max_rooms: usize,
     claims: Arc<Claims>,
-    presence: Arc<Presence>,
     /// Subscribe, Send and SetTyping need a session.
     require_join: bool,
     /// The header an authenticating proxy puts the user name in.
@@ -74,12 +83,19 @@ impl ChatServer {
             heartbeat,
             claim_rates: Arc::new(rates.same_limits()),
             typing_rates: Arc::new(rates.same_limits()),
+            room_rates: Arc::new(rates.same_limits()),
+            max_rooms: DEFAULT_MAX_ROOMS,
             rates,
             claims,
-            presence: Presence::new(),
             require_join: false,
             auth_header: None,
         }
+    }
+
+    /// Bounds how many rooms may exist, general included.
+    pub fn max_rooms(mut self, max: usize) -> Self {
+        self.max_rooms = max;
+        self
     }
 
     /// Takes every request's name from `header`, set by a trusted proxy.
@@ -171,6 +187,24 @@ impl ChatServer {
         }
     }
 
+    /// What `CreateRoom` and `ListRooms` say of a room.
+    fn room_reply(&self, room: &Room) -> RoomReply {
+        RoomReply {
+            name: room.name().to_owned(),
+            topic: room.topic().to_owned(),
+            last_id: room.last_id(),
+            online: u32::try_from(room.presence().count()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// The room a request names (empty: general).
+    fn room(&self, raw: &str) -> Result<Arc<Room>, Status> {
+        let name = rules::room(raw).map_err(invalid_argument)?;
+        self.hub.room(&name).ok_or_else(|| {
+            Status::not_found(format!("there is no room called {name}: create it first"))
+        })
+    }
+
     fn ensure_running(&self) -> Result<(), Status> {
         if self.hub.is_shut_down() {
             Err(Closed::ShuttingDown.into())
@@ -191,9 +225,16 @@ impl crate::ChatService for ChatServer {
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
         let visit = Visit::new("chat_stream", None, client(&request));
+        // The paper's clients live in general; others may pick a room.
+        let room = match request.metadata().get("chat-room") {
+            Some(value) => self.room(value.to_str().map_err(|_| {
+                Status::invalid_argument("the chat-room header must be a room name")
+            })?)?,
+            None => self.room("")?,
+        };
         let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
-        let mut subscription = self.hub.subscribe(Start::Live, Some(origin));
+        let mut subscription = self.hub.subscribe(&room, Start::Live, Some(origin));
         // The client is read by a task of its own, so that delivering (the
         // busy side) waits on nothing but the hub. The task says here why
         // it ended the stream; if it ends quietly (the client closed its
@@ -209,7 +250,7 @@ impl crate::ChatService for ChatServer {
                     .vouch(&name)
                     .map_err(|error| Status::internal(error.to_string()))?;
                 if let Some(hold) = self.claims.hold(&session) {
-                    let _ = holding.set((hold, self.presence.arrive(&session.name)));
+                    let _ = holding.set((hold, room.presence().arrive(&session.name)));
                 }
                 Some(session.name)
             }
@@ -219,12 +260,13 @@ impl crate::ChatService for ChatServer {
             conn: request.extensions().get::<Arc<Conn>>().cloned(),
             inbound: request.into_inner(),
             hub: self.hub.clone(),
+            room,
             rates: Arc::clone(&self.rates),
             origin,
             named: visit.name_slot(),
             claims: Arc::clone(&self.claims),
             holding: Arc::clone(&holding),
-            presence: Arc::clone(&self.presence),
+            presence: Arc::clone(room.presence()),
             vouched,
         };
         let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
@@ -285,12 +327,14 @@ impl crate::ChatService for ChatServer {
             0 => Start::Recent,
             id => Start::After(id),
         };
+        let room = self.room(&request.get_ref().room)?;
+        let mut watched = Watched::new(&self.hub, &room, &request.get_ref().watch);
         let visit = Visit::new("subscribe", Some(username), client(&request));
         // Present from here on (with a session), and told who else is.
-        let here = session.as_ref().map(|s| self.presence.arrive(&s.name));
-        let presence = Arc::clone(&self.presence);
+        let here = session.as_ref().map(|s| room.presence().arrive(&s.name));
+        let presence = Arc::clone(room.presence());
         let (online, mut changes) = presence.watch();
-        let mut subscription = self.hub.subscribe(start, None);
+        let mut subscription = self.hub.subscribe(&room, start, None);
         let period = self.heartbeat;
         let ready = Ready {
             timestamp: now_millis(),
@@ -302,12 +346,24 @@ impl crate::ChatService for ChatServer {
             let (_visit, _holding, _here) = (visit, holding, here);
             yield Ok(wire::event(Event::Ready(ready)));
             yield Ok(presence_event(online, Vec::new(), Vec::new()));
+            for activity in watched.all() {
+                yield Ok(activity);
+            }
             let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut activity = tokio::time::interval_at(tokio::time::Instant::now() + ACTIVITY_EVERY, ACTIVITY_EVERY);
+            activity.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let watching = !watched.is_empty();
             loop {
                 let step = tokio::select! {
                     biased;
                     received = subscription.recv() => Some(received),
+                    _ = activity.tick(), if watching => {
+                        for activity in watched.changed() {
+                            yield Ok(activity);
+                        }
+                        continue;
+                    }
                     change = changes.recv() => {
                         match change.map_err(|_| ()).and_then(|first| Folded::gather(first, &mut changes).map_err(|_| ())) {
                             Ok(Folded { joined, left, typing }) => {
@@ -401,7 +457,8 @@ impl crate::ChatService for ChatServer {
         let session = self.session(&request)?.ok_or_else(|| {
             Status::unauthenticated("only someone who joined can be typing: Join first")
         })?;
-        let typing = request.into_inner().typing;
+        let TypingRequest { typing, room } = request.into_inner();
+        let room = self.room(&room)?;
         // Saying so costs like a message; stopping is always allowed.
         if typing {
             self.typing_rates
@@ -411,8 +468,56 @@ impl crate::ChatService for ChatServer {
                     too_fast_status(too_fast)
                 })?;
         }
-        self.presence.typing(&session.name, typing);
+        room.presence().typing(&session.name, typing);
         Ok(Response::new(TypingReply {}))
+    }
+
+    async fn create_room(
+        &self,
+        request: Request<CreateRoomRequest>,
+    ) -> Result<Response<RoomReply>, Status> {
+        self.ensure_running()?;
+        let client = client(&request);
+        let CreateRoomRequest { name, topic } = request.into_inner();
+        if name.is_empty() {
+            return Err(Status::invalid_argument("a new room needs a name"));
+        }
+        let name = rules::room(&name).map_err(invalid_argument)?;
+        let topic = rules::topic(&topic).map_err(invalid_argument)?;
+        if self.hub.room(&name).is_some() {
+            return Err(Status::already_exists(format!("the room {name} exists already")));
+        }
+        if self.hub.room_count() >= self.max_rooms {
+            self.hub.metrics().limit_hit(Limit::Rooms);
+            return Err(Status::resource_exhausted(format!(
+                "this server has its {} rooms already (--max-rooms)",
+                self.max_rooms
+            )));
+        }
+        self.room_rates
+            .check(None, &client.map_or_else(String::new, |c| c.to_string()))
+            .map_err(|too_fast| {
+                self.hub.metrics().limit_hit(Limit::RateSend);
+                Status::resource_exhausted(format!(
+                    "creating rooms too fast: wait {:.1} s and try again",
+                    too_fast.retry_after.as_secs_f64().max(0.1)
+                ))
+            })?;
+        let room = self.hub.create_room(&name, &topic).await.map_err(|error| match error {
+            StoreError::RoomExists(_) => Status::already_exists(error.to_string()),
+            error => unavailable(error),
+        })?;
+        info!(room = room.name(), "room created");
+        Ok(Response::new(self.room_reply(&room)))
+    }
+
+    async fn list_rooms(
+        &self,
+        _request: Request<ListRoomsRequest>,
+    ) -> Result<Response<ListRoomsReply>, Status> {
+        self.ensure_running()?;
+        let rooms = self.hub.rooms().iter().map(|r| self.room_reply(r)).collect();
+        Ok(Response::new(ListRoomsReply { rooms }))
     }
 
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
@@ -421,6 +526,7 @@ impl crate::ChatService for ChatServer {
         let session = self.session(&request)?;
         let mut message = request.into_inner();
         message.username = self.sender_name(session.as_ref(), &message.username)?;
+        let room = self.room(&message.room)?;
         let message = accept_message(message).map_err(invalid_argument)?;
         self.rates
             .check(conn.as_ref().map(|c| &c.rate), &message.username)
@@ -429,9 +535,13 @@ impl crate::ChatService for ChatServer {
                 too_fast_status(too_fast)
             })?;
         let name = message.username.clone();
-        let stored = self.hub.publish(message).await.map_err(unavailable)?;
+        let stored = self
+            .hub
+            .publish(&room, message)
+            .await
+            .map_err(unavailable)?;
         // Their message is out: they are no longer typing it.
-        self.presence.typing(&name, false);
+        room.presence().typing(&name, false);
         Ok(Response::new(SendReply {
             timestamp: stored.timestamp,
             id: stored.id,
@@ -444,6 +554,8 @@ struct ClientReader {
     inbound: Streaming<ChatMessage>,
     conn: Option<Arc<Conn>>,
     hub: Hub,
+    /// Where the stream's messages go (the paper's clients: general).
+    room: Arc<Room>,
     rates: Arc<RateLimiter>,
     origin: Origin,
     named: Arc<OnceLock<String>>,
@@ -537,7 +649,11 @@ impl ClientReader {
                 tokio::time::sleep(too_fast.retry_after).await;
             }
             let name = message.username.clone();
-            if let Err(error) = self.hub.publish_from(self.origin, message, &failure).await {
+            if let Err(error) = self
+                .hub
+                .publish_from(&self.room, self.origin, message, &failure)
+                .await
+            {
                 break unavailable(error);
             }
             self.presence.typing(&name, false);
@@ -556,6 +672,65 @@ impl Drop for AbortOnDrop {
 }
 
 /// A `Presence` event.
+/// The other rooms a Subscribe stream reports the activity of, and the
+/// newest id it last told of each.
+struct Watched {
+    rooms: Vec<(Arc<Room>, u64)>,
+}
+
+impl Watched {
+    /// `names` that are rooms, other than `own`, each once; the rest are
+    /// ignored (a room the client remembers may have gone).
+    fn new(hub: &Hub, own: &Room, names: &[String]) -> Self {
+        let mut rooms: Vec<(Arc<Room>, u64)> = Vec::new();
+        for name in names {
+            let Some(room) = rules::room(name).ok().and_then(|n| hub.room(&n)) else {
+                continue;
+            };
+            if room.name() != own.name() && !rooms.iter().any(|(r, _)| r.name() == room.name()) {
+                rooms.push((room, 0));
+            }
+        }
+        Self { rooms }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rooms.is_empty()
+    }
+
+    /// Every watched room's newest id (right after `Ready`).
+    fn all(&mut self) -> Vec<Encoded> {
+        self.rooms
+            .iter_mut()
+            .map(|(room, told)| {
+                *told = room.last_id();
+                activity_event(room, *told)
+            })
+            .collect()
+    }
+
+    /// The rooms whose newest id moved since it was last told.
+    fn changed(&mut self) -> Vec<Encoded> {
+        self.rooms
+            .iter_mut()
+            .filter_map(|(room, told)| {
+                let now = room.last_id();
+                (now != *told).then(|| {
+                    *told = now;
+                    activity_event(room, now)
+                })
+            })
+            .collect()
+    }
+}
+
+fn activity_event(room: &Room, last_id: u64) -> Encoded {
+    wire::event(Event::Activity(chat_proto::RoomActivity {
+        room: room.name().to_owned(),
+        last_id,
+    }))
+}
+
 fn presence_event(online: Vec<String>, joined: Vec<String>, left: Vec<String>) -> Encoded {
     wire::event(Event::Presence(chat_proto::Presence {
         online,
@@ -590,6 +765,8 @@ fn accept_message(message: ChatMessage) -> Result<ChatMessage, InputError> {
         nonce: rules::nonce(&message.nonce)?,
         timestamp: 0,
         id: 0,
+        // The hub writes the room's name as stored.
+        room: String::new(),
     })
 }
 

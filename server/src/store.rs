@@ -7,7 +7,9 @@
 //! the senders. So an acknowledged message is on disk, ids follow each
 //! other without holes in the order everyone receives them, and a reader
 //! that finds an id in the store knows every smaller one is there too
-//! (unless retention removed it). Readers (history, catch-up) run on their
+//! (unless retention removed it). Each room has its own ids (from 1, without
+//! holes); one batch carries messages for any number of rooms, so a busy
+//! server still pays one fsync per batch. Readers (history, catch-up) run on their
 //! own connections, which WAL lets proceed alongside the writer: at most
 //! [`MAX_READERS`] of them (more readers queue for one), each closed after
 //! [`READER_IDLE`] unused, and each read returns a page bounded in bytes as
@@ -17,8 +19,9 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
@@ -58,7 +61,49 @@ const MIGRATIONS: &[&str] = &["
     -- so ids are never reused.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('last_id', 0);
+", "
+    -- Rooms: every message belongs to one, and ids are per room. What was
+    -- there before rooms moves into general, ids unchanged.
+    CREATE TABLE rooms (
+        id      INTEGER PRIMARY KEY,
+        name    TEXT    NOT NULL UNIQUE,
+        topic   TEXT    NOT NULL DEFAULT '',
+        created INTEGER NOT NULL,
+        -- The highest id ever given in the room, kept even if retention
+        -- deletes every row, so ids are never reused.
+        last_id INTEGER NOT NULL DEFAULT 0
+    );
+    INSERT INTO rooms (id, name, topic, created, last_id)
+        SELECT 1, 'general', '', 0, value FROM meta WHERE key = 'last_id';
+    CREATE TABLE room_messages (
+        room      INTEGER NOT NULL REFERENCES rooms (id),
+        id        INTEGER NOT NULL,
+        username  TEXT    NOT NULL,
+        message   TEXT    NOT NULL,
+        timestamp INTEGER NOT NULL,
+        nonce     TEXT    NOT NULL DEFAULT '',
+        origin    INTEGER,
+        PRIMARY KEY (room, id)
+    ) WITHOUT ROWID;
+    INSERT INTO room_messages (room, id, username, message, timestamp, nonce, origin)
+        SELECT 1, id, username, message, timestamp, nonce, origin FROM messages;
+    DROP TABLE messages;
+    ALTER TABLE room_messages RENAME TO messages;
+    DROP TABLE meta;
 "];
+
+/// A room's number in the database.
+pub type RoomId = i64;
+
+/// A room as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomRow {
+    pub id: RoomId,
+    pub name: String,
+    pub topic: String,
+    /// The newest id given in the room (0 if none yet).
+    pub last_id: u64,
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -76,6 +121,8 @@ pub enum StoreError {
     Stopped,
     #[error("a database task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("the room {0} exists already")]
+    RoomExists(String),
 }
 
 /// Milliseconds since the Unix epoch: the clock messages are stamped with.
@@ -177,9 +224,10 @@ pub struct Stored {
 /// senders are acknowledged.
 pub type OnCommit = Box<dyn Fn(Committed) + Send>;
 
-/// A committed batch, as the writer hands it on.
+/// A room's part of a committed batch, as the writer hands it on.
 #[derive(Debug)]
 pub struct Committed {
+    pub room: RoomId,
     pub messages: Vec<Stored>,
     /// If retention ran with this batch: the oldest id still stored, so
     /// copies of older messages held elsewhere can be let go too.
@@ -199,24 +247,39 @@ enum Ack {
 }
 
 struct Pending {
+    room: RoomId,
     origin: Option<u64>,
     message: ChatMessage,
     ack: Ack,
 }
 
+/// What the writer is asked to do.
+enum Job {
+    Store(Pending),
+    CreateRoom {
+        name: String,
+        topic: String,
+        reply: oneshot::Sender<Result<RoomRow, StoreError>>,
+    },
+}
+
+/// Each room's newest id, as the writer commits them.
+type LastIds = Arc<RwLock<HashMap<RoomId, Arc<AtomicU64>>>>;
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    queue: mpsc::Sender<Pending>,
+    queue: mpsc::Sender<Job>,
     readers: Arc<Readers>,
-    last_id: Arc<AtomicU64>,
+    last_ids: LastIds,
+    /// The rooms as they were when the store opened.
+    rooms_at_open: Arc<Vec<RoomRow>>,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
             .field("location", &self.readers.location)
-            .field("last_id", &self.last_id())
             .finish_non_exhaustive()
     }
 }
@@ -233,22 +296,25 @@ impl Store {
         let readers = Arc::new(Readers::new(location, metrics.clone()));
         let mut connection = readers.open(false)?;
         migrate(&mut connection)?;
-        let last_id: u64 =
-            connection.query_row("SELECT value FROM meta WHERE key = 'last_id'", [], |row| {
-                row.get(0)
-            })?;
+        let rooms = read_rooms(&connection)?;
         let last_timestamp: i64 = connection.query_row(
             "SELECT coalesce(max(timestamp), 0) FROM messages",
             [],
             |row| row.get(0),
         )?;
-        info!(db = %readers.location, last_id, "message store open");
-        let last_id = Arc::new(AtomicU64::new(last_id));
+        info!(db = %readers.location, rooms = rooms.len(), "message store open");
+        let last_ids: LastIds = Arc::new(RwLock::new(
+            rooms
+                .iter()
+                .map(|r| (r.id, Arc::new(AtomicU64::new(r.last_id))))
+                .collect(),
+        ));
         let (queue, inbox) = mpsc::channel(QUEUE);
         let writer = Writer {
             connection,
             retention,
-            last_id: Arc::clone(&last_id),
+            last_ids: Arc::clone(&last_ids),
+            next_ids: rooms.iter().map(|r| (r.id, r.last_id)).collect(),
             last_timestamp,
             on_commit,
             pruned_at: None,
@@ -262,21 +328,43 @@ impl Store {
         Ok(Self {
             queue,
             readers,
-            last_id,
+            last_ids,
+            rooms_at_open: Arc::new(rooms),
         })
     }
 
-    /// The newest committed id (0 if none). Everything up to it is stored
-    /// (or pruned) and has been, or is being, broadcast.
-    pub fn last_id(&self) -> u64 {
-        self.last_id.load(Ordering::SeqCst)
+    /// The rooms there were when the store opened, by id.
+    pub fn rooms_at_open(&self) -> &[RoomRow] {
+        &self.rooms_at_open
     }
 
-    /// Stores `message` and returns it with its id and timestamp once it is
-    /// committed.
-    pub async fn append(&self, message: ChatMessage) -> Result<ChatMessage, StoreError> {
+    /// The newest committed id in `room`, live: the writer moves it before
+    /// it hands the batch on. Everything up to it is stored (or pruned) and
+    /// has been, or is being, broadcast.
+    pub fn last_id(&self, room: RoomId) -> Option<Arc<AtomicU64>> {
+        let ids = self.last_ids.read().unwrap_or_else(|e| e.into_inner());
+        ids.get(&room).cloned()
+    }
+
+    /// Creates a room (after every message queued before it).
+    pub async fn create_room(&self, name: &str, topic: &str) -> Result<RoomRow, StoreError> {
+        let (reply, replied) = oneshot::channel();
+        self.queue
+            .send(Job::CreateRoom {
+                name: name.to_owned(),
+                topic: topic.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        replied.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Stores `message` in `room` and returns it with its id and timestamp
+    /// once it is committed.
+    pub async fn append(&self, room: RoomId, message: ChatMessage) -> Result<ChatMessage, StoreError> {
         let (ack, acked) = oneshot::channel();
-        self.enqueue(None, message, Ack::Reply(ack)).await?;
+        self.enqueue(room, None, message, Ack::Reply(ack)).await?;
         match acked.await {
             Ok(Ok(stored)) => Ok(stored),
             Ok(Err(reason)) => Err(StoreError::Write(reason)),
@@ -290,26 +378,29 @@ impl Store {
     /// reason goes to `failure`.
     pub async fn append_from(
         &self,
+        room: RoomId,
         origin: u64,
         message: ChatMessage,
         failure: &StreamFailure,
     ) -> Result<(), StoreError> {
-        self.enqueue(Some(origin), message, Ack::Stream(Arc::clone(failure)))
+        self.enqueue(room, Some(origin), message, Ack::Stream(Arc::clone(failure)))
             .await
     }
 
     async fn enqueue(
         &self,
+        room: RoomId,
         origin: Option<u64>,
         message: ChatMessage,
         ack: Ack,
     ) -> Result<(), StoreError> {
         self.queue
-            .send(Pending {
+            .send(Job::Store(Pending {
+                room,
                 origin,
                 message,
                 ack,
-            })
+            }))
             .await
             .map_err(|_| StoreError::Stopped)?;
         self.readers
@@ -318,11 +409,13 @@ impl Store {
         Ok(())
     }
 
-    /// Stored messages with `after < id <= upto`, oldest first: at most
-    /// `limit` of them, and no more text than [`PAGE_BYTES`] after the first.
-    /// Waits for a free read connection if all [`MAX_READERS`] are busy.
+    /// Stored messages of `room` with `after < id <= upto`, oldest first:
+    /// at most `limit` of them, and no more text than [`PAGE_BYTES`] after
+    /// the first. Waits for a free read connection if all [`MAX_READERS`]
+    /// are busy. The messages' `room` is left empty.
     pub async fn range(
         &self,
+        room: RoomId,
         after: u64,
         upto: u64,
         limit: usize,
@@ -337,7 +430,7 @@ impl Store {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            readers.range(after, upto, limit)
+            readers.range(room, after, upto, limit)
         })
         .await?
     }
@@ -441,7 +534,13 @@ impl Readers {
     }
 
     /// Called holding a permit, so at most [`MAX_READERS`] connections exist.
-    fn range(&self, after: u64, upto: u64, limit: usize) -> Result<Vec<Stored>, StoreError> {
+    fn range(
+        &self,
+        room: RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
         let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let connection = match idle {
             Some((c, _)) => c,
@@ -452,7 +551,7 @@ impl Readers {
                 c
             }
         };
-        let rows = read_range(&connection, after, upto, limit);
+        let rows = read_range(&connection, room, after, upto, limit);
         if let Ok(mut idle) = self.idle.lock() {
             idle.push((connection, Instant::now()));
         }
@@ -461,18 +560,33 @@ impl Readers {
     }
 }
 
+fn read_rooms(connection: &Connection) -> Result<Vec<RoomRow>, StoreError> {
+    let mut statement =
+        connection.prepare("SELECT id, name, topic, last_id FROM rooms ORDER BY id")?;
+    let rows = statement.query_map([], |row| {
+        Ok(RoomRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            topic: row.get(2)?,
+            last_id: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 fn read_range(
     connection: &Connection,
+    room: RoomId,
     after: u64,
     upto: u64,
     limit: usize,
 ) -> Result<Vec<Stored>, StoreError> {
     let mut statement = connection.prepare_cached(
         "SELECT id, username, message, timestamp, nonce, origin FROM messages
-         WHERE id > ?1 AND id <= ?2 ORDER BY id LIMIT ?3",
+         WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4",
     )?;
     let rows = statement.query_map(
-        params![after, upto, i64::try_from(limit).unwrap_or(i64::MAX)],
+        params![room, after, upto, i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
             Ok(Stored {
                 message: ChatMessage {
@@ -481,6 +595,7 @@ fn read_range(
                     message: row.get(2)?,
                     timestamp: row.get(3)?,
                     nonce: row.get(4)?,
+                    room: String::new(),
                 },
                 origin: row.get(5)?,
             })
@@ -522,7 +637,11 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 struct Writer {
     connection: Connection,
     retention: Retention,
-    last_id: Arc<AtomicU64>,
+    /// Each room's newest committed id, for everyone else.
+    last_ids: LastIds,
+    /// Each room's newest id given, for the writer (ahead of `last_ids`
+    /// only inside a commit).
+    next_ids: HashMap<RoomId, u64>,
     /// Timestamps never go backwards, even if the clock does, so that age
     /// retention can delete a prefix of ids.
     last_timestamp: i64,
@@ -532,15 +651,22 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, mut inbox: mpsc::Receiver<Pending>) {
+    fn run(mut self, mut inbox: mpsc::Receiver<Job>) {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         // Ends when every Store handle is gone.
         while let Some(first) = inbox.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match inbox.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Store(pending) => batch.push(pending),
+                    // After what came before it, so ids stay in queue order.
+                    Job::CreateRoom { name, topic, reply } => {
+                        self.commit(&mut batch);
+                        let _ = reply.send(self.create_room(&name, &topic));
+                    }
+                }
+                if batch.len() < MAX_BATCH {
+                    next = inbox.try_recv().ok();
                 }
             }
             self.metrics.store_queue(inbox.len());
@@ -549,20 +675,61 @@ impl Writer {
         debug!("store writer stopped");
     }
 
+    fn create_room(&mut self, name: &str, topic: &str) -> Result<RoomRow, StoreError> {
+        let inserted = self.connection.execute(
+            "INSERT INTO rooms (name, topic, created) VALUES (?1, ?2, ?3)
+             ON CONFLICT (name) DO NOTHING",
+            params![name, topic, now_millis()],
+        )?;
+        if inserted == 0 {
+            return Err(StoreError::RoomExists(name.to_owned()));
+        }
+        let id = self.connection.last_insert_rowid();
+        self.next_ids.insert(id, 0);
+        self.last_ids
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::new(AtomicU64::new(0)));
+        Ok(RoomRow {
+            id,
+            name: name.to_owned(),
+            topic: topic.to_owned(),
+            last_id: 0,
+        })
+    }
+
+    /// The id each message of `batch` gets, in order: the next of its room.
+    fn number(&self, batch: &[Pending]) -> Vec<u64> {
+        let mut next = HashMap::new();
+        batch
+            .iter()
+            .map(|pending| {
+                let id = next
+                    .entry(pending.room)
+                    .or_insert_with(|| self.next_ids.get(&pending.room).copied().unwrap_or(0));
+                *id += 1;
+                *id
+            })
+            .collect()
+    }
+
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        let first_id = self.last_id.load(Ordering::SeqCst) + 1;
+        if batch.is_empty() {
+            return;
+        }
+        let ids = self.number(batch);
         let timestamp = now_millis().max(self.last_timestamp);
         let started = Instant::now();
-        match self.write(batch, first_id, timestamp) {
+        match self.write(batch, &ids, timestamp) {
             Ok(oldest_kept) => {
                 self.metrics
                     .stored(batch.len() as u64, started.elapsed().as_secs_f64());
-                let last_id = first_id + batch.len() as u64 - 1;
                 self.last_timestamp = timestamp;
-                self.last_id.store(last_id, Ordering::SeqCst);
-                let mut stored = Vec::with_capacity(batch.len());
+                // Per room, in the order rooms first appear in the batch.
+                let mut rooms: Vec<Committed> = Vec::new();
                 let mut acks = Vec::with_capacity(batch.len());
-                for (pending, id) in batch.drain(..).zip(first_id..) {
+                for (pending, id) in batch.drain(..).zip(ids) {
+                    self.next_ids.insert(pending.room, id);
                     let message = ChatMessage {
                         id,
                         timestamp,
@@ -571,15 +738,33 @@ impl Writer {
                     if let Ack::Reply(ack) = pending.ack {
                         acks.push((ack, message.clone()));
                     }
-                    stored.push(Stored {
+                    let stored = Stored {
                         origin: pending.origin,
                         message,
-                    });
+                    };
+                    match rooms.iter_mut().find(|c| c.room == pending.room) {
+                        Some(committed) => committed.messages.push(stored),
+                        None => rooms.push(Committed {
+                            room: pending.room,
+                            messages: vec![stored],
+                            oldest_kept: None,
+                        }),
+                    }
                 }
-                (self.on_commit)(Committed {
-                    messages: stored,
-                    oldest_kept,
-                });
+                {
+                    let last_ids = self.last_ids.read().unwrap_or_else(|e| e.into_inner());
+                    for committed in &rooms {
+                        if let (Some(last), Some(id)) =
+                            (last_ids.get(&committed.room), self.next_ids.get(&committed.room))
+                        {
+                            last.store(*id, Ordering::SeqCst);
+                        }
+                    }
+                }
+                for mut committed in rooms {
+                    committed.oldest_kept = oldest_kept.get(&committed.room).copied();
+                    (self.on_commit)(committed);
+                }
                 for (ack, message) in acks {
                     // The sender may have gone; its message is stored anyway.
                     let _ = ack.send(Ok(message));
@@ -602,25 +787,27 @@ impl Writer {
         }
     }
 
-    /// Inserts the batch; returns the oldest id still stored if retention
-    /// ran with it.
+    /// Inserts the batch with `ids`; returns, for each room retention ran
+    /// on, the oldest id still stored.
     fn write(
         &mut self,
         batch: &[Pending],
-        first_id: u64,
+        ids: &[u64],
         timestamp: i64,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<HashMap<RoomId, u64>, StoreError> {
         let prune = self.pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY);
-        let mut oldest_kept = None;
+        let mut oldest_kept = HashMap::new();
+        let mut newest: HashMap<RoomId, u64> = HashMap::new();
         let transaction = self.connection.transaction()?;
         {
             let mut insert = transaction.prepare_cached(
-                "INSERT INTO messages (id, username, message, timestamp, nonce, origin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO messages (room, id, username, message, timestamp, nonce, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
-            for (pending, id) in batch.iter().zip(first_id..) {
+            for (pending, &id) in batch.iter().zip(ids) {
                 let m = &pending.message;
                 insert.execute(params![
+                    pending.room,
                     id,
                     m.username,
                     m.message,
@@ -628,13 +815,30 @@ impl Writer {
                     m.nonce,
                     pending.origin
                 ])?;
+                newest.insert(pending.room, id);
             }
-            let last_id = first_id + batch.len() as u64 - 1;
-            transaction
-                .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'last_id'")?
-                .execute([last_id])?;
+            let mut update =
+                transaction.prepare_cached("UPDATE rooms SET last_id = ?2 WHERE id = ?1")?;
+            for (&room, &last_id) in &newest {
+                update.execute(params![room, last_id])?;
+            }
             if prune {
-                oldest_kept = Some(prune_old(&transaction, self.retention, last_id)?);
+                // Rooms written to now; with age retention every room, since
+                // time passes for quiet ones too.
+                let rooms: Vec<(RoomId, u64)> = match self.retention {
+                    Retention::Count(_) => newest.into_iter().collect(),
+                    Retention::Age(_) => self
+                        .next_ids
+                        .iter()
+                        .map(|(&room, &last)| (room, newest.get(&room).copied().unwrap_or(last)))
+                        .collect(),
+                };
+                for (room, last_id) in rooms {
+                    oldest_kept.insert(
+                        room,
+                        prune_old(&transaction, self.retention, room, last_id)?,
+                    );
+                }
             }
         }
         transaction.commit()?;
@@ -645,32 +849,38 @@ impl Writer {
     }
 }
 
-/// Deletes what `retention` no longer keeps and returns the oldest id kept.
-/// Ids and timestamps both grow, so what goes is always a prefix of ids: a
-/// range delete on the key.
-fn prune_old(connection: &Connection, retention: Retention, last_id: u64) -> rusqlite::Result<u64> {
+/// Deletes what `retention` no longer keeps of `room` and returns the oldest
+/// id kept there. Ids and timestamps both grow, so what goes is always a
+/// prefix of the room's ids: a range delete on the key.
+fn prune_old(
+    connection: &Connection,
+    retention: Retention,
+    room: RoomId,
+    last_id: u64,
+) -> rusqlite::Result<u64> {
     let deleted = match retention {
         Retention::Count(keep) => connection
-            .prepare_cached("DELETE FROM messages WHERE id <= ?1")?
-            .execute([last_id.saturating_sub(keep)])?,
+            .prepare_cached("DELETE FROM messages WHERE room = ?1 AND id <= ?2")?
+            .execute(params![room, last_id.saturating_sub(keep)])?,
         Retention::Age(age) => {
             let cutoff =
                 now_millis().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
             connection
                 .prepare_cached(
-                    "DELETE FROM messages WHERE id < coalesce(
-                         (SELECT id FROM messages WHERE timestamp >= ?1 ORDER BY id LIMIT 1),
-                         ?2)",
+                    "DELETE FROM messages WHERE room = ?1 AND id < coalesce(
+                         (SELECT id FROM messages WHERE room = ?1 AND timestamp >= ?2
+                          ORDER BY id LIMIT 1),
+                         ?3)",
                 )?
-                .execute(params![cutoff, last_id + 1])?
+                .execute(params![room, cutoff, last_id + 1])?
         }
     };
     if deleted > 0 {
-        debug!(deleted, "retention removed old messages");
+        debug!(deleted, room, "retention removed old messages");
     }
     connection
-        .prepare_cached("SELECT coalesce(min(id), ?1) FROM messages")?
-        .query_row([last_id + 1], |row| row.get(0))
+        .prepare_cached("SELECT coalesce(min(id), ?2) FROM messages WHERE room = ?1")?
+        .query_row(params![room, last_id + 1], |row| row.get(0))
 }
 
 #[cfg(test)]
@@ -699,9 +909,9 @@ mod tests {
         )
         .expect("open");
         for text in ["a", "b", "c"] {
-            store.append(message(text)).await.expect("stored");
+            store.append(1, message(text)).await.expect("stored");
         }
-        assert_eq!(store.last_id(), 3);
+        assert_eq!(store.last_id(1).expect("general").load(Ordering::SeqCst), 3);
         drop(store);
 
         let store = Store::open(
@@ -711,11 +921,11 @@ mod tests {
             Box::new(|_| {}),
         )
         .expect("reopen");
-        assert_eq!(store.last_id(), 3);
-        assert_eq!(store.range(0, 3, 10).await.expect("read").len(), 3);
-        assert_eq!(store.append(message("d")).await.expect("stored").id, 4);
+        assert_eq!(store.last_id(1).expect("general").load(Ordering::SeqCst), 3);
+        assert_eq!(store.range(1, 0, 3, 10).await.expect("read").len(), 3);
+        assert_eq!(store.append(1, message("d")).await.expect("stored").id, 4);
         // The first commit after opening applies retention.
-        let kept = store.range(0, 4, 10).await.expect("read");
+        let kept = store.range(1, 0, 4, 10).await.expect("read");
         let texts: Vec<_> = kept.iter().map(|s| s.message.message.as_str()).collect();
         assert_eq!(texts, ["d"]);
     }
@@ -732,17 +942,17 @@ mod tests {
         let texts = |page: Vec<Stored>| -> Vec<String> {
             page.into_iter().map(|s| s.message.message).collect()
         };
-        store.append(message("old")).await.expect("stored");
+        store.append(1, message("old")).await.expect("stored");
         tokio::time::sleep(PRUNE_EVERY + Duration::from_millis(100)).await;
         // A second on, this commit prunes: "old" is past the age.
-        store.append(message("new")).await.expect("stored");
-        assert_eq!(texts(store.range(0, 2, 10).await.expect("read")), ["new"]);
+        store.append(1, message("new")).await.expect("stored");
+        assert_eq!(texts(store.range(1, 0, 2, 10).await.expect("read")), ["new"]);
         // 0.4 s on, "new" is past the age too, but retention runs at most
         // once a second: it stays for now.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        store.append(message("newer")).await.expect("stored");
+        store.append(1, message("newer")).await.expect("stored");
         assert_eq!(
-            texts(store.range(0, 3, 10).await.expect("read")),
+            texts(store.range(1, 0, 3, 10).await.expect("read")),
             ["new", "newer"]
         );
     }
@@ -777,8 +987,8 @@ mod tests {
             Box::new(|_| {}),
         )
         .expect("open");
-        store.append(message("a")).await.expect("stored");
-        let reads = (0..50).map(|_| store.range(0, 1, 10));
+        store.append(1, message("a")).await.expect("stored");
+        let reads = (0..50).map(|_| store.range(1, 0, 1, 10));
         for page in futures_util::future::join_all(reads).await {
             assert_eq!(page.expect("read").len(), 1);
         }
@@ -806,9 +1016,9 @@ mod tests {
         .expect("open");
         let big = "x".repeat(4_000);
         for _ in 0..50 {
-            store.append(message(&big)).await.expect("stored");
+            store.append(1, message(&big)).await.expect("stored");
         }
-        let page = store.range(0, 50, 512).await.expect("read");
+        let page = store.range(1, 0, 50, 512).await.expect("read");
         let bytes: usize = page.iter().map(|s| s.message.message.len()).sum();
         assert!(
             !page.is_empty() && bytes <= PAGE_BYTES + 4_100,

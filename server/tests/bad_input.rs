@@ -153,6 +153,7 @@ async fn subscribe_refuses_a_bad_username() {
         let status = within(web.subscribe(SubscribeRequest {
             username: name.into(),
             after_id: 0,
+            ..Default::default()
         }))
         .await
         .expect_err("refused");

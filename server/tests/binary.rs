@@ -356,6 +356,7 @@ async fn acknowledged_messages_survive_kill_9_and_ids_are_never_reused() {
     let mut events = within(web.subscribe(chat_proto::SubscribeRequest {
         username: "bob".into(),
         after_id: 0,
+        ..Default::default()
     }))
     .await
     .expect("subscribed")
@@ -418,6 +419,7 @@ async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
             common::grpc_frame(&chat_proto::SubscribeRequest {
                 username: "attacker".into(),
                 after_id: 0,
+                ..Default::default()
             }),
             true,
         )

@@ -17,6 +17,7 @@ async fn subscribe_after(web: &mut WebClient, after_id: u64) -> (Ready, Streamin
     let mut events = within(web.subscribe(SubscribeRequest {
         username: "reader".into(),
         after_id,
+        ..Default::default()
     }))
     .await
     .expect("subscribed")

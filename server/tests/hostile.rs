@@ -175,6 +175,7 @@ async fn peers_that_stop_answering_pings_are_dropped() {
         grpc_frame(&SubscribeRequest {
             username: "ghost".into(),
             after_id: 0,
+            ..Default::default()
         }),
         true,
     )
@@ -209,6 +210,7 @@ async fn a_connection_resetting_streams_without_pause_is_ended() {
                 grpc_frame(&SubscribeRequest {
                     username: "flood".into(),
                     after_id: 0,
+                    ..Default::default()
                 }),
                 true,
             );

@@ -26,6 +26,7 @@ async fn idle_subscribe_streams_carry_heartbeats_at_the_announced_interval() {
     let mut events = within(web.subscribe(chat_proto::SubscribeRequest {
         username: "idle".into(),
         after_id: 0,
+        ..Default::default()
     }))
     .await
     .expect("subscribed")

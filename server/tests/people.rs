@@ -74,6 +74,7 @@ async fn sends_go_out_under_the_session_name_and_nobody_else_may_use_it() {
         SubscribeRequest {
             username: String::new(),
             after_id: 0,
+            ..Default::default()
         },
         &ada.token,
     )))
@@ -155,6 +156,7 @@ async fn with_require_join_only_sessions_listen_and_post() {
     let listen = within(web.subscribe(SubscribeRequest {
         username: "ada".into(),
         after_id: 0,
+        ..Default::default()
     }))
     .await
     .expect_err("no session");
@@ -186,6 +188,7 @@ async fn subscribe_as(server: &TestServer, token: &str) -> (Vec<String>, Streami
         SubscribeRequest {
             username: String::new(),
             after_id: 0,
+            ..Default::default()
         },
         token,
     )))
@@ -254,12 +257,12 @@ async fn typing_reaches_the_others_and_stops_when_the_message_is_sent() {
     let (_, _bob_events) = subscribe_as(&server, &bob.token).await;
     let mut web = server.web();
 
-    let anonymous = within(web.set_typing(TypingRequest { typing: true }))
+    let anonymous = within(web.set_typing(TypingRequest { typing: true, ..Default::default() }))
         .await
         .expect_err("no session");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 
-    within(web.set_typing(with_session(TypingRequest { typing: true }, &bob.token)))
+    within(web.set_typing(with_session(TypingRequest { typing: true, ..Default::default() }, &bob.token)))
         .await
         .expect("typing");
     assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
@@ -278,7 +281,7 @@ async fn typing_stops_by_itself_without_a_refresh_and_when_the_typist_leaves() {
     let (_, bob_events) = subscribe_as(&server, &bob.token).await;
     let mut web = server.web();
 
-    let typing = |on| with_session(TypingRequest { typing: on }, &bob.token);
+    let typing = |on| with_session(TypingRequest { typing: on, ..Default::default() }, &bob.token);
     within(web.set_typing(typing(true))).await.expect("typing");
     let started = std::time::Instant::now();
     assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
@@ -305,7 +308,7 @@ async fn typing_and_name_claims_are_rate_limited_on_budgets_of_their_own() {
     let mut web = server.web();
     let mut refused = None;
     for _ in 0..40 {
-        let typing = with_session(TypingRequest { typing: true }, &ada.token);
+        let typing = with_session(TypingRequest { typing: true, ..Default::default() }, &ada.token);
         if let Err(status) = within(web.set_typing(typing)).await {
             refused = Some(status);
             break;
@@ -315,7 +318,7 @@ async fn typing_and_name_claims_are_rate_limited_on_budgets_of_their_own() {
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("too fast"), "{refused:?}");
     // Saying typing stopped is always allowed, and messages have their own budget.
-    let stop = with_session(TypingRequest { typing: false }, &ada.token);
+    let stop = with_session(TypingRequest { typing: false, ..Default::default() }, &ada.token);
     within(web.set_typing(stop)).await.expect("stopping");
     within(web.send(with_session(chat("", "still here"), &ada.token)))
         .await
@@ -384,6 +387,7 @@ async fn behind_an_authenticating_proxy_its_header_is_the_name() {
         SubscribeRequest {
             username: "mallory".into(),
             after_id: 0,
+            ..Default::default()
         },
         "ada",
     )))

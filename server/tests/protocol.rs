@@ -57,6 +57,7 @@ async fn a_deadline_that_passes_mid_stream_ends_it_with_deadline_exceeded() {
     let subscribe = chat_proto::SubscribeRequest {
         username: "ada".into(),
         after_id: 0,
+        ..Default::default()
     };
     let answer = h2_call(server.addr, request, grpc_frame(&subscribe)).await;
     assert_eq!(answer.head.status, 200);

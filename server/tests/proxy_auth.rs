@@ -171,6 +171,7 @@ async fn behind_nginx_auth_basic_the_login_is_the_name() {
         SubscribeRequest {
             username: "whoever".into(),
             after_id: 0,
+            ..Default::default()
         },
         "ada",
         "secret",

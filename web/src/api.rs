@@ -163,7 +163,10 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
 /// notice only means a missing "is typing" line.
 pub async fn set_typing(typing: bool) {
     let _ = client()
-        .set_typing(session::authorized(TypingRequest { typing }))
+        .set_typing(session::authorized(TypingRequest {
+            typing,
+            ..TypingRequest::default()
+        }))
         .await;
 }
 

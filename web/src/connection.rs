@@ -184,6 +184,7 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
     let request = SubscribeRequest {
         username: feed.me.clone(),
         after_id: feed.timeline.last_id(),
+        ..SubscribeRequest::default()
     };
     let mut stream = match api::client().subscribe(session::authorized(request)).await {
         Ok(response) => response.into_inner(),
@@ -243,7 +244,7 @@ fn show(event: Event, feed: &Feed) {
         Event::Typing(typing) => people.typing(typing, me),
         // A heartbeat has done its job by arriving; `Ready` is handled by
         // `open`.
-        Event::Ready(_) | Event::Heartbeat(_) => {}
+        Event::Ready(_) | Event::Heartbeat(_) | Event::Activity(_) => {}
     }
 }
 

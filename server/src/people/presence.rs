@@ -190,6 +190,11 @@ impl Presence {
         (online, changes)
     }
 
+    /// How many people are here (counting those in their leave delay).
+    pub fn count(&self) -> usize {
+        self.lock().by_key.len()
+    }
+
     /// `name` is typing (for [`TYPING_FOR`] unless said again) or stopped.
     /// Only someone present can type.
     pub fn typing(&self, name: &str, typing: bool) {

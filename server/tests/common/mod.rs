@@ -181,6 +181,7 @@ where
     let mut stream = within(client.subscribe(chat_proto::SubscribeRequest {
         username: username.into(),
         after_id: 0,
+        ..Default::default()
     }))
     .await
     .expect("subscribe accepted")
