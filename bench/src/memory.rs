@@ -607,8 +607,10 @@ async fn check_history(
                 Ok(Some(ChatEvent {
                     event: Some(Event::Message(m)),
                 })) => break m,
+                // Heartbeats, and who is here (right after `Ready`, and
+                // whenever somebody comes or goes), are not history.
                 Ok(Some(ChatEvent {
-                    event: Some(Event::Heartbeat(_)),
+                    event: Some(Event::Heartbeat(_) | Event::Presence(_) | Event::Typing(_)),
                 })) => {}
                 Ok(Some(other)) => bail!("after {n} of {} messages: got {other:?}", stored.len()),
                 Ok(None) => bail!("stream ended after {n} of {} messages", stored.len()),
