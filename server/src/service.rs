@@ -27,7 +27,7 @@ use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::people::claims::{ClaimError, Claims, Hold, Session};
 use crate::people::names::NameKey;
-use crate::people::presence::{Folded, Here, Presence};
+use crate::people::presence::{Folded, Here};
 use crate::store::{StoreError, now_millis};
 use crate::wire::{self, Encoded};
 use chat_proto::rules::{self, InputError, MAX_DECODED_BYTES};
@@ -266,7 +266,6 @@ impl crate::ChatService for ChatServer {
             named: visit.name_slot(),
             claims: Arc::clone(&self.claims),
             holding: Arc::clone(&holding),
-            presence: Arc::clone(room.presence()),
             vouched,
         };
         let reading = AbortOnDrop(tokio::spawn(reader.run(end)));
@@ -563,7 +562,6 @@ struct ClientReader {
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
-    presence: Arc<Presence>,
     /// The name an authenticating proxy gave, which every message carries.
     vouched: Option<String>,
 }
@@ -616,7 +614,7 @@ impl ClientReader {
                     Ok(hold) => {
                         let _ = self
                             .holding
-                            .set((hold, self.presence.arrive(&message.username)));
+                            .set((hold, self.room.presence().arrive(&message.username)));
                         let _ = self.named.set(message.username.clone());
                         debug!(
                             rpc = "chat_stream",
@@ -656,7 +654,7 @@ impl ClientReader {
             {
                 break unavailable(error);
             }
-            self.presence.typing(&name, false);
+            self.room.presence().typing(&name, false);
         };
         let _ = end.send(status);
     }

@@ -183,6 +183,7 @@ mod tests {
             timestamp: 1_700_000_000_000,
             nonce: "n-1".into(),
             id: 7,
+            room: "general".into(),
         }
     }
 

@@ -127,6 +127,7 @@ async fn a_forged_id_and_timestamp_are_ignored_and_a_64_character_nonce_is_fine(
         timestamp: 42,
         id: 1_000_000,
         nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS),
+        room: "General".into(),
     };
     let reply = within(web.send(forged.clone()))
         .await
@@ -137,6 +138,7 @@ async fn a_forged_id_and_timestamp_are_ignored_and_a_64_character_nonce_is_fine(
     let relayed = next_event_message(&mut events).await;
     assert_eq!((relayed.id, relayed.timestamp), (1, reply.timestamp));
     assert_eq!(relayed.nonce, forged.nonce);
+    assert_eq!(relayed.room, "general", "the room as stored");
     let too_long = ChatMessage {
         nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS + 1),
         ..forged
