@@ -18,6 +18,15 @@ fn in_room(room: &str, username: &str, message: &str) -> ChatMessage {
     }
 }
 
+fn authorized<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii"),
+    );
+    request
+}
+
 async fn create(server: &TestServer, name: &str, topic: &str) -> Result<Room, tonic::Status> {
     within(server.web().create_room(CreateRoomRequest {
         name: name.into(),
@@ -346,4 +355,78 @@ async fn one_stream_hears_of_watched_rooms_at_most_once_a_second_each() {
         );
     }
     assert!(seen.iter().all(|(room, _, _)| room == "dev"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn presence_typing_and_online_counts_are_the_rooms_own() {
+    let server = TestServer::start().await;
+    create(&server, "dev", "").await.expect("created");
+    let mut web = server.web();
+    let join = |name: &str| chat_proto::JoinRequest {
+        username: name.into(),
+        token: String::new(),
+    };
+    let ada = within(web.join(join("ada"))).await.expect("joined").into_inner();
+    let bob = within(web.join(join("bob"))).await.expect("joined").into_inner();
+    let open = |room: &str, token: &str| {
+        authorized(
+            SubscribeRequest {
+                room: room.into(),
+                ..SubscribeRequest::default()
+            },
+            token,
+        )
+    };
+    let snapshot = |events: Vec<ChatEvent>| -> Vec<String> {
+        match &events[1].event {
+            Some(Event::Presence(p)) => p.online.clone(),
+            other => panic!("expected who is here after Ready, got {other:?}"),
+        }
+    };
+    let mut in_dev = within(web.subscribe(open("dev", &ada.token)))
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(within(in_dev.message()).await.expect("ok").expect("event"));
+    }
+    assert_eq!(snapshot(first), ["ada"]);
+    let mut in_general = within(web.subscribe(open("", &bob.token)))
+        .await
+        .expect("subscribed")
+        .into_inner();
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        first.push(within(in_general.message()).await.expect("ok").expect("event"));
+    }
+    assert_eq!(snapshot(first), ["bob"], "ada is in dev, not here");
+
+    let rooms = within(web.list_rooms(ListRoomsRequest {}))
+        .await
+        .expect("listed")
+        .into_inner()
+        .rooms;
+    let online: Vec<_> = rooms.iter().map(|r| (r.name.as_str(), r.online)).collect();
+    assert_eq!(online, [("dev", 1), ("general", 1)]);
+
+    // Typing in dev is told in dev only.
+    let typing = chat_proto::TypingRequest {
+        typing: true,
+        room: "dev".into(),
+    };
+    within(web.set_typing(authorized(typing, &ada.token)))
+        .await
+        .expect("typing");
+    match within(in_dev.message()).await.expect("ok").expect("event").event {
+        Some(Event::Typing(t)) => assert_eq!((t.username.as_str(), t.typing), ("ada", true)),
+        other => panic!("expected typing, got {other:?}"),
+    }
+    within(web.send(authorized(in_room("", "", "plain hello"), &bob.token)))
+        .await
+        .expect("sent");
+    match within(in_general.message()).await.expect("ok").expect("event").event {
+        Some(Event::Message(m)) => assert_eq!(m.message, "plain hello", "no typing from dev"),
+        other => panic!("expected bob's message, got {other:?}"),
+    }
 }
