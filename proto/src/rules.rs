@@ -334,6 +334,7 @@ mod tests {
             timestamp: i64::MIN,
             nonce: "😀".repeat(MAX_NONCE_CHARS),
             id: u64::MAX,
+            room: "r".repeat(MAX_ROOM_CHARS),
         };
         let len = biggest.encoded_len();
         assert!(len <= MAX_DECODED_BYTES, "{len} > {MAX_DECODED_BYTES}");

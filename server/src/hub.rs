@@ -362,7 +362,9 @@ impl Inner {
             presence: Presence::new(),
         });
         let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        rooms.by_name.insert(Arc::clone(&room.name), Arc::clone(&room));
+        rooms
+            .by_name
+            .insert(Arc::clone(&room.name), Arc::clone(&room));
         rooms.by_id.insert(room.id, Arc::clone(&room));
         room
     }
@@ -579,7 +581,9 @@ mod tests {
         let general = hub.room("general").expect("general");
         let mut slow = hub.subscribe(&general, Start::Live, None);
         for i in 1..=20 {
-            hub.publish(&general, text(&i.to_string())).await.expect("stored");
+            hub.publish(&general, text(&i.to_string()))
+                .await
+                .expect("stored");
         }
         for i in 1..=20 {
             assert_eq!(next_text(&mut slow).await, i.to_string());
@@ -595,7 +599,9 @@ mod tests {
             let hub = hub.clone();
             tokio::spawn(async move {
                 for i in 1..=60 {
-                    hub.publish(&general, text(&i.to_string())).await.expect("stored");
+                    hub.publish(&general, text(&i.to_string()))
+                        .await
+                        .expect("stored");
                     if i % 7 == 0 {
                         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
                     }
@@ -633,7 +639,9 @@ mod tests {
         .expect("hub");
         let general = hub.room("general").expect("general");
         for i in 1..=5 {
-            hub.publish(&general, text(&i.to_string())).await.expect("stored");
+            hub.publish(&general, text(&i.to_string()))
+                .await
+                .expect("stored");
         }
         let mut recent = hub.subscribe(&general, Start::Recent, None);
         let mut after = hub.subscribe(&general, Start::After(1), None);

@@ -114,7 +114,11 @@ impl Ring {
             let since = if held.oldest == 0 { first } else { held.oldest };
             let span = usize::try_from(last + 1 - since.min(last + 1)).unwrap_or(usize::MAX);
             if span > held.slots.len() && held.slots.len() < held.capacity {
-                held.grow(span.next_power_of_two().min(held.capacity), since, self.newest());
+                held.grow(
+                    span.next_power_of_two().min(held.capacity),
+                    since,
+                    self.newest(),
+                );
             }
             let capacity = held.slots.len() as u64;
             for relayed in batch {

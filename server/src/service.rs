@@ -11,9 +11,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chat_proto::{
-    ChatMessage, CreateRoomRequest, Event, Gap, Heartbeat, JoinReply, JoinRequest,
-    ListRoomsReply, ListRoomsRequest, Ready, Room as RoomReply, SendReply, SubscribeRequest,
-    TypingReply, TypingRequest,
+    ChatMessage, CreateRoomRequest, Event, Gap, Heartbeat, JoinReply, JoinRequest, ListRoomsReply,
+    ListRoomsRequest, Ready, Room as RoomReply, SendReply, SubscribeRequest, TypingReply,
+    TypingRequest,
 };
 use futures_util::{Stream, StreamExt};
 use tokio::sync::{oneshot, watch};
@@ -484,7 +484,9 @@ impl crate::ChatService for ChatServer {
         let name = rules::room(&name).map_err(invalid_argument)?;
         let topic = rules::topic(&topic).map_err(invalid_argument)?;
         if self.hub.room(&name).is_some() {
-            return Err(Status::already_exists(format!("the room {name} exists already")));
+            return Err(Status::already_exists(format!(
+                "the room {name} exists already"
+            )));
         }
         if self.hub.room_count() >= self.max_rooms {
             self.hub.metrics().limit_hit(Limit::Rooms);
@@ -502,10 +504,14 @@ impl crate::ChatService for ChatServer {
                     too_fast.retry_after.as_secs_f64().max(0.1)
                 ))
             })?;
-        let room = self.hub.create_room(&name, &topic).await.map_err(|error| match error {
-            StoreError::RoomExists(_) => Status::already_exists(error.to_string()),
-            error => unavailable(error),
-        })?;
+        let room = self
+            .hub
+            .create_room(&name, &topic)
+            .await
+            .map_err(|error| match error {
+                StoreError::RoomExists(_) => Status::already_exists(error.to_string()),
+                error => unavailable(error),
+            })?;
         info!(room = room.name(), "room created");
         Ok(Response::new(self.room_reply(&room)))
     }
@@ -515,7 +521,12 @@ impl crate::ChatService for ChatServer {
         _request: Request<ListRoomsRequest>,
     ) -> Result<Response<ListRoomsReply>, Status> {
         self.ensure_running()?;
-        let rooms = self.hub.rooms().iter().map(|r| self.room_reply(r)).collect();
+        let rooms = self
+            .hub
+            .rooms()
+            .iter()
+            .map(|r| self.room_reply(r))
+            .collect();
         Ok(Response::new(ListRoomsReply { rooms }))
     }
 

@@ -16,10 +16,10 @@
 //! well as in messages, so no reader holds more than [`PAGE_BYTES`] of
 //! history at a time however large the messages are.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -48,7 +48,8 @@ pub const PAGE_BYTES: usize = 64 * 1024;
 
 /// Schema changes, applied in order at start-up; `PRAGMA user_version`
 /// records how many have run. Only ever append.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE messages (
         id        INTEGER PRIMARY KEY,
         username  TEXT    NOT NULL,
@@ -61,7 +62,8 @@ const MIGRATIONS: &[&str] = &["
     -- so ids are never reused.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('last_id', 0);
-", "
+",
+    "
     -- Rooms: every message belongs to one, and ids are per room. What was
     -- there before rooms moves into general, ids unchanged.
     CREATE TABLE rooms (
@@ -90,7 +92,8 @@ const MIGRATIONS: &[&str] = &["
     DROP TABLE messages;
     ALTER TABLE room_messages RENAME TO messages;
     DROP TABLE meta;
-"];
+",
+];
 
 /// A room's number in the database.
 pub type RoomId = i64;
@@ -362,7 +365,11 @@ impl Store {
 
     /// Stores `message` in `room` and returns it with its id and timestamp
     /// once it is committed.
-    pub async fn append(&self, room: RoomId, message: ChatMessage) -> Result<ChatMessage, StoreError> {
+    pub async fn append(
+        &self,
+        room: RoomId,
+        message: ChatMessage,
+    ) -> Result<ChatMessage, StoreError> {
         let (ack, acked) = oneshot::channel();
         self.enqueue(room, None, message, Ack::Reply(ack)).await?;
         match acked.await {
@@ -383,8 +390,13 @@ impl Store {
         message: ChatMessage,
         failure: &StreamFailure,
     ) -> Result<(), StoreError> {
-        self.enqueue(room, Some(origin), message, Ack::Stream(Arc::clone(failure)))
-            .await
+        self.enqueue(
+            room,
+            Some(origin),
+            message,
+            Ack::Stream(Arc::clone(failure)),
+        )
+        .await
     }
 
     async fn enqueue(
@@ -754,9 +766,10 @@ impl Writer {
                 {
                     let last_ids = self.last_ids.read().unwrap_or_else(|e| e.into_inner());
                     for committed in &rooms {
-                        if let (Some(last), Some(id)) =
-                            (last_ids.get(&committed.room), self.next_ids.get(&committed.room))
-                        {
+                        if let (Some(last), Some(id)) = (
+                            last_ids.get(&committed.room),
+                            self.next_ids.get(&committed.room),
+                        ) {
                             last.store(*id, Ordering::SeqCst);
                         }
                     }
@@ -946,7 +959,10 @@ mod tests {
         tokio::time::sleep(PRUNE_EVERY + Duration::from_millis(100)).await;
         // A second on, this commit prunes: "old" is past the age.
         store.append(1, message("new")).await.expect("stored");
-        assert_eq!(texts(store.range(1, 0, 2, 10).await.expect("read")), ["new"]);
+        assert_eq!(
+            texts(store.range(1, 0, 2, 10).await.expect("read")),
+            ["new"]
+        );
         // 0.4 s on, "new" is past the age too, but retention runs at most
         // once a second: it stays for now.
         tokio::time::sleep(Duration::from_millis(400)).await;

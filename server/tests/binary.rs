@@ -90,6 +90,7 @@ fn help_explains_every_flag_and_its_environment_variable() {
         ("--buffer-mib", "CHAT_BUFFER_MIB"),
         ("--name-grace", "CHAT_NAME_GRACE"),
         ("--require-join", "CHAT_REQUIRE_JOIN"),
+        ("--max-rooms", "CHAT_MAX_ROOMS"),
         ("--auth-header", "CHAT_AUTH_HEADER"),
         ("--heartbeat", "CHAT_HEARTBEAT"),
         ("--trust-proxy", "CHAT_TRUST_PROXY"),

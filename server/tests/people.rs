@@ -257,14 +257,23 @@ async fn typing_reaches_the_others_and_stops_when_the_message_is_sent() {
     let (_, _bob_events) = subscribe_as(&server, &bob.token).await;
     let mut web = server.web();
 
-    let anonymous = within(web.set_typing(TypingRequest { typing: true, ..Default::default() }))
-        .await
-        .expect_err("no session");
+    let anonymous = within(web.set_typing(TypingRequest {
+        typing: true,
+        ..Default::default()
+    }))
+    .await
+    .expect_err("no session");
     assert_eq!(anonymous.code(), Code::Unauthenticated);
 
-    within(web.set_typing(with_session(TypingRequest { typing: true, ..Default::default() }, &bob.token)))
-        .await
-        .expect("typing");
+    within(web.set_typing(with_session(
+        TypingRequest {
+            typing: true,
+            ..Default::default()
+        },
+        &bob.token,
+    )))
+    .await
+    .expect("typing");
     assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
     within(web.send(with_session(chat("", "done"), &bob.token)))
         .await
@@ -281,7 +290,15 @@ async fn typing_stops_by_itself_without_a_refresh_and_when_the_typist_leaves() {
     let (_, bob_events) = subscribe_as(&server, &bob.token).await;
     let mut web = server.web();
 
-    let typing = |on| with_session(TypingRequest { typing: on, ..Default::default() }, &bob.token);
+    let typing = |on| {
+        with_session(
+            TypingRequest {
+                typing: on,
+                ..Default::default()
+            },
+            &bob.token,
+        )
+    };
     within(web.set_typing(typing(true))).await.expect("typing");
     let started = std::time::Instant::now();
     assert_eq!(next_typing(&mut ada_events).await, ("bob".into(), true));
@@ -308,7 +325,13 @@ async fn typing_and_name_claims_are_rate_limited_on_budgets_of_their_own() {
     let mut web = server.web();
     let mut refused = None;
     for _ in 0..40 {
-        let typing = with_session(TypingRequest { typing: true, ..Default::default() }, &ada.token);
+        let typing = with_session(
+            TypingRequest {
+                typing: true,
+                ..Default::default()
+            },
+            &ada.token,
+        );
         if let Err(status) = within(web.set_typing(typing)).await {
             refused = Some(status);
             break;
@@ -318,7 +341,13 @@ async fn typing_and_name_claims_are_rate_limited_on_budgets_of_their_own() {
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("too fast"), "{refused:?}");
     // Saying typing stopped is always allowed, and messages have their own budget.
-    let stop = with_session(TypingRequest { typing: false, ..Default::default() }, &ada.token);
+    let stop = with_session(
+        TypingRequest {
+            typing: false,
+            ..Default::default()
+        },
+        &ada.token,
+    );
     within(web.set_typing(stop)).await.expect("stopping");
     within(web.send(with_session(chat("", "still here"), &ada.token)))
         .await

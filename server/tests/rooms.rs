@@ -81,7 +81,10 @@ async fn room_names_are_lower_cased_checked_and_empty_means_general() {
     assert_eq!(again.code(), Code::AlreadyExists);
     assert!(again.message().contains("dev-ops_1"), "{again:?}");
     assert_eq!(
-        create(&server, "general", "").await.expect_err("exists").code(),
+        create(&server, "general", "")
+            .await
+            .expect_err("exists")
+            .code(),
         Code::AlreadyExists
     );
 
@@ -136,7 +139,9 @@ async fn each_room_has_its_own_ids_history_and_messages() {
     assert_eq!(reply.id, 3, "SendReply.id is the room's");
     assert_eq!(next(&mut dev).await, ("dev".into(), 3, "d3".into()));
     // Nothing of dev's ever reached general: its next is general's own.
-    within(web.send(in_room("", "ada", "g3"))).await.expect("sent");
+    within(web.send(in_room("", "ada", "g3")))
+        .await
+        .expect("sent");
     assert_eq!(next(&mut general).await, ("general".into(), 3, "g3".into()));
 
     // Resuming is per room: after dev's 1, dev's 2 and 3, nothing else.
@@ -176,7 +181,10 @@ async fn the_papers_chat_stream_lives_in_general_unless_it_names_a_room() {
     // The paper client is in general: it hears general, not dev.
     paper_tx.send(chat("ada", "hi all")).await.expect("sent");
     let (_, mut general) = follow(&server, "", 0).await;
-    assert_eq!(next(&mut general).await, ("general".into(), 1, "hi all".into()));
+    assert_eq!(
+        next(&mut general).await,
+        ("general".into(), 1, "hi all".into())
+    );
     within(server.web().send(in_room("dev", "cy", "dev only")))
         .await
         .expect("sent");
@@ -290,7 +298,13 @@ async fn one_stream_hears_of_watched_rooms_at_most_once_a_second_each() {
         .expect("sent");
     let mut events = within(web.subscribe(SubscribeRequest {
         username: "reader".into(),
-        watch: vec!["DEV".into(), "ops".into(), "nowhere".into(), "general".into(), "dev".into()],
+        watch: vec![
+            "DEV".into(),
+            "ops".into(),
+            "nowhere".into(),
+            "general".into(),
+            "dev".into(),
+        ],
         ..SubscribeRequest::default()
     }))
     .await
@@ -347,7 +361,10 @@ async fn one_stream_hears_of_watched_rooms_at_most_once_a_second_each() {
         Some(("dev", 5)),
         "{seen:?}"
     );
-    assert!(seen.len() <= 2, "coalesced, at most once a second: {seen:?}");
+    assert!(
+        seen.len() <= 2,
+        "coalesced, at most once a second: {seen:?}"
+    );
     for pair in seen.windows(2) {
         assert!(
             pair[1].2 - pair[0].2 >= std::time::Duration::from_millis(900),
@@ -366,8 +383,14 @@ async fn presence_typing_and_online_counts_are_the_rooms_own() {
         username: name.into(),
         token: String::new(),
     };
-    let ada = within(web.join(join("ada"))).await.expect("joined").into_inner();
-    let bob = within(web.join(join("bob"))).await.expect("joined").into_inner();
+    let ada = within(web.join(join("ada")))
+        .await
+        .expect("joined")
+        .into_inner();
+    let bob = within(web.join(join("bob")))
+        .await
+        .expect("joined")
+        .into_inner();
     let open = |room: &str, token: &str| {
         authorized(
             SubscribeRequest {
@@ -398,7 +421,12 @@ async fn presence_typing_and_online_counts_are_the_rooms_own() {
         .into_inner();
     let mut first = Vec::new();
     for _ in 0..2 {
-        first.push(within(in_general.message()).await.expect("ok").expect("event"));
+        first.push(
+            within(in_general.message())
+                .await
+                .expect("ok")
+                .expect("event"),
+        );
     }
     assert_eq!(snapshot(first), ["bob"], "ada is in dev, not here");
 
@@ -418,14 +446,24 @@ async fn presence_typing_and_online_counts_are_the_rooms_own() {
     within(web.set_typing(authorized(typing, &ada.token)))
         .await
         .expect("typing");
-    match within(in_dev.message()).await.expect("ok").expect("event").event {
+    match within(in_dev.message())
+        .await
+        .expect("ok")
+        .expect("event")
+        .event
+    {
         Some(Event::Typing(t)) => assert_eq!((t.username.as_str(), t.typing), ("ada", true)),
         other => panic!("expected typing, got {other:?}"),
     }
     within(web.send(authorized(in_room("", "", "plain hello"), &bob.token)))
         .await
         .expect("sent");
-    match within(in_general.message()).await.expect("ok").expect("event").event {
+    match within(in_general.message())
+        .await
+        .expect("ok")
+        .expect("event")
+        .event
+    {
         Some(Event::Message(m)) => assert_eq!(m.message, "plain hello", "no typing from dev"),
         other => panic!("expected bob's message, got {other:?}"),
     }
