@@ -8,11 +8,15 @@ use std::pin::pin;
 use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
-use chat_proto::{ChatMessage, ChatServiceClient, JoinRequest, SendReply, TypingRequest};
+use chat_proto::{
+    ChatMessage, ChatServiceClient, CreateRoomRequest, JoinRequest, ListRoomsRequest, SendReply,
+    TypingRequest,
+};
 use futures_util::future::{Either, select};
 use tonic::{Code, Status};
 use tonic_web_wasm_client::Client;
 
+use crate::rooms::RoomInfo;
 use crate::session::{self, Session};
 use crate::wait;
 
@@ -159,15 +163,35 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
     })
 }
 
-/// Tells the others this user is (or stopped) typing. Best effort: a lost
-/// notice only means a missing "is typing" line.
-pub async fn set_typing(typing: bool) {
+/// Tells the others in `room` this user is (or stopped) typing. Best
+/// effort: a lost notice only means a missing "is typing" line.
+pub async fn set_typing(typing: bool, room: String) {
     let _ = client()
-        .set_typing(session::authorized(TypingRequest {
-            typing,
-            ..TypingRequest::default()
-        }))
+        .set_typing(session::authorized(TypingRequest { typing, room }))
         .await;
+}
+
+fn room_info(room: chat_proto::Room) -> RoomInfo {
+    RoomInfo {
+        name: room.name,
+        topic: room.topic,
+        last_id: room.last_id,
+    }
+}
+
+/// Every room, sorted by name.
+pub async fn list_rooms() -> Result<Vec<RoomInfo>, Status> {
+    let reply = client().list_rooms(ListRoomsRequest {}).await?.into_inner();
+    Ok(reply.rooms.into_iter().map(room_info).collect())
+}
+
+/// Opens a new room.
+pub async fn create_room(name: &str, topic: &str) -> Result<RoomInfo, Status> {
+    let request = CreateRoomRequest {
+        name: name.to_owned(),
+        topic: topic.to_owned(),
+    };
+    Ok(room_info(client().create_room(request).await?.into_inner()))
 }
 
 /// What to tell a person about a failed call. The server writes its refusals

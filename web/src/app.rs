@@ -8,6 +8,8 @@
 //! authenticating proxy the same call returns the proxy's name, and nobody
 //! is asked at all.
 
+use std::collections::HashMap;
+
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -18,6 +20,7 @@ use crate::connection::Connection;
 use crate::messages::{MessageList, Timeline};
 use crate::name_prompt::{NamePrompt, Refusal};
 use crate::people::{OnlineCount, OnlineList, People, TypingLine, TypingNotices};
+use crate::rooms::{CreateRoom, RoomList, Rooms};
 use crate::session::{self, Session};
 
 /// What the name prompt opens with.
@@ -32,11 +35,33 @@ pub fn App() -> impl IntoView {
     let session = RwSignal::new(None::<Session>);
     // Set while the name prompt is open.
     let asking = RwSignal::new(None::<Asking>);
-    let timeline = Timeline::new();
+    let rooms = Rooms::new();
+    rooms.refresh();
+    // One timeline per room, made under the page (not under the memo that
+    // picks one, which would drop the others when it runs again), so
+    // switching back shows what was there and resumes after it.
+    let owner = Owner::current();
+    let timelines = StoredValue::new(HashMap::<String, Timeline>::new());
+    let timeline = Memo::new(move |_| {
+        let room = rooms.current.get();
+        if let Some(timeline) = timelines.with_value(|t| t.get(&room).copied()) {
+            return timeline;
+        }
+        let timeline = match &owner {
+            Some(owner) => owner.with(|| Timeline::of_room(&room)),
+            None => Timeline::of_room(&room),
+        };
+        timelines.update_value(|t| {
+            t.insert(room, timeline);
+        });
+        timeline
+    });
     let people = People::new();
-    let typing = TypingNotices::new();
+    let typing = TypingNotices::new(rooms.current);
     let connection = Connection::new();
     let people_open = RwSignal::new(false);
+    let rooms_open = RwSignal::new(false);
+    let creating = RwSignal::new(false);
     // The composer's text; a refused message can be put back into it.
     let draft = RwSignal::new(String::new());
 
@@ -78,13 +103,31 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    // One subscription per session: a new name ends the old stream and
-    // starts another (the conversation so far stays on screen).
+    // One subscription per session and room: a new name or another room
+    // ends the old stream and starts another (each room's conversation so
+    // far stays in its timeline).
     Effect::new(move |previous: Option<Option<AbortHandle>>| {
         if let Some(Some(handle)) = previous {
             handle.abort();
         }
-        session.with(|s| s.as_ref().map(|s| connection.start(s, timeline, people)))
+        let timeline = timeline.get();
+        rooms.list.with(|_| ());
+        session.with(|s| {
+            s.as_ref()
+                .map(|s| connection.start(s, timeline, people, rooms))
+        })
+    });
+
+    // The tab says where the user is, and how much is unread elsewhere.
+    Effect::new(move |_| {
+        let unread = rooms.total_unread();
+        let room = rooms.current.get();
+        let title = if unread > 0 {
+            format!("({unread}) #{room} - chat")
+        } else {
+            format!("#{room} - chat")
+        };
+        document().set_title(&title);
     });
 
     let name = Signal::derive(move || {
@@ -114,6 +157,18 @@ pub fn App() -> impl IntoView {
                     </svg>
                     <h1>"Chat"</h1>
                 </div>
+                <button
+                    class="rooms-toggle"
+                    aria-label="Rooms"
+                    aria-expanded=move || if rooms_open.get() { "true" } else { "false" }
+                    on:click=move |_| rooms_open.update(|o| *o = !*o)
+                >
+                    "#"
+                </button>
+                <div class="room-title">
+                    <h2 data-testid="room-title">"#" {move || rooms.current.get()}</h2>
+                    <span class="topic" data-testid="room-topic">{move || rooms.topic()}</span>
+                </div>
                 // Nothing is connecting until there is a name to connect as.
                 <Show when=move || session.with(Option::is_some)>
                     <ConnectionBadge connection />
@@ -138,15 +193,24 @@ pub fn App() -> impl IntoView {
                 </div>
             })}
             <div class="body">
+                <RoomList rooms open=rooms_open creating />
                 <main class="conversation">
-                    <MessageList timeline draft />
-                    <TypingLine people />
-                    <Composer timeline name draft typing />
+                    {move || {
+                        let timeline = timeline.get();
+                        view! {
+                            <MessageList timeline draft />
+                            <TypingLine people />
+                            <Composer timeline name draft typing />
+                        }
+                    }}
                 </main>
                 <Show when=move || session.with(Option::is_some)>
                     <OnlineList people me=name open=people_open />
                 </Show>
             </div>
+            <Show when=move || creating.get()>
+                <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
+            </Show>
             {move || asking.get().map(|Asking { name, refused }| {
                 let has_session = session.with_untracked(Option::is_some);
                 view! {

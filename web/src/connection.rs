@@ -31,6 +31,7 @@ use tonic::{Code, Status};
 use crate::api;
 use crate::messages::Timeline;
 use crate::people::People;
+use crate::rooms::Rooms;
 use crate::session::{self, Session};
 use crate::wait;
 
@@ -78,10 +79,14 @@ pub struct Connection {
 /// Where the stream's events go, and whose eyes they are for.
 #[derive(Clone)]
 pub struct Feed {
+    /// The open room's.
     pub timeline: Timeline,
     pub people: People,
+    pub rooms: Rooms,
     /// The session's name: messages under it are this user's own.
     pub me: String,
+    /// The other rooms whose activity the stream reports.
+    pub watch: Vec<String>,
 }
 
 impl Connection {
@@ -93,14 +98,23 @@ impl Connection {
         }
     }
 
-    /// Subscribes as `session` until the returned handle is aborted.
-    pub fn start(self, session: &Session, timeline: Timeline, people: People) -> AbortHandle {
+    /// Subscribes as `session` to the room of `timeline` until the
+    /// returned handle is aborted.
+    pub fn start(
+        self,
+        session: &Session,
+        timeline: Timeline,
+        people: People,
+        rooms: Rooms,
+    ) -> AbortHandle {
         self.state.set(ConnState::Connecting);
         self.detail.set(None);
         self.refused.set(None);
         let feed = Feed {
             timeline,
             people,
+            watch: rooms.others(),
+            rooms,
             me: session.name.clone(),
         };
         let (task, handle) = abortable(self.run(feed));
@@ -184,7 +198,8 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
     let request = SubscribeRequest {
         username: feed.me.clone(),
         after_id: feed.timeline.last_id(),
-        ..SubscribeRequest::default()
+        room: feed.timeline.room().to_string(),
+        watch: feed.watch.clone(),
     };
     let mut stream = match api::client().subscribe(session::authorized(request)).await {
         Ok(response) => response.into_inner(),
@@ -232,19 +247,26 @@ fn show(event: Event, feed: &Feed) {
     let Feed {
         timeline,
         people,
+        rooms,
         me,
+        ..
     } = feed;
     match event {
         Event::Message(message) => {
             people.stopped_typing(&message.username);
+            // The open room is seen as it comes.
+            let (room, id) = (timeline.room(), message.id);
             timeline.receive(message, me);
+            rooms.activity(&room, id);
+            rooms.saw(&room, id);
         }
+        Event::Activity(activity) => rooms.activity(&activity.room, activity.last_id),
         Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
         Event::Presence(presence) => people.presence(presence, *timeline, me),
         Event::Typing(typing) => people.typing(typing, me),
         // A heartbeat has done its job by arriving; `Ready` is handled by
         // `open`.
-        Event::Ready(_) | Event::Heartbeat(_) | Event::Activity(_) => {}
+        Event::Ready(_) | Event::Heartbeat(_) => {}
     }
 }
 

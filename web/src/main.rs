@@ -8,6 +8,7 @@ mod connection;
 mod messages;
 mod name_prompt;
 mod people;
+mod rooms;
 mod session;
 mod time;
 mod wait;

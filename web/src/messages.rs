@@ -55,6 +55,8 @@ pub struct Entry {
     pub id: RwSignal<u64>,
     /// Our nonce for own messages, empty otherwise.
     pub nonce: Arc<str>,
+    /// The room it is in.
+    pub room: Arc<str>,
     /// Milliseconds since the epoch: the server's time once known, the local
     /// send time until then.
     pub time: RwSignal<i64>,
@@ -73,15 +75,18 @@ impl Entry {
             presence: false,
             id: RwSignal::new(0),
             nonce: "".into(),
+            room: "".into(),
             time: RwSignal::new(time),
             delivery: RwSignal::new(delivery),
         }
     }
 }
 
-/// Every message seen since the page loaded, oldest first.
-#[derive(Clone, Copy)]
+/// Every message seen in a room since the page loaded, oldest first.
+#[derive(Clone, Copy, PartialEq)]
 pub struct Timeline {
+    /// The room it shows.
+    room: StoredValue<Arc<str>>,
     entries: RwSignal<Vec<Entry>>,
     next_key: StoredValue<u64>,
     /// The newest id received on the stream: where a reconnect resumes.
@@ -89,8 +94,15 @@ pub struct Timeline {
 }
 
 impl Timeline {
+    #[cfg(test)]
     pub fn new() -> Self {
+        Self::of_room("general")
+    }
+
+    /// An empty timeline of `room`.
+    pub fn of_room(room: &str) -> Self {
         Self {
+            room: StoredValue::new(room.into()),
             entries: RwSignal::new(Vec::new()),
             next_key: StoredValue::new(1),
             last_id: StoredValue::new(0),
@@ -160,7 +172,24 @@ impl Timeline {
 
     /// Shows a message of ours right away, before the server has it.
     pub fn push_own(&self, author: &str, text: &str, nonce: &str) -> Entry {
-        self.push(author, text, true, nonce, time::now_ms(), Delivery::Sending)
+        let entry = Entry {
+            own: true,
+            nonce: nonce.into(),
+            room: self.room.get_value(),
+            ..Entry::new(
+                self.take_key(),
+                author,
+                text,
+                time::now_ms(),
+                Delivery::Sending,
+            )
+        };
+        self.append(entry)
+    }
+
+    /// The room it shows.
+    pub fn room(&self) -> Arc<str> {
+        self.room.get_value()
     }
 
     /// The row of ours this stored message is, matched by nonce or id.
@@ -255,6 +284,7 @@ pub fn deliver(entry: Entry) {
             username: entry.author.to_string(),
             message: entry.text.to_string(),
             nonce: entry.nonce.to_string(),
+            room: entry.room.to_string(),
             ..ChatMessage::default()
         };
         match api::send(message).await {
@@ -564,7 +594,7 @@ mod tests {
             message: text.into(),
             timestamp,
             nonce: nonce.into(),
-            id: 0,
+            ..ChatMessage::default()
         }
     }
 

@@ -131,12 +131,15 @@ pub fn typing_line(names: &[String]) -> String {
 pub struct TypingNotices {
     /// When "typing" was last sent (0: it is off).
     last_sent: StoredValue<f64>,
+    /// The room typed in.
+    room: RwSignal<String>,
 }
 
 impl TypingNotices {
-    pub fn new() -> Self {
+    pub fn new(room: RwSignal<String>) -> Self {
         Self {
             last_sent: StoredValue::new(0.0),
+            room,
         }
     }
 
@@ -146,10 +149,10 @@ impl TypingNotices {
         let now = time::now_ms() as f64;
         if has_text && now - last >= TYPING_EVERY_MS {
             self.last_sent.set_value(now);
-            spawn_local(api::set_typing(true));
+            spawn_local(api::set_typing(true, self.room.get_untracked()));
         } else if !has_text && last > 0.0 {
             self.last_sent.set_value(0.0);
-            spawn_local(api::set_typing(false));
+            spawn_local(api::set_typing(false, self.room.get_untracked()));
         }
     }
 
