@@ -8,8 +8,6 @@
 //! authenticating proxy the same call returns the proxy's name, and nobody
 //! is asked at all.
 
-use std::collections::HashMap;
-
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -37,25 +35,6 @@ pub fn App() -> impl IntoView {
     let asking = RwSignal::new(None::<Asking>);
     let rooms = Rooms::new();
     rooms.refresh();
-    // One timeline per room, made under the page (not under the memo that
-    // picks one, which would drop the others when it runs again), so
-    // switching back shows what was there and resumes after it.
-    let owner = Owner::current();
-    let timelines = StoredValue::new(HashMap::<String, Timeline>::new());
-    let timeline = Memo::new(move |_| {
-        let room = rooms.current.get();
-        if let Some(timeline) = timelines.with_value(|t| t.get(&room).copied()) {
-            return timeline;
-        }
-        let timeline = match &owner {
-            Some(owner) => owner.with(|| Timeline::of_room(&room)),
-            None => Timeline::of_room(&room),
-        };
-        timelines.update_value(|t| {
-            t.insert(room, timeline);
-        });
-        timeline
-    });
     let people = People::new();
     let typing = TypingNotices::new(rooms.current);
     let connection = Connection::new();
@@ -101,21 +80,6 @@ pub fn App() -> impl IntoView {
         if let Some(lost) = session.get_untracked() {
             rejoin(lost.name, lost.token);
         }
-    });
-
-    // One subscription per session and room: a new name or another room
-    // ends the old stream and starts another (each room's conversation so
-    // far stays in its timeline).
-    Effect::new(move |previous: Option<Option<AbortHandle>>| {
-        if let Some(Some(handle)) = previous {
-            handle.abort();
-        }
-        let timeline = timeline.get();
-        rooms.list.with(|_| ());
-        session.with(|s| {
-            s.as_ref()
-                .map(|s| connection.start(s, timeline, people, rooms))
-        })
     });
 
     // The tab says where the user is, and how much is unread elsewhere.
@@ -195,14 +159,16 @@ pub fn App() -> impl IntoView {
             <div class="body">
                 <RoomList rooms open=rooms_open creating />
                 <main class="conversation">
-                    {move || {
-                        let timeline = timeline.get();
-                        view! {
-                            <MessageList timeline draft />
-                            <TypingLine people />
-                            <Composer timeline name draft typing />
+                    // Keyed by room: another room's conversation is built
+                    // anew (its own timeline and stream), never patched over
+                    // the last one's.
+                    <For
+                        each=move || std::iter::once(rooms.current.get())
+                        key=|room| room.clone()
+                        children=move |room| view! {
+                            <RoomView room session rooms people connection draft typing name />
                         }
-                    }}
+                    />
                 </main>
                 <Show when=move || session.with(Option::is_some)>
                     <OnlineList people me=name open=people_open />
@@ -225,6 +191,51 @@ pub fn App() -> impl IntoView {
         </div>
     }
 }
+
+/// One room's conversation: its timeline, the stream that fills it (for as
+/// long as the room is open), who is typing, and the composer. It resumes
+/// a little before the last message seen in the room, so nothing is missed
+/// and what was read last is in view.
+#[component]
+#[allow(clippy::too_many_arguments)]
+fn RoomView(
+    room: String,
+    session: RwSignal<Option<Session>>,
+    rooms: Rooms,
+    people: People,
+    connection: Connection,
+    draft: RwSignal<String>,
+    typing: TypingNotices,
+    name: Signal<String>,
+) -> impl IntoView {
+    let timeline = Timeline::of_room(&room);
+    timeline.resume_after(rooms.seen(&room).saturating_sub(CONTEXT));
+    let stream = StoredValue::new(None::<AbortHandle>);
+    // A new session (a rename, a rejoin) opens a new stream.
+    Effect::new(move |_| {
+        if let Some(handle) = stream.get_value() {
+            handle.abort();
+        }
+        let started = session.with(|s| {
+            s.as_ref()
+                .map(|s| connection.start(s, timeline, people, rooms))
+        });
+        stream.set_value(started);
+    });
+    on_cleanup(move || {
+        if let Some(handle) = stream.try_get_value().flatten() {
+            handle.abort();
+        }
+    });
+    view! {
+        <MessageList timeline draft />
+        <TypingLine people />
+        <Composer timeline name draft typing />
+    }
+}
+
+/// Messages before the last one seen that a room opens with.
+const CONTEXT: u64 = 50;
 
 /// The coloured dot and word for the connection state.
 #[component]

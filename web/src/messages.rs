@@ -88,7 +88,6 @@ pub struct Timeline {
     /// The room it shows.
     room: StoredValue<Arc<str>>,
     entries: RwSignal<Vec<Entry>>,
-    next_key: StoredValue<u64>,
     /// The newest id received on the stream: where a reconnect resumes.
     last_id: StoredValue<u64>,
 }
@@ -104,9 +103,13 @@ impl Timeline {
         Self {
             room: StoredValue::new(room.into()),
             entries: RwSignal::new(Vec::new()),
-            next_key: StoredValue::new(1),
             last_id: StoredValue::new(0),
         }
+    }
+
+    /// Starts the stream after `id` instead of with the recent history.
+    pub fn resume_after(&self, id: u64) {
+        self.last_id.set_value(id);
     }
 
     /// The newest id received on the stream (0 before any).
@@ -154,9 +157,10 @@ impl Timeline {
     }
 
     fn take_key(&self) -> u64 {
-        let key = self.next_key.get_value();
-        self.next_key.set_value(key + 1);
-        key
+        // Unique across rooms too: a list shown in place of another's must
+        // not take its rows for its own.
+        thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
+        NEXT.with(|next| next.replace(next.get() + 1))
     }
 
     fn append(&self, entry: Entry) -> Entry {
@@ -314,6 +318,10 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
     let last_top = StoredValue::new(0);
 
     let scroll_to_bottom = move || {
+        // A frame or a resize may come after the room's list is gone.
+        if stuck.try_get_untracked().is_none() {
+            return;
+        }
         if let Some(list) = list_ref.get_untracked() {
             list.set_scroll_top(list.scroll_height());
         }
@@ -369,13 +377,14 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
     // resize, the composer growing, a phone keyboard opening).
     list_ref.on_load(move |list| {
         let on_resize = Closure::<dyn FnMut()>::new(move || {
-            if stuck.get_untracked() {
+            // `None` once this room's list is gone (the observer outlives it).
+            if stuck.try_get_untracked() == Some(true) {
                 scroll_to_bottom();
             }
         });
         if let Ok(observer) = web_sys::ResizeObserver::new(on_resize.as_ref().unchecked_ref()) {
             observer.observe(&list);
-            // The list lives as long as the page: the observer may too.
+            // Kept for the page's life: once the list is gone it sees nothing.
             on_resize.forget();
             std::mem::forget(observer);
         }
@@ -388,6 +397,7 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
                 node_ref=list_ref
                 on:scroll=on_scroll
                 data-testid="message-list"
+                data-room=timeline.room().to_string()
                 role="log"
                 aria-live="polite"
                 aria-label="Messages"

@@ -130,6 +130,11 @@ impl Rooms {
         }
     }
 
+    /// The newest id of `room` this user has seen (untracked).
+    pub fn seen(&self, room: &str) -> u64 {
+        self.seen_of(room)
+    }
+
     fn seen_of(&self, room: &str) -> u64 {
         if let Some(id) = self.seen.with_untracked(|s| s.get(room).copied()) {
             return id;
