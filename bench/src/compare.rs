@@ -23,6 +23,8 @@ pub struct ChatSetup<'a> {
     pub binary: &'a std::path::Path,
     pub buffer: Option<u32>,
     pub db: Option<&'a str>,
+    /// Rooms chat-server's fan-outs are spread over (see [`Plan::rooms`]).
+    pub rooms: usize,
 }
 
 /// One finished run.
@@ -87,7 +89,10 @@ pub async fn one(
         ),
         Subject::Reference => (ServerProcess::start_reference().await?, Protocol::Native),
     };
-    let plan = Plan::new(protocol, shape);
+    let mut plan = Plan::new(protocol, shape);
+    if matches!(subject, Subject::Chat(_)) {
+        plan.rooms = setup.rooms;
+    }
     let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
     let outcome = fanout::run(&server.url(), plan).await?;
     let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
@@ -184,6 +189,7 @@ fn row(
         Subject::Reference => "reference",
     };
     shape(Row::new("fan-out").text("server", server), plan)
+        .num("rooms", plan.rooms)
         .num("expected", o.expected)
         .num("delivered", o.delivered)
         .num("lost", o.lost())

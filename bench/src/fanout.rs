@@ -36,6 +36,9 @@ pub struct Plan {
     pub messages: usize,
     /// Messages per second per sender; `None` sends as fast as possible.
     pub rate: Option<f64>,
+    /// Rooms the clients and senders are spread over (client or sender `i`
+    /// in room `i % rooms`); each hears only its room's senders.
+    pub rooms: usize,
 }
 
 impl Plan {
@@ -50,7 +53,22 @@ impl Plan {
             senders,
             messages,
             rate,
+            rooms: 1,
         }
+    }
+
+    /// The room of client or sender `i` (`""` is general).
+    fn room(&self, i: usize) -> String {
+        match i % self.rooms.max(1) {
+            0 => String::new(),
+            k => format!("room{k}"),
+        }
+    }
+
+    /// Senders in the room of client `i`.
+    fn senders_heard(&self, i: usize) -> usize {
+        let rooms = self.rooms.max(1);
+        (0..self.senders).filter(|s| s % rooms == i % rooms).count()
     }
 }
 
@@ -87,6 +105,21 @@ pub async fn run(url: &str, plan: Plan) -> anyhow::Result<Outcome> {
         + plan.rate.map_or(Duration::from_secs(120), |r| {
             Duration::from_secs_f64(plan.messages as f64 / r)
         });
+    if plan.rooms > 1 {
+        if plan.protocol == Protocol::Native {
+            bail!("--rooms needs --protocol web");
+        }
+        let mut client = clients::web(url)?;
+        for k in 1..plan.rooms {
+            client
+                .create_room(chat_proto::CreateRoomRequest {
+                    name: format!("room{k}"),
+                    topic: String::new(),
+                })
+                .await
+                .context("creating the rooms")?;
+        }
+    }
     let (receivers, start_us) = match plan.protocol {
         Protocol::Native => native(url, plan, deadline).await?,
         Protocol::Web => web(url, plan, deadline).await?,
@@ -203,6 +236,7 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
             .subscribe(SubscribeRequest {
                 username: username(i),
                 after_id: 0,
+                room: plan.room(i),
                 ..Default::default()
             })
             .await?
@@ -213,7 +247,7 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
             }) => {}
             other => bail!("expected Ready first, got {other:?}"),
         }
-        let expected = (plan.senders * plan.messages) as u64;
+        let expected = (plan.senders_heard(i) * plan.messages) as u64;
         receivers.spawn(async move {
             let _client = client;
             let mut tally = Tally::new(plan.senders, plan.messages);
@@ -240,11 +274,11 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }
-                if client
-                    .send(chat(&username(s), &payload(s, seq)))
-                    .await
-                    .is_err()
-                {
+                let message = ChatMessage {
+                    room: plan.room(s),
+                    ..chat(&username(s), &payload(s, seq))
+                };
+                if client.send(message).await.is_err() {
                     break;
                 }
             }

@@ -42,6 +42,10 @@ struct Args {
     /// Only the fan-out with these clients/senders/messages/rate (rate 0 = unthrottled).
     #[arg(long, num_args = 4, value_names = ["CLIENTS", "SENDERS", "MESSAGES", "RATE"])]
     fanout: Option<Vec<f64>>,
+    /// Spread the fan-out's clients and senders over this many rooms
+    /// (client or sender i in room i % N; gRPC-Web only; no reference).
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
     /// Protocols for the fan-out.
     #[arg(long, value_enum, default_values_t = [Protocol::Native, Protocol::Web])]
     protocol: Vec<Protocol>,
@@ -127,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         binary: &args.server_bin,
         buffer: args.buffer,
         db: args.db.as_deref(),
+        rooms: args.rooms,
     };
     let mut failures = Vec::new();
     if args.knee {
@@ -155,7 +160,8 @@ async fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let subjects = subjects(&args.protocol, !args.no_reference);
+    // The reference has one room: against many, only chat-server runs.
+    let subjects = subjects(&args.protocol, !args.no_reference && args.rooms <= 1);
     let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 5 });
     for &shape in &plans {
         let runs = compare::rounds(&setup, shape, &subjects, rounds, print_run()).await?;

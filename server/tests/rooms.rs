@@ -468,3 +468,23 @@ async fn presence_typing_and_online_counts_are_the_rooms_own() {
         other => panic!("expected bob's message, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn creating_rooms_is_rate_limited_per_client() {
+    // The default limits: a burst of 20, then 5 per second.
+    let server = TestServer::start().await;
+    let mut made = 0;
+    let refused = loop {
+        match create(&server, &format!("room{made}"), "").await {
+            Ok(_) => made += 1,
+            Err(status) => break status,
+        }
+        assert!(made < 40, "40 rooms at once are too many");
+    };
+    assert!(made >= 20, "the burst: {made}");
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(
+        refused.message().starts_with("creating rooms too fast"),
+        "{refused:?}"
+    );
+}
