@@ -93,3 +93,20 @@ test('two people in two rooms: unread counts, a deep link, back and forward, no 
   await ada.context().close();
   await bob.context().close();
 });
+
+test('on a phone, the rooms are a drawer behind the # button', async () => {
+  const phone = await openPage(chat.browser, chat.server.url, { width: 360, height: 740 });
+  await join(phone, 'Pocket');
+  const list = phone.getByTestId('room-list');
+  assert.equal(await list.isVisible(), false, 'closed at first');
+  await phone.getByRole('button', { name: 'Rooms' }).click();
+  await list.waitFor({ state: 'visible' });
+  await phone.locator('[data-testid="room"][data-room="general"]').waitFor();
+  await phone.screenshot({ path: path.join(artifacts, 'rooms-phone.png') });
+  await phone.locator('[data-testid="room"][data-room="general"]').click();
+  await list.waitFor({ state: 'hidden' });
+  const overflow = await phone.evaluate(() => document.documentElement.scrollWidth > window.innerWidth);
+  assert.equal(overflow, false, 'no horizontal scrolling');
+  assert.deepEqual(phone.errors, []);
+  await phone.context().close();
+});
