@@ -211,6 +211,8 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
                 event: Some(Event::Ready(ready)),
             })) => {
                 feed.people.restart();
+                // Rooms made by others since the list was read show up.
+                feed.rooms.refresh();
                 return Ok((stream, ready.heartbeat_interval_ms));
             }
             // `Ready` comes first, but a message is a message.
