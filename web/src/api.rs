@@ -16,7 +16,6 @@ use futures_util::future::{Either, select};
 use tonic::{Code, Status};
 use tonic_web_wasm_client::Client;
 
-use crate::rooms::RoomInfo;
 use crate::session::{self, Session};
 use crate::wait;
 
@@ -169,6 +168,15 @@ pub async fn set_typing(typing: bool, room: String) {
     let _ = client()
         .set_typing(session::authorized(TypingRequest { typing, room }))
         .await;
+}
+
+/// A room as the page shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub name: String,
+    pub topic: String,
+    /// The newest id the page knows of.
+    pub last_id: u64,
 }
 
 fn room_info(room: chat_proto::Room) -> RoomInfo {

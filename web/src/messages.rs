@@ -18,7 +18,6 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
-use crate::people::name_hue;
 use crate::{api, time};
 
 /// Messages kept in memory; older ones scroll away for good.
@@ -573,6 +572,13 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
         </li>
     }
     .into_any()
+}
+
+/// A stable colour per name, so people are easy to tell apart.
+pub fn name_hue(name: &str) -> u32 {
+    name.chars()
+        .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32))
+        % 360
 }
 
 #[cfg(test)]

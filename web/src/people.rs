@@ -11,7 +11,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api;
-use crate::messages::Timeline;
+use crate::messages::{Timeline, name_hue};
 use crate::time;
 
 /// How often a still-typing user repeats the notice; the server drops it
@@ -239,13 +239,6 @@ pub fn TypingLine(people: People) -> impl IntoView {
             {move || people.typing.with(|names| typing_line(names))}
         </div>
     }
-}
-
-/// A stable colour per name, so people are easy to tell apart.
-pub fn name_hue(name: &str) -> u32 {
-    name.chars()
-        .fold(7u32, |h, c| h.wrapping_mul(31).wrapping_add(c as u32))
-        % 360
 }
 
 #[cfg(test)]

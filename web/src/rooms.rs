@@ -10,18 +10,9 @@ use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api;
+use crate::api::{self, RoomInfo};
 
 const SEEN_KEY: &str = "chat.seen.";
-
-/// A room as the list shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomInfo {
-    pub name: String,
-    pub topic: String,
-    /// The newest id the page knows of.
-    pub last_id: u64,
-}
 
 #[derive(Clone, Copy)]
 pub struct Rooms {
