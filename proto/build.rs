@@ -1,9 +1,9 @@
 //! Generates the message types and gRPC stubs from `chat.proto`.
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, so building needs no
-//! system package. Client stubs are generated without tonic's transport
-//! (the wasm app brings its own). The server generates its own stubs (see
-//! `server/build.rs`), so that it can send pre-encoded messages.
+//! system package. Client stubs are generated only with the `client`
+//! feature, without tonic's transport. The server generates its own stubs
+//! (see `server/build.rs`), so that it can send pre-encoded messages.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the env yet.
@@ -14,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // For gRPC server reflection (grpcurl, buf curl).
         .file_descriptor_set_path(out_dir.join("chat_descriptor.bin"))
         .build_server(false)
-        .build_client(true)
+        .build_client(std::env::var_os("CARGO_FEATURE_CLIENT").is_some())
         .build_transport(false)
         .compile_protos(&["chat.proto"], &["."])?;
     Ok(())

@@ -9,13 +9,15 @@ pub mod rules;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod generated {
-    tonic::include_proto!("_");
+    include!(concat!(env!("OUT_DIR"), "/_.rs"));
 }
 
 pub use generated::*;
 
 /// The encoded descriptors of `chat.proto`, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chat_descriptor");
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/chat_descriptor.bin"));
 
 pub use chat_event::Event;
+#[cfg(feature = "client")]
 pub use chat_service_client::ChatServiceClient;

@@ -9,23 +9,35 @@ use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
-    ChatMessage, ChatServiceClient, CreateRoomRequest, JoinRequest, ListRoomsRequest, SendReply,
-    TypingRequest,
+    ChatEvent, ChatMessage, CreateRoomRequest, JoinRequest, ListRoomsReply, ListRoomsRequest,
+    SendReply, SubscribeRequest, TypingReply, TypingRequest,
 };
 use futures_util::future::{Either, select};
-use tonic::{Code, Status};
-use tonic_web_wasm_client::Client;
+use prost::Message;
 
+use crate::grpc::{self, Code, Status, Streaming};
 use crate::session::{self, Session};
 use crate::wait;
 
 pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
 
-/// A client for the server that served this page (see [`base_url`]), or for
-/// the URL given when the app was built (`CHAT_SERVER_URL=http://127.0.0.1:50051
-/// trunk serve`, for development against a separately running server).
-pub fn client() -> ChatServiceClient<Client> {
-    ChatServiceClient::new(Client::new(server_url().to_owned()))
+/// Calls `method` on the server that served this page (see [`base_url`]),
+/// or on the URL given when the app was built
+/// (`CHAT_SERVER_URL=http://127.0.0.1:50051 trunk serve`, for development
+/// against a separately running server). `as_session` sends the session.
+async fn call<Q: Message, R: Message + Default>(
+    method: &str,
+    request: &Q,
+    as_session: bool,
+) -> Result<R, Status> {
+    let bearer = as_session.then(session::bearer).flatten();
+    grpc::unary(server_url(), method, request, bearer.as_deref()).await
+}
+
+/// Opens the stream of a room's events, as the session.
+pub async fn subscribe(request: &SubscribeRequest) -> Result<Streaming<ChatEvent>, Status> {
+    let bearer = session::bearer();
+    grpc::server_streaming(server_url(), "Subscribe", request, bearer.as_deref()).await
 }
 
 /// Where the API is, worked out once from where the page was loaded.
@@ -120,14 +132,13 @@ pub fn too_fast(status: &Status) -> Option<String> {
 
 /// Posts one message; the reply carries the server's timestamp.
 pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
-    let mut client = client();
     let mut renewed = false;
     loop {
-        let call = pin!(client.send(session::authorized(message.clone())));
+        let call = pin!(call::<_, SendReply>("Send", &message, true));
         let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
         // Dropping the losing call aborts its fetch.
         return match select(call, timer).await {
-            Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
+            Either::Left((Ok(reply), _)) => Ok(reply),
             // The server forgot the session (it restarted): once the page
             // has joined again, the same message (same nonce) goes again.
             Either::Left((Err(status), _))
@@ -154,7 +165,7 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
         username: name.to_owned(),
         token: token.to_owned(),
     };
-    let reply = client().join(request).await?.into_inner();
+    let reply: chat_proto::JoinReply = call("Join", &request, false).await?;
     Ok(Session {
         name: reply.username,
         token: reply.token,
@@ -165,9 +176,7 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
 /// Tells the others in `room` this user is (or stopped) typing. Best
 /// effort: a lost notice only means a missing "is typing" line.
 pub async fn set_typing(typing: bool, room: String) {
-    let _ = client()
-        .set_typing(session::authorized(TypingRequest { typing, room }))
-        .await;
+    let _ = call::<_, TypingReply>("SetTyping", &TypingRequest { typing, room }, true).await;
 }
 
 /// A room as the page shows it.
@@ -189,7 +198,7 @@ fn room_info(room: chat_proto::Room) -> RoomInfo {
 
 /// Every room, sorted by name.
 pub async fn list_rooms() -> Result<Vec<RoomInfo>, Status> {
-    let reply = client().list_rooms(ListRoomsRequest {}).await?.into_inner();
+    let reply: ListRoomsReply = call("ListRooms", &ListRoomsRequest {}, false).await?;
     Ok(reply.rooms.into_iter().map(room_info).collect())
 }
 
@@ -199,7 +208,7 @@ pub async fn create_room(name: &str, topic: &str) -> Result<RoomInfo, Status> {
         name: name.to_owned(),
         topic: topic.to_owned(),
     };
-    Ok(room_info(client().create_room(request).await?.into_inner()))
+    Ok(room_info(call("CreateRoom", &request, false).await?))
 }
 
 /// What to tell a person about a failed call. The server writes its refusals
@@ -208,7 +217,7 @@ pub async fn create_room(name: &str, topic: &str) -> Result<RoomInfo, Status> {
 pub fn readable(status: &Status) -> String {
     let message = status.message().trim();
     match status.code() {
-        // tonic reports fetch and framing failures as UNKNOWN.
+        // Fetch failures come as UNKNOWN (see `grpc`).
         Code::Unknown => "couldn't reach the server, check your connection".to_owned(),
         Code::Unavailable if message.is_empty() => "the server is unavailable".to_owned(),
         _ if !message.is_empty() => message.to_owned(),
@@ -326,18 +335,22 @@ mod tests {
 
     #[test]
     fn refusals_are_shown_as_the_server_wrote_them() {
-        let status = Status::invalid_argument("message is too long: 4001 characters");
+        let status = Status::new(
+            Code::InvalidArgument,
+            "message is too long: 4001 characters",
+        );
         assert_eq!(readable(&status), "message is too long: 4001 characters");
         assert!(!is_transient(&status));
-        let status = Status::resource_exhausted("slow down");
+        let status = Status::new(Code::ResourceExhausted, "slow down");
         assert_eq!(readable(&status), "slow down");
         assert!(is_transient(&status));
-        assert!(readable(&Status::unknown("JS API error: TypeError")).contains("reach"));
+        assert!(readable(&Status::new(Code::Unknown, "JS API error: TypeError")).contains("reach"));
     }
 
     #[test]
     fn sending_too_fast_is_a_calm_retryable_notice_with_the_servers_wait() {
-        let status = Status::resource_exhausted(
+        let status = Status::new(
+            Code::ResourceExhausted,
             "sending too fast: wait 1.2 s and try again (limit: a burst of 20, then 5 per second)",
         );
         assert_eq!(
@@ -356,7 +369,7 @@ mod tests {
             "Sending too fast.",
             "  sending too fast:  ",
         ] {
-            let failure = Failure::from_status(&Status::resource_exhausted(bare));
+            let failure = Failure::from_status(&Status::new(Code::ResourceExhausted, bare));
             assert!(failure.too_fast && failure.retryable, "{bare:?}");
             assert_eq!(
                 failure.reason,
@@ -365,7 +378,11 @@ mod tests {
         }
         // A sentence that ends in a full stop gets no second one.
         assert_eq!(
-            too_fast(&Status::resource_exhausted("sending too fast — wait 3 s.")).as_deref(),
+            too_fast(&Status::new(
+                Code::ResourceExhausted,
+                "sending too fast — wait 3 s."
+            ))
+            .as_deref(),
             Some("You're sending too fast — wait 3 s.")
         );
     }
@@ -373,7 +390,10 @@ mod tests {
     #[test]
     fn other_refusals_are_not_taken_for_sending_too_fast() {
         // The other RESOURCE_EXHAUSTED: an oversized message, as written.
-        let status = Status::resource_exhausted("message is too large: the limit is 17408 bytes");
+        let status = Status::new(
+            Code::ResourceExhausted,
+            "message is too large: the limit is 17408 bytes",
+        );
         let failure = Failure::from_status(&status);
         assert!(!failure.too_fast);
         assert_eq!(
@@ -382,10 +402,10 @@ mod tests {
         );
         // The words alone, under another code, are not the rate limit.
         for status in [
-            Status::invalid_argument("sending too fast: wait 1 s"),
-            Status::unavailable("sending too fast: wait 1 s"),
-            Status::resource_exhausted("sending"),
-            Status::resource_exhausted("é"),
+            Status::new(Code::InvalidArgument, "sending too fast: wait 1 s"),
+            Status::new(Code::Unavailable, "sending too fast: wait 1 s"),
+            Status::new(Code::ResourceExhausted, "sending"),
+            Status::new(Code::ResourceExhausted, "é"),
         ] {
             assert_eq!(too_fast(&status), None, "{status:?}");
             assert!(!Failure::from_status(&status).too_fast);

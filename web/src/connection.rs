@@ -21,19 +21,17 @@
 use std::cell::Cell;
 use std::pin::pin;
 
-use chat_proto::{ChatEvent, Event, SubscribeRequest};
-use futures_util::future::{AbortHandle, Either, abortable, select};
-use leptos::prelude::*;
-use leptos::task::spawn_local;
-use tonic::codec::Streaming;
-use tonic::{Code, Status};
-
 use crate::api;
+use crate::grpc::{Code, Status, Streaming};
 use crate::messages::Timeline;
 use crate::people::People;
 use crate::rooms::Rooms;
 use crate::session::{self, Session};
 use crate::wait;
+use chat_proto::{ChatEvent, Event, SubscribeRequest};
+use futures_util::future::{AbortHandle, Either, abortable, select};
+use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 /// First retry delay, doubled after every failed attempt up to `MAX_DELAY_MS`
 /// and back to this after a successful `Ready`.
@@ -201,8 +199,8 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
         room: feed.timeline.room().to_string(),
         watch: feed.watch.clone(),
     };
-    let mut stream = match api::client().subscribe(session::authorized(request)).await {
-        Ok(response) => response.into_inner(),
+    let mut stream = match api::subscribe(&request).await {
+        Ok(stream) => stream,
         Err(status) => return Err(failed_before_ready(&status)),
     };
     loop {

@@ -5,6 +5,7 @@ mod api;
 mod app;
 mod composer;
 mod connection;
+mod grpc;
 mod messages;
 mod name_prompt;
 mod people;

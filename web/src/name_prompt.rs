@@ -6,9 +6,9 @@
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use tonic::{Code, Status};
 
 use crate::api;
+use crate::grpc::{Code, Status};
 use crate::session::Session;
 
 /// Why a name could not be had, and another to try.

@@ -10,9 +10,6 @@
 
 use std::cell::{Cell, RefCell};
 
-use tonic::Request;
-use tonic::metadata::MetadataValue;
-
 use crate::wait;
 
 const NAME_KEY: &str = "chat.username";
@@ -32,8 +29,7 @@ const RENEW_WAIT_MS: f64 = 15_000.0;
 
 thread_local! {
     /// The header value calls are made with, if any.
-    static BEARER: RefCell<Option<MetadataValue<tonic::metadata::Ascii>>> =
-        const { RefCell::new(None) };
+    static BEARER: RefCell<Option<String>> = const { RefCell::new(None) };
     /// How many sessions this tab has had: a call waiting for a new one
     /// watches it change.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
@@ -65,9 +61,7 @@ pub fn saved() -> (String, String) {
 /// Makes `session` the one calls are made as, and remembers it (silently
 /// skipped where storage is off: the user is then asked again next time).
 pub fn adopt(session: &Session) {
-    let bearer = (!session.proxied)
-        .then(|| format!("Bearer {}", session.token).parse().ok())
-        .flatten();
+    let bearer = (!session.proxied).then(|| format!("Bearer {}", session.token));
     BEARER.with(|b| *b.borrow_mut() = bearer);
     GENERATION.with(|g| g.set(g.get() + 1));
     for store in stores() {
@@ -76,15 +70,9 @@ pub fn adopt(session: &Session) {
     }
 }
 
-/// A request made as the current session.
-pub fn authorized<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    BEARER.with(|b| {
-        if let Some(value) = b.borrow().clone() {
-            request.metadata_mut().insert("authorization", value);
-        }
-    });
-    request
+/// The `authorization` header value calls made as the session carry.
+pub fn bearer() -> Option<String> {
+    BEARER.with(|b| b.borrow().clone())
 }
 
 /// Sets what to do when a call finds the session gone (join again).
