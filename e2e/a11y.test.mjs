@@ -78,8 +78,13 @@ async function assertAccessible(page, screen) {
 let unique = 0;
 const nameFor = (base) => `${base}${++unique}`;
 
-/** Two people (the page's own and another) have a short conversation. */
-async function conversation(browser, url, viewport) {
+/**
+ * Two people (the page's own and another) have a short conversation, on a
+ * server of its own so that the room holds just that (for the screenshots).
+ */
+async function conversation(browser, viewport) {
+  const server = await startServer();
+  const { url } = server;
   const me = await openPage(browser, url, viewport);
   const other = await openPage(browser, url);
   const [mine, theirs] = [nameFor('Ada'), nameFor('Bob')];
@@ -93,7 +98,7 @@ async function conversation(browser, url, viewport) {
   await messagesWithText(me, 'Looks great. The dark theme too 🌙').waitFor();
   await me.locator('[data-testid="message"][data-own="true"][data-state="delivered"]')
     .filter({ hasText: 'Have a look on your phone too.' }).waitFor();
-  return { me, other, names: [mine, theirs] };
+  return { me, other, server };
 }
 
 async function close(...pages) {
@@ -125,13 +130,17 @@ for (const [size, viewport] of Object.entries(SIZES)) {
   });
 
   test(`chat with messages from two people, ${size}`, async () => {
-    const { me, other } = await conversation(chat.browser, chat.server.url, viewport);
+    const { me, other, server } = await conversation(chat.browser, viewport);
     for (const theme of THEMES) {
       await me.emulateMedia({ colorScheme: theme });
       await me.screenshot({ path: path.join(artifacts, `a11y-${theme}-${size}.png`) });
     }
-    await assertAccessible(me, `chat, ${size}`);
-    await close(me, other);
+  try {
+      await assertAccessible(me, `chat, ${size}`);
+    } finally {
+      await close(me, other);
+      await server.stop();
+    }
   });
 
   test(`create-room dialog with the server's refusal, ${size}`, async () => {
@@ -154,21 +163,25 @@ for (const [size, viewport] of Object.entries(SIZES)) {
 }
 
 test('phone: the room drawer and the online-people drawer, opened', async () => {
-  const { me, other } = await conversation(chat.browser, chat.server.url, PHONE);
-  await me.getByRole('button', { name: 'Rooms' }).click();
-  await me.getByTestId('room-list').waitFor({ state: 'visible' });
-  await me.locator('[data-testid="room"][data-room="general"]').waitFor();
-  await me.screenshot({ path: path.join(artifacts, 'a11y-rooms-drawer-phone.png') });
-  await assertAccessible(me, 'room drawer, phone');
-  await me.getByRole('button', { name: 'Rooms' }).click();
-  await me.getByTestId('room-list').waitFor({ state: 'hidden' });
+  const { me, other, server } = await conversation(chat.browser, PHONE);
+  try {
+    await me.getByRole('button', { name: 'Rooms' }).click();
+    await me.getByTestId('room-list').waitFor({ state: 'visible' });
+    await me.locator('[data-testid="room"][data-room="general"]').waitFor();
+    await me.screenshot({ path: path.join(artifacts, 'a11y-rooms-drawer-phone.png') });
+    await assertAccessible(me, 'room drawer, phone');
+    await me.getByRole('button', { name: 'Rooms' }).click();
+    await me.getByTestId('room-list').waitFor({ state: 'hidden' });
 
-  await me.getByTestId('online-count').click();
-  await me.getByTestId('online-list').waitFor({ state: 'visible' });
-  await me.getByTestId('online-person').nth(1).waitFor();
-  await me.screenshot({ path: path.join(artifacts, 'a11y-people-drawer-phone.png') });
-  await assertAccessible(me, 'people drawer, phone');
-  await close(me, other);
+    await me.getByTestId('online-count').click();
+    await me.getByTestId('online-list').waitFor({ state: 'visible' });
+    await me.getByTestId('online-person').nth(1).waitFor();
+    await me.screenshot({ path: path.join(artifacts, 'a11y-people-drawer-phone.png') });
+    await assertAccessible(me, 'people drawer, phone');
+  } finally {
+    await close(me, other);
+    await server.stop();
+  }
 });
 
 test('with reduced motion, nothing animates or transitions', async () => {
