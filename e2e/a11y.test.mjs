@@ -184,6 +184,78 @@ test('phone: the room drawer and the online-people drawer, opened', async () => 
   }
 });
 
+test('names, avatars and own bubbles: AA contrast for every hue 0-359, in both themes', async () => {
+  const page = await openPage(chat.browser, chat.server.url, WIDE);
+  await join(page, nameFor('Hue'));
+  const report = {};
+  for (const theme of THEMES) {
+    await page.emulateMedia({ colorScheme: theme });
+    // The colours as Chromium paints them (oklch clipped to sRGB), read back
+    // from a canvas, then WCAG 2 contrast.
+    report[theme] = await page.evaluate(() => {
+      const canvas = Object.assign(document.createElement('canvas'), { width: 1, height: 1 });
+      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      const paint = (...layers) => {
+        ctx.clearRect(0, 0, 1, 1);
+        for (const color of layers) { ctx.fillStyle = color; ctx.fillRect(0, 0, 1, 1); }
+        return [...ctx.getImageData(0, 0, 1, 1).data].slice(0, 3);
+      };
+      const luminance = (rgb) => {
+        const [r, g, b] = rgb.map((c) => { const v = c / 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+      };
+      const contrast = (a, b) => {
+        const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+        return (hi + 0.05) / (lo + 0.05);
+      };
+      const list = document.querySelector('[data-testid="message-list"] ul, [data-testid="message-list"]');
+      const row = (own, hue) => {
+        const li = document.createElement('li');
+        li.className = own ? 'msg own' : 'msg';
+        li.style.setProperty('--hue', String(hue));
+        li.innerHTML = '<span class="avatar">A</span><div class="bubble"><div class="meta">'
+          + '<span class="author">Name</span><time>12:00</time><span class="tick">✓</span></div>'
+          + '<p class="text">text</p></div>';
+        list.append(li);
+        return li;
+      };
+      const color = (element, property = 'color') => getComputedStyle(element)[property];
+      let names = { ratio: Infinity }; let avatars = { ratio: Infinity };
+      for (let hue = 0; hue < 360; hue++) {
+        const li = row(false, hue);
+        const bubble = paint(color(li.querySelector('.bubble'), 'backgroundColor'));
+        const name = paint(color(li.querySelector('.bubble'), 'backgroundColor'), color(li.querySelector('.author')));
+        const ratio = contrast(name, bubble);
+        if (ratio < names.ratio) names = { ratio, hue };
+        const avatar = li.querySelector('.avatar');
+        const avatarBg = paint(color(avatar, 'backgroundColor'));
+        const initial = paint(color(avatar, 'backgroundColor'), color(avatar));
+        const avatarRatio = contrast(initial, avatarBg);
+        if (avatarRatio < avatars.ratio) avatars = { ratio: avatarRatio, hue };
+        li.remove();
+      }
+      const li = row(true, 0);
+      const ownBg = color(li.querySelector('.bubble'), 'backgroundColor');
+      const own = Object.fromEntries(['.text', '.author', 'time', '.tick'].map((selector) => [
+        selector, contrast(paint(ownBg, color(li.querySelector(selector))), paint(ownBg)),
+      ]));
+      li.remove();
+      return { names, avatars, own };
+    });
+  }
+  await page.emulateMedia({ colorScheme: null });
+  console.log(`# contrast (worst over hues 0-359; own bubble parts):\n${JSON.stringify(report, null, 2)}`);
+  for (const theme of THEMES) {
+    const { names, avatars, own } = report[theme];
+    assert.ok(names.ratio >= 4.5, `${theme}: a name in hue ${names.hue} is ${names.ratio.toFixed(2)}:1 on its bubble`);
+    assert.ok(avatars.ratio >= 4.5, `${theme}: an avatar in hue ${avatars.hue} is ${avatars.ratio.toFixed(2)}:1`);
+    for (const [part, ratio] of Object.entries(own)) {
+      assert.ok(ratio >= 4.5, `${theme}: the own bubble's ${part} is ${ratio.toFixed(2)}:1`);
+    }
+  }
+  await close(page);
+});
+
 test('with reduced motion, nothing animates or transitions', async () => {
   const page = await openPage(chat.browser, chat.server.url, PHONE, { reducedMotion: 'reduce' });
   assert.equal(await page.evaluate(() => matchMedia('(prefers-reduced-motion: reduce)').matches), true);
