@@ -11,6 +11,7 @@
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::api;
 use crate::composer::Composer;
@@ -108,9 +109,12 @@ pub fn App() -> impl IntoView {
     let cancel_rename = Callback::new(move |()| asking.set(None));
     // Behind an authenticating proxy the name is the login: not ours to change.
     let can_rename = move || session.with(|s| s.as_ref().is_some_and(|s| !s.proxied));
+    // While a dialog is open, everything behind it is inert: nothing there
+    // can be focused, clicked or read.
+    let modal = move || creating.get() || asking.with(Option::is_some);
 
     view! {
-        <div class="app">
+        <div class="app" inert=modal>
             <header class="topbar">
                 <div class="brand">
                     <svg class="logo" viewBox="0 0 24 24" width="26" height="26" aria-hidden="true">
@@ -125,6 +129,7 @@ pub fn App() -> impl IntoView {
                     class="rooms-toggle"
                     aria-label="Rooms"
                     aria-expanded=move || if rooms_open.get() { "true" } else { "false" }
+                    aria-controls="room-list"
                     on:click=move |_| rooms_open.update(|o| *o = !*o)
                 >
                     "#"
@@ -174,7 +179,9 @@ pub fn App() -> impl IntoView {
                     <OnlineList people me=name open=people_open />
                 </Show>
             </div>
-            <Show when=move || creating.get()>
+        </div>
+        // The dialogs, outside the (then inert) page.
+        <Show when=move || creating.get()>
                 <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
             </Show>
             {move || asking.get().map(|Asking { name, refused }| {
@@ -188,7 +195,58 @@ pub fn App() -> impl IntoView {
                     />
                 }
             })}
-        </div>
+    }
+}
+
+/// Focuses `to` on the next frame (once a closed dialog or drawer is gone),
+/// or the composer if `to` is gone, hidden or inert. Nothing is focused
+/// while a dialog is still open.
+pub fn restore_focus(to: Option<web_sys::Element>) {
+    request_animation_frame(move || {
+        if modal_open() {
+            return;
+        }
+        if let Some(element) = to
+            && element.is_connected()
+            && element.closest("[inert]").ok().flatten().is_none()
+            && let Ok(element) = element.dyn_into::<web_sys::HtmlElement>()
+        {
+            let _ = element.focus();
+            if document().active_element().as_ref() == Some(element.as_ref()) {
+                return;
+            }
+        }
+        focus_composer_within(3);
+    });
+}
+
+/// Focuses the composer on the next frame (after a room change has built
+/// the new room's), unless a dialog is open.
+pub fn focus_composer() {
+    restore_focus(None);
+}
+
+fn modal_open() -> bool {
+    document()
+        .query_selector("[role=dialog][aria-modal=true]")
+        .ok()
+        .flatten()
+        .is_some()
+}
+
+/// The composer (built by the open room), focused now or within `frames`.
+fn focus_composer_within(frames: u32) {
+    let composer = document()
+        .query_selector("[data-testid=composer-input]")
+        .ok()
+        .flatten()
+        .and_then(|element| element.dyn_into::<web_sys::HtmlElement>().ok());
+    match composer {
+        Some(composer) => {
+            let _ = composer.focus();
+        }
+        None if frames > 0 => request_animation_frame(move || focus_composer_within(frames - 1)),
+        None => {}
     }
 }
 

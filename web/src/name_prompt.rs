@@ -44,6 +44,9 @@ fn suggest(name: &str) -> Option<String> {
 /// A dialog asking for a name. `on_cancel` is offered only when there is a
 /// name to go back to; `refused` is shown at once (a name the page tried by
 /// itself and could not have).
+///
+/// Focus starts in the name field; joining moves it to the composer, and
+/// cancelling (the button, or Escape) back to what opened the dialog.
 #[component]
 pub fn NamePrompt(
     initial: String,
@@ -56,6 +59,14 @@ pub fn NamePrompt(
     let draft = RwSignal::new(initial);
     let error = RwSignal::new(refused);
     let busy = RwSignal::new(false);
+    // What had focus when the dialog opened (before the field takes it).
+    let opener = StoredValue::new_local(document().active_element());
+    let on_cancel = on_cancel.map(|cancel| {
+        Callback::new(move |()| {
+            crate::app::restore_focus(opener.get_value());
+            cancel.run(());
+        })
+    });
     let input_ref = NodeRef::<html::Input>::new();
     input_ref.on_load(|input| {
         let _ = input.focus();
@@ -66,7 +77,10 @@ pub fn NamePrompt(
         busy.set(true);
         spawn_local(async move {
             match api::join(&name, "").await {
-                Ok(session) => on_joined.run(session),
+                Ok(session) => {
+                    crate::app::focus_composer();
+                    on_joined.run(session);
+                }
                 Err(status) => error.set(Some(Refusal::of(&name, &status))),
             }
             busy.set(false);
@@ -101,72 +115,77 @@ pub fn NamePrompt(
 
     view! {
         <div class="overlay" on:keydown=on_keydown>
-            <form
+            <div
                 class="card name-card"
-                on:submit=submit
                 role="dialog"
                 aria-modal="true"
                 aria-labelledby="name-title"
+                data-testid="name-dialog"
             >
-                <h2 id="name-title">
-                    {if first_visit { "Welcome! What's your name?" } else { "Change your name" }}
-                </h2>
-                <p class="muted">"Everyone in the chat sees it next to your messages."</p>
-                <input
-                    node_ref=input_ref
-                    data-testid="name-input"
-                    type="text"
-                    name="username"
-                    autocomplete="nickname"
-                    placeholder="Your name"
-                    aria-label="Your name"
-                    aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
-                    prop:value=move || draft.get()
-                    on:input=move |ev| {
-                        draft.set(event_target_value(&ev));
-                        error.set(None);
-                    }
-                />
-                <div class="field-hint">
-                    <span class="error" role="alert" data-testid="name-error">
-                        {move || error.get().map(|refusal| view! {
-                            {refusal.reason}
-                            {refusal.suggestion.map(|name| view! {
-                                " "
-                                <button
-                                    type="button"
-                                    class="link"
-                                    data-testid="name-suggestion"
-                                    on:click=move |_| claim(name.clone())
-                                >
-                                    {format!("Be {name}?")}
-                                </button>
+                // A heading of level 1: while the dialog is open, the page
+                // behind it (and its own heading) is inert.
+                <form on:submit=submit>
+                    <h1 id="name-title">
+                        {if first_visit { "Welcome! What's your name?" } else { "Change your name" }}
+                    </h1>
+                    <p class="muted">"Everyone in the chat sees it next to your messages."</p>
+                    <input
+                        node_ref=input_ref
+                        data-testid="name-input"
+                        type="text"
+                        name="username"
+                        autocomplete="nickname"
+                        placeholder="Your name"
+                        aria-label="Your name"
+                        aria-invalid=move || if error.with(Option::is_some) { "true" } else { "false" }
+                        aria-describedby="name-error"
+                        prop:value=move || draft.get()
+                        on:input=move |ev| {
+                            draft.set(event_target_value(&ev));
+                            error.set(None);
+                        }
+                    />
+                    <div class="field-hint">
+                        <span class="error" id="name-error" role="alert" data-testid="name-error">
+                            {move || error.get().map(|refusal| view! {
+                                {refusal.reason}
+                                {refusal.suggestion.map(|name| view! {
+                                    " "
+                                    <button
+                                        type="button"
+                                        class="link"
+                                        data-testid="name-suggestion"
+                                        on:click=move |_| claim(name.clone())
+                                    >
+                                        {format!("Be {name}?")}
+                                    </button>
+                                })}
                             })}
+                        </span>
+                        <span
+                            class="counter"
+                            class:over=move || { count() > api::MAX_NAME_CHARS }
+                        >
+                            {move || format!("{}/{}", count(), api::MAX_NAME_CHARS)}
+                        </span>
+                    </div>
+                    <div class="actions">
+                        {on_cancel.map(|cancel| view! {
+                            <button type="button" class="secondary" on:click=move |_| cancel.run(())>
+                                "Cancel"
+                            </button>
                         })}
-                    </span>
-                    <span
-                        class="counter"
-                        class:over=move || { count() > api::MAX_NAME_CHARS }
-                    >
-                        {move || format!("{}/{}", count(), api::MAX_NAME_CHARS)}
-                    </span>
-                </div>
-                <div class="actions">
-                    {on_cancel.map(|cancel| view! {
-                        <button type="button" class="secondary" on:click=move |_| cancel.run(())>
-                            "Cancel"
+                        <button
+                            type="submit"
+                            class="primary"
+                            data-testid="name-submit"
+                            disabled=move || busy.get() || draft.with(|d| d.trim().is_empty())
+                        >
+                            {if first_visit { "Join chat" } else { "Save" }}
                         </button>
-                    })}
-                    <button
-                        type="submit"
-                        class="primary"
-                        data-testid="name-submit"
-                        disabled=move || busy.get() || draft.with(|d| d.trim().is_empty())
-                    >
-                        {if first_visit { "Join chat" } else { "Save" }}
-                    </button>
-                </div>
-            </form>
+                    </div>
+                </form>
+            </div>
         </div>
     }
 }

@@ -9,6 +9,7 @@
 use chat_proto::{Presence, Typing};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::api;
 use crate::messages::{Timeline, name_hue};
@@ -162,16 +163,47 @@ impl TypingNotices {
     }
 }
 
-/// Everyone present, this user marked; on a phone it opens as a drawer.
+/// The button that opens the list of people (in the header).
+const DRAWER_TOGGLE: &str = "[aria-controls=online-list]";
+
+/// Everyone present, this user marked; on a phone it opens as a drawer:
+/// opening it moves focus into it (to its close button), and closing it
+/// (that button, or Escape) gives focus back to the button that opened it.
 #[component]
 pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> impl IntoView {
     let count = move || people.online.with(Vec::len);
+    Effect::new(move |was_open: Option<bool>| {
+        let is_open = open.get();
+        if is_open && was_open == Some(false) {
+            request_animation_frame(|| {
+                let close = document()
+                    .query_selector("#online-list .close-people")
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+                if let Some(close) = close {
+                    let _ = close.focus();
+                }
+            });
+        }
+        is_open
+    });
+    let close = move || {
+        open.set(false);
+        crate::app::restore_focus(document().query_selector(DRAWER_TOGGLE).ok().flatten());
+    };
     view! {
         <aside
             class="people"
             class:open=move || open.get()
+            id="online-list"
             data-testid="online-list"
             aria-labelledby="people-title"
+            on:keydown=move |ev| {
+                if ev.key() == "Escape" && open.get_untracked() {
+                    close();
+                }
+            }
         >
             <div class="people-head">
                 <h2 id="people-title">
@@ -180,7 +212,7 @@ pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> i
                 <button
                     class="close-people"
                     aria-label="Close the list of people online"
-                    on:click=move |_| open.set(false)
+                    on:click=move |_| close()
                 >
                     "✕"
                 </button>
@@ -218,6 +250,7 @@ pub fn OnlineCount(people: People, open: RwSignal<bool>) -> impl IntoView {
             data-testid="online-count"
             aria-label=move || format!("{} online: show who", count())
             aria-expanded=move || if open.get() { "true" } else { "false" }
+            aria-controls="online-list"
             on:click=move |_| open.update(|o| *o = !*o)
         >
             <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">

@@ -9,6 +9,7 @@ use chat_proto::rules::{self, GENERAL};
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use wasm_bindgen::JsCast;
 
 use crate::api::{self, RoomInfo};
 
@@ -169,11 +170,47 @@ impl Rooms {
     }
 }
 
-/// The room list: each room with its unread count, the open one marked.
+/// The button that opens the room drawer (in the header).
+const DRAWER_TOGGLE: &str = "[aria-controls=room-list]";
+
+/// The room list: each room with its unread count, the open one marked. On
+/// a phone it is a drawer: opening it moves focus into it (to the open
+/// room), Escape closes it and gives focus back to its button, and going to
+/// a room closes it and focuses the composer.
 #[component]
 pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) -> impl IntoView {
+    Effect::new(move |was_open: Option<bool>| {
+        let is_open = open.get();
+        if is_open && was_open == Some(false) {
+            request_animation_frame(|| {
+                let first = document()
+                    .query_selector(
+                        "#room-list a[aria-current=page], #room-list a, #room-list button",
+                    )
+                    .ok()
+                    .flatten();
+                if let Some(first) = first.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
+                    let _ = first.focus();
+                }
+            });
+        }
+        is_open
+    });
+    let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        if ev.key() == "Escape" && open.get_untracked() {
+            open.set(false);
+            crate::app::restore_focus(document().query_selector(DRAWER_TOGGLE).ok().flatten());
+        }
+    };
     view! {
-        <nav class="rooms" class:open=move || open.get() aria-label="Rooms" data-testid="room-list">
+        <nav
+            class="rooms"
+            class:open=move || open.get()
+            id="room-list"
+            aria-label="Rooms"
+            data-testid="room-list"
+            on:keydown=on_keydown
+        >
             <div class="rooms-head">
                 <h2>"Rooms"</h2>
                 <button
@@ -213,6 +250,7 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
                                         ev.prevent_default();
                                         rooms.open(&go);
                                         open.set(false);
+                                        crate::app::focus_composer();
                                     }
                                 >
                                     <span class="hash" aria-hidden="true">"#"</span>
@@ -230,9 +268,17 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
     }
 }
 
-/// A dialog that creates a room and opens it.
+/// A dialog that creates a room and opens it. Focus starts in the name
+/// field; a new room gets it in its composer, and cancelling (the button, or
+/// Escape) gives it back to what opened the dialog.
 #[component]
 pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
+    // What had focus when the dialog opened (before the field takes it).
+    let opener = StoredValue::new_local(document().active_element());
+    let cancel = move || {
+        crate::app::restore_focus(opener.get_value());
+        on_close.run(());
+    };
     let name = RwSignal::new(String::new());
     let topic = RwSignal::new(String::new());
     let error = RwSignal::new(None::<String>);
@@ -261,6 +307,7 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
                         l.sort_by(|a, b| a.name.cmp(&b.name));
                     });
                     rooms.open(&opened);
+                    crate::app::focus_composer();
                     on_close.run(());
                 }
                 Err(status) => error.set(Some(api::readable(&status))),
@@ -268,56 +315,65 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
             busy.set(false);
         });
     };
+    let invalid = move || error.with(Option::is_some);
     view! {
-        <div class="overlay" on:keydown=move |ev| if ev.key() == "Escape" { on_close.run(()) }>
-            <form
+        <div class="overlay" on:keydown=move |ev| if ev.key() == "Escape" { cancel() }>
+            <div
                 class="card"
-                on:submit=submit
                 role="dialog"
                 aria-modal="true"
                 aria-labelledby="create-room-title"
+                data-testid="create-room-dialog"
             >
-                <h2 id="create-room-title">"Create a room"</h2>
-                <p class="muted">"Lower-case letters, digits, - and _."</p>
-                <input
-                    node_ref=input_ref
-                    data-testid="room-name-input"
-                    type="text"
-                    placeholder="e.g. design"
-                    aria-label="Room name"
-                    maxlength="32"
-                    prop:value=move || name.get()
-                    on:input=move |ev| {
-                        name.set(event_target_value(&ev));
-                        error.set(None);
-                    }
-                />
-                <input
-                    data-testid="room-topic-input"
-                    type="text"
-                    placeholder="Topic (optional)"
-                    aria-label="Topic"
-                    maxlength="200"
-                    prop:value=move || topic.get()
-                    on:input=move |ev| topic.set(event_target_value(&ev))
-                />
-                <div class="field-hint">
-                    <span class="error" role="alert" data-testid="room-error">{move || error.get()}</span>
-                </div>
-                <div class="actions">
-                    <button type="button" class="secondary" on:click=move |_| on_close.run(())>
-                        "Cancel"
-                    </button>
-                    <button
-                        type="submit"
-                        class="primary"
-                        data-testid="room-create"
-                        disabled=move || busy.get() || name.with(|n| n.trim().is_empty())
-                    >
-                        "Create"
-                    </button>
-                </div>
-            </form>
+                // A heading of level 1: while the dialog is open, the page
+                // behind it (and its own heading) is inert.
+                <form on:submit=submit>
+                    <h1 id="create-room-title">"Create a room"</h1>
+                    <p class="muted">"Lower-case letters, digits, - and _."</p>
+                    <input
+                        node_ref=input_ref
+                        data-testid="room-name-input"
+                        type="text"
+                        placeholder="e.g. design"
+                        aria-label="Room name"
+                        maxlength="32"
+                        aria-invalid=move || invalid().then_some("true")
+                        aria-describedby=move || invalid().then_some("room-error")
+                        prop:value=move || name.get()
+                        on:input=move |ev| {
+                            name.set(event_target_value(&ev));
+                            error.set(None);
+                        }
+                    />
+                    <input
+                        data-testid="room-topic-input"
+                        type="text"
+                        placeholder="Topic (optional)"
+                        aria-label="Topic"
+                        maxlength="200"
+                        prop:value=move || topic.get()
+                        on:input=move |ev| topic.set(event_target_value(&ev))
+                    />
+                    <div class="field-hint">
+                        <span class="error" id="room-error" role="alert" data-testid="room-error">
+                            {move || error.get()}
+                        </span>
+                    </div>
+                    <div class="actions">
+                        <button type="button" class="secondary" on:click=move |_| cancel()>
+                            "Cancel"
+                        </button>
+                        <button
+                            type="submit"
+                            class="primary"
+                            data-testid="room-create"
+                            disabled=move || busy.get() || name.with(|n| n.trim().is_empty())
+                        >
+                            "Create"
+                        </button>
+                    </div>
+                </form>
+            </div>
         </div>
     }
 }
