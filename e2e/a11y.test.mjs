@@ -21,6 +21,10 @@ const PHONE = { width: 390, height: 844 };
 const SIZES = { wide: WIDE, phone: PHONE };
 const THEMES = ['light', 'dark'];
 const ASSERTED = new Set(['serious', 'critical']);
+// Asserted whatever their impact: a dialog is a div[role=dialog] (a form
+// may not have that role), and every screen has a heading of level 1.
+const ASSERTED_RULES = new Set(['aria-allowed-role', 'page-has-heading-one']);
+const asserted = (v) => ASSERTED.has(v.impact) || ASSERTED_RULES.has(v.id);
 
 /**
  * Runs axe-core on the page as it is, in `colorScheme`. Returns the
@@ -58,8 +62,8 @@ async function assertAccessible(page, screen) {
   const failures = [];
   for (const theme of THEMES) {
     const violations = await axe(page, theme);
-    const serious = violations.filter((v) => ASSERTED.has(v.impact));
-    const lesser = violations.filter((v) => !ASSERTED.has(v.impact));
+    const serious = violations.filter(asserted);
+    const lesser = violations.filter((v) => !asserted(v));
     if (lesser.length > 0) {
       console.log(`# ${screen}, ${theme}: ${lesser.length} minor/moderate (not asserted):\n${describe(lesser)}`);
     }
@@ -71,6 +75,43 @@ async function assertAccessible(page, screen) {
     console.log(`# axe: serious/critical violations\n${report}`);
     assert.fail(`serious or critical accessibility violations:\n${report}`);
   }
+}
+
+/**
+ * A dialog is open (`testid`, a div[role=dialog][aria-modal=true] named by
+ * its heading), and the page behind it is inert: the composer, the header
+ * and the room list can be neither focused nor read.
+ */
+async function assertModal(page, testid) {
+  const found = await page.evaluate((id) => {
+    const dialog = document.querySelector(`[data-testid="${id}"]`);
+    const title = dialog && document.getElementById(dialog.getAttribute('aria-labelledby'));
+    return {
+      tag: dialog?.tagName.toLowerCase(),
+      role: dialog?.getAttribute('role'),
+      modal: dialog?.getAttribute('aria-modal'),
+      titled: title !== null && dialog.contains(title) && title.textContent.trim().length > 0,
+      inDialog: dialog?.contains(document.activeElement),
+      inert: ['[data-testid="composer-input"]', '.topbar', '[data-testid="room-list"]']
+        .map((selector) => document.querySelector(selector)?.closest('[inert]') !== null),
+      dialogInert: dialog?.closest('[inert]') !== null,
+    };
+  }, testid);
+  assert.deepEqual(found, {
+    tag: 'div', role: 'dialog', modal: 'true', titled: true, inDialog: true, inert: [true, true, true], dialogInert: false,
+  }, `${testid}: a modal dialog with the page behind it inert`);
+}
+
+/** No dialog is open: nothing on the page is inert. */
+async function assertNothingInert(page) {
+  assert.equal(await page.locator('[inert]').count(), 0, 'nothing inert without a dialog');
+}
+
+/** The field `testid` points (aria-describedby) at the error `errorTestid`. */
+async function assertDescribedBy(page, testid, errorTestid) {
+  const described = await page.getByTestId(testid).getAttribute('aria-describedby');
+  assert.ok(described, `${testid} has aria-describedby`);
+  assert.equal(await page.locator(`[id="${described}"]`).getAttribute('data-testid'), errorTestid);
 }
 
 // Names are held by the server for a while after their page closes: each
@@ -112,6 +153,8 @@ for (const [size, viewport] of Object.entries(SIZES)) {
   test(`name prompt (first visit), ${size}`, async () => {
     const page = await openPage(chat.browser, chat.server.url, viewport);
     await page.getByTestId('name-input').waitFor();
+    await assertModal(page, 'name-dialog');
+    await assertDescribedBy(page, 'name-input', 'name-error');
     await assertAccessible(page, `name prompt, ${size}`);
     await close(page);
   });
@@ -125,6 +168,9 @@ for (const [size, viewport] of Object.entries(SIZES)) {
     await page.getByTestId('name-submit').click();
     await page.getByTestId('name-error').filter({ hasText: 'is taken' }).waitFor();
     await page.getByTestId('name-suggestion').waitFor();
+    await assertModal(page, 'name-dialog');
+    assert.equal(await page.getByTestId('name-input').getAttribute('aria-invalid'), 'true');
+    await assertDescribedBy(page, 'name-input', 'name-error');
     await assertAccessible(page, `name taken, ${size}`);
     await close(page, holder);
   });
@@ -135,7 +181,8 @@ for (const [size, viewport] of Object.entries(SIZES)) {
       await me.emulateMedia({ colorScheme: theme });
       await me.screenshot({ path: path.join(artifacts, `a11y-${theme}-${size}.png`) });
     }
-  try {
+    try {
+      await assertNothingInert(me);
       await assertAccessible(me, `chat, ${size}`);
     } finally {
       await close(me, other);
@@ -156,6 +203,9 @@ for (const [size, viewport] of Object.entries(SIZES)) {
     await page.getByTestId('room-topic-input').fill('everything else');
     await page.getByTestId('room-create').click();
     await page.getByTestId('room-error').filter({ hasText: 'exists already' }).waitFor();
+    await assertModal(page, 'create-room-dialog');
+    assert.equal(await page.getByTestId('room-name-input').getAttribute('aria-invalid'), 'true');
+    await assertDescribedBy(page, 'room-name-input', 'room-error');
     await page.screenshot({ path: path.join(artifacts, `a11y-create-room-${size}.png`) });
     await assertAccessible(page, `create-room dialog with an error, ${size}`);
     await close(page);

@@ -226,6 +226,50 @@ pub fn focus_composer() {
     restore_focus(None);
 }
 
+/// What can take focus in a dialog.
+const FOCUSABLE: &str = "input:not([disabled]), button:not([disabled]), \
+    textarea:not([disabled]), select:not([disabled]), a[href], \
+    [tabindex]:not([tabindex='-1'])";
+
+/// For a dialog's keydown: Tab from its last field goes round to its first,
+/// Shift+Tab from the first to the last (the page behind is inert, and
+/// focus would otherwise leave the page for the browser's own controls).
+pub fn keep_tab_inside(ev: &web_sys::KeyboardEvent) {
+    if ev.key() != "Tab" {
+        return;
+    }
+    let Some(dialog) = ev
+        .current_target()
+        .and_then(|target| target.dyn_into::<web_sys::Element>().ok())
+    else {
+        return;
+    };
+    let all = dialog.get_elements_by_tag_name("*");
+    let fields: Vec<web_sys::HtmlElement> = (0..all.length())
+        .filter_map(|i| all.item(i))
+        .filter(|element| element.matches(FOCUSABLE).unwrap_or(false))
+        .filter_map(|element| element.dyn_into().ok())
+        .collect();
+    let (Some(first), Some(last)) = (fields.first(), fields.last()) else {
+        ev.prevent_default();
+        return;
+    };
+    let active = document().active_element();
+    let inside = active
+        .as_ref()
+        .is_some_and(|active| dialog.contains(Some(active)));
+    let at = |field: &web_sys::HtmlElement| active.as_ref() == Some(field.as_ref());
+    if ev.shift_key() {
+        if !inside || at(first) {
+            ev.prevent_default();
+            let _ = last.focus();
+        }
+    } else if !inside || at(last) {
+        ev.prevent_default();
+        let _ = first.focus();
+    }
+}
+
 fn modal_open() -> bool {
     document()
         .query_selector("[role=dialog][aria-modal=true]")

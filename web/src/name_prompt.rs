@@ -81,7 +81,14 @@ pub fn NamePrompt(
                     crate::app::focus_composer();
                     on_joined.run(session);
                 }
-                Err(status) => error.set(Some(Refusal::of(&name, &status))),
+                Err(status) => {
+                    error.set(Some(Refusal::of(&name, &status)));
+                    // The button was disabled while asking: focus is back
+                    // in the field, which the error describes.
+                    if let Some(input) = input_ref.get_untracked() {
+                        let _ = input.focus();
+                    }
+                }
             }
             busy.set(false);
         });
@@ -105,6 +112,7 @@ pub fn NamePrompt(
         }
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
+        crate::app::keep_tab_inside(&ev);
         if ev.key() == "Escape"
             && let Some(cancel) = on_cancel
         {

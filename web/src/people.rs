@@ -199,6 +199,9 @@ pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> i
             id="online-list"
             data-testid="online-list"
             aria-labelledby="people-title"
+            // Reachable by Tab (and scrollable by keyboard) on wide screens,
+            // where nothing in it takes focus.
+            tabindex="0"
             on:keydown=move |ev| {
                 if ev.key() == "Escape" && open.get_untracked() {
                     close();

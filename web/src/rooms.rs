@@ -196,6 +196,14 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
         }
         is_open
     });
+    // Another room (a link, a new room, Back): the drawer has done its job.
+    Effect::new(move |was: Option<String>| {
+        let room = rooms.current.get();
+        if was.is_some_and(|was| was != room) {
+            open.set(false);
+        }
+        room
+    });
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Escape" && open.get_untracked() {
             open.set(false);
@@ -310,14 +318,29 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
                     crate::app::focus_composer();
                     on_close.run(());
                 }
-                Err(status) => error.set(Some(api::readable(&status))),
+                Err(status) => {
+                    error.set(Some(api::readable(&status)));
+                    // The button was disabled while asking: focus is back
+                    // in the field, which the error describes.
+                    if let Some(input) = input_ref.get_untracked() {
+                        let _ = input.focus();
+                    }
+                }
             }
             busy.set(false);
         });
     };
     let invalid = move || error.with(Option::is_some);
     view! {
-        <div class="overlay" on:keydown=move |ev| if ev.key() == "Escape" { cancel() }>
+        <div
+            class="overlay"
+            on:keydown=move |ev| {
+                crate::app::keep_tab_inside(&ev);
+                if ev.key() == "Escape" {
+                    cancel();
+                }
+            }
+        >
             <div
                 class="card"
                 role="dialog"
