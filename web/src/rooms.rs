@@ -183,12 +183,10 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
         let is_open = open.get();
         if is_open && was_open == Some(false) {
             request_animation_frame(|| {
-                let first = document()
-                    .query_selector(
-                        "#room-list a[aria-current=page], #room-list a, #room-list button",
-                    )
-                    .ok()
-                    .flatten();
+                // The open room's link (else the first there is).
+                let first = ["#room-list a[aria-current=page]", "#room-list a"]
+                    .into_iter()
+                    .find_map(|selector| document().query_selector(selector).ok().flatten());
                 if let Some(first) = first.and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok()) {
                     let _ = first.focus();
                 }
