@@ -182,19 +182,19 @@ pub fn App() -> impl IntoView {
         </div>
         // The dialogs, outside the (then inert) page.
         <Show when=move || creating.get()>
-                <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
-            </Show>
-            {move || asking.get().map(|Asking { name, refused }| {
-                let has_session = session.with_untracked(Option::is_some);
-                view! {
-                    <NamePrompt
-                        initial=name
-                        refused
-                        on_joined=Callback::new(joined)
-                        on_cancel=has_session.then_some(cancel_rename)
-                    />
-                }
-            })}
+            <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
+        </Show>
+        {move || asking.get().map(|Asking { name, refused }| {
+            let has_session = session.with_untracked(Option::is_some);
+            view! {
+                <NamePrompt
+                    initial=name
+                    refused
+                    on_joined=Callback::new(joined)
+                    on_cancel=has_session.then_some(cancel_rename)
+                />
+            }
+        })}
     }
 }
 
