@@ -24,6 +24,7 @@ use std::pin::pin;
 use crate::api;
 use crate::grpc::{Code, Status, Streaming};
 use crate::messages::Timeline;
+use crate::notify;
 use crate::people::People;
 use crate::rooms::Rooms;
 use crate::session::{self, Session};
@@ -85,7 +86,23 @@ pub struct Feed {
     pub me: String,
     /// The other rooms whose activity the stream reports.
     pub watch: Vec<String>,
+    /// When the room was opened (ms since the epoch), to tell the history
+    /// it opens with from messages arriving live.
+    pub opened_at: f64,
 }
+
+impl Feed {
+    /// Whether a message sent at `time` arrived live, rather than with the
+    /// history the room opened with: anything a few seconds after opening,
+    /// and anything sent since (allowing for a clock a little off).
+    fn is_live(&self, time: i64) -> bool {
+        js_sys::Date::now() - self.opened_at > HISTORY_WINDOW_MS
+            || time as f64 > self.opened_at - HISTORY_WINDOW_MS
+    }
+}
+
+/// See [`Feed::is_live`].
+const HISTORY_WINDOW_MS: f64 = 3_000.0;
 
 impl Connection {
     pub fn new() -> Self {
@@ -114,6 +131,7 @@ impl Connection {
             watch: rooms.others(),
             rooms,
             me: session.name.clone(),
+            opened_at: js_sys::Date::now(),
         };
         let (task, handle) = abortable(self.run(feed));
         spawn_local(async move {
@@ -256,7 +274,12 @@ fn show(event: Event, feed: &Feed) {
             people.stopped_typing(&message.username);
             // The open room is seen as it comes.
             let (room, id) = (timeline.room(), message.id);
-            timeline.receive(message, me);
+            if let Some(entry) = timeline.receive(message, me)
+                && feed.is_live(entry.time.get_untracked())
+            {
+                timeline.announce(&entry);
+                notify::mention(&entry, me, &room);
+            }
             rooms.activity(&room, id);
             rooms.saw(&room, id);
         }
