@@ -20,6 +20,7 @@
 
 use std::cell::Cell;
 use std::pin::pin;
+use std::rc::Rc;
 
 use crate::api;
 use crate::grpc::{Code, Status, Streaming};
@@ -86,23 +87,10 @@ pub struct Feed {
     pub me: String,
     /// The other rooms whose activity the stream reports.
     pub watch: Vec<String>,
-    /// When the room was opened (ms since the epoch), to tell the history
-    /// it opens with from messages arriving live.
-    pub opened_at: f64,
+    /// The room's newest id when the stream said `Ready`: messages up to
+    /// it are history being replayed, later ones arrive live.
+    pub live_after: Rc<Cell<u64>>,
 }
-
-impl Feed {
-    /// Whether a message sent at `time` arrived live, rather than with the
-    /// history the room opened with: anything a few seconds after opening,
-    /// and anything sent since (allowing for a clock a little off).
-    fn is_live(&self, time: i64) -> bool {
-        js_sys::Date::now() - self.opened_at > HISTORY_WINDOW_MS
-            || time as f64 > self.opened_at - HISTORY_WINDOW_MS
-    }
-}
-
-/// See [`Feed::is_live`].
-const HISTORY_WINDOW_MS: f64 = 3_000.0;
 
 impl Connection {
     pub fn new() -> Self {
@@ -131,7 +119,7 @@ impl Connection {
             watch: rooms.others(),
             rooms,
             me: session.name.clone(),
-            opened_at: js_sys::Date::now(),
+            live_after: Rc::default(),
         };
         let (task, handle) = abortable(self.run(feed));
         spawn_local(async move {
@@ -226,6 +214,7 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
             Ok(Some(ChatEvent {
                 event: Some(Event::Ready(ready)),
             })) => {
+                feed.live_after.set(ready.last_id);
                 feed.people.restart();
                 // Rooms made by others since the list was read show up.
                 feed.rooms.refresh();
@@ -274,8 +263,9 @@ fn show(event: Event, feed: &Feed) {
             people.stopped_typing(&message.username);
             // The open room is seen as it comes.
             let (room, id) = (timeline.room(), message.id);
+            let live = id > feed.live_after.get();
             if let Some(entry) = timeline.receive(message, me)
-                && feed.is_live(entry.time.get_untracked())
+                && live
             {
                 timeline.announce(&entry);
                 notify::mention(&entry, me, &room);

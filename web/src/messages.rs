@@ -235,11 +235,22 @@ impl Timeline {
         time: i64,
         delivery: Delivery,
     ) -> Entry {
+        if own {
+            self.caught_up();
+        }
         self.append(Entry {
             own,
             nonce: nonce.into(),
             ..Entry::new(self.take_key(), author, text, time, delivery)
         })
+    }
+
+    /// The user wrote (here or in another tab): they have read what came
+    /// before, so the "new messages" line goes.
+    fn caught_up(&self) {
+        if self.marker.get_untracked().is_some() {
+            self.marker.set(None);
+        }
     }
 
     fn take_key(&self) -> u64 {
@@ -266,10 +277,7 @@ impl Timeline {
 
     /// Shows a message of ours right away, before the server has it.
     pub fn push_own(&self, author: &str, text: &str, nonce: &str) -> Entry {
-        // Writing means the reader has caught up.
-        if self.marker.get_untracked().is_some() {
-            self.marker.set(None);
-        }
+        self.caught_up();
         let entry = Entry {
             own: true,
             nonce: nonce.into(),
@@ -888,6 +896,73 @@ mod tests {
             &*timeline.entries.get_untracked().last().expect("row").text,
             "fresh"
         );
+    }
+
+    #[test]
+    fn runs_by_one_person_group_and_days_and_notices_break_them() {
+        let owner = Owner::new();
+        owner.set();
+        let timeline = Timeline::new();
+        let minute = 60_000;
+        let day = 86_400_000;
+        let at = |id, author: &str, time| ChatMessage {
+            timestamp: time,
+            ..stored(id, author, "x")
+        };
+        for message in [
+            at(1, "ada", day),
+            at(2, "ada", day + minute),
+            at(3, "bob", day + 2 * minute),
+            at(4, "bob", day + 9 * minute),
+            at(5, "bob", 2 * day + 9 * minute),
+        ] {
+            timeline.receive(message, "me");
+        }
+        timeline.note_presence("carol joined");
+        timeline.receive(at(6, "bob", 2 * day + 10 * minute), "me");
+        let flags = |timeline: &Timeline| {
+            timeline.entries.with_untracked(|e| {
+                e.iter()
+                    .map(|e| (e.starts_group.get_untracked(), e.starts_day.get_untracked()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            flags(&timeline),
+            [
+                (true, true),   // ada, first of the day
+                (false, false), // ada a minute later
+                (true, false),  // bob
+                (true, false),  // bob, but 7 minutes on
+                (true, true),   // bob the next day
+                (true, false),  // the notice
+                (true, false),  // bob after the notice
+            ]
+        );
+        // Dismissing the first of a run makes the next one its start.
+        let first = timeline.entries.with_untracked(|e| e[0].key);
+        timeline.dismiss(first);
+        assert_eq!(flags(&timeline)[0], (true, true));
+    }
+
+    #[test]
+    fn the_new_messages_line_goes_above_the_first_unseen_message_by_others() {
+        let owner = Owner::new();
+        owner.set();
+        let timeline = Timeline::new();
+        timeline.seen_up_to(2);
+        for (id, author) in [(1, "bob"), (2, "bob"), (3, "me"), (4, "bob"), (5, "bob")] {
+            timeline.receive(stored(id, author, "x"), "me");
+        }
+        let key_of = |id| {
+            timeline
+                .entries
+                .with_untracked(|e| e.iter().find(|e| e.id.get_untracked() == id).map(|e| e.key))
+        };
+        assert_eq!(timeline.marker.get_untracked(), key_of(4));
+        // Writing means the reader has caught up.
+        own(&timeline, "hi", "n1");
+        assert_eq!(timeline.marker.get_untracked(), None);
     }
 
     #[test]
