@@ -74,7 +74,7 @@ fn links(text: &str, out: &mut Vec<Piece>) {
         let glued = rest[..start]
             .chars()
             .next_back()
-            .is_some_and(char::is_alphanumeric);
+            .is_some_and(is_word);
         let candidate = &rest[start..];
         let end = candidate
             .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"'))
@@ -134,10 +134,17 @@ pub fn mentions(text: &str, name: &str) -> bool {
         return false;
     }
     let text = text.to_ascii_lowercase();
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
     text.match_indices(&name).any(|(at, _)| {
-        !word(text[..at].chars().next_back()) && !word(text[at + name.len()..].chars().next())
+        !text[..at].chars().next_back().is_some_and(is_word)
+            && !text[at + name.len()..].chars().next().is_some_and(is_word)
     })
+}
+
+/// A character that continues a word. Every non-ASCII character counts:
+/// Unicode's letter tables would cost the bundle more than they are worth
+/// here.
+fn is_word(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii()
 }
 
 #[cfg(test)]
