@@ -263,8 +263,9 @@ pub fn validate_name(raw: &str) -> Result<String, String> {
         }
         InputError::UsernameInvisible => "Names need at least one visible character.".to_owned(),
         InputError::UsernameControl => "Names can't contain control characters.".to_owned(),
-        // Not a username rule; the rule's own words, should one ever apply.
-        other => other.to_string(),
+        // Not a username rule (none other applies to names). Not the rule's
+        // own words: formatting them links Unicode tables into the app.
+        _ => "That name can't be used.".to_owned(),
     })
 }
 

@@ -15,9 +15,10 @@ use wasm_bindgen::JsCast;
 
 use crate::api;
 use crate::composer::Composer;
-use crate::connection::Connection;
+use crate::connection::{ConnState, Connection};
 use crate::messages::{MessageList, Timeline};
 use crate::name_prompt::{NamePrompt, Refusal};
+use crate::notify::NotifyToggle;
 use crate::people::{OnlineCount, OnlineList, People, TypingLine, TypingNotices};
 use crate::rooms::{CreateRoom, RoomList, Rooms};
 use crate::session::{self, Session};
@@ -141,6 +142,7 @@ pub fn App() -> impl IntoView {
                 // Nothing is connecting until there is a name to connect as.
                 <Show when=move || session.with(Option::is_some)>
                     <ConnectionBadge connection />
+                    <NotifyToggle />
                     <OnlineCount people open=people_open />
                     <button
                         class="me"
@@ -155,6 +157,7 @@ pub fn App() -> impl IntoView {
                     </button>
                 </Show>
             </header>
+            <ConnectionBanner connection />
             {move || connection.refused.get().map(|reason| view! {
                 <div class="banner" role="alert" data-testid="connection-error">
                     <span>"The server won't let you in: " {reason}</span>
@@ -311,7 +314,9 @@ fn RoomView(
     name: Signal<String>,
 ) -> impl IntoView {
     let timeline = Timeline::of_room(&room);
-    timeline.resume_after(rooms.seen(&room).saturating_sub(CONTEXT));
+    let seen = rooms.seen(&room);
+    timeline.resume_after(seen.saturating_sub(CONTEXT));
+    timeline.seen_up_to(seen);
     let stream = StoredValue::new(None::<AbortHandle>);
     // A new session (a rename, a rejoin) opens a new stream.
     Effect::new(move |_| {
@@ -339,7 +344,32 @@ fn RoomView(
 /// Messages before the last one seen that a room opens with.
 const CONTEXT: u64 = 50;
 
-/// The coloured dot and word for the connection state.
+/// Says plainly when the chat is not live (quiet while it is): the page
+/// keeps trying, and what is written meanwhile is sent once it is back.
+#[component]
+fn ConnectionBanner(connection: Connection) -> impl IntoView {
+    let text = move || {
+        let offline = web_sys::window().is_some_and(|w| !w.navigator().on_line());
+        if offline {
+            return "You're offline. The chat reconnects when the network is back.".to_owned();
+        }
+        match connection.detail.get() {
+            Some(why) => format!("Reconnecting… ({why})"),
+            None => "Reconnecting…".to_owned(),
+        }
+    };
+    view! {
+        <Show when=move || connection.state.get() == ConnState::Reconnecting>
+            <div class="banner warn" role="status" data-testid="connection-banner">
+                <span class="spinner" aria-hidden="true"></span>
+                <span>{text}</span>
+            </div>
+        </Show>
+    }
+}
+
+/// The coloured dot for the connection state (the word is for screen
+/// readers and the tooltip; the banner speaks up when it matters).
 #[component]
 fn ConnectionBadge(connection: Connection) -> impl IntoView {
     let word = move || connection.state.get().as_str();

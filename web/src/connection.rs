@@ -20,10 +20,12 @@
 
 use std::cell::Cell;
 use std::pin::pin;
+use std::rc::Rc;
 
 use crate::api;
 use crate::grpc::{Code, Status, Streaming};
 use crate::messages::Timeline;
+use crate::notify;
 use crate::people::People;
 use crate::rooms::Rooms;
 use crate::session::{self, Session};
@@ -85,6 +87,9 @@ pub struct Feed {
     pub me: String,
     /// The other rooms whose activity the stream reports.
     pub watch: Vec<String>,
+    /// The room's newest id when the stream said `Ready`: messages up to
+    /// it are history being replayed, later ones arrive live.
+    pub live_after: Rc<Cell<u64>>,
 }
 
 impl Connection {
@@ -114,6 +119,7 @@ impl Connection {
             watch: rooms.others(),
             rooms,
             me: session.name.clone(),
+            live_after: Rc::default(),
         };
         let (task, handle) = abortable(self.run(feed));
         spawn_local(async move {
@@ -208,6 +214,7 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
             Ok(Some(ChatEvent {
                 event: Some(Event::Ready(ready)),
             })) => {
+                feed.live_after.set(ready.last_id);
                 feed.people.restart();
                 // Rooms made by others since the list was read show up.
                 feed.rooms.refresh();
@@ -256,7 +263,13 @@ fn show(event: Event, feed: &Feed) {
             people.stopped_typing(&message.username);
             // The open room is seen as it comes.
             let (room, id) = (timeline.room(), message.id);
-            timeline.receive(message, me);
+            let live = id > feed.live_after.get();
+            if let Some(entry) = timeline.receive(message, me)
+                && live
+            {
+                timeline.announce(&entry);
+                notify::mention(&entry, me, &room);
+            }
             rooms.activity(&room, id);
             rooms.saw(&room, id);
         }

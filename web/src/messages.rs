@@ -5,9 +5,15 @@
 //! nonce, or by the id the `Send` reply gave) and with the reply, whichever
 //! comes first, so a message is never shown twice. Messages from the stream
 //! are taken in id order and an id already seen is ignored, so resuming
-//! after a reconnect (from the last id) leaves no hole and no double. The list sticks to the bottom only while the reader is
-//! there; someone scrolled up to read is never yanked down, and gets a
-//! "new messages" pill instead.
+//! after a reconnect (from the last id) leaves no hole and no double.
+//!
+//! Rows from one person within a few minutes form a group under one name,
+//! time and avatar, and each day starts with a separator. The list sticks
+//! to the bottom only while the reader is there; someone scrolled up to read
+//! is never yanked down, and gets a jump-to-latest button with a count, and
+//! a "new messages" line above the first one they have not seen. Screen
+//! readers hear messages as they arrive, never the history (see
+//! [`Timeline::announce`]).
 
 use std::sync::Arc;
 
@@ -18,12 +24,17 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
+use crate::rich::{self, Piece};
 use crate::{api, time};
 
 /// Messages kept in memory; older ones scroll away for good.
 const MAX_ENTRIES: usize = 1_000;
+/// How much of a message screen readers are told as it arrives.
+const ANNOUNCED_CHARS: usize = 300;
 /// How close to the bottom (in CSS pixels) still counts as "at the bottom".
 const STICK_THRESHOLD_PX: i32 = 64;
+/// Rows from one person this close together share a name and a time.
+const GROUP_WITHIN_MS: i64 = 5 * 60 * 1000;
 
 /// Where one of our own messages is on its way to everyone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +71,10 @@ pub struct Entry {
     /// send time until then.
     pub time: RwSignal<i64>,
     pub delivery: RwSignal<Delivery>,
+    /// The first of a run of rows by one person: shows name and avatar.
+    pub starts_group: RwSignal<bool>,
+    /// The first message of a day: a date separator goes above it.
+    pub starts_day: RwSignal<bool>,
 }
 
 impl Entry {
@@ -77,6 +92,48 @@ impl Entry {
             room: "".into(),
             time: RwSignal::new(time),
             delivery: RwSignal::new(delivery),
+            starts_group: RwSignal::new(true),
+            starts_day: RwSignal::new(false),
+        }
+    }
+
+    fn is_message(&self) -> bool {
+        !self.notice
+    }
+}
+
+/// The local day of a time, to find where days change; natively (in unit
+/// tests) the UTC day.
+fn day_of(ms: i64) -> u32 {
+    #[cfg(target_arch = "wasm32")]
+    return time::day_key(ms);
+    #[cfg(not(target_arch = "wasm32"))]
+    return (ms / 86_400_000) as u32;
+}
+
+/// Marks where groups and days start in `rows`, from `from` on (the rows
+/// before it are as they were).
+fn regroup(rows: &[Entry], from: usize) {
+    for at in from..rows.len() {
+        let entry = &rows[at];
+        let before = at.checked_sub(1).map(|i| &rows[i]);
+        let last_message = rows[..at].iter().rev().find(|e| e.is_message());
+        let time = entry.time.get_untracked();
+        let new_day = entry.is_message()
+            && last_message.is_none_or(|m| day_of(m.time.get_untracked()) != day_of(time));
+        let new_group = new_day
+            || !entry.is_message()
+            || before.is_none_or(|b| {
+                !b.is_message()
+                    || b.author != entry.author
+                    || b.own != entry.own
+                    || time - b.time.get_untracked() > GROUP_WITHIN_MS
+            });
+        if entry.starts_day.get_untracked() != new_day {
+            entry.starts_day.set(new_day);
+        }
+        if entry.starts_group.get_untracked() != new_group {
+            entry.starts_group.set(new_group);
         }
     }
 }
@@ -89,6 +146,12 @@ pub struct Timeline {
     entries: RwSignal<Vec<Entry>>,
     /// The newest id received on the stream: where a reconnect resumes.
     last_id: StoredValue<u64>,
+    /// The row the "new messages" line goes above, if any.
+    pub marker: RwSignal<Option<u64>>,
+    /// Messages after this id are new to the reader (0: all are).
+    unread_after: StoredValue<u64>,
+    /// What screen readers are told last (a message as it arrives).
+    pub announcement: RwSignal<String>,
 }
 
 impl Timeline {
@@ -103,12 +166,36 @@ impl Timeline {
             room: StoredValue::new(room.into()),
             entries: RwSignal::new(Vec::new()),
             last_id: StoredValue::new(0),
+            marker: RwSignal::new(None),
+            unread_after: StoredValue::new(0),
+            announcement: RwSignal::new(String::new()),
         }
     }
 
     /// Starts the stream after `id` instead of with the recent history.
     pub fn resume_after(&self, id: u64) {
         self.last_id.set_value(id);
+    }
+
+    /// The reader has seen the room up to `id`: the "new messages" line goes
+    /// above the first message after it.
+    pub fn seen_up_to(&self, id: u64) {
+        self.unread_after.set_value(id);
+    }
+
+    /// Tells screen readers about a message that has just arrived.
+    pub fn announce(&self, entry: &Entry) {
+        let text: String = entry.text.chars().take(ANNOUNCED_CHARS).collect();
+        self.announcement.set(format!("{}: {text}", entry.author));
+    }
+
+    /// The first row after `key` by someone else.
+    pub fn first_other_after(&self, key: u64) -> Option<u64> {
+        self.entries.with_untracked(|e| {
+            e.iter()
+                .find(|e| e.key > key && !e.own && e.is_message())
+                .map(|e| e.key)
+        })
     }
 
     /// The newest id received on the stream (0 before any).
@@ -148,11 +235,22 @@ impl Timeline {
         time: i64,
         delivery: Delivery,
     ) -> Entry {
+        if own {
+            self.caught_up();
+        }
         self.append(Entry {
             own,
             nonce: nonce.into(),
             ..Entry::new(self.take_key(), author, text, time, delivery)
         })
+    }
+
+    /// The user wrote (here or in another tab): they have read what came
+    /// before, so the "new messages" line goes.
+    fn caught_up(&self) {
+        if self.marker.get_untracked().is_some() {
+            self.marker.set(None);
+        }
     }
 
     fn take_key(&self) -> u64 {
@@ -168,6 +266,10 @@ impl Timeline {
             if entries.len() > MAX_ENTRIES {
                 let excess = entries.len() - MAX_ENTRIES;
                 entries.drain(..excess);
+                // The new first row starts its day and group.
+                regroup(entries, 0);
+            } else {
+                regroup(entries, entries.len() - 1);
             }
         });
         entry
@@ -175,6 +277,7 @@ impl Timeline {
 
     /// Shows a message of ours right away, before the server has it.
     pub fn push_own(&self, author: &str, text: &str, nonce: &str) -> Entry {
+        self.caught_up();
         let entry = Entry {
             own: true,
             nonce: nonce.into(),
@@ -209,31 +312,39 @@ impl Timeline {
 
     /// A message from the Subscribe stream, for a user called `me`: one seen
     /// already (ignored), the stored copy of one of ours (then it is
-    /// delivered, with the server's time), or a new row.
-    pub fn receive(&self, message: ChatMessage, me: &str) {
+    /// delivered, with the server's time), or a new row, returned when it
+    /// is someone else's.
+    pub fn receive(&self, message: ChatMessage, me: &str) -> Option<Entry> {
         if message.id != 0 {
             if message.id <= self.last_id.get_value() {
-                return;
+                return None;
             }
             self.last_id.set_value(message.id);
         }
-        match self.find_own(&message) {
-            Some(entry) => {
-                entry.id.set(message.id);
-                mark_delivered(&entry, message.timestamp);
-            }
-            None => {
-                let entry = self.push(
-                    &message.username,
-                    &message.message,
-                    message.username == me,
-                    "",
-                    message.timestamp,
-                    Delivery::Delivered,
-                );
-                entry.id.set(message.id);
-            }
+        if let Some(entry) = self.find_own(&message) {
+            entry.id.set(message.id);
+            mark_delivered(&entry, message.timestamp);
+            return None;
         }
+        let own = message.username == me;
+        let entry = self.push(
+            &message.username,
+            &message.message,
+            own,
+            "",
+            message.timestamp,
+            Delivery::Delivered,
+        );
+        entry.id.set(message.id);
+        let unread_after = self.unread_after.get_value();
+        if !own
+            && unread_after > 0
+            && message.id > unread_after
+            && self.marker.get_untracked().is_none()
+        {
+            self.marker.set(Some(entry.key));
+        }
+        (!own).then_some(entry)
     }
 
     /// The server no longer has the messages after `after_id` and before
@@ -266,7 +377,10 @@ impl Timeline {
 
     /// Drops a failed message the user gave up on.
     pub fn dismiss(&self, key: u64) {
-        self.entries.update(|e| e.retain(|e| e.key != key));
+        self.entries.update(|e| {
+            e.retain(|e| e.key != key);
+            regroup(e, 0);
+        });
     }
 }
 
@@ -304,7 +418,7 @@ pub fn deliver(entry: Entry) {
     });
 }
 
-/// The scrolling conversation with its "new messages" pill.
+/// The scrolling conversation with its jump-to-latest button.
 #[component]
 pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
     let list_ref = NodeRef::<html::Div>::new();
@@ -368,7 +482,13 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
         if stuck.get_untracked() || newest_is_own_sending {
             request_animation_frame(scroll_to_bottom);
         } else {
-            unseen.set(timeline.others_after(seen_key.get_untracked()));
+            let seen = seen_key.get_untracked();
+            let count = timeline.others_after(seen);
+            // The line goes above the first message the reader missed.
+            if count > 0 && unseen.get_untracked() == 0 {
+                timeline.marker.set(timeline.first_other_after(seen));
+            }
+            unseen.set(count);
         }
     });
 
@@ -397,8 +517,10 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
                 on:scroll=on_scroll
                 data-testid="message-list"
                 data-room=timeline.room().to_string()
+                // A log, but not a live one: the history would be read out
+                // on every load. Arrivals go to the announcer below.
                 role="log"
-                aria-live="polite"
+                aria-live="off"
                 aria-label="Messages"
                 tabindex="0"
             >
@@ -422,18 +544,22 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
                     />
                 </ol>
             </div>
-            <Show when=move || { unseen.get() > 0 && !stuck.get() }>
+            <Show when=move || !stuck.get()>
                 <button
                     class="new-pill"
-                    data-testid="new-messages"
+                    data-testid="jump-latest"
                     on:click=move |_| scroll_to_bottom()
                 >
                     {move || match unseen.get() {
+                        0 => "Jump to latest ↓".to_owned(),
                         1 => "1 new message ↓".to_owned(),
                         n => format!("{n} new messages ↓"),
                     }}
                 </button>
             </Show>
+            <div class="sr-only" aria-live="polite" data-testid="announcer">
+                {move || timeline.announcement.get()}
+            </div>
         </div>
     }
 }
@@ -461,8 +587,20 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
         own,
         time,
         delivery,
+        starts_group,
+        starts_day,
         ..
     } = entry.clone();
+    let day = move || {
+        starts_day.get().then(|| {
+            view! { <li class="day" data-testid="day-separator"><span>{time::day_label(time.get())}</span></li> }
+        })
+    };
+    let marker = move || {
+        (timeline.marker.get() == Some(key)).then(|| {
+            view! { <li class="unread-marker" data-testid="unread-marker"><span>"New messages"</span></li> }
+        })
+    };
     let stamp = Memo::new(move |_| time::stamp(time.get()));
     let state = move || match delivery.get() {
         Delivery::Sending => "sending",
@@ -480,9 +618,12 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
     let initial = author.chars().next().map(String::from).unwrap_or_default();
 
     view! {
+        {day}
+        {marker}
         <li
             class="msg"
             class:own=own
+            class:cont=move || !starts_group.get()
             data-testid="message"
             data-own=if own { "true" } else { "false" }
             data-state=state
@@ -492,7 +633,18 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
             {(!own).then(|| view! { <span class="avatar" aria-hidden="true">{initial}</span> })}
             <div class="bubble">
                 <div class="meta">
-                    <span class="author" data-testid="message-author">{author.to_string()}</span>
+                    // Own bubbles do not repeat the user's name; a
+                    // continuation names its author for screen readers only.
+                    {if own {
+                        view! { <span class="sr-only">"You"</span> }.into_any()
+                    } else {
+                        view! {
+                            <span class="author" data-testid="message-author">
+                                {author.to_string()}
+                            </span>
+                        }
+                        .into_any()
+                    }}
                     <time
                         data-testid="message-time"
                         datetime=move || stamp.with(|s| s.iso.clone())
@@ -501,7 +653,7 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
                         {move || stamp.with(|s| s.short.clone())}
                     </time>
                     {own.then(|| view! {
-                        <span class="tick" aria-label=state title=state>
+                        <span class="tick" role="img" aria-label=state title=state>
                             {move || match delivery.get() {
                                 Delivery::Sending => "○",
                                 Delivery::Delivered => "✓",
@@ -510,7 +662,7 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
                         </span>
                     })}
                 </div>
-                <p class="text" data-testid="message-text">{text.to_string()}</p>
+                <div class="text" data-testid="message-text">{rich_text(&text)}</div>
             </div>
             {move || error().map(|failure| {
                 let retry_entry = entry.clone();
@@ -572,6 +724,28 @@ fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> impl
         </li>
     }
     .into_any()
+}
+
+/// A message's text with its links and code (see [`rich`]), all as text.
+fn rich_text(text: &str) -> AnyView {
+    let pieces = rich::pieces(text);
+    if let [Piece::Text(plain)] = pieces.as_slice() {
+        return plain.clone().into_any();
+    }
+    pieces
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Text(text) => text.into_any(),
+            Piece::Link(url) => {
+                let label = url.clone();
+                view! { <a href=url target="_blank" rel="noopener noreferrer">{label}</a> }
+            }
+            .into_any(),
+            Piece::Code(code) => view! { <code>{code}</code> }.into_any(),
+            Piece::Block(code) => view! { <pre><code>{code}</code></pre> }.into_any(),
+        })
+        .collect::<Vec<_>>()
+        .into_any()
 }
 
 /// A stable colour per name, so people are easy to tell apart.
@@ -722,6 +896,73 @@ mod tests {
             &*timeline.entries.get_untracked().last().expect("row").text,
             "fresh"
         );
+    }
+
+    #[test]
+    fn runs_by_one_person_group_and_days_and_notices_break_them() {
+        let owner = Owner::new();
+        owner.set();
+        let timeline = Timeline::new();
+        let minute = 60_000;
+        let day = 86_400_000;
+        let at = |id, author: &str, time| ChatMessage {
+            timestamp: time,
+            ..stored(id, author, "x")
+        };
+        for message in [
+            at(1, "ada", day),
+            at(2, "ada", day + minute),
+            at(3, "bob", day + 2 * minute),
+            at(4, "bob", day + 9 * minute),
+            at(5, "bob", 2 * day + 9 * minute),
+        ] {
+            timeline.receive(message, "me");
+        }
+        timeline.note_presence("carol joined");
+        timeline.receive(at(6, "bob", 2 * day + 10 * minute), "me");
+        let flags = |timeline: &Timeline| {
+            timeline.entries.with_untracked(|e| {
+                e.iter()
+                    .map(|e| (e.starts_group.get_untracked(), e.starts_day.get_untracked()))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(
+            flags(&timeline),
+            [
+                (true, true),   // ada, first of the day
+                (false, false), // ada a minute later
+                (true, false),  // bob
+                (true, false),  // bob, but 7 minutes on
+                (true, true),   // bob the next day
+                (true, false),  // the notice
+                (true, false),  // bob after the notice
+            ]
+        );
+        // Dismissing the first of a run makes the next one its start.
+        let first = timeline.entries.with_untracked(|e| e[0].key);
+        timeline.dismiss(first);
+        assert_eq!(flags(&timeline)[0], (true, true));
+    }
+
+    #[test]
+    fn the_new_messages_line_goes_above_the_first_unseen_message_by_others() {
+        let owner = Owner::new();
+        owner.set();
+        let timeline = Timeline::new();
+        timeline.seen_up_to(2);
+        for (id, author) in [(1, "bob"), (2, "bob"), (3, "me"), (4, "bob"), (5, "bob")] {
+            timeline.receive(stored(id, author, "x"), "me");
+        }
+        let key_of = |id| {
+            timeline
+                .entries
+                .with_untracked(|e| e.iter().find(|e| e.id.get_untracked() == id).map(|e| e.key))
+        };
+        assert_eq!(timeline.marker.get_untracked(), key_of(4));
+        // Writing means the reader has caught up.
+        own(&timeline, "hi", "n1");
+        assert_eq!(timeline.marker.get_untracked(), None);
     }
 
     #[test]

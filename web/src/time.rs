@@ -37,6 +37,39 @@ pub fn stamp(ms: i64) -> Stamp {
     }
 }
 
+/// The local calendar day of `ms`, as a number that orders days
+/// (yyyymmdd), for telling where a new day starts.
+pub fn day_key(ms: i64) -> u32 {
+    let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    date.get_full_year() * 10_000 + (date.get_month() + 1) * 100 + date.get_date()
+}
+
+/// How a day separator names the day of `ms`: "Today", "Yesterday", or the
+/// date in the reader's language (with the year only when it is not this
+/// one).
+pub fn day_label(ms: i64) -> String {
+    let now = now_ms();
+    let day = day_key(ms);
+    if day == day_key(now) {
+        return "Today".to_owned();
+    }
+    if day == day_key(now - 86_400_000) {
+        return "Yesterday".to_owned();
+    }
+    let date = js_sys::Date::new(&JsValue::from_f64(ms as f64));
+    let options = js_sys::Object::new();
+    let set = |key: &str, value: &str| {
+        let _ = js_sys::Reflect::set(&options, &key.into(), &value.into());
+    };
+    set("weekday", "long");
+    set("day", "numeric");
+    set("month", "long");
+    if day / 10_000 != day_key(now) / 10_000 {
+        set("year", "numeric");
+    }
+    date.to_locale_date_string("default", &options).into()
+}
+
 fn hh_mm(hours: u32, minutes: u32) -> String {
     format!("{hours:02}:{minutes:02}")
 }
