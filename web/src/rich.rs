@@ -71,10 +71,7 @@ fn links(text: &str, out: &mut Vec<Piece>) {
             break;
         };
         // "xhttp://" is not the start of an address.
-        let glued = rest[..start]
-            .chars()
-            .next_back()
-            .is_some_and(is_word);
+        let glued = rest[..start].chars().next_back().is_some_and(is_word);
         let candidate = &rest[start..];
         let end = candidate
             .find(|c: char| c.is_whitespace() || matches!(c, '<' | '>' | '"'))
