@@ -143,6 +143,12 @@ export async function openPage(browser, url, viewport = { width: 1000, height: 7
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (error) => errors.push(error));
+  // The app's panic hook says what went wrong before the wasm aborts.
+  page.on('console', (message) => {
+    if (message.type() === 'error' && message.text().startsWith('panicked at')) {
+      errors.push(new Error(message.text()));
+    }
+  });
   page.errors = errors;
   await page.goto(url);
   return page;

@@ -17,5 +17,11 @@ mod time;
 mod wait;
 
 fn main() {
+    // A panic aborts the app (panic = "abort"): say why in the console first,
+    // so a bug report, or a failing browser test, has more than
+    // "unreachable".
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&info.to_string().into());
+    }));
     leptos::mount::mount_to_body(app::App);
 }
