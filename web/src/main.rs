@@ -5,6 +5,7 @@ mod api;
 mod app;
 mod composer;
 mod connection;
+mod focus;
 mod grpc;
 mod messages;
 mod name_prompt;

@@ -8,6 +8,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::api;
+use crate::focus;
 use crate::grpc::{Code, Status};
 use crate::session::Session;
 
@@ -63,7 +64,7 @@ pub fn NamePrompt(
     let opener = StoredValue::new_local(document().active_element());
     let on_cancel = on_cancel.map(|cancel| {
         Callback::new(move |()| {
-            crate::app::restore_focus(opener.get_value());
+            focus::restore(opener.get_value());
             cancel.run(());
         })
     });
@@ -78,7 +79,7 @@ pub fn NamePrompt(
         spawn_local(async move {
             match api::join(&name, "").await {
                 Ok(session) => {
-                    crate::app::focus_composer();
+                    focus::composer();
                     on_joined.run(session);
                 }
                 Err(status) => {
@@ -112,7 +113,7 @@ pub fn NamePrompt(
         }
     };
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
-        crate::app::keep_tab_inside(&ev);
+        focus::keep_tab_inside(&ev);
         if ev.key() == "Escape"
             && let Some(cancel) = on_cancel
         {

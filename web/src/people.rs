@@ -12,6 +12,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use crate::api;
+use crate::focus;
 use crate::messages::{Timeline, name_hue};
 use crate::time;
 
@@ -190,7 +191,7 @@ pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> i
     });
     let close = move || {
         open.set(false);
-        crate::app::restore_focus(document().query_selector(DRAWER_TOGGLE).ok().flatten());
+        focus::restore(document().query_selector(DRAWER_TOGGLE).ok().flatten());
     };
     view! {
         <aside

@@ -12,6 +12,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use crate::api::{self, RoomInfo};
+use crate::focus;
 
 const SEEN_KEY: &str = "chat.seen.";
 
@@ -205,7 +206,7 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Escape" && open.get_untracked() {
             open.set(false);
-            crate::app::restore_focus(document().query_selector(DRAWER_TOGGLE).ok().flatten());
+            focus::restore(document().query_selector(DRAWER_TOGGLE).ok().flatten());
         }
     };
     view! {
@@ -256,7 +257,7 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
                                         ev.prevent_default();
                                         rooms.open(&go);
                                         open.set(false);
-                                        crate::app::focus_composer();
+                                        focus::composer();
                                     }
                                 >
                                     <span class="hash" aria-hidden="true">"#"</span>
@@ -282,7 +283,7 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
     // What had focus when the dialog opened (before the field takes it).
     let opener = StoredValue::new_local(document().active_element());
     let cancel = move || {
-        crate::app::restore_focus(opener.get_value());
+        focus::restore(opener.get_value());
         on_close.run(());
     };
     let name = RwSignal::new(String::new());
@@ -313,7 +314,7 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
                         l.sort_by(|a, b| a.name.cmp(&b.name));
                     });
                     rooms.open(&opened);
-                    crate::app::focus_composer();
+                    focus::composer();
                     on_close.run(());
                 }
                 Err(status) => {
@@ -333,7 +334,7 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
         <div
             class="overlay"
             on:keydown=move |ev| {
-                crate::app::keep_tab_inside(&ev);
+                focus::keep_tab_inside(&ev);
                 if ev.key() == "Escape" {
                     cancel();
                 }
