@@ -110,3 +110,34 @@ test('on a phone, the rooms are a drawer behind the # button', async () => {
   assert.deepEqual(phone.errors, []);
   await phone.context().close();
 });
+
+test('a reply that arrives after leaving the room is harmless', async () => {
+  // The race behind a rare crash: a message is sent, and the room is left
+  // before the server's reply comes back. The reply is held back here.
+  const ada = await openPage(chat.browser, `${chat.server.url}#/room/general`);
+  await join(ada, 'Leaver');
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let holding = true;
+  await ada.route('**/ChatService/Send', async (route) => {
+    if (holding) await held;
+    await route.continue();
+  });
+  await say(ada, 'sent on the way out');
+  await ada.getByTestId('new-room').click();
+  await ada.getByTestId('room-name-input').fill('elsewhere');
+  await ada.getByTestId('room-create').click();
+  await ada.waitForFunction(() => location.hash === '#/room/elsewhere');
+  await connected(ada);
+  holding = false;
+  release();
+  // Back in general, the message is there, once, delivered.
+  await ada.locator('[data-testid="room"][data-room="general"]').click();
+  await connected(ada);
+  await messagesWithText(ada, 'sent on the way out').and(ada.locator('[data-state="delivered"]')).waitFor();
+  assert.equal(await messagesWithText(ada, 'sent on the way out').count(), 1);
+  await say(ada, 'still alive');
+  await messagesWithText(ada, 'still alive').and(ada.locator('[data-state="delivered"]')).waitFor();
+  assert.deepEqual(ada.errors, []);
+  await ada.context().close();
+});

@@ -384,16 +384,23 @@ impl Timeline {
     }
 }
 
+/// Marks an own row delivered. The `try_` calls: a reply may come after the
+/// user left the room, when the row (and its signals) are gone.
 fn mark_delivered(entry: &Entry, timestamp: i64) {
     if timestamp > 0 {
-        entry.time.set(timestamp);
+        entry.time.try_set(timestamp);
     }
-    if entry.delivery.get_untracked() != Delivery::Delivered {
-        entry.delivery.set(Delivery::Delivered);
+    if entry
+        .delivery
+        .try_get_untracked()
+        .is_some_and(|d| d != Delivery::Delivered)
+    {
+        entry.delivery.try_set(Delivery::Delivered);
     }
 }
 
-/// Sends (or re-sends) one of our rows and records the outcome on it.
+/// Sends (or re-sends) one of our rows and records the outcome on it (if
+/// the row is still there: the user may switch rooms before the reply).
 pub fn deliver(entry: Entry) {
     entry.delivery.set(Delivery::Sending);
     spawn_local(async move {
@@ -407,13 +414,15 @@ pub fn deliver(entry: Entry) {
         match api::send(message).await {
             Ok(reply) => {
                 if reply.id != 0 {
-                    entry.id.set(reply.id);
+                    entry.id.try_set(reply.id);
                 }
                 mark_delivered(&entry, reply.timestamp);
             }
             // The echo may have beaten a lost reply; then it did arrive.
-            Err(_) if entry.delivery.get_untracked() == Delivery::Delivered => {}
-            Err(failure) => entry.delivery.set(Delivery::Failed(failure)),
+            Err(_) if entry.delivery.try_get_untracked() == Some(Delivery::Delivered) => {}
+            Err(failure) => {
+                entry.delivery.try_set(Delivery::Failed(failure));
+            }
         }
     });
 }
