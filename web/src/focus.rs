@@ -3,7 +3,7 @@
 //! composer after joining or changing rooms. The page behind an open dialog
 //! is inert, so nothing here has to fight for focus with it.
 
-use leptos::prelude::{document, request_animation_frame};
+use leptos::prelude::{RwSignal, Set, document, request_animation_frame};
 use wasm_bindgen::JsCast;
 
 /// Focuses `to` on the next frame (once a closed dialog or drawer is gone),
@@ -26,6 +26,13 @@ pub fn restore(to: Option<web_sys::Element>) {
         }
         focus_composer_within(3);
     });
+}
+
+/// Closes a drawer (`open`) and gives focus back to the button that opens
+/// it (found by `toggle`, a selector).
+pub fn close_drawer(open: RwSignal<bool>, toggle: &str) {
+    open.set(false);
+    restore(document().query_selector(toggle).ok().flatten());
 }
 
 /// Focuses the composer on the next frame (after a room change has built

@@ -189,10 +189,7 @@ pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> i
         }
         is_open
     });
-    let close = move || {
-        open.set(false);
-        focus::restore(document().query_selector(DRAWER_TOGGLE).ok().flatten());
-    };
+    let close = move || focus::close_drawer(open, DRAWER_TOGGLE);
     view! {
         <aside
             class="people"

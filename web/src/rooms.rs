@@ -205,8 +205,7 @@ pub fn RoomList(rooms: Rooms, open: RwSignal<bool>, creating: RwSignal<bool>) ->
     });
     let on_keydown = move |ev: leptos::ev::KeyboardEvent| {
         if ev.key() == "Escape" && open.get_untracked() {
-            open.set(false);
-            focus::restore(document().query_selector(DRAWER_TOGGLE).ok().flatten());
+            focus::close_drawer(open, DRAWER_TOGGLE);
         }
     };
     view! {
