@@ -37,6 +37,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_DB", default_value = "chat.db")]
     pub db: Location,
 
+    /// Cluster mode: the NATS servers (`nats://host:4222`, comma-separated)
+    /// whose JetStream holds every room, shared by every replica started
+    /// with the same list. `--db` is then not used.
+    #[arg(long, env = "CHAT_NATS", value_name = "URL[,URL...]")]
+    pub nats: Option<String>,
+
+    /// Copies JetStream keeps of each room (cluster mode): 3 survives the
+    /// loss of one NATS node; at most the number of NATS nodes.
+    #[arg(long, env = "CHAT_NATS_REPLICAS", default_value_t = 3,
+          value_parser = clap::value_parser!(u16).range(1..=5))]
+    pub nats_replicas: u16,
+
     /// How many recent messages a new subscriber gets before live ones.
     #[arg(long, env = "CHAT_HISTORY", default_value_t = DEFAULT_HISTORY,
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
@@ -224,6 +236,8 @@ impl Config {
             allowed_origins: Vec::new(),
             web_dir: PathBuf::from("dist"),
             db: Location::Memory,
+            nats: None,
+            nats_replicas: 3,
             history: DEFAULT_HISTORY,
             retain: Retention::Count(100_000),
             buffer: DEFAULT_BUFFER,

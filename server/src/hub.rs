@@ -23,11 +23,13 @@ use std::sync::{Arc, RwLock};
 use chat_proto::ChatMessage;
 use thiserror::Error;
 
+use crate::log::RoomLog;
 use crate::metrics::Metrics;
 use crate::people::presence::Presence;
 use crate::ring::{Ring, Taken};
 use crate::store::{
-    Committed, Location, Retention, RoomId, RoomRow, Store, StoreError, Stored, StreamFailure,
+    Committed, Location, OnCommit, Retention, RoomId, RoomRow, Store, StoreError, Stored,
+    StreamFailure,
 };
 use crate::wire::Relayed;
 
@@ -61,6 +63,10 @@ const PAGE: usize = 512;
 /// they may take: what a stuck stream keeps alive of messages the ring has
 /// since let go is bounded like a page read from the store.
 const TAKE: (usize, usize) = (256, crate::store::PAGE_BYTES);
+
+/// How long a resuming client waits for this replica to catch up with the
+/// id it read elsewhere, before it is served what is here.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Identifies a connection, so `ChatStream` does not echo a client's own
 /// messages back to it.
@@ -150,7 +156,7 @@ pub struct Hub {
 struct Inner {
     rooms: Arc<RwLock<Rooms>>,
     buffer: Buffer,
-    store: Store,
+    log: Arc<dyn RoomLog>,
     subscribers: AtomicUsize,
     history: u64,
     next_origin: AtomicU64,
@@ -159,7 +165,7 @@ struct Inner {
 }
 
 impl Hub {
-    /// Opens the store at `location` and a ring of `buffer`; new
+    /// Opens the SQLite store at `location` and a ring of `buffer`; new
     /// subscribers get the last `history` messages.
     pub fn open(
         location: Location,
@@ -168,13 +174,29 @@ impl Hub {
         history: u32,
         metrics: Metrics,
     ) -> Result<Self, StoreError> {
+        Self::open_log(
+            |on_commit, metrics| {
+                let store = Store::open(location, retention, metrics, on_commit)?;
+                Ok(Arc::new(store) as Arc<dyn RoomLog>)
+            },
+            buffer,
+            history,
+            metrics,
+        )
+    }
+
+    /// Opens the hub on the log `open` makes, which hands every committed
+    /// batch to the callback it is given.
+    pub fn open_log(
+        open: impl FnOnce(OnCommit, Metrics) -> Result<Arc<dyn RoomLog>, StoreError>,
+        buffer: Buffer,
+        history: u32,
+        metrics: Metrics,
+    ) -> Result<Self, StoreError> {
         let rooms = Arc::new(RwLock::new(Rooms::default()));
         let committed = Arc::clone(&rooms);
-        let store = Store::open(
-            location,
-            retention,
-            metrics.clone(),
-            // Encoded here, on the writer thread, once for every subscriber.
+        let log = open(
+            // Encoded here, on the log's thread, once for every subscriber.
             Box::new(move |batch: Committed| {
                 let room = read(&committed).by_id.get(&batch.room).cloned();
                 if let Some(room) = room {
@@ -182,18 +204,19 @@ impl Hub {
                     room.ring.put(messages, batch.oldest_kept);
                 }
             }),
+            metrics.clone(),
         )?;
         let inner = Inner {
             rooms,
             buffer,
-            store,
+            log,
             subscribers: AtomicUsize::new(0),
             history: u64::from(history),
             next_origin: AtomicU64::new(1),
             shut_down: AtomicBool::new(false),
             metrics,
         };
-        for row in inner.store.rooms_at_open().to_vec() {
+        for row in inner.log.rooms_at_open() {
             inner.add_room(row);
         }
         Ok(Self {
@@ -205,6 +228,50 @@ impl Hub {
     /// exists.
     pub fn room(&self, name: &str) -> Option<Arc<Room>> {
         read(&self.inner.rooms).by_name.get(name).cloned()
+    }
+
+    /// The room called `name`, also if another replica created it since
+    /// this one started.
+    pub async fn find_room(&self, name: &str) -> Result<Option<Arc<Room>>, StoreError> {
+        if let Some(room) = self.room(name) {
+            return Ok(Some(room));
+        }
+        Ok(self
+            .inner
+            .log
+            .find_room(name)
+            .await?
+            .map(|row| self.inner.add_room(row)))
+    }
+
+    /// Learns of rooms other replicas created (a no-op on one machine).
+    pub async fn refresh_rooms(&self) -> Result<(), StoreError> {
+        for row in self.inner.log.list_rooms().await? {
+            if self.room(&row.name).is_none() {
+                self.inner.add_room(row);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (a little) until `room` has been handed every id up to `id`
+    /// that exists: a client resuming here after reading from another
+    /// replica may be ahead of this one for a moment.
+    pub async fn catch_up(&self, room: &Room, id: u64) -> Result<(), StoreError> {
+        if room.last_id() >= id {
+            return Ok(());
+        }
+        let target = id.min(self.inner.log.newest(room.id).await?);
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        while room.last_id() < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    /// Whether the log takes writes (health checks say so).
+    pub fn is_available(&self) -> bool {
+        self.inner.log.is_available()
     }
 
     /// Every room, sorted by name.
@@ -221,7 +288,7 @@ impl Hub {
     /// Opens a new room (`StoreError::RoomExists` if there is one by that
     /// name).
     pub async fn create_room(&self, name: &str, topic: &str) -> Result<Arc<Room>, StoreError> {
-        let row = self.inner.store.create_room(name, topic).await?;
+        let row = self.inner.log.create_room(name, topic).await?;
         Ok(self.inner.add_room(row))
     }
 
@@ -285,7 +352,7 @@ impl Hub {
             room: room.name.to_string(),
             ..message
         };
-        self.inner.store.append(room.id, message).await
+        self.inner.log.append(room.id, message).await
     }
 
     /// Queues a message from a streaming connection, in order, without
@@ -303,7 +370,7 @@ impl Hub {
             ..message
         };
         self.inner
-            .store
+            .log
             .append_from(room.id, origin.0, message, failure)
             .await
     }
@@ -315,7 +382,7 @@ impl Hub {
 
     /// Read connections the store has open (see [`crate::store::MAX_READERS`]).
     pub fn open_store_readers(&self) -> usize {
-        self.inner.store.open_readers()
+        self.inner.log.open_readers()
     }
 
     /// Connected subscribers (Subscribe streams and ChatStream clients).
@@ -345,7 +412,7 @@ impl Inner {
 
     fn add_room(&self, row: RoomRow) -> Arc<Room> {
         let last_id = self
-            .store
+            .log
             .last_id(row.id)
             .unwrap_or_else(|| Arc::new(AtomicU64::new(row.last_id)));
         let room = Arc::new(Room {
@@ -362,6 +429,10 @@ impl Inner {
             presence: Presence::new(),
         });
         let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
+        // Two streams may have looked the same new room up at once.
+        if let Some(known) = rooms.by_name.get(&room.name) {
+            return Arc::clone(known);
+        }
         rooms
             .by_name
             .insert(Arc::clone(&room.name), Arc::clone(&room));
@@ -496,7 +567,7 @@ impl Subscription {
     async fn fetch(&mut self) -> Result<(), Closed> {
         let page = self
             .hub
-            .store
+            .log
             .range(self.room.id, self.delivered, self.fetch_upto, PAGE)
             .await?;
         let Some(first) = page.first() else {

@@ -2,7 +2,9 @@
 //!
 //! - [`hub`]: the fan-out every message goes through, live or caught up.
 //! - [`ring`]: the newest messages in memory, shared by every subscriber.
-//! - [`store`]: durable history in SQLite, written in batches.
+//! - [`log`]: the seam between the hub and where messages live (one ordered
+//!   log per room); [`store`] is the SQLite one for one machine, written in
+//!   batches, and [`nats`] the JetStream one that several replicas share.
 //! - [`service`]: the `ChatService` RPCs, validation, and gRPC statuses.
 //! - [`wire`]: each relayed message encoded once, shared by every stream.
 //! - [`routes`]: gRPC, gRPC-Web, health checks and the web app on one HTTP service.
@@ -25,8 +27,10 @@ pub mod connection;
 pub mod cors;
 pub mod hub;
 pub mod limits;
+pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod nats;
 pub mod people;
 pub mod protocol;
 pub mod ring;

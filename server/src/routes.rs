@@ -105,10 +105,13 @@ pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> 
     Ok(Router::new().fallback_service(prefixed))
 }
 
-/// For a reverse proxy: 200 while serving, 503 once shutting down.
+/// For a reverse proxy: 200 while serving, 503 once shutting down or while
+/// the message log (NATS, in cluster mode) cannot be reached.
 async fn healthz(State(hub): State<Hub>) -> (StatusCode, &'static str) {
     if hub.is_shut_down() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if !hub.is_available() {
+        (StatusCode::SERVICE_UNAVAILABLE, "message log unavailable\n")
     } else {
         (StatusCode::OK, "ok\n")
     }

@@ -34,7 +34,9 @@ use crate::connection::{self, Conn, Verdict};
 use crate::cors::{self, InvalidOrigin};
 use crate::hub::{Buffer, Hub};
 use crate::limits::RateLimiter;
+use crate::log::RoomLog;
 use crate::metrics::{Limit, Metrics};
+use crate::nats::{self, NatsConfig};
 use crate::people::claims::Claims;
 use crate::routes;
 use crate::service::ChatServer;
@@ -96,18 +98,39 @@ impl Server {
                     addr: config.addr.clone(),
                     source,
                 })?;
-        let hub = Hub::open(
-            config.db.clone(),
-            config.retain,
-            Buffer {
-                messages: config.buffer,
-                mib: config.buffer_mib,
-            },
-            config.history,
-            Metrics::new(),
-        )
+        let buffer = Buffer {
+            messages: config.buffer,
+            mib: config.buffer_mib,
+        };
+        let hub = match &config.nats {
+            None => Hub::open(
+                config.db.clone(),
+                config.retain,
+                buffer,
+                config.history,
+                Metrics::new(),
+            ),
+            Some(urls) => {
+                let connected = nats::Connected::connect(NatsConfig {
+                    urls: urls.clone(),
+                    replicas: usize::from(config.nats_replicas),
+                    retention: config.retain,
+                })
+                .await
+                .map_err(|source| ServeError::Store {
+                    db: urls.clone(),
+                    source,
+                })?;
+                Hub::open_log(
+                    |on_commit, _| Ok(Arc::new(connected.open(on_commit)) as Arc<dyn RoomLog>),
+                    buffer,
+                    config.history,
+                    Metrics::new(),
+                )
+            }
+        }
         .map_err(|source| ServeError::Store {
-            db: config.db.to_string(),
+            db: config.nats.clone().unwrap_or_else(|| config.db.to_string()),
             source,
         })?;
         Ok(Self {
@@ -158,6 +181,7 @@ impl Server {
             base_path: config.base_path.clone(),
         })?;
         crate::memory::give_back_after_bursts(self.hub.metrics().clone());
+        tokio::spawn(report_availability(self.hub.clone(), health.clone()));
         let serving = Serving {
             app,
             http: http_builder(&limits, heartbeat),
@@ -219,6 +243,33 @@ impl Server {
         let _ = closing.send(());
         closing.closed().await;
         Ok(())
+    }
+}
+
+/// Keeps gRPC health in step with the log: NOT_SERVING while a replica has
+/// lost NATS, so load balancers route around it until it is back.
+async fn report_availability(hub: Hub, health: tonic_health::server::HealthReporter) {
+    let mut was = true;
+    while !hub.is_shut_down() {
+        let now = hub.is_available();
+        if now != was {
+            let status = if now {
+                info!("the message log is available again");
+                tonic_health::ServingStatus::Serving
+            } else {
+                warn!("the message log is unavailable: reporting NOT_SERVING");
+                tonic_health::ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status(
+                    <crate::ChatServiceServer<ChatServer> as tonic::server::NamedService>::NAME,
+                    status,
+                )
+                .await;
+            was = now;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

@@ -197,12 +197,17 @@ impl ChatServer {
         }
     }
 
-    /// The room a request names (empty: general).
-    fn room(&self, raw: &str) -> Result<Arc<Room>, Status> {
+    /// The room a request names (empty: general), also one that another
+    /// replica created.
+    async fn room(&self, raw: &str) -> Result<Arc<Room>, Status> {
         let name = rules::room(raw).map_err(invalid_argument)?;
-        self.hub.room(&name).ok_or_else(|| {
-            Status::not_found(format!("there is no room called {name}: create it first"))
-        })
+        self.hub
+            .find_room(&name)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                Status::not_found(format!("there is no room called {name}: create it first"))
+            })
     }
 
     fn ensure_running(&self) -> Result<(), Status> {
@@ -227,10 +232,13 @@ impl crate::ChatService for ChatServer {
         let visit = Visit::new("chat_stream", None, client(&request));
         // The paper's clients live in general; others may pick a room.
         let room = match request.metadata().get("chat-room") {
-            Some(value) => self.room(value.to_str().map_err(|_| {
-                Status::invalid_argument("the chat-room header must be a room name")
-            })?)?,
-            None => self.room("")?,
+            Some(value) => {
+                let name = value.to_str().map_err(|_| {
+                    Status::invalid_argument("the chat-room header must be a room name")
+                })?;
+                self.room(name).await?
+            }
+            None => self.room("").await?,
         };
         let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
@@ -326,7 +334,11 @@ impl crate::ChatService for ChatServer {
             0 => Start::Recent,
             id => Start::After(id),
         };
-        let room = self.room(&request.get_ref().room)?;
+        let room = self.room(&request.get_ref().room).await?;
+        if let Start::After(id) = start {
+            // Read elsewhere up to `id`: wait until this replica has it too.
+            self.hub.catch_up(&room, id).await.map_err(unavailable)?;
+        }
         let mut watched = Watched::new(&self.hub, &room, &request.get_ref().watch);
         let visit = Visit::new("subscribe", Some(username), client(&request));
         // Present from here on (with a session), and told who else is.
@@ -457,7 +469,7 @@ impl crate::ChatService for ChatServer {
             Status::unauthenticated("only someone who joined can be typing: Join first")
         })?;
         let TypingRequest { typing, room } = request.into_inner();
-        let room = self.room(&room)?;
+        let room = self.room(&room).await?;
         // Saying so costs like a message; stopping is always allowed.
         if typing {
             self.typing_rates
@@ -521,6 +533,7 @@ impl crate::ChatService for ChatServer {
         _request: Request<ListRoomsRequest>,
     ) -> Result<Response<ListRoomsReply>, Status> {
         self.ensure_running()?;
+        self.hub.refresh_rooms().await.map_err(unavailable)?;
         let rooms = self
             .hub
             .rooms()
@@ -536,7 +549,7 @@ impl crate::ChatService for ChatServer {
         let session = self.session(&request)?;
         let mut message = request.into_inner();
         message.username = self.sender_name(session.as_ref(), &message.username)?;
-        let room = self.room(&message.room)?;
+        let room = self.room(&message.room).await?;
         let message = accept_message(message).map_err(invalid_argument)?;
         self.rates
             .check(conn.as_ref().map(|c| &c.rate), &message.username)

@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chat_proto::ChatMessage;
+use futures_util::future::BoxFuture;
 use rusqlite::{Connection, OpenFlags, params};
 use thiserror::Error;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -126,6 +127,9 @@ pub enum StoreError {
     Task(#[from] tokio::task::JoinError),
     #[error("the room {0} exists already")]
     RoomExists(String),
+    /// A shared log (NATS) cannot be reached; the write was not made.
+    #[error("the message log is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Milliseconds since the Unix epoch: the clock messages are stamped with.
@@ -450,6 +454,72 @@ impl Store {
     /// Read connections open right now (for tests and metrics).
     pub fn open_readers(&self) -> usize {
         self.readers.open.load(Ordering::SeqCst)
+    }
+}
+
+/// The embedded log: every room in one SQLite database, written by this
+/// process alone, so the hub knows every room and every id as it is made.
+impl crate::log::RoomLog for Store {
+    fn rooms_at_open(&self) -> Vec<RoomRow> {
+        self.rooms_at_open.to_vec()
+    }
+
+    fn find_room(&self, _name: &str) -> BoxFuture<'_, Result<Option<RoomRow>, StoreError>> {
+        // Rooms are only created through this process: the hub has them all.
+        Box::pin(async { Ok(None) })
+    }
+
+    fn list_rooms(&self) -> BoxFuture<'_, Result<Vec<RoomRow>, StoreError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn last_id(&self, room: RoomId) -> Option<Arc<AtomicU64>> {
+        Store::last_id(self, room)
+    }
+
+    fn newest(&self, room: RoomId) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let newest = Store::last_id(self, room).map_or(0, |id| id.load(Ordering::SeqCst));
+        Box::pin(async move { Ok(newest) })
+    }
+
+    fn create_room<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<RoomRow, StoreError>> {
+        Box::pin(Store::create_room(self, name, topic))
+    }
+
+    fn append(
+        &self,
+        room: RoomId,
+        message: ChatMessage,
+    ) -> BoxFuture<'_, Result<ChatMessage, StoreError>> {
+        Box::pin(Store::append(self, room, message))
+    }
+
+    fn append_from<'a>(
+        &'a self,
+        room: RoomId,
+        origin: u64,
+        message: ChatMessage,
+        failure: &'a StreamFailure,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(Store::append_from(self, room, origin, message, failure))
+    }
+
+    fn range(
+        &self,
+        room: RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Stored>, StoreError>> {
+        Box::pin(Store::range(self, room, after, upto, limit))
+    }
+
+    fn open_readers(&self) -> usize {
+        Store::open_readers(self)
     }
 }
 

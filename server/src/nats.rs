@@ -1,0 +1,616 @@
+//! The shared log for several replicas: each room is a NATS JetStream
+//! stream, `CHAT_<room>`, replicated on the NATS cluster.
+//!
+//! A message's id is its stream sequence, so every replica and every client
+//! agrees on it, and ids have no holes. `append` returns only after
+//! JetStream acknowledged the write (a `PubAck` from a majority of the
+//! stream's replicas). A message with a nonce carries a `Nats-Msg-Id` made
+//! from its sender's name and nonce, so a retried `Send` (here or on another
+//! replica, inside the stream's duplicate window) is stored once and
+//! answered with the first copy's id.
+//!
+//! Every replica follows each room it serves with an ordered consumer and
+//! hands what it reads to the hub, exactly as the SQLite writer hands over a
+//! committed batch: the hub cannot tell the two apart. History and resumes
+//! are read back from the stream.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::{self, consumer, context, stream};
+use bytes::Bytes;
+use chat_proto::ChatMessage;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use prost::Message as _;
+use tracing::{info, warn};
+
+use crate::log::{Committed, LogError, OnCommit, RoomId, RoomLog, RoomRow, Stored, StreamFailure};
+use crate::store::{PAGE_BYTES, Retention, now_millis};
+
+/// Every room's stream is named this, then the room's name.
+pub const STREAM_PREFIX: &str = "CHAT_";
+/// The room every server has.
+const GENERAL: &str = "general";
+/// How long a `Send` keeps retrying a write JetStream did not acknowledge
+/// (a leader election takes a few seconds), with the same `Nats-Msg-Id`.
+const WRITE_PATIENCE: Duration = Duration::from_secs(20);
+/// How long one publish waits for its acknowledgement before retrying.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+/// A retried write is recognised as a copy for this long.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Messages the follower hands to the hub at once, at most.
+const BATCH: usize = 256;
+/// How long a history read waits for the next message before it stops.
+const READ_WAIT: Duration = Duration::from_secs(5);
+/// The header that says which replica and connection wrote a message, so
+/// `ChatStream` does not echo a client's own words back to it.
+const ORIGIN_HEADER: &str = "Chat-Origin";
+
+/// How the cluster is reached and how rooms are kept.
+#[derive(Debug, Clone)]
+pub struct NatsConfig {
+    /// `nats://host:port`, comma-separated.
+    pub urls: String,
+    /// Copies of each room's stream (3 survives one node).
+    pub replicas: usize,
+    pub retention: Retention,
+}
+
+/// A connection to the cluster, with the rooms it had, not yet handing
+/// messages to anyone ([`Connected::open`] does).
+pub struct Connected {
+    config: NatsConfig,
+    client: async_nats::Client,
+    js: context::Context,
+    rooms: Vec<RoomRow>,
+}
+
+impl Connected {
+    /// Connects, makes sure `general` exists, and reads the rooms.
+    pub async fn connect(config: NatsConfig) -> Result<Self, LogError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("chat-server")
+            .connect(config.urls.as_str())
+            .await
+            .map_err(|e| {
+                LogError::Unavailable(format!("cannot connect to {}: {e}", config.urls))
+            })?;
+        let js = jetstream::new(client.clone());
+        let general = stream_config(&config, GENERAL, "");
+        js.get_or_create_stream(general)
+            .await
+            .map_err(unavailable)?;
+        let mut rooms = Vec::new();
+        let mut streams = js.streams();
+        while let Some(info) = streams.try_next().await.map_err(unavailable)? {
+            if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
+                rooms.push(RoomRow {
+                    id: 0,
+                    name: name.to_owned(),
+                    topic: info.config.description.clone().unwrap_or_default(),
+                    last_id: info.state.last_sequence,
+                });
+            }
+        }
+        info!(urls = %config.urls, rooms = rooms.len(), "connected to NATS JetStream");
+        Ok(Self {
+            config,
+            client,
+            js,
+            rooms,
+        })
+    }
+
+    /// Starts following every room; each message read goes to `on_commit`.
+    pub fn open(self, on_commit: OnCommit) -> NatsLog {
+        let log = NatsLog {
+            shared: Arc::new(Shared {
+                config: self.config,
+                client: self.client,
+                js: self.js,
+                on_commit: Mutex::new(on_commit),
+                rooms: Mutex::new(HashMap::new()),
+                next_room: AtomicI64::new(1),
+                replica: replica_id(),
+            }),
+            at_open: Mutex::new(Vec::new()),
+        };
+        let rows: Vec<RoomRow> = self
+            .rooms
+            .into_iter()
+            .map(|row| log.shared.register(row))
+            .collect();
+        *lock(&log.at_open) = rows;
+        log
+    }
+}
+
+/// The JetStream log; see the module header.
+pub struct NatsLog {
+    shared: Arc<Shared>,
+    at_open: Mutex<Vec<RoomRow>>,
+}
+
+impl fmt::Debug for NatsLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsLog")
+            .field("urls", &self.shared.config.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    config: NatsConfig,
+    client: async_nats::Client,
+    js: context::Context,
+    on_commit: Mutex<OnCommit>,
+    rooms: Mutex<HashMap<String, Followed>>,
+    next_room: AtomicI64,
+    /// Tells this process's messages apart from other replicas'.
+    replica: u64,
+}
+
+/// A room this replica follows.
+#[derive(Clone)]
+struct Followed {
+    id: RoomId,
+    name: Arc<str>,
+    last_id: Arc<AtomicU64>,
+}
+
+impl Shared {
+    /// Follows the room `row` describes (once, however often it is asked),
+    /// and returns the row with this process's number for it.
+    fn register(self: &Arc<Self>, row: RoomRow) -> RoomRow {
+        let mut rooms = lock(&self.rooms);
+        if let Some(known) = rooms.get(&row.name) {
+            return RoomRow {
+                id: known.id,
+                last_id: known.last_id.load(Ordering::SeqCst),
+                ..row
+            };
+        }
+        let followed = Followed {
+            id: self.next_room.fetch_add(1, Ordering::Relaxed),
+            name: row.name.as_str().into(),
+            last_id: Arc::new(AtomicU64::new(row.last_id)),
+        };
+        rooms.insert(row.name.clone(), followed.clone());
+        drop(rooms);
+        tokio::spawn(Arc::clone(self).follow(followed.clone()));
+        RoomRow {
+            id: followed.id,
+            ..row
+        }
+    }
+
+    fn room(&self, id: RoomId) -> Option<Followed> {
+        lock(&self.rooms).values().find(|r| r.id == id).cloned()
+    }
+
+    fn room_or_gone(&self, id: RoomId) -> Result<Followed, LogError> {
+        self.room(id)
+            .ok_or_else(|| LogError::Write("no such room on this replica".into()))
+    }
+
+    fn available(&self) -> Result<(), LogError> {
+        match self.client.connection_state() {
+            State::Connected => Ok(()),
+            _ => Err(LogError::Unavailable(
+                "this replica has lost its connection to NATS; try again (another replica may answer)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Hands the room's new messages to the hub, in order, for as long as
+    /// the process runs; a broken consumer is opened again where it left.
+    async fn follow(self: Arc<Self>, room: Followed) {
+        loop {
+            let after = room.last_id.load(Ordering::SeqCst);
+            match self.messages_after(&room.name, after).await {
+                Ok(mut messages) => {
+                    while let Some(first) = messages.next().await {
+                        let mut batch = Vec::new();
+                        let mut next = Some(first);
+                        while let Some(item) = next {
+                            match item {
+                                Ok(message) => {
+                                    if let Some(stored) = self.decode(&message) {
+                                        batch.push(stored);
+                                    }
+                                }
+                                Err(error) => {
+                                    warn!(room = %room.name, %error, "reading the room's stream");
+                                }
+                            }
+                            next = if batch.len() < BATCH {
+                                messages.next().now_or_never().flatten()
+                            } else {
+                                None
+                            };
+                        }
+                        self.hand_over(&room, batch);
+                    }
+                }
+                Err(error) => {
+                    warn!(room = %room.name, %error, "cannot follow the room's stream; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Moves the room's newest id, then gives the batch to the hub.
+    fn hand_over(&self, room: &Followed, batch: Vec<Stored>) {
+        let Some(last) = batch.last().map(|s| s.message.id) else {
+            return;
+        };
+        if last <= room.last_id.load(Ordering::SeqCst) {
+            return;
+        }
+        let batch: Vec<Stored> = batch
+            .into_iter()
+            .filter(|s| s.message.id > room.last_id.load(Ordering::SeqCst))
+            .collect();
+        room.last_id.store(last, Ordering::SeqCst);
+        let on_commit = lock(&self.on_commit);
+        on_commit(Committed {
+            room: room.id,
+            messages: batch,
+            oldest_kept: None,
+        });
+    }
+
+    /// An ordered consumer of the room's stream from id `after + 1`.
+    async fn messages_after(
+        &self,
+        room: &str,
+        after: u64,
+    ) -> Result<consumer::pull::Ordered, LogError> {
+        let stream = self
+            .js
+            .get_stream(stream_name(room))
+            .await
+            .map_err(unavailable)?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(unavailable)?;
+        consumer.messages().await.map_err(unavailable)
+    }
+
+    fn decode(&self, message: &jetstream::Message) -> Option<Stored> {
+        let info = message.info().ok()?;
+        let id = info.stream_sequence;
+        let mut chat = match ChatMessage::decode(message.payload.as_ref()) {
+            Ok(chat) => chat,
+            Err(error) => {
+                warn!(id, %error, "a message in the stream is not a ChatMessage; skipped");
+                ChatMessage::default()
+            }
+        };
+        chat.id = id;
+        let origin = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(ORIGIN_HEADER))
+            .and_then(|v| v.as_str().split_once('.'))
+            .and_then(|(replica, origin)| {
+                (replica.parse::<u64>().ok()? == self.replica).then(|| origin.parse().ok())?
+            });
+        Some(Stored {
+            origin,
+            message: chat,
+        })
+    }
+
+    /// Publishes `message` and waits for JetStream's acknowledgement,
+    /// retrying with the same message id through a leader election.
+    async fn write(
+        &self,
+        room: &Followed,
+        origin: Option<u64>,
+        message: ChatMessage,
+    ) -> Result<ChatMessage, LogError> {
+        self.available()?;
+        let message = ChatMessage {
+            id: 0,
+            timestamp: now_millis(),
+            ..message
+        };
+        // Without a nonce from the client, one of our own still makes this
+        // call's retries land once.
+        let msg_id = if message.nonce.is_empty() {
+            format!("{}-{}", self.replica, random_u64())
+        } else {
+            message_id(&message.username, &message.nonce)
+        };
+        let payload = Bytes::from(message.encode_to_vec());
+        let subject = subject(&room.name);
+        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        loop {
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&msg_id);
+            if let Some(origin) = origin {
+                publish = publish.header(ORIGIN_HEADER, format!("{}.{origin}", self.replica));
+            }
+            let attempt = async {
+                let ack = self
+                    .js
+                    .send_publish(subject.clone(), publish)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(ACK_WAIT, ack)
+                    .await
+                    .map_err(|_| "no acknowledgement in time".to_string())?
+                    .map_err(|e| e.to_string())
+            };
+            match attempt.await {
+                Ok(ack) => {
+                    return Ok(ChatMessage {
+                        id: ack.sequence,
+                        ..message
+                    });
+                }
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    warn!(room = %room.name, %error, "write not acknowledged yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(LogError::Unavailable(error)),
+            }
+        }
+    }
+}
+
+impl RoomLog for NatsLog {
+    fn rooms_at_open(&self) -> Vec<RoomRow> {
+        lock(&self.at_open).clone()
+    }
+
+    fn find_room(&self, name: &str) -> BoxFuture<'_, Result<Option<RoomRow>, LogError>> {
+        let name = name.to_owned();
+        Box::pin(async move {
+            match self.shared.js.get_stream(stream_name(&name)).await {
+                Ok(mut stream) => {
+                    let info = stream.info().await.map_err(unavailable)?;
+                    let row = RoomRow {
+                        id: 0,
+                        name,
+                        topic: info.config.description.clone().unwrap_or_default(),
+                        last_id: info.state.last_sequence,
+                    };
+                    Ok(Some(self.shared.register(row)))
+                }
+                Err(error) if is_not_found(&error) => Ok(None),
+                Err(error) => Err(unavailable(error)),
+            }
+        })
+    }
+
+    fn list_rooms(&self) -> BoxFuture<'_, Result<Vec<RoomRow>, LogError>> {
+        Box::pin(async move {
+            let mut rows = Vec::new();
+            let mut streams = self.shared.js.streams();
+            while let Some(info) = streams.try_next().await.map_err(unavailable)? {
+                if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
+                    rows.push(self.shared.register(RoomRow {
+                        id: 0,
+                        name: name.to_owned(),
+                        topic: info.config.description.clone().unwrap_or_default(),
+                        last_id: info.state.last_sequence,
+                    }));
+                }
+            }
+            Ok(rows)
+        })
+    }
+
+    fn last_id(&self, room: RoomId) -> Option<Arc<AtomicU64>> {
+        self.shared.room(room).map(|r| r.last_id)
+    }
+
+    fn newest(&self, room: RoomId) -> BoxFuture<'_, Result<u64, LogError>> {
+        Box::pin(async move {
+            let room = self.shared.room_or_gone(room)?;
+            let mut stream = self
+                .shared
+                .js
+                .get_stream(stream_name(&room.name))
+                .await
+                .map_err(unavailable)?;
+            Ok(stream
+                .info()
+                .await
+                .map_err(unavailable)?
+                .state
+                .last_sequence)
+        })
+    }
+
+    fn create_room<'a>(
+        &'a self,
+        name: &'a str,
+        topic: &'a str,
+    ) -> BoxFuture<'a, Result<RoomRow, LogError>> {
+        Box::pin(async move {
+            self.shared.available()?;
+            match self.shared.js.get_stream(stream_name(name)).await {
+                Ok(_) => return Err(LogError::RoomExists(name.to_owned())),
+                Err(error) if is_not_found(&error) => {}
+                Err(error) => return Err(unavailable(error)),
+            }
+            let config = stream_config(&self.shared.config, name, topic);
+            match self.shared.js.create_stream(config).await {
+                Ok(_) => {}
+                Err(error)
+                    if matches!(error.kind(), context::CreateStreamErrorKind::JetStream(e)
+                        if e.error_code() == jetstream::ErrorCode::STREAM_NAME_EXIST) =>
+                {
+                    return Err(LogError::RoomExists(name.to_owned()));
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+            Ok(self.shared.register(RoomRow {
+                id: 0,
+                name: name.to_owned(),
+                topic: topic.to_owned(),
+                last_id: 0,
+            }))
+        })
+    }
+
+    fn append(
+        &self,
+        room: RoomId,
+        message: ChatMessage,
+    ) -> BoxFuture<'_, Result<ChatMessage, LogError>> {
+        Box::pin(async move {
+            let room = self.shared.room_or_gone(room)?;
+            self.shared.write(&room, None, message).await
+        })
+    }
+
+    fn append_from<'a>(
+        &'a self,
+        room: RoomId,
+        origin: u64,
+        message: ChatMessage,
+        failure: &'a StreamFailure,
+    ) -> BoxFuture<'a, Result<(), LogError>> {
+        Box::pin(async move {
+            let room = self.shared.room_or_gone(room)?;
+            // In order: the next message from this connection is not read
+            // before this one is acknowledged.
+            if let Err(error) = self.shared.write(&room, Some(origin), message).await {
+                failure.send_replace(Some(error.to_string()));
+                return Err(error);
+            }
+            Ok(())
+        })
+    }
+
+    fn range(
+        &self,
+        room: RoomId,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<Stored>, LogError>> {
+        Box::pin(async move {
+            if upto <= after || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let room = self.shared.room_or_gone(room)?;
+            let mut messages = self.shared.messages_after(&room.name, after).await?;
+            let mut page = Vec::new();
+            let mut bytes = 0;
+            while page.len() < limit && bytes <= PAGE_BYTES {
+                let Ok(Some(next)) = tokio::time::timeout(READ_WAIT, messages.next()).await else {
+                    break;
+                };
+                let message = next.map_err(unavailable)?;
+                let pending = message.info().map_or(0, |i| i.pending);
+                let Some(stored) = self.shared.decode(&message) else {
+                    continue;
+                };
+                if stored.message.id > upto {
+                    break;
+                }
+                bytes += stored.message.username.len()
+                    + stored.message.message.len()
+                    + stored.message.nonce.len();
+                let last = stored.message.id == upto;
+                page.push(stored);
+                if last || pending == 0 {
+                    break;
+                }
+            }
+            Ok(page)
+        })
+    }
+
+    fn is_available(&self) -> bool {
+        self.shared.available().is_ok()
+    }
+}
+
+/// The stream that holds `room`.
+pub fn stream_name(room: &str) -> String {
+    format!("{STREAM_PREFIX}{room}")
+}
+
+fn subject(room: &str) -> String {
+    format!("chat.{room}")
+}
+
+fn stream_config(config: &NatsConfig, room: &str, topic: &str) -> stream::Config {
+    let (max_messages, max_age) = match config.retention {
+        Retention::Count(n) => (i64::try_from(n).unwrap_or(i64::MAX), Duration::ZERO),
+        Retention::Age(age) => (-1, age),
+    };
+    stream::Config {
+        name: stream_name(room),
+        description: (!topic.is_empty()).then(|| topic.to_owned()),
+        subjects: vec![subject(room)],
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        duplicate_window: DUPLICATE_WINDOW,
+        max_messages,
+        max_age,
+        allow_direct: true,
+        ..Default::default()
+    }
+}
+
+/// The dedupe key of a message from `name` with `nonce`: the same on every
+/// replica, and unambiguous (hex, so no separator can be forged).
+fn message_id(name: &str, nonce: &str) -> String {
+    let mut id = String::with_capacity(2 * (name.len() + nonce.len()) + 1);
+    for byte in name.bytes() {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id.push('-');
+    for byte in nonce.bytes() {
+        id.push_str(&format!("{byte:02x}"));
+    }
+    id
+}
+
+fn is_not_found(error: &context::GetStreamError) -> bool {
+    matches!(error.kind(), context::GetStreamErrorKind::JetStream(e)
+        if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND)
+}
+
+fn unavailable(error: impl fmt::Display) -> LogError {
+    LogError::Unavailable(error.to_string())
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0; 8];
+    // Falls back to the clock: uniqueness within this process is enough.
+    if getrandom::fill(&mut bytes).is_err() {
+        return now_millis().unsigned_abs();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+fn replica_id() -> u64 {
+    random_u64()
+}
+
+/// A lock whose data stays whole even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
