@@ -39,6 +39,8 @@ const GENERAL: &str = "general";
 /// How long a `Send` keeps retrying a write JetStream did not acknowledge
 /// (a leader election takes a few seconds), with the same `Nats-Msg-Id`.
 const WRITE_PATIENCE: Duration = Duration::from_secs(20);
+/// How long a starting replica waits for JetStream to answer.
+const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How long one publish waits for its acknowledgement before retrying.
 const ACK_WAIT: Duration = Duration::from_secs(2);
 /// A retried write is recognised as a copy for this long.
@@ -73,30 +75,33 @@ pub struct Connected {
 impl Connected {
     /// Connects, makes sure `general` exists, and reads the rooms.
     pub async fn connect(config: NatsConfig) -> Result<Self, LogError> {
+        let servers = config
+            .urls
+            .split(',')
+            .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| LogError::Unavailable(format!("--nats {}: {e}", config.urls)))?;
         let client = async_nats::ConnectOptions::new()
             .name("chat-server")
-            .connect(config.urls.as_str())
+            .connect(servers)
             .await
             .map_err(|e| {
                 LogError::Unavailable(format!("cannot connect to {}: {e}", config.urls))
             })?;
         let js = jetstream::new(client.clone());
-        let general = stream_config(&config, GENERAL, "");
-        js.get_or_create_stream(general)
-            .await
-            .map_err(unavailable)?;
-        let mut rooms = Vec::new();
-        let mut streams = js.streams();
-        while let Some(info) = streams.try_next().await.map_err(unavailable)? {
-            if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
-                rooms.push(RoomRow {
-                    id: 0,
-                    name: name.to_owned(),
-                    topic: info.config.description.clone().unwrap_or_default(),
-                    last_id: info.state.last_sequence,
-                });
+        // A cluster that is starting (or electing) answers JetStream requests
+        // only after a while: wait for it rather than fail the start.
+        let deadline = tokio::time::Instant::now() + START_PATIENCE;
+        let rooms = loop {
+            match rooms_of(&js, &config).await {
+                Ok(rooms) => break rooms,
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    warn!(%error, "JetStream is not ready yet; waiting");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(error) => return Err(error),
             }
-        }
+        };
         info!(urls = %config.urls, rooms = rooms.len(), "connected to NATS JetStream");
         Ok(Self {
             config,
@@ -544,6 +549,26 @@ impl RoomLog for NatsLog {
     fn is_available(&self) -> bool {
         self.shared.available().is_ok()
     }
+}
+
+/// Makes sure `general` exists, and lists every room.
+async fn rooms_of(js: &context::Context, config: &NatsConfig) -> Result<Vec<RoomRow>, LogError> {
+    js.get_or_create_stream(stream_config(config, GENERAL, ""))
+        .await
+        .map_err(unavailable)?;
+    let mut rooms = Vec::new();
+    let mut streams = js.streams();
+    while let Some(info) = streams.try_next().await.map_err(unavailable)? {
+        if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
+            rooms.push(RoomRow {
+                id: 0,
+                name: name.to_owned(),
+                topic: info.config.description.clone().unwrap_or_default(),
+                last_id: info.state.last_sequence,
+            });
+        }
+    }
+    Ok(rooms)
 }
 
 /// The stream that holds `room`.

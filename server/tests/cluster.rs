@@ -3,15 +3,23 @@
 //! real `nats-server` processes on loopback ports (`common/nats.rs`;
 //! `scripts/install --tests` installs the binary).
 
+mod common;
 #[path = "common/nats.rs"]
 mod nats;
 
 use std::time::Duration;
 
+use chat_proto::{ChatEvent, ChatMessage, Event, SubscribeRequest};
+use chat_server::Config;
+use common::{
+    NativeClient, TestServer, chat, http1_request, next_event_message, next_message,
+    open_chat_stream, subscribe, unthrottled, within,
+};
 use nats::{NODES, NatsCluster, READY_TIMEOUT};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
+use tonic::{Code, Streaming};
 
 /// The harness itself: three nodes that clients reach, a stream with three
 /// replicas that keeps a leader when a node is killed, and the node back in
@@ -91,4 +99,319 @@ async fn eventually(mut condition: impl AsyncFnMut() -> bool) {
     })
     .await
     .expect("timed out waiting for the NATS cluster");
+}
+
+/// A chat server in cluster mode on `cluster` (posting rate limit off: these
+/// tests send quickly from few names).
+async fn replica(cluster: &NatsCluster) -> TestServer {
+    let config = Config {
+        nats: Some(cluster.urls()),
+        ..unthrottled(Config::with_addr("127.0.0.1:0"))
+    };
+    TestServer::start_with(config).await
+}
+
+async fn replicas(cluster: &NatsCluster) -> Vec<TestServer> {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(replica(cluster).await);
+    }
+    servers
+}
+
+fn with_nonce(username: &str, message: &str, nonce: &str) -> ChatMessage {
+    ChatMessage {
+        nonce: nonce.into(),
+        ..chat(username, message)
+    }
+}
+
+/// Subscribes after `after_id` (0: recent history) and skips to live.
+async fn subscribe_after(client: &mut NativeClient, after_id: u64) -> Streaming<ChatEvent> {
+    let mut stream = within(client.subscribe(SubscribeRequest {
+        username: "reader".into(),
+        after_id,
+        ..Default::default()
+    }))
+    .await
+    .expect("subscribe accepted")
+    .into_inner();
+    match within(stream.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Ready(_)),
+        })) => stream,
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_sent_through_any_replica_reaches_every_replica_once_with_one_id() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let mut streams = Vec::new();
+    for server in &servers {
+        streams.push(subscribe(&mut server.native().await, "reader").await);
+    }
+    let mut sent = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        let reply = within(server.native().await.send(chat("ada", &format!("via {i}"))))
+            .await
+            .expect("sent")
+            .into_inner();
+        sent.push(reply.id);
+    }
+    assert_eq!(sent, [1, 2, 3], "ids come from the room's one stream");
+    for stream in &mut streams {
+        for (i, id) in sent.iter().enumerate() {
+            let message = next_event_message(stream).await;
+            assert_eq!(
+                (message.id, message.message.as_str()),
+                (*id, format!("via {i}").as_str())
+            );
+        }
+    }
+    // Once: nothing more arrives.
+    for stream in &mut streams {
+        let more = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+        assert!(
+            !matches!(
+                more,
+                Ok(Ok(Some(ChatEvent {
+                    event: Some(Event::Message(_))
+                })))
+            ),
+            "{more:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_send_retried_on_another_replica_is_stored_once() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let mut stream = subscribe(&mut servers[2].native().await, "reader").await;
+    let first = within(
+        servers[0]
+            .native()
+            .await
+            .send(with_nonce("ada", "once", "n-1")),
+    )
+    .await
+    .expect("sent")
+    .into_inner();
+    // The reply was lost, say: the client sends the same message elsewhere.
+    let again = within(
+        servers[1]
+            .native()
+            .await
+            .send(with_nonce("ada", "once", "n-1")),
+    )
+    .await
+    .expect("the retry is acknowledged")
+    .into_inner();
+    assert_eq!(again.id, first.id, "the retry is told the first copy's id");
+    let other = within(
+        servers[1]
+            .native()
+            .await
+            .send(with_nonce("bob", "once", "n-1")),
+    )
+    .await
+    .expect("someone else's nonce is their own")
+    .into_inner();
+    assert_eq!(other.id, first.id + 1);
+
+    assert_eq!(next_event_message(&mut stream).await.id, first.id);
+    assert_eq!(next_event_message(&mut stream).await.id, other.id);
+    let history = subscribe_after(&mut servers[1].native().await, 0).await;
+    let ids = ids_until(history, other.id).await;
+    assert_eq!(ids, [first.id, other.id], "stored once");
+}
+
+#[tokio::test]
+async fn paper_chat_stream_clients_on_different_replicas_talk() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let (ada_out, mut ada_in) = open_chat_stream(&mut servers[0].native().await).await;
+    let (bob_out, mut bob_in) = open_chat_stream(&mut servers[1].native().await).await;
+    servers[0].wait_for_subscribers(1).await;
+    servers[1].wait_for_subscribers(1).await;
+
+    ada_out
+        .send(chat("ada", "hello bob"))
+        .await
+        .expect("queued");
+    let heard = next_message(&mut bob_in).await;
+    assert_eq!(
+        (heard.username.as_str(), heard.message.as_str()),
+        ("ada", "hello bob")
+    );
+    bob_out.send(chat("bob", "hi ada")).await.expect("queued");
+    let heard = next_message(&mut ada_in).await;
+    assert_eq!(
+        (heard.username.as_str(), heard.message.as_str()),
+        ("bob", "hi ada")
+    );
+    // Neither hears their own words back.
+    let echo = tokio::time::timeout(Duration::from_millis(300), ada_in.message()).await;
+    assert!(echo.is_err(), "ada heard {echo:?}");
+}
+
+#[tokio::test]
+async fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let mut sender = servers[0].native().await;
+    let mut first = subscribe_after(&mut servers[1].native().await, 0).await;
+    for i in 1..=20 {
+        within(sender.send(chat("ada", &format!("m{i}"))))
+            .await
+            .expect("sent");
+    }
+    let read = ids_until_count(&mut first, 10).await;
+    drop(first);
+    // On another replica, from the last id read; more keep coming.
+    let mut resumed = subscribe_after(&mut servers[2].native().await, read[9]).await;
+    for i in 21..=30 {
+        within(sender.send(chat("ada", &format!("m{i}"))))
+            .await
+            .expect("sent");
+    }
+    let rest = ids_until_count(&mut resumed, 20).await;
+    let all: Vec<u64> = read.into_iter().chain(rest).collect();
+    assert_eq!(all, (1..=30).collect::<Vec<u64>>());
+}
+
+#[tokio::test]
+async fn killing_a_rooms_stream_leader_pauses_writes_and_loses_nothing() {
+    let mut cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let mut stream = subscribe_after(&mut servers[2].native().await, 0).await;
+    let mut acked = Vec::new();
+    let mut sender = servers[0].native().await;
+    for i in 0..5 {
+        let reply = within(sender.send(with_nonce("ada", "before", &format!("b{i}"))))
+            .await
+            .expect("sent");
+        acked.push(reply.into_inner().id);
+    }
+    let leader = cluster
+        .stream_leader("CHAT_general")
+        .await
+        .expect("the room's stream has a leader");
+    cluster.kill(leader);
+    // Writes pause while a new leader is elected; a client retries with the
+    // same nonce, and none is stored twice.
+    let started = std::time::Instant::now();
+    for i in 0..5 {
+        let message = with_nonce("ada", "after", &format!("a{i}"));
+        let id = loop {
+            match tokio::time::timeout(Duration::from_secs(30), sender.send(message.clone())).await
+            {
+                Ok(Ok(reply)) => break reply.into_inner().id,
+                Ok(Err(status)) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    assert!(started.elapsed() < Duration::from_secs(60), "{status:?}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => panic!("a Send hung through the election"),
+            }
+        };
+        acked.push(id);
+    }
+    eprintln!("writes paused for {:?} after the leader was killed", started.elapsed());
+    assert_eq!(acked, (1..=10).collect::<Vec<u64>>(), "no hole, no copy");
+    // The stream opened before the kill stayed open and has every message.
+    let ids = ids_until_count(&mut stream, 10).await;
+    assert_eq!(ids, acked);
+}
+
+#[tokio::test]
+async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back() {
+    let mut cluster = NatsCluster::start().await;
+    let server = replica(&cluster).await;
+    let mut stream = subscribe_after(&mut server.native().await, 0).await;
+    let mut client = server.native().await;
+    within(client.send(chat("ada", "before")))
+        .await
+        .expect("sent");
+    for i in 0..NODES {
+        cluster.kill(i);
+    }
+    wait_for_health(&server, 503).await;
+    let refused = within(client.send(chat("ada", "while down")))
+        .await
+        .expect_err("no NATS, no write");
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+
+    cluster.restart_all().await;
+    wait_for_health(&server, 200).await;
+    // Writes go through again (after the stream has a leader), and the
+    // stream opened before the outage delivers them.
+    let reply = loop {
+        match within(client.send(with_nonce("ada", "after", "after-1"))).await {
+            Ok(reply) => break reply.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(reply.id, 2);
+    assert_eq!(ids_until_count(&mut stream, 2).await, [1, 2]);
+}
+
+#[tokio::test]
+async fn history_survives_restarting_everything() {
+    let mut cluster = NatsCluster::start().await;
+    let server = replica(&cluster).await;
+    let mut client = server.native().await;
+    for i in 1..=5 {
+        within(client.send(chat("ada", &format!("m{i}"))))
+            .await
+            .expect("sent");
+    }
+    server.stop().await;
+    for i in 0..NODES {
+        cluster.kill(i);
+    }
+    cluster.restart_all().await;
+    let server = replica(&cluster).await;
+    let history = subscribe_after(&mut server.native().await, 0).await;
+    assert_eq!(ids_until(history, 5).await, [1, 2, 3, 4, 5]);
+}
+
+/// Waits until the replica's `/healthz` answers `status`.
+async fn wait_for_health(server: &TestServer, status: u16) {
+    let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        let answer = http1_request(server.addr, "GET", "/healthz", &[], Vec::new()).await;
+        if answer.status == status {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/healthz stayed {}",
+            answer.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ids of messages on `stream` until (and with) `last`.
+async fn ids_until(mut stream: Streaming<ChatEvent>, last: u64) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.last() != Some(&last) {
+        ids.push(next_event_message(&mut stream).await.id);
+    }
+    ids
+}
+
+/// The ids of the next `count` messages on `stream`.
+async fn ids_until_count(stream: &mut Streaming<ChatEvent>, count: usize) -> Vec<u64> {
+    let mut ids = Vec::new();
+    while ids.len() < count {
+        ids.push(next_event_message(stream).await.id);
+    }
+    ids
 }

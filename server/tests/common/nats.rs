@@ -198,6 +198,17 @@ cluster {{
         self.ready().await;
     }
 
+    /// Starts every killed node again at once (a lone node cannot recover
+    /// the cluster's state without a quorum) and waits until all are ready.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.is_running(i) {
+                self.spawn(i);
+            }
+        }
+        self.ready().await;
+    }
+
     /// Waits until every running node answers `/healthz` (JetStream current,
     /// its streams caught up) and names the same meta leader, which sees
     /// every other running node as a current peer. With a node killed this
