@@ -64,6 +64,17 @@ const PAGE: usize = 512;
 /// since let go is bounded like a page read from the store.
 const TAKE: (usize, usize) = (256, crate::store::PAGE_BYTES);
 
+/// What is done with every room as it opens.
+pub type OnRoom = Box<dyn Fn(&Room) + Send + Sync>;
+
+struct RoomHook(OnRoom);
+
+impl std::fmt::Debug for RoomHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomHook")
+    }
+}
+
 /// How long a resuming client waits for this replica to catch up with the
 /// id it read elsewhere, before it is served what is here.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
@@ -157,6 +168,8 @@ struct Inner {
     rooms: Arc<RwLock<Rooms>>,
     buffer: Buffer,
     log: Arc<dyn RoomLog>,
+    /// Called with every room as it opens (cluster mode: presence hooks).
+    on_room: std::sync::OnceLock<RoomHook>,
     subscribers: AtomicUsize,
     history: u64,
     next_origin: AtomicU64,
@@ -210,6 +223,7 @@ impl Hub {
             rooms,
             buffer,
             log,
+            on_room: std::sync::OnceLock::new(),
             subscribers: AtomicUsize::new(0),
             history: u64::from(history),
             next_origin: AtomicU64::new(1),
@@ -267,6 +281,17 @@ impl Hub {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
         Ok(())
+    }
+
+    /// Calls `on_room` with every room, now and as rooms open (set once).
+    pub fn on_room(&self, on_room: OnRoom) {
+        if self.inner.on_room.set(RoomHook(on_room)).is_ok()
+            && let Some(RoomHook(on_room)) = self.inner.on_room.get()
+        {
+            for room in read(&self.inner.rooms).by_id.values() {
+                on_room(room);
+            }
+        }
     }
 
     /// Whether the log takes writes (health checks say so).
@@ -437,6 +462,10 @@ impl Inner {
             .by_name
             .insert(Arc::clone(&room.name), Arc::clone(&room));
         rooms.by_id.insert(room.id, Arc::clone(&room));
+        drop(rooms);
+        if let Some(RoomHook(on_room)) = self.on_room.get() {
+            on_room(&room);
+        }
         room
     }
 }

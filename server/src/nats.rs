@@ -27,7 +27,7 @@ use chat_proto::ChatMessage;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use prost::Message as _;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::log::{Committed, LogError, OnCommit, RoomId, RoomLog, RoomRow, Stored, StreamFailure};
 use crate::store::{PAGE_BYTES, Retention, now_millis};
@@ -45,6 +45,8 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 const ACK_WAIT: Duration = Duration::from_secs(2);
 /// A retried write is recognised as a copy for this long.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// A consumer nobody reads from is removed by the server after this.
+const CONSUMER_IDLE: Duration = Duration::from_secs(10);
 /// Messages the follower hands to the hub at once, at most.
 const BATCH: usize = 256;
 /// How long a history read waits for the next message before it stops.
@@ -68,6 +70,7 @@ pub struct NatsConfig {
 pub struct Connected {
     config: NatsConfig,
     client: async_nats::Client,
+    replica: u64,
     js: context::Context,
     rooms: Vec<RoomRow>,
 }
@@ -106,9 +109,20 @@ impl Connected {
         Ok(Self {
             config,
             client,
+            replica: random_u64(),
             js,
             rooms,
         })
+    }
+
+    /// The connection, for what else travels on NATS (presence, typing).
+    pub fn client(&self) -> async_nats::Client {
+        self.client.clone()
+    }
+
+    /// This process's number among the replicas (random).
+    pub fn replica(&self) -> u64 {
+        self.replica
     }
 
     /// Starts following every room; each message read goes to `on_commit`.
@@ -121,7 +135,7 @@ impl Connected {
                 on_commit: Mutex::new(on_commit),
                 rooms: Mutex::new(HashMap::new()),
                 next_room: AtomicI64::new(1),
-                replica: replica_id(),
+                replica: self.replica,
             }),
             at_open: Mutex::new(Vec::new()),
         };
@@ -220,6 +234,7 @@ impl Shared {
             let after = room.last_id.load(Ordering::SeqCst);
             match self.messages_after(&room.name, after).await {
                 Ok(mut messages) => {
+                    let mut broken = false;
                     while let Some(first) = messages.next().await {
                         let mut batch = Vec::new();
                         let mut next = Some(first);
@@ -231,7 +246,11 @@ impl Shared {
                                     }
                                 }
                                 Err(error) => {
-                                    warn!(room = %room.name, %error, "reading the room's stream");
+                                    // A lost leader, a missed heartbeat: open
+                                    // a new consumer where this one stopped.
+                                    debug!(room = %room.name, %error, "the room's consumer broke");
+                                    broken = true;
+                                    break;
                                 }
                             }
                             next = if batch.len() < BATCH {
@@ -241,6 +260,9 @@ impl Shared {
                             };
                         }
                         self.hand_over(&room, batch);
+                        if broken {
+                            break;
+                        }
                     }
                 }
                 Err(error) => {
@@ -272,27 +294,40 @@ impl Shared {
         });
     }
 
-    /// An ordered consumer of the room's stream from id `after + 1`.
+    /// The room's messages from id `after + 1`, from an ephemeral consumer
+    /// of our own (like an ordered consumer, but with a heartbeat every
+    /// second: a consumer lost with its stream's leader is noticed in
+    /// seconds, not the ordered consumer's 30).
     async fn messages_after(
         &self,
         room: &str,
         after: u64,
-    ) -> Result<consumer::pull::Ordered, LogError> {
+    ) -> Result<consumer::pull::Stream, LogError> {
         let stream = self
             .js
             .get_stream(stream_name(room))
             .await
             .map_err(unavailable)?;
         let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
+            .create_consumer(consumer::pull::Config {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: after + 1,
                 },
+                ack_policy: consumer::AckPolicy::None,
+                inactive_threshold: CONSUMER_IDLE,
+                num_replicas: 1,
+                memory_storage: true,
                 ..Default::default()
             })
             .await
             .map_err(unavailable)?;
-        consumer.messages().await.map_err(unavailable)
+        consumer
+            .stream()
+            .heartbeat(Duration::from_secs(1))
+            .expires(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(unavailable)
     }
 
     fn decode(&self, message: &jetstream::Message) -> Option<Stored> {
@@ -629,10 +664,6 @@ fn random_u64() -> u64 {
         return now_millis().unsigned_abs();
     }
     u64::from_le_bytes(bytes)
-}
-
-fn replica_id() -> u64 {
-    random_u64()
 }
 
 /// A lock whose data stays whole even if a holder panicked.

@@ -37,7 +37,8 @@ use crate::limits::RateLimiter;
 use crate::log::RoomLog;
 use crate::metrics::{Limit, Metrics};
 use crate::nats::{self, NatsConfig};
-use crate::people::claims::Claims;
+use crate::people::cluster::SharedClaims;
+use crate::people::{self, claims::Claims};
 use crate::routes;
 use crate::service::ChatServer;
 use crate::store::StoreError;
@@ -78,6 +79,9 @@ pub enum ServeError {
 pub struct Server {
     listener: TcpListener,
     hub: Hub,
+    claims: Arc<Claims>,
+    /// Cluster mode: names claimed anywhere in the cluster.
+    shared_claims: Option<SharedClaims>,
     cors: CorsLayer,
     config: Config,
 }
@@ -102,6 +106,8 @@ impl Server {
             messages: config.buffer,
             mib: config.buffer_mib,
         };
+        let claims = Claims::new(Duration::from_secs(config.name_grace));
+        let mut shared_claims = None;
         let hub = match &config.nats {
             None => Hub::open(
                 config.db.clone(),
@@ -121,12 +127,32 @@ impl Server {
                     db: urls.clone(),
                     source,
                 })?;
-                Hub::open_log(
+                let (client, replica) = (connected.client(), connected.replica());
+                let hub = Hub::open_log(
                     |on_commit, _| Ok(Arc::new(connected.open(on_commit)) as Arc<dyn RoomLog>),
                     buffer,
                     config.history,
                     Metrics::new(),
-                )
+                );
+                if let Ok(hub) = &hub {
+                    let unavailable = |error: String| ServeError::Store {
+                        db: urls.clone(),
+                        source: StoreError::Unavailable(error),
+                    };
+                    people::cluster::start(client.clone(), hub.clone(), replica)
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?;
+                    shared_claims = Some(
+                        SharedClaims::open(
+                            client,
+                            usize::from(config.nats_replicas),
+                            Arc::clone(&claims),
+                        )
+                        .await
+                        .map_err(|e| unavailable(e.to_string()))?,
+                    );
+                }
+                hub
             }
         }
         .map_err(|source| ServeError::Store {
@@ -136,6 +162,8 @@ impl Server {
         Ok(Self {
             listener,
             hub,
+            claims,
+            shared_claims,
             cors,
             config: config.clone(),
         })
@@ -158,6 +186,7 @@ impl Server {
         let limits = config.limits.clone();
         let heartbeat = Duration::from_secs(config.heartbeat);
         let rates = Arc::new(RateLimiter::new(&limits));
+
         let health = tonic_health::server::HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         health
@@ -168,8 +197,9 @@ impl Server {
                 self.hub.clone(),
                 heartbeat,
                 Arc::clone(&rates),
-                Claims::new(Duration::from_secs(config.name_grace)),
+                Arc::clone(&self.claims),
             )
+            .shared_claims(self.shared_claims.clone())
             .require_join(config.require_join)
             .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
             .auth_header(config.auth_header.clone()),

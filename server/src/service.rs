@@ -26,6 +26,7 @@ use crate::hub::{Closed, Delivery, Hub, Origin, Room, Start};
 use crate::limits::{RateLimiter, TooFast};
 use crate::metrics::Limit;
 use crate::people::claims::{ClaimError, Claims, Hold, Session};
+use crate::people::cluster::SharedClaims;
 use crate::people::names::NameKey;
 use crate::people::presence::{Folded, Here};
 use crate::store::{StoreError, now_millis};
@@ -49,6 +50,8 @@ type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send>>
 #[derive(Debug, Clone)]
 pub struct ChatServer {
     hub: Hub,
+    /// Names claimed anywhere in the cluster (cluster mode).
+    shared_claims: Option<SharedClaims>,
     heartbeat: Duration,
     rates: Arc<RateLimiter>,
     /// Name claims, per client address: like messages, on a budget of
@@ -80,6 +83,7 @@ impl ChatServer {
     ) -> Self {
         Self {
             hub,
+            shared_claims: None,
             heartbeat,
             claim_rates: Arc::new(rates.same_limits()),
             typing_rates: Arc::new(rates.same_limits()),
@@ -124,6 +128,12 @@ impl ChatServer {
     }
 
     /// Makes a session mandatory for everything but `ChatStream`.
+    /// Claims names for the whole cluster too (cluster mode).
+    pub fn shared_claims(mut self, shared: Option<SharedClaims>) -> Self {
+        self.shared_claims = shared;
+        self
+    }
+
     pub fn require_join(mut self, required: bool) -> Self {
         self.require_join = required;
         self
@@ -131,7 +141,7 @@ impl ChatServer {
 
     /// The session the request's `authorization: Bearer` token stands for,
     /// if it carries one.
-    fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
+    async fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
         if let Some(name) = self.proxy_name(request)? {
             return self
                 .claims
@@ -158,9 +168,17 @@ impl ChatServer {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
-        self.claims.session(token).map(Some).ok_or_else(|| {
+        self.find_session(token).await.map(Some).ok_or_else(|| {
             Status::unauthenticated("this session has ended: join again to claim a name")
         })
+    }
+
+    /// The session of `token`, made here or (cluster mode) on any replica.
+    async fn find_session(&self, token: &str) -> Option<Session> {
+        if let Some(session) = self.claims.session(token) {
+            return Some(session);
+        }
+        self.shared_claims.as_ref()?.session(token).await
     }
 
     /// The name a message from `session` (or from nobody) goes out under.
@@ -318,7 +336,7 @@ impl crate::ChatService for ChatServer {
         request: Request<SubscribeRequest>,
     ) -> Result<Response<EncodedStream>, Status> {
         self.ensure_running()?;
-        let session = self.session(&request)?;
+        let session = self.session(&request).await?;
         // With a session the stream holds its name; without one it listens.
         let (username, holding) = match &session {
             Some(session) => {
@@ -417,7 +435,7 @@ impl crate::ChatService for ChatServer {
         self.ensure_running()?;
         let client = client(&request);
         if self.auth_header.is_some()
-            && let Some(session) = self.session(&request)?
+            && let Some(session) = self.session(&request).await?
         {
             // Behind an authenticating proxy, the proxy's name is the name.
             return Ok(Response::new(JoinReply {
@@ -427,10 +445,12 @@ impl crate::ChatService for ChatServer {
             }));
         }
         let JoinRequest { username, token } = request.into_inner();
-        if let Some(session) = (!token.is_empty())
-            .then(|| self.claims.session(&token))
-            .flatten()
-        {
+        let known = if token.is_empty() {
+            None
+        } else {
+            self.find_session(&token).await
+        };
+        if let Some(session) = known {
             return Ok(Response::new(JoinReply {
                 username: session.name,
                 token: session.token,
@@ -448,10 +468,14 @@ impl crate::ChatService for ChatServer {
                     too_fast.retry_after.as_secs_f64().max(0.1)
                 ))
             })?;
-        let session = self.claims.join(&name, None).map_err(|error| match error {
+        let refused = |error: ClaimError| match error {
             ClaimError::Taken(_) => Status::already_exists(error.to_string()),
             ClaimError::Random(_) => Status::internal(error.to_string()),
-        })?;
+        };
+        let session = self.claims.join(&name, None).map_err(refused)?;
+        if let Some(shared) = &self.shared_claims {
+            shared.claim(&session).await.map_err(refused)?;
+        }
         info!(username = session.name, "name claimed");
         Ok(Response::new(JoinReply {
             username: session.name,
@@ -465,7 +489,7 @@ impl crate::ChatService for ChatServer {
         request: Request<TypingRequest>,
     ) -> Result<Response<TypingReply>, Status> {
         self.ensure_running()?;
-        let session = self.session(&request)?.ok_or_else(|| {
+        let session = self.session(&request).await?.ok_or_else(|| {
             Status::unauthenticated("only someone who joined can be typing: Join first")
         })?;
         let TypingRequest { typing, room } = request.into_inner();
@@ -546,7 +570,7 @@ impl crate::ChatService for ChatServer {
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
-        let session = self.session(&request)?;
+        let session = self.session(&request).await?;
         let mut message = request.into_inner();
         message.username = self.sender_name(session.as_ref(), &message.username)?;
         let room = self.room(&message.room).await?;

@@ -9,17 +9,19 @@ mod nats;
 
 use std::time::Duration;
 
-use chat_proto::{ChatEvent, ChatMessage, Event, SubscribeRequest};
+use chat_proto::{
+    ChatEvent, ChatMessage, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest,
+};
 use chat_server::Config;
 use common::{
-    NativeClient, TestServer, chat, http1_request, next_event_message, next_message,
-    open_chat_stream, subscribe, unthrottled, within,
+    NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
+    next_message, open_chat_stream, subscribe, unthrottled, within,
 };
 use nats::{NODES, NatsCluster, READY_TIMEOUT};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tonic::{Code, Streaming};
+use tonic::{Code, Request, Streaming};
 
 /// The harness itself: three nodes that clients reach, a stream with three
 /// replicas that keeps a leader when a node is killed, and the node back in
@@ -104,6 +106,10 @@ async fn eventually(mut condition: impl AsyncFnMut() -> bool) {
 /// A chat server in cluster mode on `cluster` (posting rate limit off: these
 /// tests send quickly from few names).
 async fn replica(cluster: &NatsCluster) -> TestServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("chat_server=debug")
+        .with_test_writer()
+        .try_init();
     let config = Config {
         nats: Some(cluster.urls()),
         ..unthrottled(Config::with_addr("127.0.0.1:0"))
@@ -319,7 +325,10 @@ async fn killing_a_rooms_stream_leader_pauses_writes_and_loses_nothing() {
         };
         acked.push(id);
     }
-    eprintln!("writes paused for {:?} after the leader was killed", started.elapsed());
+    eprintln!(
+        "writes paused for {:?} after the leader was killed",
+        started.elapsed()
+    );
     assert_eq!(acked, (1..=10).collect::<Vec<u64>>(), "no hole, no copy");
     // The stream opened before the kill stayed open and has every message.
     let ids = ids_until_count(&mut stream, 10).await;
@@ -407,11 +416,243 @@ async fn ids_until(mut stream: Streaming<ChatEvent>, last: u64) -> Vec<u64> {
     ids
 }
 
-/// The ids of the next `count` messages on `stream`.
+/// The ids of the next `count` messages on `stream` (heartbeats, which a
+/// long pause brings, are skipped).
 async fn ids_until_count(stream: &mut Streaming<ChatEvent>, count: usize) -> Vec<u64> {
     let mut ids = Vec::new();
     while ids.len() < count {
-        ids.push(next_event_message(stream).await.id);
+        match next_chat_event(stream).await {
+            Event::Message(message) => ids.push(message.id),
+            Event::Heartbeat(_) => {}
+            other => panic!("expected a chat message, got {other:?}"),
+        }
     }
     ids
+}
+
+async fn join(server: &TestServer, name: &str) -> Result<JoinReply, tonic::Status> {
+    within(server.native().await.join(JoinRequest {
+        username: name.into(),
+        token: String::new(),
+    }))
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+fn with_session<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// A Subscribe stream of `token`'s session on `url`, past its `Ready`.
+async fn subscribe_as(url: &str, token: &str) -> Streaming<ChatEvent> {
+    let mut client = chat_proto::ChatServiceClient::new(common::channel(url).await);
+    let mut stream = within(client.subscribe(with_session(SubscribeRequest::default(), token)))
+        .await
+        .expect("subscribe accepted")
+        .into_inner();
+    match within(stream.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Ready(_)),
+        })) => stream,
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
+/// Waits (up to `patience`) for a people event on `stream` that `wanted`
+/// accepts.
+async fn people_event(
+    stream: &mut Streaming<ChatEvent>,
+    patience: Duration,
+    wanted: impl Fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(patience, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(ChatEvent { event: Some(event) })) if wanted(&event) => return event,
+                Ok(Some(_)) => {}
+                other => panic!("the stream ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the people event never came")
+}
+
+fn shows(event: &Event, name: &str) -> bool {
+    matches!(event, Event::Presence(p)
+        if p.online.iter().chain(&p.joined).any(|n| n == name))
+}
+
+#[tokio::test]
+async fn a_name_claimed_on_one_replica_is_refused_on_another_and_its_session_works_everywhere() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let ada = join(&servers[0], "Ada").await.expect("free");
+    for (server, clash) in [(&servers[1], "ada"), (&servers[2], " ADA ")] {
+        let refused = join(server, clash).await.expect_err("taken elsewhere");
+        assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+        assert!(refused.message().contains("Ada"), "{refused:?}");
+    }
+    // The session is good on every replica: a reconnect through the load
+    // balancer may land anywhere.
+    let mut elsewhere = servers[2].native().await;
+    let sent = within(elsewhere.send(with_session(chat("", "from replica 2"), &ada.token)))
+        .await
+        .expect("the session is known here too")
+        .into_inner();
+    assert_eq!(sent.id, 1);
+    let again = within(servers[1].native().await.join(JoinRequest {
+        username: "Ada".into(),
+        token: ada.token.clone(),
+    }))
+    .await
+    .expect("taking the name back with its token")
+    .into_inner();
+    assert_eq!(
+        (again.username.as_str(), again.token.as_str()),
+        ("Ada", ada.token.as_str())
+    );
+}
+
+#[tokio::test]
+async fn presence_and_typing_are_seen_across_replicas() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let ada = join(&servers[0], "Ada").await.expect("free");
+    let bob = join(&servers[1], "Bob").await.expect("free");
+    let _ada_stream = subscribe_as(&servers[0].url(), &ada.token).await;
+    let mut bob_stream = subscribe_as(&servers[1].url(), &bob.token).await;
+    people_event(&mut bob_stream, Duration::from_secs(15), |e| {
+        shows(e, "Ada")
+    })
+    .await;
+
+    within(servers[0].native().await.set_typing(with_session(
+        TypingRequest {
+            typing: true,
+            ..Default::default()
+        },
+        &ada.token,
+    )))
+    .await
+    .expect("typing");
+    let typing = people_event(&mut bob_stream, Duration::from_secs(10), |e| {
+        matches!(e, Event::Typing(_))
+    })
+    .await;
+    assert!(
+        matches!(&typing, Event::Typing(t) if t.username == "Ada" && t.typing),
+        "{typing:?}"
+    );
+    // Ada's message, sent on her replica, ends her typing on Bob's too.
+    within(
+        servers[0]
+            .native()
+            .await
+            .send(with_session(chat("", "hi"), &ada.token)),
+    )
+    .await
+    .expect("sent");
+    let stopped = people_event(&mut bob_stream, Duration::from_secs(10), |e| {
+        matches!(e, Event::Typing(_))
+    })
+    .await;
+    assert!(
+        matches!(&stopped, Event::Typing(t) if t.username == "Ada" && !t.typing),
+        "{stopped:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_replicas_people_leave_the_others_within_30_seconds() {
+    let cluster = NatsCluster::start().await;
+    let survivor = replica(&cluster).await;
+    let doomed = Process::start(&cluster).await;
+    let ada = within(
+        chat_proto::ChatServiceClient::new(common::channel(&doomed.url()).await).join(
+            JoinRequest {
+                username: "Ada".into(),
+                token: String::new(),
+            },
+        ),
+    )
+    .await
+    .expect("free")
+    .into_inner();
+    let _ada_stream = subscribe_as(&doomed.url(), &ada.token).await;
+    let bob = join(&survivor, "Bob").await.expect("free");
+    let mut bob_stream = subscribe_as(&survivor.url(), &bob.token).await;
+    people_event(&mut bob_stream, Duration::from_secs(15), |e| {
+        shows(e, "Ada")
+    })
+    .await;
+
+    let killed = std::time::Instant::now();
+    drop(doomed); // kill -9
+    people_event(
+        &mut bob_stream,
+        Duration::from_secs(30),
+        |e| matches!(e, Event::Presence(p) if p.left.iter().any(|n| n == "Ada")),
+    )
+    .await;
+    eprintln!(
+        "Ada left {:?} after her replica was killed",
+        killed.elapsed()
+    );
+}
+
+/// A `chat-server` process in cluster mode; killed with SIGKILL when
+/// dropped, as a crash would.
+struct Process {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl Process {
+    async fn start(cluster: &NatsCluster) -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            probe.local_addr().expect("addr").port()
+        };
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_chat-server"))
+            .env_clear()
+            .env("CHAT_ADDR", addr.to_string())
+            .env("CHAT_NATS", cluster.urls())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chat-server");
+        let process = Self { child, addr };
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            let up = tokio::net::TcpStream::connect(addr).await.is_ok()
+                && http1_request(addr, "GET", "/healthz", &[], Vec::new())
+                    .await
+                    .status
+                    == 200;
+            if up {
+                return process;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chat-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

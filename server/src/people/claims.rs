@@ -176,6 +176,68 @@ impl Claims {
         })
     }
 
+    /// Takes on a session that another replica made (cluster mode): the
+    /// name held with `token`, here as well.
+    pub fn adopt(&self, name: &str, token: &str) -> Session {
+        let now = Instant::now();
+        let key = NameKey::of(name);
+        let mut state = self.lock();
+        self.forget_if_lapsed(&mut state, &key, now);
+        let claim = state.by_name.entry(key.clone()).or_insert_with(|| Claim {
+            name: name.trim().to_owned(),
+            tokens: Vec::new(),
+            streams: 0,
+            since: now,
+        });
+        claim.since = now;
+        if !claim.tokens.iter().any(|t| t == token) {
+            claim.tokens.push(token.to_owned());
+        }
+        let session = Session {
+            name: claim.name.clone(),
+            token: token.to_owned(),
+        };
+        state.by_token.insert(token.to_owned(), key);
+        session
+    }
+
+    /// Undoes the `Join` that made `session`, while nothing holds it yet
+    /// (another replica turned out to hold the name).
+    pub fn release(&self, session: &Session) {
+        let mut state = self.lock();
+        let Some(key) = state.by_token.remove(&session.token) else {
+            return;
+        };
+        if let Some(claim) = state.by_name.get_mut(&key) {
+            claim.tokens.retain(|t| *t != session.token);
+            if claim.tokens.is_empty() && claim.streams == 0 {
+                state.by_name.remove(&key);
+            }
+        }
+    }
+
+    /// Every session whose name is held now (what other replicas are told).
+    pub fn held(&self) -> Vec<(NameKey, Session)> {
+        let now = Instant::now();
+        let state = self.lock();
+        state
+            .by_name
+            .iter()
+            .filter(|(_, claim)| claim.held(self.grace, now))
+            .flat_map(|(key, claim)| {
+                claim.tokens.iter().map(|token| {
+                    (
+                        key.clone(),
+                        Session {
+                            name: claim.name.clone(),
+                            token: token.clone(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The name as held, if somebody holds `name` (in any of its forms).
     pub fn holder_of(&self, name: &str) -> Option<String> {
         let now = Instant::now();

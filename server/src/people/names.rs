@@ -21,6 +21,11 @@ impl NameKey {
         let folded: String = name.trim().nfc().default_case_fold().collect();
         Self(skeleton(&folded).collect())
     }
+
+    /// The key as text (what other replicas compare).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,12 @@
 //!
 //! Typing is told the same way: when it starts, and when it stops (said so,
 //! not refreshed within [`TYPING_FOR`], a message sent, or gone).
+//!
+//! With several replicas, people whose streams are on another replica are
+//! here too: that replica says so ([`Presence::here_elsewhere`]), and says it
+//! again at least every [`ELSEWHERE_FOR`], or they go as if their stream
+//! closed (a replica killed outright takes its people with it). What
+//! happens here is handed to a [`Announce`] hook for the other replicas.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +37,22 @@ pub const TYPING_FOR: Duration = Duration::from_secs(6);
 const EVENTS: usize = 65_536;
 /// Waiting changes folded into one event at most.
 const FOLD: usize = 4096;
+/// How long another replica's word that someone is there lasts.
+pub const ELSEWHERE_FOR: Duration = Duration::from_secs(15);
+
+/// What happened to someone's streams or typing on this replica, for the
+/// other replicas (cluster mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// Their first stream here opened.
+    Here(Arc<str>),
+    /// Their last stream here closed.
+    Gone(Arc<str>),
+    Typing(Arc<str>, bool),
+}
+
+/// Where a presence registry tells of [`Local`] changes.
+pub type Announce = Box<dyn Fn(Local) + Send + Sync>;
 
 /// A change in who is here. Every stream reads every change (folding them
 /// when behind), so a change is cheap to copy: names are shared.
@@ -111,9 +133,9 @@ impl Words {
     }
 }
 
-#[derive(Debug)]
 pub struct Presence {
     people: Mutex<People>,
+    announce: std::sync::OnceLock<Announce>,
     changes: broadcast::Sender<Change>,
     /// How many people are typing: every relayed message says its author
     /// stopped, and while nobody types that costs no name key and no lock.
@@ -132,7 +154,10 @@ struct People {
 #[derive(Debug)]
 struct Person {
     name: Arc<str>,
+    /// Streams on this replica.
     streams: usize,
+    /// Replicas with a stream of theirs, and when each last said so.
+    elsewhere: HashMap<u64, Instant>,
     /// When the last stream closed, while none is open.
     since: Option<Instant>,
     /// Until when they are typing, if they are.
@@ -145,6 +170,7 @@ impl Presence {
     pub fn new() -> Arc<Self> {
         let presence = Arc::new(Self {
             people: Mutex::new(People::default()),
+            announce: std::sync::OnceLock::new(),
             changes: broadcast::channel(EVENTS).0,
             typists: AtomicUsize::new(0),
         });
@@ -154,31 +180,95 @@ impl Presence {
         presence
     }
 
+    /// Sends every later [`Local`] change to `announce` (set once).
+    pub fn announce_to(&self, announce: Announce) {
+        let _ = self.announce.set(announce);
+    }
+
+    fn tell(&self, local: Local) {
+        if let Some(announce) = self.announce.get() {
+            announce(local);
+        }
+    }
+
     /// `name` has a stream open until the returned guard is dropped.
     pub fn arrive(self: &Arc<Self>, name: &str) -> Here {
         let key = NameKey::of(name);
-        let mut guard = self.lock();
-        let People { by_key, sorted } = &mut *guard;
-        let person = by_key.entry(key.clone()).or_insert_with(|| {
-            let name: Arc<str> = name.trim().into();
-            sorted.insert(Arc::clone(&name));
-            Person {
-                name,
-                streams: 0,
-                since: None,
-                typing_until: None,
-            }
-        });
-        let new = person.streams == 0 && person.since.is_none();
+        let mut people = self.lock();
+        let person = self.person(&mut people, &key, name);
         person.streams += 1;
-        person.since = None;
-        if new {
-            let _ = self.changes.send(Change::Joined(person.name.clone()));
+        let first_here = person.streams == 1;
+        let name = Arc::clone(&person.name);
+        drop(people);
+        if first_here {
+            self.tell(Local::Here(name));
         }
         Here {
             presence: Arc::clone(self),
             key,
         }
+    }
+
+    /// Another replica (`replica`) has a stream of `name`'s, as of `now`.
+    pub fn here_elsewhere(&self, replica: u64, name: &str, now: Instant) {
+        let mut people = self.lock();
+        let person = self.person(&mut people, &NameKey::of(name), name);
+        person.elsewhere.insert(replica, now);
+    }
+
+    /// `replica` no longer has a stream of `name`'s.
+    pub fn gone_elsewhere(&self, replica: u64, name: &str) {
+        let mut people = self.lock();
+        if let Some(person) = people.by_key.get_mut(&NameKey::of(name))
+            && person.elsewhere.remove(&replica).is_some()
+        {
+            person.start_leaving(Instant::now());
+        }
+    }
+
+    /// Everyone `replica` has streams of, as it says every so often: who is
+    /// in the list is (still) there, who is not has gone from it.
+    pub fn all_elsewhere(&self, replica: u64, names: &[String], now: Instant) {
+        let keys: std::collections::HashSet<NameKey> =
+            names.iter().map(|name| NameKey::of(name)).collect();
+        for name in names {
+            self.here_elsewhere(replica, name, now);
+        }
+        let mut people = self.lock();
+        for (key, person) in &mut people.by_key {
+            if !keys.contains(key) && person.elsewhere.remove(&replica).is_some() {
+                person.start_leaving(now);
+            }
+        }
+    }
+
+    /// Who has a stream on this replica (what it tells the others).
+    pub fn here_locally(&self) -> Vec<String> {
+        self.lock()
+            .by_key
+            .values()
+            .filter(|p| p.streams > 0)
+            .map(|p| p.name.to_string())
+            .collect()
+    }
+
+    /// The person `key` (`name`), made present if they were not.
+    fn person<'a>(&self, people: &'a mut People, key: &NameKey, name: &str) -> &'a mut Person {
+        let People { by_key, sorted } = people;
+        let person = by_key.entry(key.clone()).or_insert_with(|| {
+            let name: Arc<str> = name.trim().into();
+            sorted.insert(Arc::clone(&name));
+            let _ = self.changes.send(Change::Joined(Arc::clone(&name)));
+            Person {
+                name,
+                streams: 0,
+                elsewhere: HashMap::new(),
+                since: None,
+                typing_until: None,
+            }
+        });
+        person.since = None;
+        person
     }
 
     /// Everyone present now, sorted, and the changes from this moment on.
@@ -198,14 +288,27 @@ impl Presence {
     /// `name` is typing (for [`TYPING_FOR`] unless said again) or stopped.
     /// Only someone present can type.
     pub fn typing(&self, name: &str, typing: bool) {
+        // Saying it again keeps it going elsewhere too.
+        if let Some(changed) = self.note_typing(name, typing)
+            && (typing || changed)
+        {
+            self.tell(Local::Typing(name.trim().into(), typing));
+        }
+    }
+
+    /// `name`, on another replica, is typing or stopped.
+    pub fn typing_elsewhere(&self, name: &str, typing: bool) {
+        self.note_typing(name, typing);
+    }
+
+    /// Whether that changed anything (`None`: nobody here by that name).
+    fn note_typing(&self, name: &str, typing: bool) -> Option<bool> {
         if !typing && self.typists.load(Ordering::Relaxed) == 0 {
-            return;
+            return Some(false);
         }
         let now = Instant::now();
         let mut people = self.lock();
-        let Some(person) = people.by_key.get_mut(&NameKey::of(name)) else {
-            return;
-        };
+        let person = people.by_key.get_mut(&NameKey::of(name))?;
         let was = person.typing_until.is_some();
         person.typing_until = typing.then_some(now + TYPING_FOR);
         if was != typing {
@@ -219,15 +322,20 @@ impl Presence {
                 .changes
                 .send(Change::Typing(person.name.clone(), typing));
         }
+        Some(was != typing)
     }
 
     fn depart(&self, key: &NameKey) {
         let mut people = self.lock();
-        if let Some(person) = people.by_key.get_mut(key) {
-            person.streams = person.streams.saturating_sub(1);
-            if person.streams == 0 {
-                person.since = Some(Instant::now());
-            }
+        let Some(person) = people.by_key.get_mut(key) else {
+            return;
+        };
+        person.streams = person.streams.saturating_sub(1);
+        if person.streams == 0 {
+            person.start_leaving(Instant::now());
+            let name = Arc::clone(&person.name);
+            drop(people);
+            self.tell(Local::Gone(name));
         }
     }
 
@@ -237,6 +345,14 @@ impl Presence {
         let mut guard = self.lock();
         let People { by_key, sorted } = &mut *guard;
         by_key.retain(|_, person| {
+            let before = person.elsewhere.len();
+            person
+                .elsewhere
+                .retain(|_, said| now < *said + ELSEWHERE_FOR);
+            if person.elsewhere.len() < before {
+                // That replica went quiet: as if their stream there closed.
+                person.start_leaving(now);
+            }
             let gone = person.since.is_some_and(|since| now >= since + LEAVE_DELAY);
             if person
                 .typing_until
@@ -269,6 +385,23 @@ async fn sweep(presence: Weak<Presence>) {
             return;
         };
         presence.sweep_once(Instant::now());
+    }
+}
+
+impl Person {
+    /// Starts the leave delay once no replica has a stream of theirs.
+    fn start_leaving(&mut self, now: Instant) {
+        if self.streams == 0 && self.elsewhere.is_empty() && self.since.is_none() {
+            self.since = Some(now);
+        }
+    }
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presence")
+            .field("people", &self.lock().by_key.len())
+            .finish_non_exhaustive()
     }
 }
 

@@ -58,7 +58,14 @@ pub struct NatsCluster {
     http: Client<HttpConnector, Empty<Bytes>>,
     // Last, so that it is removed after the nodes are killed.
     dir: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+/// One cluster (and its chat servers) at a time in a test process: six
+/// servers per test on two cores are slow enough, and ports chosen by
+/// binding port 0 and letting go can be taken by a parallel test's
+/// connections before a server binds them.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Node {
     /// Its `server_name`, which the monitoring endpoints report.
@@ -75,6 +82,7 @@ impl NatsCluster {
     /// Starts the three nodes and waits until JetStream is ready on all of
     /// them (panics with the tail of their logs after [`READY_TIMEOUT`]).
     pub async fn start() -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
         let bin = nats_server_binary();
         let dir = tempfile::Builder::new()
             .prefix("nats-cluster-")
@@ -138,6 +146,7 @@ cluster {{
             nodes,
             http: Client::builder(TokioExecutor::new()).build_http(),
             dir,
+            _turn: turn,
         };
         for i in 0..NODES {
             cluster.spawn(i);
