@@ -181,8 +181,16 @@ impl ChatServer {
         self.shared_claims.as_ref()?.session(token).await
     }
 
+    /// Who holds `name`, here or (cluster mode) on any replica.
+    async fn holder_of(&self, name: &str) -> Option<String> {
+        if let Some(holder) = self.claims.holder_of(name) {
+            return Some(holder);
+        }
+        self.shared_claims.as_ref()?.holder_of(name).await
+    }
+
     /// The name a message from `session` (or from nobody) goes out under.
-    fn sender_name(&self, session: Option<&Session>, asked: &str) -> Result<String, Status> {
+    async fn sender_name(&self, session: Option<&Session>, asked: &str) -> Result<String, Status> {
         match session {
             // Behind an authenticating proxy, names clients choose are ignored.
             Some(session) if self.auth_header.is_some() => Ok(session.name.clone()),
@@ -196,7 +204,7 @@ impl ChatServer {
                 session.name,
                 asked.trim()
             ))),
-            None => match self.claims.holder_of(asked) {
+            None => match self.holder_of(asked).await {
                 Some(holder) => Err(Status::permission_denied(format!(
                     "the name \"{holder}\" is held by someone else: join to claim a name of your own"
                 ))),
@@ -291,6 +299,7 @@ impl crate::ChatService for ChatServer {
             origin,
             named: visit.name_slot(),
             claims: Arc::clone(&self.claims),
+            shared_claims: self.shared_claims.clone(),
             holding: Arc::clone(&holding),
             vouched,
         };
@@ -340,7 +349,9 @@ impl crate::ChatService for ChatServer {
         // With a session the stream holds its name; without one it listens.
         let (username, holding) = match &session {
             Some(session) => {
-                let name = self.sender_name(Some(session), &request.get_ref().username)?;
+                let name = self
+                    .sender_name(Some(session), &request.get_ref().username)
+                    .await?;
                 (name, self.claims.hold(session))
             }
             None => (
@@ -572,7 +583,9 @@ impl crate::ChatService for ChatServer {
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
         let session = self.session(&request).await?;
         let mut message = request.into_inner();
-        message.username = self.sender_name(session.as_ref(), &message.username)?;
+        message.username = self
+            .sender_name(session.as_ref(), &message.username)
+            .await?;
         let room = self.room(&message.room).await?;
         let message = accept_message(message).map_err(invalid_argument)?;
         self.rates
@@ -607,6 +620,8 @@ struct ClientReader {
     origin: Origin,
     named: Arc<OnceLock<String>>,
     claims: Arc<Claims>,
+    /// Names claimed on other replicas (cluster mode).
+    shared_claims: Option<SharedClaims>,
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
@@ -615,6 +630,17 @@ struct ClientReader {
 }
 
 impl ClientReader {
+    /// Holds `name` for this stream, unless somebody holds it here or
+    /// (cluster mode) has claimed it on another replica.
+    async fn hold_name(&self, name: &str) -> Result<Hold, ClaimError> {
+        if let Some(shared) = &self.shared_claims
+            && let Some(holder) = shared.holder_of(name).await
+        {
+            return Err(ClaimError::Taken(holder));
+        }
+        self.claims.hold_name(name)
+    }
+
     /// Until the client closes its side (quietly) or a message is refused
     /// or cannot be stored (the reason goes to `end`).
     async fn run(mut self, end: oneshot::Sender<Status>) {
@@ -658,7 +684,7 @@ impl ClientReader {
                 None if self.vouched.is_some() => {
                     let _ = self.named.set(message.username.clone());
                 }
-                None => match self.claims.hold_name(&message.username) {
+                None => match self.hold_name(&message.username).await {
                     Ok(hold) => {
                         let _ = self
                             .holding

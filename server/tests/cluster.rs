@@ -10,7 +10,8 @@ mod nats;
 use std::time::Duration;
 
 use chat_proto::{
-    ChatEvent, ChatMessage, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest,
+    ChatEvent, ChatMessage, CreateRoomRequest, Event, JoinReply, JoinRequest, ListRoomsRequest,
+    SubscribeRequest, TypingRequest,
 };
 use chat_server::Config;
 use common::{
@@ -655,4 +656,79 @@ impl Drop for Process {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+#[tokio::test]
+async fn a_room_created_on_one_replica_is_there_on_every_other() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    within(servers[0].native().await.create_room(CreateRoomRequest {
+        name: "ops".into(),
+        topic: "the pager".into(),
+    }))
+    .await
+    .expect("created");
+    let again = within(servers[1].native().await.create_room(CreateRoomRequest {
+        name: "ops".into(),
+        topic: String::new(),
+    }))
+    .await
+    .expect_err("one room of that name in the cluster");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+
+    let rooms = within(servers[2].native().await.list_rooms(ListRoomsRequest {}))
+        .await
+        .expect("listed")
+        .into_inner()
+        .rooms;
+    let names: Vec<(&str, &str)> = rooms
+        .iter()
+        .map(|r| (r.name.as_str(), r.topic.as_str()))
+        .collect();
+    assert_eq!(names, [("general", ""), ("ops", "the pager")]);
+
+    let mut stream = within(servers[2].native().await.subscribe(SubscribeRequest {
+        username: "reader".into(),
+        room: "ops".into(),
+        ..Default::default()
+    }))
+    .await
+    .expect("the room is known here")
+    .into_inner();
+    let sent = within(servers[1].native().await.send(ChatMessage {
+        room: "ops".into(),
+        ..chat("ada", "paged")
+    }))
+    .await
+    .expect("sent")
+    .into_inner();
+    assert_eq!(sent.id, 1, "the room's own ids");
+    let message = loop {
+        match next_chat_event(&mut stream).await {
+            Event::Message(message) => break message,
+            Event::Ready(_) | Event::Heartbeat(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        (message.room.as_str(), message.message.as_str()),
+        ("ops", "paged")
+    );
+}
+
+#[tokio::test]
+async fn a_paper_client_cannot_speak_as_a_name_joined_on_another_replica() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    join(&servers[0], "Ada").await.expect("free");
+    let (out, mut incoming) = open_chat_stream(&mut servers[1].native().await).await;
+    out.send(chat("ada", "it's me")).await.expect("queued");
+    let refused = within(incoming.message())
+        .await
+        .expect_err("the name is Ada's");
+    assert_eq!(refused.code(), Code::AlreadyExists, "{refused:?}");
+    let anonymous = within(servers[2].native().await.send(chat("ADA", "me too")))
+        .await
+        .expect_err("nor can an anonymous Send");
+    assert_eq!(anonymous.code(), Code::PermissionDenied, "{anonymous:?}");
 }
