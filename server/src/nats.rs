@@ -330,6 +330,14 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// The stored message `id` of `room`, if it can be read.
+    async fn stored(&self, room: &str, id: u64) -> Option<ChatMessage> {
+        let stream = self.js.get_stream(stream_name(room)).await.ok()?;
+        let raw = stream.direct_get(id).await.ok()?;
+        let message = ChatMessage::decode(raw.payload.as_ref()).ok()?;
+        Some(ChatMessage { id, ..message })
+    }
+
     fn decode(&self, message: &jetstream::Message) -> Option<Stored> {
         let info = message.info().ok()?;
         let id = info.stream_sequence;
@@ -398,6 +406,15 @@ impl Shared {
                     .map_err(|e| e.to_string())
             };
             match attempt.await {
+                Ok(ack) if ack.duplicate => {
+                    // A retry: answer with the copy that was stored.
+                    return Ok(self.stored(&room.name, ack.sequence).await.unwrap_or(
+                        ChatMessage {
+                            id: ack.sequence,
+                            ..message
+                        },
+                    ));
+                }
                 Ok(ack) => {
                     return Ok(ChatMessage {
                         id: ack.sequence,

@@ -216,7 +216,11 @@ async fn a_send_retried_on_another_replica_is_stored_once() {
     .await
     .expect("the retry is acknowledged")
     .into_inner();
-    assert_eq!(again.id, first.id, "the retry is told the first copy's id");
+    assert_eq!(
+        (again.id, again.timestamp),
+        (first.id, first.timestamp),
+        "the retry is told the first copy's id and time"
+    );
     let other = within(
         servers[1]
             .native()
