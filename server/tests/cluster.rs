@@ -16,13 +16,13 @@ use chat_proto::{
 use chat_server::Config;
 use common::{
     NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
-    next_message, open_chat_stream, subscribe, unthrottled, within,
+    next_message, open_chat_stream, subscribe, unthrottled, with_session, within,
 };
 use nats::{NODES, NatsCluster, READY_TIMEOUT};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tonic::{Code, Request, Streaming};
+use tonic::{Code, Streaming};
 
 /// The harness itself: three nodes that clients reach, a stream with three
 /// replicas that keeps a leader when a node is killed, and the node back in
@@ -133,22 +133,17 @@ fn with_nonce(username: &str, message: &str, nonce: &str) -> ChatMessage {
     }
 }
 
-/// Subscribes after `after_id` (0: recent history) and skips to live.
+/// Subscribes after `after_id` (0: recent history), past `Ready`.
 async fn subscribe_after(client: &mut NativeClient, after_id: u64) -> Streaming<ChatEvent> {
-    let mut stream = within(client.subscribe(SubscribeRequest {
-        username: "reader".into(),
-        after_id,
-        ..Default::default()
-    }))
-    .await
-    .expect("subscribe accepted")
-    .into_inner();
-    match within(stream.message()).await {
-        Ok(Some(ChatEvent {
-            event: Some(Event::Ready(_)),
-        })) => stream,
-        other => panic!("expected Ready first, got {other:?}"),
-    }
+    common::subscribe_after(client, after_id).await.1
+}
+
+/// Sends `message` through `server`.
+async fn sent(server: &TestServer, message: ChatMessage) -> chat_proto::SendReply {
+    within(server.native().await.send(message))
+        .await
+        .expect("sent")
+        .into_inner()
 }
 
 #[tokio::test]
@@ -197,39 +192,16 @@ async fn a_send_retried_on_another_replica_is_stored_once() {
     let cluster = NatsCluster::start().await;
     let servers = replicas(&cluster).await;
     let mut stream = subscribe(&mut servers[2].native().await, "reader").await;
-    let first = within(
-        servers[0]
-            .native()
-            .await
-            .send(with_nonce("ada", "once", "n-1")),
-    )
-    .await
-    .expect("sent")
-    .into_inner();
+    let first = sent(&servers[0], with_nonce("ada", "once", "n-1")).await;
     // The reply was lost, say: the client sends the same message elsewhere.
-    let again = within(
-        servers[1]
-            .native()
-            .await
-            .send(with_nonce("ada", "once", "n-1")),
-    )
-    .await
-    .expect("the retry is acknowledged")
-    .into_inner();
+    let again = sent(&servers[1], with_nonce("ada", "once", "n-1")).await;
     assert_eq!(
         (again.id, again.timestamp),
         (first.id, first.timestamp),
         "the retry is told the first copy's id and time"
     );
-    let other = within(
-        servers[1]
-            .native()
-            .await
-            .send(with_nonce("bob", "once", "n-1")),
-    )
-    .await
-    .expect("someone else's nonce is their own")
-    .into_inner();
+    // Someone else's nonce is their own.
+    let other = sent(&servers[1], with_nonce("bob", "once", "n-1")).await;
     assert_eq!(other.id, first.id + 1);
 
     assert_eq!(next_event_message(&mut stream).await.id, first.id);
@@ -442,13 +414,6 @@ async fn join(server: &TestServer, name: &str) -> Result<JoinReply, tonic::Statu
     }))
     .await
     .map(tonic::Response::into_inner)
-}
-
-fn with_session<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {token}").parse().expect("ascii");
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 /// A Subscribe stream of `token`'s session on `url`, past its `Ready`.

@@ -6,29 +6,13 @@ mod common;
 
 use std::collections::HashMap;
 
-use chat_proto::{ChatEvent, Event, Gap, Ready, SubscribeRequest};
+use chat_proto::{ChatEvent, Event, Gap};
 use chat_server::Config;
 use common::{
-    TestServer, WebClient, chat, next_event_message, next_message, open_chat_stream, within,
+    TestServer, WebClient, chat, next_event_message, next_message, open_chat_stream,
+    subscribe_after, within,
 };
 use tonic::Streaming;
-
-async fn subscribe_after(web: &mut WebClient, after_id: u64) -> (Ready, Streaming<ChatEvent>) {
-    let mut events = within(web.subscribe(SubscribeRequest {
-        username: "reader".into(),
-        after_id,
-        ..Default::default()
-    }))
-    .await
-    .expect("subscribed")
-    .into_inner();
-    match within(events.message()).await {
-        Ok(Some(ChatEvent {
-            event: Some(Event::Ready(ready)),
-        })) => (ready, events),
-        other => panic!("expected Ready first, got {other:?}"),
-    }
-}
 
 async fn next_event(events: &mut Streaming<ChatEvent>) -> Event {
     common::next_chat_event(events).await

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest};
 use chat_server::config::Config;
-use common::{TestServer, chat, next_event_message, next_message, open_chat_stream, within};
+use common::{
+    TestServer, chat, next_event_message, next_message, open_chat_stream, with_session, within,
+};
 use tonic::{Code, Request, Streaming};
 
 async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply, tonic::Status> {
@@ -17,13 +19,6 @@ async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply,
     }))
     .await
     .map(tonic::Response::into_inner)
-}
-
-fn with_session<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    let value = format!("Bearer {token}").parse().expect("ascii");
-    request.metadata_mut().insert("authorization", value);
-    request
 }
 
 #[tokio::test]

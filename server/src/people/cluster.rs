@@ -180,6 +180,9 @@ pub const CLAIMS_BUCKET: &str = "chat_claims";
 /// How long a claim lasts in the bucket unless its replica says it again:
 /// a killed replica's names are free this long after their grace ends.
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
+/// How long a lookup in the bucket may take before this replica decides
+/// alone.
+const KV_WAIT: Duration = Duration::from_secs(2);
 /// How long a starting replica waits for the bucket.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 /// How often a replica says again every name it holds.
@@ -191,6 +194,7 @@ const CLAIM_REFRESH: Duration = Duration::from_secs(10);
 /// replica is good on every other.
 #[derive(Clone)]
 pub struct SharedClaims {
+    client: Client,
     kv: async_nats::jetstream::kv::Store,
     local: Arc<Claims>,
 }
@@ -214,7 +218,7 @@ impl SharedClaims {
         replicas: usize,
         local: Arc<Claims>,
     ) -> Result<Self, Unreachable> {
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(client.clone());
         let config = async_nats::jetstream::kv::Config {
             bucket: CLAIMS_BUCKET.to_owned(),
             description: "chat: claimed names and their session tokens".to_owned(),
@@ -235,7 +239,7 @@ impl SharedClaims {
                 Err(error) => return Err(Unreachable(error.to_string())),
             }
         };
-        let shared = Self { kv, local };
+        let shared = Self { client, kv, local };
         tokio::spawn(shared.clone().refresh());
         Ok(shared)
     }
@@ -244,7 +248,18 @@ impl SharedClaims {
     /// cluster; `Taken` with the holder's name if another replica has it.
     pub async fn claim(&self, session: &Session) -> Result<(), ClaimError> {
         let key = name_key(&NameKey::of(&session.name));
-        match self.kv.create(&key, said_claim(session)).await {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            // The refresh writes it once NATS is back.
+            return Ok(());
+        }
+        let created = tokio::time::timeout(KV_WAIT, self.kv.create(&key, said_claim(session)))
+            .await
+            .unwrap_or_else(|_| {
+                Err(async_nats::jetstream::kv::CreateError::new(
+                    async_nats::jetstream::kv::CreateErrorKind::Publish,
+                ))
+            });
+        match created {
             Ok(_) => {}
             Err(error)
                 if error.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
@@ -258,7 +273,12 @@ impl SharedClaims {
                     }
                     None => {
                         // Expired in between: try once more.
-                        if self.kv.create(&key, said_claim(session)).await.is_err() {
+                        let again = tokio::time::timeout(
+                            KV_WAIT,
+                            self.kv.create(&key, said_claim(session)),
+                        )
+                        .await;
+                        if !matches!(again, Ok(Ok(_))) {
                             self.local.release(session);
                             return Err(ClaimError::Taken(session.name.clone()));
                         }
@@ -271,10 +291,12 @@ impl SharedClaims {
                 warn!(%error, "cannot claim the name in the cluster");
             }
         }
-        let _ = self
-            .kv
-            .put(token_key(&session.token), session.name.clone().into())
-            .await;
+        let _ = tokio::time::timeout(
+            KV_WAIT,
+            self.kv
+                .put(token_key(&session.token), session.name.clone().into()),
+        )
+        .await;
         Ok(())
     }
 
@@ -284,7 +306,7 @@ impl SharedClaims {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let name = self.kv.get(token_key(token)).await.ok()??;
+        let name = self.get(&token_key(token)).await?;
         let name = std::str::from_utf8(&name).ok()?;
         let held = self.holder(&name_key(&NameKey::of(name))).await?;
         (held.token == token).then(|| self.local.adopt(&held.name, token))
@@ -298,12 +320,24 @@ impl SharedClaims {
     }
 
     async fn holder(&self, key: &str) -> Option<Session> {
-        let value = self.kv.get(key).await.ok()??;
+        let value = self.get(key).await?;
         let (token, name) = std::str::from_utf8(&value).ok()?.split_once('\n')?;
         Some(Session {
             name: name.to_owned(),
             token: token.to_owned(),
         })
+    }
+
+    /// The value of `key`; `None` also when NATS cannot answer now (then
+    /// this replica decides alone, as it would without a cluster).
+    async fn get(&self, key: &str) -> Option<Bytes> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return None;
+        }
+        tokio::time::timeout(KV_WAIT, self.kv.get(key))
+            .await
+            .ok()?
+            .ok()?
     }
 
     /// Says every name held here again, so it does not expire.

@@ -170,6 +170,42 @@ pub async fn next_chat_event(stream: &mut Streaming<ChatEvent>) -> Event {
     }
 }
 
+/// `message` sent with `token`'s session (`authorization: Bearer`).
+pub fn with_session<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {token}").parse().expect("ascii");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+/// Subscribes as "reader" to every message after `after_id` (0: recent
+/// history); returns the stream's `Ready` and the stream past it.
+pub async fn subscribe_after<T>(
+    client: &mut ChatServiceClient<T>,
+    after_id: u64,
+) -> (chat_proto::Ready, Streaming<ChatEvent>)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let mut events = within(client.subscribe(chat_proto::SubscribeRequest {
+        username: "reader".into(),
+        after_id,
+        ..Default::default()
+    }))
+    .await
+    .expect("subscribed")
+    .into_inner();
+    match within(events.message()).await {
+        Ok(Some(ChatEvent {
+            event: Some(Event::Ready(ready)),
+        })) => (ready, events),
+        other => panic!("expected Ready first, got {other:?}"),
+    }
+}
+
 /// Opens a Subscribe stream and waits for its `Ready` event.
 pub async fn subscribe<T>(client: &mut ChatServiceClient<T>, username: &str) -> Streaming<ChatEvent>
 where
