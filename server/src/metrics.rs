@@ -85,6 +85,7 @@ struct Inner {
     commit_seconds: Histogram,
     store_readers: Gauge,
     store_queue: Gauge,
+    log_available: Gauge,
     limit_hits: Family<KindLabel, Counter>,
 }
 
@@ -137,7 +138,7 @@ impl Metrics {
         let commit_seconds = Histogram::new(exponential_buckets(0.000_25, 2.0, 15));
         registry.register(
             "store_commit_seconds",
-            "Time to write and fsync one batch of messages",
+            "Time to write and fsync one batch of messages (cluster mode: one write until JetStream acknowledged it)",
             commit_seconds.clone(),
         );
         let store_readers = Gauge::default();
@@ -151,6 +152,13 @@ impl Metrics {
             "store_queue",
             "Messages waiting for the database writer (senders wait past 8,192)",
             store_queue.clone(),
+        );
+        let log_available = Gauge::default();
+        log_available.set(1);
+        registry.register(
+            "log_available",
+            "1 while the message log takes writes; 0 while a replica has lost NATS (cluster mode)",
+            log_available.clone(),
         );
         let limit_hits = Family::<KindLabel, Counter>::default();
         registry.register(
@@ -170,6 +178,7 @@ impl Metrics {
                 commit_seconds,
                 store_readers,
                 store_queue,
+                log_available,
                 limit_hits,
             }),
         }
@@ -229,6 +238,10 @@ impl Metrics {
         self.inner
             .store_queue
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    pub fn log_available(&self, available: bool) {
+        self.inner.log_available.set(i64::from(available));
     }
 
     pub fn limit_hit(&self, limit: Limit) {

@@ -30,6 +30,7 @@ use prost::Message as _;
 use tracing::{debug, info, warn};
 
 use crate::log::{Committed, LogError, OnCommit, RoomId, RoomLog, RoomRow, Stored, StreamFailure};
+use crate::metrics::Metrics;
 use crate::store::{PAGE_BYTES, Retention, now_millis};
 
 /// Every room's stream is named this, then the room's name.
@@ -126,7 +127,7 @@ impl Connected {
     }
 
     /// Starts following every room; each message read goes to `on_commit`.
-    pub fn open(self, on_commit: OnCommit) -> NatsLog {
+    pub fn open(self, on_commit: OnCommit, metrics: Metrics) -> NatsLog {
         let log = NatsLog {
             shared: Arc::new(Shared {
                 config: self.config,
@@ -136,6 +137,7 @@ impl Connected {
                 rooms: Mutex::new(HashMap::new()),
                 next_room: AtomicI64::new(1),
                 replica: self.replica,
+                metrics,
             }),
             at_open: Mutex::new(Vec::new()),
         };
@@ -172,6 +174,7 @@ struct Shared {
     next_room: AtomicI64,
     /// Tells this process's messages apart from other replicas'.
     replica: u64,
+    metrics: Metrics,
 }
 
 /// A room this replica follows.
@@ -386,7 +389,8 @@ impl Shared {
         };
         let payload = Bytes::from(message.encode_to_vec());
         let subject = subject(&room.name);
-        let deadline = tokio::time::Instant::now() + WRITE_PATIENCE;
+        let started = tokio::time::Instant::now();
+        let deadline = started + WRITE_PATIENCE;
         loop {
             let mut publish = jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
@@ -416,6 +420,7 @@ impl Shared {
                     ));
                 }
                 Ok(ack) => {
+                    self.metrics.stored(1, started.elapsed().as_secs_f64());
                     return Ok(ChatMessage {
                         id: ack.sequence,
                         ..message

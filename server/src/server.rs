@@ -129,7 +129,9 @@ impl Server {
                 })?;
                 let (client, replica) = (connected.client(), connected.replica());
                 let hub = Hub::open_log(
-                    |on_commit, _| Ok(Arc::new(connected.open(on_commit)) as Arc<dyn RoomLog>),
+                    |on_commit, metrics| {
+                        Ok(Arc::new(connected.open(on_commit, metrics)) as Arc<dyn RoomLog>)
+                    },
                     buffer,
                     config.history,
                     Metrics::new(),
@@ -282,6 +284,7 @@ async fn report_availability(hub: Hub, health: tonic_health::server::HealthRepor
     let mut was = true;
     while !hub.is_shut_down() {
         let now = hub.is_available();
+        hub.metrics().log_available(now);
         if now != was {
             let status = if now {
                 info!("the message log is available again");

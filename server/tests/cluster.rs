@@ -325,6 +325,18 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
         cluster.kill(i);
     }
     wait_for_health(&server, 503).await;
+    // Operators see it too (the gauge follows within a quarter second).
+    tokio::time::timeout(READY_TIMEOUT, async {
+        loop {
+            let metrics = http1_request(server.addr, "GET", "/metrics", &[], Vec::new()).await;
+            if String::from_utf8_lossy(&metrics.body).contains("chat_log_available 0") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("chat_log_available says 0");
     let refused = within(client.send(chat("ada", "while down")))
         .await
         .expect_err("no NATS, no write");
