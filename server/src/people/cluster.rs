@@ -351,8 +351,10 @@ impl SharedClaims {
                     (token_key(&session.token), session.name.clone().into()),
                 ];
                 for (key, value) in puts {
-                    if let Err(error) = self.kv.put(&key, value).await {
-                        debug!(%error, "cannot refresh a claim");
+                    match tokio::time::timeout(KV_WAIT, self.kv.put(&key, value)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => debug!(%error, "cannot refresh a claim"),
+                        Err(_) => debug!("cannot refresh a claim: no answer in time"),
                     }
                 }
             }
