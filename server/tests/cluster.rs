@@ -23,6 +23,8 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tonic::{Code, Streaming};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 /// The harness itself: three nodes that clients reach, a stream with three
 /// replicas that keeps a leader when a node is killed, and the node back in
@@ -325,6 +327,8 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
         cluster.kill(i);
     }
     wait_for_health(&server, 503).await;
+    // gRPC health says so too, for the service and for the server.
+    wait_for_grpc_health(&server, ServingStatus::NotServing).await;
     // Operators see it too (the gauge follows within a quarter second).
     tokio::time::timeout(READY_TIMEOUT, async {
         loop {
@@ -344,6 +348,7 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
 
     cluster.restart_all().await;
     wait_for_health(&server, 200).await;
+    wait_for_grpc_health(&server, ServingStatus::Serving).await;
     // Writes go through again (after the stream has a leader), and the
     // stream opened before the outage delivers them.
     let reply = loop {
@@ -393,6 +398,32 @@ async fn wait_for_health(server: &TestServer, status: u16) {
             answer.status
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until gRPC health reports `wanted` for the server and for
+/// `ChatService`.
+async fn wait_for_grpc_health(server: &TestServer, wanted: ServingStatus) {
+    let mut health = HealthClient::new(common::channel(&server.url()).await);
+    for service in ["", "ChatService"] {
+        tokio::time::timeout(READY_TIMEOUT, async {
+            loop {
+                let status = health
+                    .check(HealthCheckRequest {
+                        service: service.into(),
+                    })
+                    .await
+                    .expect("health answers")
+                    .into_inner()
+                    .status();
+                if status == wanted {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("gRPC health never said {wanted:?} for {service:?}"));
     }
 }
 
