@@ -6,7 +6,7 @@
 // payload. ChatMessage { username=1, message=2, timestamp=3 (int64), id=4 (not read), nonce=5 },
 // SubscribeRequest { username=1 }, ChatEvent { oneof message=1, ready=2,
 // heartbeat=3 }, Ready { timestamp=1, heartbeat_interval_ms=2 },
-// Heartbeat { timestamp=1 }, SendReply { timestamp=1 }.
+// Heartbeat { timestamp=1 }, SendReply { timestamp=1, id=2 }.
 import http from 'node:http';
 import https from 'node:https';
 import { EventEmitter } from 'node:events';
@@ -161,7 +161,7 @@ function post(base, method, body, agent) {
 
 /**
  * ChatService/Send. Resolves with { httpStatus, grpcStatus, grpcMessage,
- * timestamp } once the whole response has been read.
+ * timestamp, id } once the whole response has been read.
  */
 export function send(base, message, { agent } = {}) {
   return new Promise((resolve, reject) => {
@@ -172,13 +172,17 @@ export function send(base, message, { agent } = {}) {
       let grpcStatus = response.headers['grpc-status'];
       let grpcMessage = response.headers['grpc-message'];
       let timestamp;
+      let id;
       const feed = deframer((flag, payload) => {
         if (flag & 0x80) {
           const trailers = parseTrailers(payload);
           grpcStatus ??= trailers['grpc-status'];
           grpcMessage ??= trailers['grpc-message'];
         } else {
-          timestamp = decodeTimestamped(payload).timestamp;
+          for (const { number, value } of fields(payload)) {
+            if (number === 1) timestamp = Number(value);
+            else if (number === 2) id = Number(value);
+          }
         }
       });
       response.on('data', feed);
@@ -188,6 +192,7 @@ export function send(base, message, { agent } = {}) {
         grpcStatus: grpcStatus === undefined ? undefined : Number(grpcStatus),
         grpcMessage: grpcMessage === undefined ? undefined : decodeURIComponent(grpcMessage),
         timestamp,
+        id,
       }));
     });
     request.end(body);

@@ -51,6 +51,36 @@ function checkRendered(text, file) {
   }
 }
 
+/** Writes `dir`/nginx.conf: nginx in the foreground, everything in `dir`, and `includes` in http. */
+function writeMain(dir, includes) {
+  const out = (name) => path.join(dir, name);
+  const running = typeof process.getuid === 'function' && process.getuid() === 0;
+  const temp = (name) => { mkdirSync(out(`temp/${name}`), { recursive: true }); return out(`temp/${name}`); };
+  const main = `daemon off;
+master_process on;
+worker_processes 1;
+${running ? 'user root;\n' : ''}pid ${out('nginx.pid')};
+error_log ${out('error.log')} info;
+
+events {
+    worker_connections 1024;
+}
+
+http {
+    access_log ${out('access.log')};
+    client_body_temp_path ${temp('body')};
+    proxy_temp_path ${temp('proxy')};
+    fastcgi_temp_path ${temp('fastcgi')};
+    uwsgi_temp_path ${temp('uwsgi')};
+    scgi_temp_path ${temp('scgi')};
+    default_type application/octet-stream;
+
+${includes.map((file) => `    include ${file};\n`).join('')}}
+`;
+  writeFileSync(out('nginx.conf'), main);
+  return out('nginx.conf');
+}
+
 /**
  * Renders deploy/nginx/* into `dir` for an upstream on 127.0.0.1:`upstreamPort`.
  * Returns the paths of the rendered files.
@@ -115,34 +145,7 @@ export function renderConfigs(dir, {
 `;
   writeFileSync(out('existing-site.conf'), existing);
 
-  const running = typeof process.getuid === 'function' && process.getuid() === 0;
-  const temp = (name) => { mkdirSync(out(`temp/${name}`), { recursive: true }); return out(`temp/${name}`); };
-  const main = `daemon off;
-master_process on;
-worker_processes 1;
-${running ? 'user root;\n' : ''}pid ${out('nginx.pid')};
-error_log ${out('error.log')} info;
-
-events {
-    worker_connections 1024;
-}
-
-http {
-    access_log ${out('access.log')};
-    client_body_temp_path ${temp('body')};
-    proxy_temp_path ${temp('proxy')};
-    fastcgi_temp_path ${temp('fastcgi')};
-    uwsgi_temp_path ${temp('uwsgi')};
-    scgi_temp_path ${temp('scgi')};
-    default_type application/octet-stream;
-
-    include ${out('chat-upstream.conf')};
-    include ${out('chat-site.conf')};
-    include ${out('existing-site.conf')};
-}
-`;
-  writeFileSync(out('nginx.conf'), main);
-  return { conf: out('nginx.conf') };
+  return { conf: writeMain(dir, [out('chat-upstream.conf'), out('chat-site.conf'), out('existing-site.conf')]) };
 }
 
 async function waitForPorts(ports, child, output, timeoutMs = 15_000) {
@@ -164,17 +167,8 @@ async function waitForPorts(ports, child, output, timeoutMs = 15_000) {
   }
 }
 
-/**
- * Starts nginx in front of the chat-server on 127.0.0.1:`upstreamPort`.
- * Returns { siteUrl, subUrl, redirectUrl, dir, errorLog(), stop() }:
- * siteUrl is https://127.0.0.1:<port>/ (the chat at the root of its site),
- * subUrl is https://127.0.0.1:<port>/chat/ (under an existing site),
- * redirectUrl is the rendered port-80 block (http, redirects to https).
- * With `users` (htpasswd lines), the site is behind auth_basic
- * (deploy/nginx/chat-auth.conf).
- */
-export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
-  const dir = mkdtempSync(path.join(tmpdir(), 'chat-nginx-'));
+/** A fresh self-signed certificate for 127.0.0.1 and localhost in `dir`. */
+function selfSigned(dir) {
   const cert = path.join(dir, 'cert.pem');
   const key = path.join(dir, 'key.pem');
   execFileSync(OPENSSL, [
@@ -182,12 +176,14 @@ export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
     '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  return { cert, key };
+}
 
-  const [redirectPort, sitePort, subPort] = [await freePort(), await freePort(), await freePort()];
-  const { conf } = renderConfigs(dir, {
-    upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout, users,
-  });
-
+/**
+ * Checks the config `conf` (rendered in `dir`) with nginx -t, starts nginx
+ * on it and waits until it listens on `ports`. Returns { errorLog(), stop() }.
+ */
+async function launch(dir, conf, ports) {
   const args = ['-p', `${dir}/`, '-c', conf, '-e', path.join(dir, 'error.log')];
   try {
     execFileSync(NGINX, [...args, '-t', '-q'], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -206,21 +202,12 @@ export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
   process.once('exit', killAll);
   const errorLog = () => { try { return readFileSync(path.join(dir, 'error.log'), 'utf8'); } catch { return ''; } };
   try {
-    await waitForPorts([redirectPort, sitePort, subPort], child, () => output + errorLog());
+    await waitForPorts(ports, child, () => output + errorLog());
   } catch (error) {
     killAll();
     throw error;
   }
-
   return {
-    dir,
-    redirectPort,
-    sitePort,
-    subPort,
-    siteUrl: `https://127.0.0.1:${sitePort}/`,
-    subUrl: `https://127.0.0.1:${subPort}/chat/`,
-    subOrigin: `https://127.0.0.1:${subPort}`,
-    redirectUrl: `http://127.0.0.1:${redirectPort}/`,
     errorLog,
     /** Fast shutdown (open streams are cut), SIGKILL if that hangs. */
     async stop({ keep = !!process.env.KEEP_NGINX_DIR } = {}) {
@@ -234,4 +221,79 @@ export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
       if (!keep) rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Starts nginx in front of the chat-server on 127.0.0.1:`upstreamPort`.
+ * Returns { siteUrl, subUrl, redirectUrl, dir, errorLog(), stop() }:
+ * siteUrl is https://127.0.0.1:<port>/ (the chat at the root of its site),
+ * subUrl is https://127.0.0.1:<port>/chat/ (under an existing site),
+ * redirectUrl is the rendered port-80 block (http, redirects to https).
+ * With `users` (htpasswd lines), the site is behind auth_basic
+ * (deploy/nginx/chat-auth.conf).
+ */
+export async function startNginx({ upstreamPort, readTimeout = '3s', users }) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'chat-nginx-'));
+  const { cert, key } = selfSigned(dir);
+  const [redirectPort, sitePort, subPort] = [await freePort(), await freePort(), await freePort()];
+  const { conf } = renderConfigs(dir, {
+    upstreamPort, redirectPort, sitePort, subPort, cert, key, readTimeout, users,
+  });
+  const nginx = await launch(dir, conf, [redirectPort, sitePort, subPort]);
+  return {
+    ...nginx,
+    dir,
+    redirectPort,
+    sitePort,
+    subPort,
+    siteUrl: `https://127.0.0.1:${sitePort}/`,
+    subUrl: `https://127.0.0.1:${subPort}/chat/`,
+    subOrigin: `https://127.0.0.1:${subPort}`,
+    redirectUrl: `http://127.0.0.1:${redirectPort}/`,
+  };
+}
+
+/**
+ * Renders deploy/cluster/nginx.conf into `dir` for replicas on 127.0.0.1
+ * at `upstreamPorts` (three, in place of the shipped 50051 to 50053, in
+ * both upstreams) and returns the path of the main config. Only what a
+ * real install changes is substituted: addresses, listen ports,
+ * certificate paths and the snippet's path.
+ */
+export function renderClusterConfig(dir, { upstreamPorts, redirectPort, sitePort, cert, key }) {
+  const out = (name) => path.join(dir, name);
+  const file = 'cluster/nginx.conf';
+
+  const proxy = read('chat-proxy.conf');
+  checkRendered(proxy, 'chat-proxy.conf');
+  writeFileSync(out('chat-proxy.conf'), proxy);
+
+  let site = readFileSync(path.join(deployDir, '..', 'cluster', 'nginx.conf'), 'utf8');
+  if (upstreamPorts.length !== 3) throw new Error('the shipped cluster site has three replicas');
+  upstreamPorts.forEach((port, i) => {
+    site = substitute(site, file, `server 127.0.0.1:${50051 + i} `, `server 127.0.0.1:${port} `, 2);
+  });
+  site = substitute(site, file, /^[ \t]*listen\s+\[::\][^;]*;[ \t]*\n/m, '', 2);
+  site = substitute(site, file, /listen\s+80;/, `listen 127.0.0.1:${redirectPort};`);
+  site = substitute(site, file, /listen\s+443\s+ssl\s+http2;/, `listen 127.0.0.1:${sitePort} ssl http2;`);
+  site = substitute(site, file, /ssl_certificate\s+[^;\s]+;/, `ssl_certificate ${cert};`);
+  site = substitute(site, file, /ssl_certificate_key\s+[^;\s]+;/, `ssl_certificate_key ${key};`);
+  site = substitute(site, file, 'include /etc/nginx/snippets/chat-proxy.conf;', `include ${out('chat-proxy.conf')};`);
+  checkRendered(site, file);
+  writeFileSync(out('chat-cluster.conf'), site);
+  return writeMain(dir, [out('chat-cluster.conf')]);
+}
+
+/**
+ * Starts nginx with deploy/cluster/nginx.conf in front of the replicas on
+ * 127.0.0.1:`upstreamPorts`. Returns { siteUrl (https, HTTP/2), dir,
+ * errorLog(), stop() }.
+ */
+export async function startClusterNginx({ upstreamPorts }) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'chat-nginx-cluster-'));
+  const { cert, key } = selfSigned(dir);
+  const [redirectPort, sitePort] = [await freePort(), await freePort()];
+  const conf = renderClusterConfig(dir, { upstreamPorts, redirectPort, sitePort, cert, key });
+  const nginx = await launch(dir, conf, [redirectPort, sitePort]);
+  return { ...nginx, dir, siteUrl: `https://127.0.0.1:${sitePort}/` };
 }

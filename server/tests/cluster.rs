@@ -7,7 +7,10 @@ mod common;
 #[path = "common/nats.rs"]
 mod nats;
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chat_proto::{
     ChatEvent, ChatMessage, CreateRoomRequest, Event, JoinReply, JoinRequest, ListRoomsRequest,
@@ -617,8 +620,8 @@ async fn a_killed_replicas_people_leave_the_others_within_30_seconds() {
     );
 }
 
-/// A `chat-server` process in cluster mode; killed with SIGKILL when
-/// dropped, as a crash would.
+/// A `chat-server` process in cluster mode, posting rate limit off (as for
+/// [`replica`]); killed with SIGKILL when dropped, as a crash would.
 struct Process {
     child: std::process::Child,
     addr: std::net::SocketAddr,
@@ -635,6 +638,7 @@ impl Process {
             .env_clear()
             .env("CHAT_ADDR", addr.to_string())
             .env("CHAT_NATS", cluster.urls())
+            .env("CHAT_RATE_LIMIT", "0")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -743,4 +747,478 @@ async fn a_paper_client_cannot_speak_as_a_name_joined_on_another_replica() {
         .await
         .expect_err("nor can an anonymous Send");
     assert_eq!(anonymous.code(), Code::PermissionDenied, "{anonymous:?}");
+}
+
+/// The failover the cluster is for, through the shipped nginx site
+/// (`deploy/cluster/nginx.conf`) in front of three `chat-server` processes:
+/// a reader subscribed through nginx (gRPC-Web, as a browser) while three
+/// senders keep sending, two straight to the other replicas and one
+/// through nginx. Its replica is killed with `kill -9`; the reader sees its
+/// stream end, subscribes again through nginx with `after_id` = the last id
+/// it has, lands on a survivor, and ends with every acknowledged message
+/// exactly once, in id order, with no hole. New requests through nginx
+/// (`/healthz`, gRPC-Web, native gRPC) keep succeeding after the kill.
+#[tokio::test]
+async fn a_reader_behind_nginx_resumes_on_a_survivor_when_its_replica_is_killed() {
+    let cluster = NatsCluster::start().await;
+    let mut replicas = Vec::new();
+    for _ in 0..3 {
+        replicas.push(Some(Process::start(&cluster).await));
+    }
+    let addrs: Vec<SocketAddr> = replicas.iter().flatten().map(|r| r.addr).collect();
+    let nginx = ClusterNginx::start(&addrs).await;
+
+    let reading = Arc::new(Mutex::new(Reading::default()));
+    let reader = tokio::spawn(read_through(nginx.web_url(), Arc::clone(&reading)));
+    eventually_within(common::PATIENCE, "the reader's first stream", || {
+        lock(&reading).streams == 1
+    })
+    .await;
+    // Round robin decides which replica serves the reader: the one whose
+    // /metrics counts an open Subscribe stream (nobody else subscribes).
+    let doomed = serving_the_reader(&addrs).await;
+    let survivors: Vec<usize> = (0..addrs.len()).filter(|&i| i != doomed).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let senders = [
+        Poster::Native(common::NativeClient::new(
+            common::channel(&format!("http://{}", addrs[survivors[0]])).await,
+        )),
+        Poster::Native(common::NativeClient::new(
+            common::channel(&format!("http://{}", addrs[survivors[1]])).await,
+        )),
+        // Through nginx: some of its calls go to the doomed replica, and one
+        // may be cut short by the kill.
+        Poster::Web(Box::new(common::web_client(&nginx.web_url()))),
+    ]
+    .into_iter()
+    .zip(["ann", "ben", "cat"])
+    .map(|(client, name)| tokio::spawn(send_until(client, name, Arc::clone(&stop))))
+    .collect::<Vec<_>>();
+    eventually_within(common::PATIENCE, "30 messages before the kill", || {
+        lock(&reading).messages.len() >= 30
+    })
+    .await;
+
+    let before_kill = lock(&reading).messages.len();
+    let killed = Instant::now();
+    drop(replicas[doomed].take()); // kill -9
+    // New requests through nginx go to the survivors: plain HTTP, native
+    // gRPC (the @grpc location) and gRPC-Web.
+    for _ in 0..6 {
+        let health = http1_request(nginx.web, "GET", "/healthz", &[], Vec::new()).await;
+        assert_eq!(health.status, 200, "{}", nginx.error_log());
+    }
+    let mut native = chat_proto::ChatServiceClient::new(common::channel(&nginx.grpc_url()).await);
+    let mut web = common::web_client(&nginx.web_url());
+    for _ in 0..6 {
+        let rooms = within(native.list_rooms(ListRoomsRequest::default())).await;
+        assert!(rooms.is_ok(), "{rooms:?}\n{}", nginx.error_log());
+        let rooms = within(web.list_rooms(ListRoomsRequest::default())).await;
+        assert!(rooms.is_ok(), "{rooms:?}\n{}", nginx.error_log());
+    }
+
+    eventually_within(READY_TIMEOUT, "the reader's stream back", || {
+        lock(&reading).streams >= 2
+    })
+    .await;
+    // On a survivor, through nginx.
+    let survivor_addrs: Vec<SocketAddr> = survivors.iter().map(|&i| addrs[i]).collect();
+    serving_the_reader(&survivor_addrs).await;
+    // More messages after the resume, then the senders stop.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    let mut failed_calls = 0;
+    for sender in senders {
+        let sent = sender.await.expect("a sender panicked");
+        acked.extend(sent.acked);
+        failed_calls += sent.failed_calls;
+    }
+    let newest = acked
+        .iter()
+        .map(|m| m.id)
+        .max()
+        .expect("messages were sent");
+    eventually_within(common::PATIENCE, "every acknowledged message read", || {
+        lock(&reading).messages.last().map(|m| m.id) >= Some(newest)
+    })
+    .await;
+    reader.abort();
+
+    let reading = lock(&reading);
+    let ids: Vec<u64> = reading.messages.iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        (1..=newest).collect::<Vec<u64>>(),
+        "in id order, no hole, no copy"
+    );
+    for sent in &acked {
+        let read = &reading.messages[usize::try_from(sent.id - 1).expect("small")];
+        assert_eq!(
+            (&read.username, &read.nonce, &read.message),
+            (&sent.username, &sent.nonce, &sent.message),
+            "message {} is what was acknowledged with its id",
+            sent.id
+        );
+    }
+    // Every call was retried until acknowledged (a retry with the same
+    // nonce is told the first copy's id), so nothing was stored unacknowledged.
+    assert_eq!(acked.len(), ids.len(), "every message stored once");
+    assert!(
+        reading.messages.len() > before_kill + 10,
+        "messages after the kill"
+    );
+    // One outage, the kill's.
+    assert_eq!(reading.streams, 2, "{:?}", reading.outages);
+    let (why, ended, ready) = &reading.outages[0];
+    assert!(*ended >= killed, "the stream ended before the kill: {why}");
+    eprintln!(
+        "{} messages ({failed_calls} calls failed and were retried); the reader's stream \
+         ended {:?} after the kill ({why}) and was Ready again on a survivor {:?} after the kill",
+        acked.len(),
+        *ended - killed,
+        *ready - killed,
+    );
+}
+
+/// What a reader that resumes has read.
+#[derive(Default)]
+struct Reading {
+    messages: Vec<ChatMessage>,
+    /// Streams that said Ready.
+    streams: usize,
+    /// Why each stream ended, when, and when the next one was Ready.
+    outages: Vec<(String, Instant, Instant)>,
+}
+
+/// Reads general through gRPC-Web at `url` forever, as the web app does:
+/// when the stream ends it subscribes again with `after_id` = the last id
+/// it has.
+async fn read_through(url: String, reading: Arc<Mutex<Reading>>) {
+    let mut client = common::web_client(&url);
+    let mut down: Option<(Instant, String)> = None;
+    loop {
+        let after_id = lock(&reading).messages.last().map_or(0, |m| m.id);
+        let request = SubscribeRequest {
+            username: "reader".into(),
+            after_id,
+            ..Default::default()
+        };
+        let opened = tokio::time::timeout(common::PATIENCE, async {
+            let mut stream = client.subscribe(request).await?.into_inner();
+            match stream.message().await? {
+                Some(ChatEvent {
+                    event: Some(Event::Ready(_)),
+                }) => Ok(stream),
+                other => Err(tonic::Status::internal(format!(
+                    "expected Ready first, got {other:?}"
+                ))),
+            }
+        })
+        .await;
+        let mut stream = match opened {
+            Ok(Ok(stream)) => stream,
+            failed => {
+                eprintln!("reader: no stream (retrying): {failed:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        {
+            let mut reading = lock(&reading);
+            reading.streams += 1;
+            if let Some((ended, why)) = down.take() {
+                reading.outages.push((why, ended, Instant::now()));
+            }
+        }
+        let why = loop {
+            match stream.message().await {
+                Ok(Some(ChatEvent {
+                    event: Some(Event::Message(message)),
+                })) => lock(&reading).messages.push(message),
+                Ok(Some(_)) => {}
+                Ok(None) => break "the stream ended".to_owned(),
+                Err(status) => break format!("{:?}: {}", status.code(), status.message()),
+            }
+        };
+        down = Some((Instant::now(), why));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One sender's acknowledged messages (with their ids), and how many of its
+/// calls failed.
+struct Sent {
+    acked: Vec<ChatMessage>,
+    failed_calls: usize,
+}
+
+/// A client that posts: native gRPC, or gRPC-Web as a browser.
+enum Poster {
+    Native(NativeClient),
+    Web(Box<common::WebClient>),
+}
+
+impl Poster {
+    async fn send(&mut self, message: ChatMessage) -> Result<u64, tonic::Status> {
+        match self {
+            Self::Native(client) => client.send(message).await,
+            Self::Web(client) => client.send(message).await,
+        }
+        .map(|reply| reply.into_inner().id)
+    }
+}
+
+/// Sends as `name` until `stop`, one message at a time; a failed call is
+/// retried with the same nonce until it is acknowledged, as clients do.
+async fn send_until(mut client: Poster, name: &str, stop: Arc<AtomicBool>) -> Sent {
+    let mut sent = Sent {
+        acked: Vec::new(),
+        failed_calls: 0,
+    };
+    let mut n = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let message = with_nonce(name, &format!("{name} #{n}"), &format!("{name}-{n}"));
+        let started = Instant::now();
+        let id = loop {
+            match tokio::time::timeout(common::PATIENCE, client.send(message.clone())).await {
+                Ok(Ok(id)) => break id,
+                failed => {
+                    sent.failed_calls += 1;
+                    assert!(
+                        started.elapsed() < READY_TIMEOUT,
+                        "{} never acknowledged: {failed:?}",
+                        message.nonce
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        sent.acked.push(ChatMessage { id, ..message });
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sent
+}
+
+/// Which of `addrs` serves the one Subscribe stream, by their `/metrics`
+/// (waits until exactly one of them counts one, and the others none).
+async fn serving_the_reader(addrs: &[SocketAddr]) -> usize {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        let mut counts = Vec::new();
+        for &addr in addrs {
+            counts.push(subscribe_streams(addr).await);
+        }
+        if counts.iter().sum::<u64>() == 1
+            && let Some(i) = counts.iter().position(|&c| c == 1)
+        {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Subscribe streams open on {addrs:?}: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The Subscribe streams open on the replica at `addr`, from its /metrics.
+async fn subscribe_streams(addr: SocketAddr) -> u64 {
+    let metrics = http1_request(addr, "GET", "/metrics", &[], Vec::new()).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    text.lines()
+        .find_map(|line| line.strip_prefix(r#"chat_streams_open{kind="subscribe"} "#))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+/// Polls `condition` every 20 ms until it holds, failing after `patience`.
+async fn eventually_within(patience: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + patience;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// nginx with the shipped `deploy/cluster/nginx.conf` in front of the
+/// replicas at `addrs`, on free loopback ports; stopped when dropped.
+///
+/// The site is rendered, not copied by hand: the replicas' addresses in
+/// both upstreams, loopback ports instead of 80 and 443, the proxy snippet
+/// from `deploy/nginx/`, and no TLS (these clients speak plain HTTP; the
+/// browser test, `e2e/cluster.test.mjs`, keeps it). The 443 listener
+/// becomes two: HTTP/1.1 for gRPC-Web and the rest (`web`), and cleartext
+/// HTTP/2 for native gRPC (`grpc`), which nginx 1.22 cannot serve on one
+/// cleartext port. Each change must match the shipped file exactly, so an
+/// edit to it cannot quietly make this test test nothing.
+struct ClusterNginx {
+    child: std::process::Child,
+    web: SocketAddr,
+    grpc: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl ClusterNginx {
+    async fn start(addrs: &[SocketAddr]) -> Self {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let shipped = std::fs::read_to_string(repo.join("deploy/cluster/nginx.conf"))
+            .expect("deploy/cluster/nginx.conf");
+        let dir = tempfile::Builder::new()
+            .prefix("chat-nginx-cluster-")
+            .tempdir()
+            .expect("a temp dir for nginx");
+        let ports: Vec<u16> = {
+            let listeners: Vec<std::net::TcpListener> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+                .collect();
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("addr").port())
+                .collect()
+        };
+        let (redirect, web, grpc) = (ports[0], ports[1], ports[2]);
+
+        let mut site = shipped;
+        let mut substitute = |from: &str, to: &str, count: usize| {
+            let found = site.matches(from).count();
+            assert_eq!(
+                found, count,
+                "deploy/cluster/nginx.conf: expected {count} of {from:?}, found {found}; \
+                 did it change? update this test"
+            );
+            site = site.replace(from, to);
+        };
+        assert_eq!(addrs.len(), 3, "the shipped site has three replicas");
+        for (i, addr) in addrs.iter().enumerate() {
+            substitute(
+                &format!("server 127.0.0.1:{} ", 50051 + i),
+                &format!("server {addr} "),
+                2,
+            );
+        }
+        substitute("    listen [::]:80;\n", "", 1);
+        substitute("    listen [::]:443 ssl http2;\n", "", 1);
+        substitute("listen 80;", &format!("listen 127.0.0.1:{redirect};"), 1);
+        substitute(
+            "listen 443 ssl http2;",
+            &format!("listen 127.0.0.1:{web};\n    listen 127.0.0.1:{grpc} http2;"),
+            1,
+        );
+        substitute(
+            "    ssl_certificate /etc/letsencrypt/live/chat.example.org/fullchain.pem;\n",
+            "",
+            1,
+        );
+        substitute(
+            "    ssl_certificate_key /etc/letsencrypt/live/chat.example.org/privkey.pem;\n",
+            "",
+            1,
+        );
+        substitute("    ssl_protocols TLSv1.2 TLSv1.3;\n", "", 1);
+        substitute(
+            "include /etc/nginx/snippets/chat-proxy.conf;",
+            &format!(
+                "include {};",
+                repo.join("deploy/nginx/chat-proxy.conf").display()
+            ),
+            1,
+        );
+        for line in site.lines() {
+            let directive = line.split('#').next().unwrap_or("").trim();
+            assert!(
+                !directive.contains("/etc/") && !directive.contains("ssl"),
+                "rendered site still has {line:?}"
+            );
+            assert!(
+                !directive.starts_with("listen ") || directive.starts_with("listen 127.0.0.1:"),
+                "rendered site listens on {line:?}"
+            );
+        }
+        let d = dir.path().display();
+        std::fs::write(dir.path().join("chat-cluster.conf"), site).expect("write the site");
+        let conf = format!(
+            "daemon off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    default_type application/octet-stream;
+    include {d}/chat-cluster.conf;
+}}
+"
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf).expect("write nginx.conf");
+        let bin = std::env::var("NGINX").unwrap_or_else(|_| "/usr/sbin/nginx".into());
+        let child = std::process::Command::new(&bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {bin} (scripts/install --tests installs it): {e}")
+            });
+        // Made at once, so that nginx is stopped however this ends.
+        let nginx = Self {
+            child,
+            web: ([127, 0, 0, 1], web).into(),
+            grpc: ([127, 0, 0, 1], grpc).into(),
+            dir,
+        };
+        let deadline = Instant::now() + common::PATIENCE;
+        for addr in [nginx.web, nginx.grpc] {
+            while TcpStream::connect(addr).await.is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "nginx did not listen on {addr}: {}",
+                    nginx.error_log()
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        nginx
+    }
+
+    fn web_url(&self) -> String {
+        format!("http://{}", self.web)
+    }
+
+    fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ClusterNginx {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers too.
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,224 @@
+// Cluster mode in the browser: three chat-server replicas (--nats) on a
+// three-node NATS JetStream cluster, behind nginx configured from the
+// shipped deploy/cluster/nginx.conf (TLS, HTTP/2, round robin, passive
+// health checks). The replica serving a page's stream is killed with
+// kill -9 while messages keep coming: the page reconnects through nginx to
+// a survivor, resumes after the last id it has, and shows every message
+// exactly once, in order.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import {
+  artifacts, join, launchBrowser, messagesWithText, openPage, say, startServer,
+} from './harness.mjs';
+import { startClusterNginx } from './nginx.mjs';
+import { startNatsCluster } from './nats.mjs';
+import { agentFor, send } from './grpcweb.mjs';
+
+const tls = { ignoreHTTPSErrors: true };
+let nats;
+const replicas = [];
+let nginx;
+let browser;
+
+/** GET on a replica itself (nginx hides /metrics): { status, body }. */
+function get(port, pathname) {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ host: '127.0.0.1', port, path: pathname, agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { body += chunk; });
+      response.once('end', () => resolve({ status: response.statusCode, body }));
+      response.once('error', reject);
+    });
+    request.setTimeout(5_000, () => request.destroy(new Error(`timed out: ${pathname} on ${port}`)));
+    request.once('error', reject);
+  });
+}
+
+async function eventually(what, condition, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await condition();
+    if (value !== undefined && value !== false && value !== null) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Subscribe streams open on a replica, from its /metrics. */
+async function subscribeStreams(replica) {
+  const { body } = await get(replica.port, '/metrics');
+  const line = body.split('\n').find((l) => l.startsWith('chat_streams_open{kind="subscribe"} '));
+  return line ? Number(line.split(' ')[1]) : 0;
+}
+
+/**
+ * The one replica among `candidates` that serves a Subscribe stream (the
+ * page's: nobody else subscribes), once exactly one of them counts one.
+ */
+async function servingThePage(candidates) {
+  return eventually('exactly one replica serving the page', async () => {
+    const counts = await Promise.all(candidates.map(subscribeStreams));
+    const total = counts.reduce((a, b) => a + b, 0);
+    return total === 1 ? candidates[counts.indexOf(1)] : undefined;
+  });
+}
+
+/** Records every data-state the page's connection status takes from now on. */
+async function watchConnectionState(page) {
+  await page.evaluate(() => {
+    const states = [];
+    window.connectionStates = states;
+    const record = () => {
+      const state = document.querySelector('[data-testid="connection-status"]')
+        ?.getAttribute('data-state') ?? 'missing';
+      if (state !== states.at(-1)) states.push(state);
+    };
+    record();
+    new MutationObserver(record).observe(document.body, {
+      subtree: true, childList: true, attributes: true, attributeFilter: ['data-state'],
+    });
+  });
+  return () => page.evaluate(() => window.connectionStates);
+}
+
+/**
+ * A client that keeps sending through nginx (gRPC-Web, over its own
+ * keep-alive connections) until stopped, one message at a time; a failed
+ * call is retried with the same nonce until it is acknowledged, as the web
+ * app's retry does. `acked` holds { id, message } in the order acknowledged.
+ */
+function keepSending(base, username) {
+  const agent = agentFor(base);
+  const sender = { acked: [], failedCalls: 0, stopped: false };
+  sender.done = (async () => {
+    for (let n = 0; !sender.stopped; n++) {
+      const message = `${username} says ${n}`;
+      const nonce = `${username}-${n}`;
+      const started = Date.now();
+      for (;;) {
+        let reply;
+        try {
+          reply = await send(base, { username, message, nonce }, { agent });
+        } catch (error) {
+          reply = { error: error.message };
+        }
+        if (reply.httpStatus === 200 && reply.grpcStatus === 0 && reply.id > 0) {
+          sender.acked.push({ id: reply.id, message });
+          break;
+        }
+        sender.failedCalls++;
+        if (Date.now() - started > 20_000) {
+          throw new Error(`${nonce} never acknowledged: ${JSON.stringify(reply)}`);
+        }
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 40));
+    }
+    agent.destroy();
+  })();
+  return sender;
+}
+
+before(async () => {
+  nats = await startNatsCluster();
+  for (let i = 0; i < 3; i++) {
+    replicas.push(await startServer(undefined, {
+      // 2 s heartbeats: a stream that dies silently is given up in 5 s.
+      args: ['--nats', nats.urls, '--heartbeat', '2'],
+      env: { CHAT_RATE_LIMIT: '0' },
+      captureLogs: true,
+    }));
+  }
+  // The port is bound before JetStream is reached: ready once healthy.
+  for (const replica of replicas) {
+    await eventually(`replica on ${replica.port} healthy`, async () => (await get(replica.port, '/healthz')).status === 200, 30_000);
+  }
+  nginx = await startClusterNginx({ upstreamPorts: replicas.map((r) => r.port) });
+  browser = await launchBrowser(['--ignore-certificate-errors']);
+});
+
+after(async () => {
+  // Each step on its own, so one failing does not leave the rest running.
+  for (const step of [
+    () => browser?.close(),
+    () => nginx?.stop(),
+    ...replicas.map((replica) => async () => {
+      replica.kill('SIGKILL');
+      await replica.exited;
+      // startServer's fresh database dir, unused in cluster mode.
+      rmSync(path.dirname(replica.db), { recursive: true, force: true });
+    }),
+    () => nats?.stop(),
+  ]) {
+    try { await step(); } catch (error) { console.error('cleanup:', error); }
+  }
+});
+
+test('kill -9 the replica behind a page: it reconnects through nginx and shows every message once, in order', async (t) => {
+  const page = await openPage(browser, nginx.siteUrl, undefined, tls);
+  await join(page, 'Watcher');
+  const states = await watchConnectionState(page);
+  const doomed = await servingThePage(replicas);
+  const survivors = replicas.filter((r) => r !== doomed);
+
+  const sender = keepSending(nginx.siteUrl, 'Feeder');
+  let failure;
+  let reconnectMs;
+  sender.done.catch((error) => { failure = error; });
+  try {
+    await eventually('15 messages acknowledged', () => sender.acked.length >= 15);
+    await messagesWithText(page, sender.acked[14].message).first().waitFor();
+
+    const killedAt = performance.now();
+    doomed.kill('SIGKILL');
+    const status = await doomed.exited;
+    assert.equal(status.signal, 'SIGKILL');
+    await page.waitForFunction(() => {
+      const seen = window.connectionStates;
+      const at = seen.indexOf('reconnecting');
+      return at >= 0 && seen.slice(at).includes('connected');
+    }, null, { timeout: 20_000 });
+    reconnectMs = performance.now() - killedAt;
+    // Its new stream is on a survivor.
+    await servingThePage(survivors);
+    await page.screenshot({ path: path.join(artifacts, 'cluster-after-failover.png') });
+
+    // More messages after the reconnect, then the sender stops.
+    const atReconnect = sender.acked.length;
+    await eventually('10 more messages', () => sender.acked.length >= atReconnect + 10);
+  } finally {
+    sender.stopped = true;
+    await sender.done.catch(() => {});
+  }
+  if (failure) throw failure;
+
+  const expected = [...sender.acked].sort((a, b) => a.id - b.id);
+  assert.deepEqual(sender.acked.map((m) => m.id), expected.map((_, i) => i + 1),
+    'one sender, each message stored once: ids 1, 2, 3... in the order acknowledged');
+  await messagesWithText(page, expected.at(-1).message).first().waitFor();
+  // Let a stray copy, if any, arrive too.
+  await page.waitForTimeout(500);
+  const shown = (await page.getByTestId('message-text').allInnerTexts())
+    .filter((text) => text.startsWith('Feeder says '));
+  assert.deepEqual(shown, expected.map((m) => m.message), 'every acknowledged message once, in order');
+  const seen = await states();
+  t.diagnostic(`${expected.length} messages (ids ${expected[0].id}..${expected.at(-1).id}, `
+    + `${sender.failedCalls} calls failed and were retried); `
+    + `the page was connected again ${reconnectMs.toFixed(0)} ms after the kill; states: ${seen.join(' -> ')}`);
+  assert.equal(seen.at(-1), 'connected');
+
+  // The page's session is good on the survivor too: it still posts as
+  // Watcher (through nginx, to any replica), once.
+  await say(page, 'still here after the failover');
+  const own = page.locator('[data-testid="message"][data-state="delivered"][data-own="true"]')
+    .filter({ hasText: 'still here after the failover' });
+  await own.first().waitFor();
+  await page.waitForTimeout(300);
+  assert.equal(await own.count(), 1);
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});
