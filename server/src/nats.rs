@@ -46,6 +46,8 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 const ACK_WAIT: Duration = Duration::from_secs(2);
 /// A retried write is recognised as a copy for this long.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a follower's request to JetStream may take before it asks again.
+const FOLLOW_REQUEST: Duration = Duration::from_secs(2);
 /// A consumer nobody reads from is removed by the server after this.
 const CONSUMER_IDLE: Duration = Duration::from_secs(10);
 /// Messages the follower hands to the hub at once, at most.
@@ -132,19 +134,25 @@ impl Connected {
             shared: Arc::new(Shared {
                 config: self.config,
                 client: self.client,
+                follow_js: {
+                    let mut js = self.js.clone();
+                    js.set_timeout(FOLLOW_REQUEST);
+                    js
+                },
                 js: self.js,
                 on_commit: Mutex::new(on_commit),
                 rooms: Mutex::new(HashMap::new()),
                 next_room: AtomicI64::new(1),
                 replica: self.replica,
                 metrics,
+                starting: std::sync::atomic::AtomicUsize::new(self.rooms.len()),
             }),
             at_open: Mutex::new(Vec::new()),
         };
         let rows: Vec<RoomRow> = self
             .rooms
             .into_iter()
-            .map(|row| log.shared.register(row))
+            .map(|row| log.shared.register_room(row, true))
             .collect();
         *lock(&log.at_open) = rows;
         log
@@ -169,12 +177,19 @@ struct Shared {
     config: NatsConfig,
     client: async_nats::Client,
     js: context::Context,
+    /// The same, with short requests: a follower that lost its consumer
+    /// (a stream leader died) asks again soon rather than wait long.
+    follow_js: context::Context,
     on_commit: Mutex<OnCommit>,
     rooms: Mutex<HashMap<String, Followed>>,
     next_room: AtomicI64,
     /// Tells this process's messages apart from other replicas'.
     replica: u64,
     metrics: Metrics,
+    /// Rooms found at start whose consumer is not open yet: until it is,
+    /// the replica reports itself unavailable, so a load balancer sends
+    /// nobody to a replica that would make them wait.
+    starting: std::sync::atomic::AtomicUsize,
 }
 
 /// A room this replica follows.
@@ -189,8 +204,16 @@ impl Shared {
     /// Follows the room `row` describes (once, however often it is asked),
     /// and returns the row with this process's number for it.
     fn register(self: &Arc<Self>, row: RoomRow) -> RoomRow {
+        self.register_room(row, false)
+    }
+
+    /// [`Shared::register`], for a room found at start (`at_start`).
+    fn register_room(self: &Arc<Self>, row: RoomRow, at_start: bool) -> RoomRow {
         let mut rooms = lock(&self.rooms);
         if let Some(known) = rooms.get(&row.name) {
+            if at_start {
+                self.starting.fetch_sub(1, Ordering::SeqCst);
+            }
             return RoomRow {
                 id: known.id,
                 last_id: known.last_id.load(Ordering::SeqCst),
@@ -204,7 +227,7 @@ impl Shared {
         };
         rooms.insert(row.name.clone(), followed.clone());
         drop(rooms);
-        tokio::spawn(Arc::clone(self).follow(followed.clone()));
+        tokio::spawn(Arc::clone(self).follow(followed.clone(), at_start));
         RoomRow {
             id: followed.id,
             ..row
@@ -232,11 +255,14 @@ impl Shared {
 
     /// Hands the room's new messages to the hub, in order, for as long as
     /// the process runs; a broken consumer is opened again where it left.
-    async fn follow(self: Arc<Self>, room: Followed) {
+    async fn follow(self: Arc<Self>, room: Followed, mut at_start: bool) {
         loop {
             let after = room.last_id.load(Ordering::SeqCst);
             match self.messages_after(&room.name, after).await {
                 Ok(mut messages) => {
+                    if std::mem::take(&mut at_start) {
+                        self.starting.fetch_sub(1, Ordering::SeqCst);
+                    }
                     let mut broken = false;
                     while let Some(first) = messages.next().await {
                         let mut batch = Vec::new();
@@ -307,7 +333,7 @@ impl Shared {
         after: u64,
     ) -> Result<consumer::pull::Stream, LogError> {
         let stream = self
-            .js
+            .follow_js
             .get_stream(stream_name(room))
             .await
             .map_err(unavailable)?;
@@ -604,7 +630,7 @@ impl RoomLog for NatsLog {
     }
 
     fn is_available(&self) -> bool {
-        self.shared.available().is_ok()
+        self.shared.available().is_ok() && self.shared.starting.load(Ordering::SeqCst) == 0
     }
 }
 

@@ -439,14 +439,22 @@ async fn ids_until(mut stream: Streaming<ChatEvent>, last: u64) -> Vec<u64> {
     ids
 }
 
-/// The ids of the next `count` messages on `stream` (heartbeats, which a
-/// long pause brings, are skipped).
+/// The ids of the next `count` messages on `stream`. A stream may pause
+/// while its room's stream elects a leader (heartbeats and people events
+/// are skipped), but it must not end.
 async fn ids_until_count(stream: &mut Streaming<ChatEvent>, count: usize) -> Vec<u64> {
     let mut ids = Vec::new();
     while ids.len() < count {
-        match next_chat_event(stream).await {
-            Event::Message(message) => ids.push(message.id),
-            Event::Heartbeat(_) => {}
+        let next = tokio::time::timeout(READY_TIMEOUT, stream.message())
+            .await
+            .expect("the stream paused for longer than a leader election");
+        match next {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Message(message)),
+            })) => ids.push(message.id),
+            Ok(Some(ChatEvent {
+                event: Some(Event::Heartbeat(_) | Event::Presence(_) | Event::Typing(_)),
+            })) => {}
             other => panic!("expected a chat message, got {other:?}"),
         }
     }
