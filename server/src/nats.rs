@@ -359,6 +359,72 @@ impl Shared {
             .map_err(unavailable)
     }
 
+    /// `message` stamped with the time, and what to publish for it: its
+    /// dedupe id (from name and nonce; without a nonce one of our own still
+    /// makes this call's retries land once) and, from a `ChatStream`, its
+    /// origin.
+    fn prepare(
+        &self,
+        origin: Option<u64>,
+        message: ChatMessage,
+    ) -> (ChatMessage, jetstream::message::PublishMessage) {
+        let message = ChatMessage {
+            id: 0,
+            timestamp: now_millis(),
+            ..message
+        };
+        let msg_id = if message.nonce.is_empty() {
+            format!("{}-{}", self.replica, random_u64())
+        } else {
+            message_id(&message.username, &message.nonce)
+        };
+        let mut publish = jetstream::message::PublishMessage::build()
+            .payload(Bytes::from(message.encode_to_vec()))
+            .message_id(msg_id);
+        if let Some(origin) = origin {
+            publish = publish.header(ORIGIN_HEADER, format!("{}.{origin}", self.replica));
+        }
+        (message, publish)
+    }
+
+    /// Publishes a `ChatStream`'s message without waiting for JetStream:
+    /// the connection's messages go out in order and their acknowledgements
+    /// are awaited on the side, so a burst is not one round trip per
+    /// message. A write that is not acknowledged is reported to `failure`
+    /// (the stream then ends with it, as on SQLite).
+    async fn write_queued(
+        &self,
+        room: &Followed,
+        origin: u64,
+        message: ChatMessage,
+        failure: &StreamFailure,
+    ) -> Result<(), LogError> {
+        self.available()?;
+        let (_, publish) = self.prepare(Some(origin), message);
+        let started = tokio::time::Instant::now();
+        let ack = self
+            .js
+            .send_publish(subject(&room.name), publish)
+            .await
+            .map_err(unavailable)?;
+        let failure = Arc::clone(failure);
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(WRITE_PATIENCE, ack).await {
+                Ok(Ok(_)) => metrics.stored(1, started.elapsed().as_secs_f64()),
+                Ok(Err(error)) => {
+                    failure.send_replace(Some(format!("could not store the message: {error}")));
+                }
+                Err(_) => {
+                    failure.send_replace(Some(
+                        "could not store the message: JetStream did not acknowledge it".into(),
+                    ));
+                }
+            }
+        });
+        Ok(())
+    }
+
     /// The stored message `id` of `room`, if it can be read.
     async fn stored(&self, room: &str, id: u64) -> Option<ChatMessage> {
         let stream = self.js.get_stream(stream_name(room)).await.ok()?;
@@ -401,29 +467,12 @@ impl Shared {
         message: ChatMessage,
     ) -> Result<ChatMessage, LogError> {
         self.available()?;
-        let message = ChatMessage {
-            id: 0,
-            timestamp: now_millis(),
-            ..message
-        };
-        // Without a nonce from the client, one of our own still makes this
-        // call's retries land once.
-        let msg_id = if message.nonce.is_empty() {
-            format!("{}-{}", self.replica, random_u64())
-        } else {
-            message_id(&message.username, &message.nonce)
-        };
-        let payload = Bytes::from(message.encode_to_vec());
+        let (message, publish) = self.prepare(origin, message);
         let subject = subject(&room.name);
         let started = tokio::time::Instant::now();
         let deadline = started + WRITE_PATIENCE;
         loop {
-            let mut publish = jetstream::message::PublishMessage::build()
-                .payload(payload.clone())
-                .message_id(&msg_id);
-            if let Some(origin) = origin {
-                publish = publish.header(ORIGIN_HEADER, format!("{}.{origin}", self.replica));
-            }
+            let publish = publish.clone();
             let attempt = async {
                 let ack = self
                     .js
@@ -579,13 +628,14 @@ impl RoomLog for NatsLog {
     ) -> BoxFuture<'a, Result<(), LogError>> {
         Box::pin(async move {
             let room = self.shared.room_or_gone(room)?;
-            // In order: the next message from this connection is not read
-            // before this one is acknowledged.
-            if let Err(error) = self.shared.write(&room, Some(origin), message).await {
+            let written = self
+                .shared
+                .write_queued(&room, origin, message, failure)
+                .await;
+            if let Err(error) = &written {
                 failure.send_replace(Some(error.to_string()));
-                return Err(error);
             }
-            Ok(())
+            written
         })
     }
 
