@@ -24,8 +24,11 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::{Context, bail};
+use chat_proto::{ChatEvent, ChatMessage, Event, SubscribeRequest};
 use hdrhistogram::Histogram;
 
+use crate::clients;
 use crate::compare::median;
 use crate::fanout::{self, Plan, Protocol};
 use crate::nats::NatsCluster;
@@ -191,6 +194,7 @@ pub async fn one(
         });
     }
     let urls: Vec<String> = servers.iter().map(ServerProcess::url).collect();
+    warm_up(&urls).await?;
     let mut plan = Plan::new(protocol, shape);
     plan.rooms = bench.rooms;
     plan.timings = true;
@@ -229,6 +233,56 @@ pub async fn one(
     };
     run.row = row(&run, own_cpu);
     Ok(run)
+}
+
+/// Waits until every server hands on a message sent through the first.
+/// A replica is healthy once it reaches NATS but follows its rooms a
+/// moment later (it makes a consumer per room after it starts serving), so
+/// without this the first messages of a run wait for that (0.3-0.9 s seen
+/// in gRPC-Web runs; native runs were covered by their probes). The
+/// message stays in the room's history: gRPC-Web subscribers get it first,
+/// as a message of no sender (not counted).
+async fn warm_up(urls: &[String]) -> anyhow::Result<()> {
+    const TEXT: &str = "warm-up";
+    let mut listeners = Vec::new();
+    for url in urls {
+        let mut client = clients::web(url)?;
+        let events = client
+            .subscribe(SubscribeRequest {
+                username: "warmup".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .context("warm-up: subscribing")?
+            .into_inner();
+        listeners.push((client, events));
+    }
+    clients::web(&urls[0])?
+        .send(ChatMessage {
+            username: "warmup".to_owned(),
+            message: TEXT.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .context("warm-up: sending")?;
+    for (url, (_client, mut events)) in urls.iter().zip(listeners) {
+        let heard = async {
+            loop {
+                match events.message().await? {
+                    Some(ChatEvent {
+                        event: Some(Event::Message(m)),
+                    }) if m.message == TEXT => return Ok(()),
+                    Some(_) => {}
+                    None => bail!("the stream ended"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), heard)
+            .await
+            .context("no warm-up message in 30 s")?
+            .with_context(|| format!("warm-up on {url}"))?;
+    }
+    Ok(())
 }
 
 /// Per setup in `runs` (all one protocol and shape): the medians, and the
