@@ -94,7 +94,7 @@ pub async fn one(
         plan.rooms = setup.rooms;
     }
     let (server_cpu, own_cpu) = (server.cpu_time()?, own_cpu_time()?);
-    let outcome = fanout::run(&server.url(), plan).await?;
+    let outcome = fanout::run(&[server.url()], plan).await?;
     let server_cpu = server.cpu_time()?.saturating_sub(server_cpu);
     let own_cpu = own_cpu_time()?.saturating_sub(own_cpu);
     server.stop().await?;
@@ -145,7 +145,7 @@ pub fn versus(runs: &[Run], protocol: Protocol) -> Option<Row> {
     )
 }
 
-fn median(values: impl Iterator<Item = f64>) -> f64 {
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     let mut values: Vec<f64> = values.collect();
     values.sort_by(f64::total_cmp);
     match values.len() {

@@ -4,9 +4,15 @@
 //! Every client is connected and confirmed live before the timed phase:
 //! gRPC-Web subscribers by their `Ready` event, native `ChatStream` clients
 //! by receiving a probe message.
+//!
+//! Against several servers (replicas of one cluster), client or sender `i`
+//! connects to server `i % servers` (`(i / rooms) % servers` with several
+//! rooms, so each room has members on every server), and with [`Plan::timings`] the latency
+//! is also split by whether the receiver is on its sender's server, and
+//! (gRPC-Web) set against the moment each `Send` was answered.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -39,6 +45,9 @@ pub struct Plan {
     /// Rooms the clients and senders are spread over (client or sender `i`
     /// in room `i % rooms`); each hears only its room's senders.
     pub rooms: usize,
+    /// Keep when each message was sent, answered and received, for
+    /// [`Outcome::timings`] (memory: 8 bytes per delivery).
+    pub timings: bool,
 }
 
 impl Plan {
@@ -54,6 +63,7 @@ impl Plan {
             messages,
             rate,
             rooms: 1,
+            timings: false,
         }
     }
 
@@ -79,6 +89,64 @@ pub struct Outcome {
     pub out_of_order: u64,
     pub latency_us: Histogram<u64>,
     pub elapsed: Duration,
+    /// With [`Plan::timings`].
+    pub timings: Option<Timings>,
+}
+
+/// Where the time between send and receipt goes (see [`Plan::timings`]).
+pub struct Timings {
+    /// Send to receipt, receivers on the sender's own server.
+    pub same_server_us: Histogram<u64>,
+    /// Send to receipt, receivers on another server (empty with one).
+    pub other_server_us: Histogram<u64>,
+    /// gRPC-Web: send to `Send`'s reply, once per message: how long the
+    /// server took to store it (a SQLite commit, or JetStream's
+    /// acknowledgement of a replicated write).
+    pub ack_us: Option<Histogram<u64>>,
+    /// gRPC-Web: `Send`'s reply to receipt, per delivery, receivers on the
+    /// sender's server and on another; a delivery that came before the
+    /// reply counts as 0 (and in `before_ack`).
+    pub after_ack_same_us: Option<Histogram<u64>>,
+    pub after_ack_other_us: Option<Histogram<u64>>,
+    pub before_ack: u64,
+}
+
+/// When each message (`sender * messages + seq`) was sent and answered.
+struct Stamps {
+    sent: Vec<AtomicU64>,
+    acked: Vec<AtomicU64>,
+    messages: usize,
+}
+
+impl Stamps {
+    fn new(plan: &Plan) -> Arc<Self> {
+        let n = if plan.timings {
+            plan.senders * plan.messages
+        } else {
+            0
+        };
+        Arc::new(Self {
+            sent: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            acked: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            messages: plan.messages,
+        })
+    }
+
+    fn slot(&self, sender: usize, seq: usize) -> usize {
+        sender * self.messages + seq
+    }
+
+    fn sent(&self, sender: usize, seq: usize, at: u64) {
+        if let Some(s) = self.sent.get(self.slot(sender, seq)) {
+            s.store(at, Ordering::Relaxed);
+        }
+    }
+
+    fn acked(&self, sender: usize, seq: usize, at: u64) {
+        if let Some(s) = self.acked.get(self.slot(sender, seq)) {
+            s.store(at, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Outcome {
@@ -91,7 +159,21 @@ fn username(i: usize) -> String {
     format!("bench{i}")
 }
 
-pub async fn run(url: &str, plan: Plan) -> anyhow::Result<Outcome> {
+/// The fan-out against `urls`: one server, or replicas of one cluster.
+pub async fn run(urls: &[String], plan: Plan) -> anyhow::Result<Outcome> {
+    Ok(run_metered(urls, plan, || ()).await?.0)
+}
+
+/// [`run`], calling `meter` once every client is live, just before the
+/// first message is sent (to read CPU clocks over the timed phase alone).
+pub async fn run_metered<M>(
+    urls: &[String],
+    plan: Plan,
+    meter: impl FnOnce() -> M,
+) -> anyhow::Result<(Outcome, M)> {
+    let Some(url) = urls.first() else {
+        bail!("no server to run the fan-out against");
+    };
     if plan.senders > plan.clients {
         bail!(
             "more senders ({}) than clients ({})",
@@ -120,9 +202,10 @@ pub async fn run(url: &str, plan: Plan) -> anyhow::Result<Outcome> {
                 .context("creating the rooms")?;
         }
     }
-    let (receivers, start_us) = match plan.protocol {
-        Protocol::Native => native(url, plan, deadline).await?,
-        Protocol::Web => web(url, plan, deadline).await?,
+    let stamps = Stamps::new(&plan);
+    let ((receivers, start_us), metered) = match plan.protocol {
+        Protocol::Native => native(urls, plan, deadline, &stamps, meter).await?,
+        Protocol::Web => web(urls, plan, deadline, &stamps, meter).await?,
     };
     let mut outcome = Outcome {
         expected: 0,
@@ -131,9 +214,13 @@ pub async fn run(url: &str, plan: Plan) -> anyhow::Result<Outcome> {
         out_of_order: 0,
         latency_us: new_histogram(),
         elapsed: Duration::ZERO,
+        timings: None,
     };
+    if plan.timings {
+        outcome.timings = Some(timings(urls.len(), plan, &stamps, &receivers)?);
+    }
     let mut last_us = start_us;
-    for (expected, tally) in receivers {
+    for (_, expected, tally) in receivers {
         outcome.expected += expected;
         outcome.delivered += tally.unique;
         outcome.duplicated += tally.duplicated;
@@ -145,17 +232,106 @@ pub async fn run(url: &str, plan: Plan) -> anyhow::Result<Outcome> {
         last_us = last_us.max(tally.last_receipt_us);
     }
     outcome.elapsed = Duration::from_micros(last_us.saturating_sub(start_us));
-    Ok(outcome)
+    Ok((outcome, metered))
 }
 
-type Receivers = (Vec<(u64, Tally)>, u64);
+/// Splits the latency by server and sets it against the replies, from
+/// what the receivers and senders kept.
+fn timings(
+    servers: usize,
+    plan: Plan,
+    stamps: &Stamps,
+    receivers: &[(usize, u64, Tally)],
+) -> anyhow::Result<Timings> {
+    let web = plan.protocol == Protocol::Web;
+    let web_histogram = || web.then(new_histogram);
+    let mut t = Timings {
+        same_server_us: new_histogram(),
+        other_server_us: new_histogram(),
+        ack_us: web_histogram(),
+        after_ack_same_us: web_histogram(),
+        after_ack_other_us: web_histogram(),
+        before_ack: 0,
+    };
+    if let Some(ack) = t.ack_us.as_mut() {
+        for (sent, acked) in stamps.sent.iter().zip(&stamps.acked) {
+            let (sent, acked) = (sent.load(Ordering::Relaxed), acked.load(Ordering::Relaxed));
+            if sent > 0 && acked > 0 {
+                ack.record(acked.saturating_sub(sent).max(1))?;
+            }
+        }
+    }
+    for (receiver, _, tally) in receivers {
+        let Some(times) = &tally.received_us else {
+            continue;
+        };
+        for (sender, times) in times.iter().enumerate() {
+            let same = server_of(plan, servers, sender) == server_of(plan, servers, *receiver);
+            for (seq, &received) in times.iter().enumerate() {
+                let slot = stamps.slot(sender, seq);
+                let sent = stamps.sent[slot].load(Ordering::Relaxed);
+                if received == 0 || sent == 0 {
+                    continue;
+                }
+                let latency = received.saturating_sub(sent).max(1);
+                if same {
+                    t.same_server_us.record(latency)?;
+                } else {
+                    t.other_server_us.record(latency)?;
+                }
+                let acked = stamps.acked[slot].load(Ordering::Relaxed);
+                let after = if same {
+                    t.after_ack_same_us.as_mut()
+                } else {
+                    t.after_ack_other_us.as_mut()
+                };
+                if let (Some(after), true) = (after, acked > 0) {
+                    if received < acked {
+                        t.before_ack += 1;
+                    }
+                    after.record(received.saturating_sub(acked))?;
+                }
+            }
+        }
+    }
+    Ok(t)
+}
 
-async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receivers> {
+/// Per receiver: its number, what it should get, what it got.
+type Receivers = (Vec<(usize, u64, Tally)>, u64);
+
+/// Client or sender `i`'s server: round-robin, but over the members of a
+/// room when there are several (`i / rooms`), so that every room has
+/// members on every server.
+fn server_of(plan: Plan, servers: usize, i: usize) -> usize {
+    (i / plan.rooms.max(1)) % servers.max(1)
+}
+
+fn url_of(urls: &[String], plan: Plan, i: usize) -> &str {
+    &urls[server_of(plan, urls.len(), i)]
+}
+
+fn tally(plan: Plan) -> Tally {
+    let tally = Tally::new(plan.senders, plan.messages);
+    if plan.timings {
+        tally.keep_times()
+    } else {
+        tally
+    }
+}
+
+async fn native<M>(
+    urls: &[String],
+    plan: Plan,
+    deadline: Instant,
+    stamps: &Arc<Stamps>,
+    meter: impl FnOnce() -> M,
+) -> anyhow::Result<(Receivers, M)> {
     let probed = Arc::new(AtomicUsize::new(0));
     let mut receivers = JoinSet::new();
     let mut outboxes = Vec::new();
     for i in 0..plan.clients {
-        let mut client = clients::native(url).await?;
+        let mut client = clients::native(url_of(urls, plan, i)).await?;
         let (outbox, outgoing) = mpsc::channel::<ChatMessage>(1024);
         let mut incoming = client
             .chat_stream(ReceiverStream::new(outgoing))
@@ -166,7 +342,7 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
         let expected = ((plan.senders - own) * plan.messages) as u64;
         let probed = Arc::clone(&probed);
         receivers.spawn(async move {
-            let mut tally = Tally::new(plan.senders, plan.messages);
+            let mut tally = tally(plan);
             let mut saw_probe = false;
             while tally.unique < expected || !saw_probe {
                 match tokio::time::timeout_at(deadline, incoming.message()).await {
@@ -180,14 +356,14 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
                     _ => break,
                 }
             }
-            (expected, tally)
+            (i, expected, tally)
         });
         outboxes.push(outbox);
     }
     // Confirm every stream is live: probe until all have seen one. Over a
     // ChatStream of its own, the one RPC every server under test has.
     let (probes, outgoing) = mpsc::channel::<ChatMessage>(16);
-    let _probe_stream = clients::native(url)
+    let _probe_stream = clients::native(url_of(urls, plan, 0))
         .await?
         .chat_stream(ReceiverStream::new(outgoing))
         .await?;
@@ -203,17 +379,21 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let metered = meter();
     let start_us = now_us();
     let mut senders = JoinSet::new();
     for (s, outbox) in outboxes.iter().take(plan.senders).cloned().enumerate() {
+        let stamps = Arc::clone(stamps);
         senders.spawn(async move {
             let mut ticker = plan.rate.map(ticker);
             for seq in 0..plan.messages {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }
+                let sent = now_us();
+                stamps.sent(s, seq, sent);
                 if outbox
-                    .send(chat(&username(s), &payload(s, seq)))
+                    .send(chat(&username(s), &payload(s, seq, sent)))
                     .await
                     .is_err()
                 {
@@ -225,13 +405,19 @@ async fn native(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Rece
     senders.join_all().await;
     let tallies = receivers.join_all().await;
     drop(outboxes);
-    Ok((tallies, start_us))
+    Ok(((tallies, start_us), metered))
 }
 
-async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receivers> {
+async fn web<M>(
+    urls: &[String],
+    plan: Plan,
+    deadline: Instant,
+    stamps: &Arc<Stamps>,
+    meter: impl FnOnce() -> M,
+) -> anyhow::Result<(Receivers, M)> {
     let mut receivers = JoinSet::new();
     for i in 0..plan.clients {
-        let mut client = clients::web(url)?;
+        let mut client = clients::web(url_of(urls, plan, i))?;
         let mut events = client
             .subscribe(SubscribeRequest {
                 username: username(i),
@@ -250,7 +436,7 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
         let expected = (plan.senders_heard(i) * plan.messages) as u64;
         receivers.spawn(async move {
             let _client = client;
-            let mut tally = Tally::new(plan.senders, plan.messages);
+            let mut tally = tally(plan);
             while tally.unique < expected {
                 match tokio::time::timeout_at(deadline, events.message()).await {
                     Ok(Ok(Some(ChatEvent {
@@ -260,32 +446,37 @@ async fn web(url: &str, plan: Plan, deadline: Instant) -> anyhow::Result<Receive
                     _ => break,
                 }
             }
-            (expected, tally)
+            (i, expected, tally)
         });
     }
 
+    let metered = meter();
     let start_us = now_us();
     let mut senders = JoinSet::new();
     for s in 0..plan.senders {
-        let mut client = clients::web(url)?;
+        let mut client = clients::web(url_of(urls, plan, s))?;
+        let stamps = Arc::clone(stamps);
         senders.spawn(async move {
             let mut ticker = plan.rate.map(ticker);
             for seq in 0..plan.messages {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
                 }
+                let sent = now_us();
+                stamps.sent(s, seq, sent);
                 let message = ChatMessage {
                     room: plan.room(s),
-                    ..chat(&username(s), &payload(s, seq))
+                    ..chat(&username(s), &payload(s, seq, sent))
                 };
                 if client.send(message).await.is_err() {
                     break;
                 }
+                stamps.acked(s, seq, now_us());
             }
         });
     }
     senders.join_all().await;
-    Ok((receivers.join_all().await, start_us))
+    Ok(((receivers.join_all().await, start_us), metered))
 }
 
 fn ticker(rate: f64) -> tokio::time::Interval {

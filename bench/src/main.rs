@@ -5,10 +5,12 @@
 
 mod bundle;
 mod clients;
+mod cluster;
 mod compare;
 mod connections;
 mod fanout;
 mod memory;
+mod nats;
 mod presence;
 mod reference;
 mod report;
@@ -30,7 +32,9 @@ use server::ServerProcess;
 #[derive(Debug, Parser)]
 #[command(name = "bench")]
 struct Args {
-    /// A few seconds of each scenario, for CI: fails on any loss.
+    /// A few seconds of each scenario, for CI: fails on any loss. Ends with
+    /// a short fan-out across three cluster replicas on NATS (skipped
+    /// without nats-server).
     #[arg(long)]
     quick: bool,
     /// The chat-server binary to test (build it with --release).
@@ -82,6 +86,23 @@ struct Args {
     /// Skip the reference server: chat-server's figures only.
     #[arg(long)]
     no_reference: bool,
+    /// Only the cluster comparison: the fan-out (the default shapes, or
+    /// --fanout's) against each SETUP side by side, each run on fresh
+    /// processes: `sqlite` (1 chat-server on SQLite), `nats1` (1 chat-server
+    /// on a 3-node NATS JetStream cluster that bench starts on loopback),
+    /// `nats3` (3 replicas on it, clients and senders round-robin), and
+    /// `nats1-fsync`/`nats3-fsync` (the same with `sync_interval: always`).
+    /// Without a list: sqlite,nats1,nats3. Reports deliveries/s, p50/p99,
+    /// CPU per delivery over the timed phase (chat servers and NATS nodes),
+    /// and the NATS hop
+    /// (latency and `Send` reply time against sqlite). --rounds (default 3)
+    /// rounds, rotating which setup goes first.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., value_name = "SETUP")]
+    cluster: Option<Vec<cluster::Setup>>,
+    /// The nats-server binary for --cluster (2.10 or newer); by default
+    /// $NATS_SERVER, else .tools/py/bin/nats-server (scripts/install --tests).
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<PathBuf>,
     /// Be the reference server on this address (bench starts itself so).
     #[arg(long, hide = true)]
     reference_server: Option<std::net::SocketAddr>,
@@ -125,6 +146,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.presence.is_some() {
         return finish(presence_scenarios(&args).await?);
+    }
+    if let Some(setups) = &args.cluster {
+        let setups = if setups.is_empty() {
+            cluster::Setup::DEFAULT.to_vec()
+        } else {
+            setups.clone()
+        };
+        let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
+        return finish(cluster_comparison(&args, &plans, &setups, rounds).await?);
     }
 
     let setup = ChatSetup {
@@ -190,6 +220,9 @@ async fn main() -> anyhow::Result<()> {
         }
         failures.extend(presence_scenarios(&args).await?);
         failures.extend(memory_scenarios(&args).await?);
+        if args.quick {
+            failures.extend(cluster_smoke(&args).await?);
+        }
         match bundle::measure(&args.dist) {
             Ok(b) => {
                 let row = Row::new("bundle")
@@ -240,6 +273,74 @@ fn finish(failures: Vec<String>) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The cluster comparison ([`cluster`]) for every shape and protocol;
+/// returns what broke.
+async fn cluster_comparison(
+    args: &Args,
+    plans: &[(usize, usize, usize, Option<f64>)],
+    setups: &[cluster::Setup],
+    rounds: usize,
+) -> anyhow::Result<Vec<String>> {
+    let nats_server = nats::binary(args.nats_server.as_deref());
+    let bench = cluster::Bench {
+        server_bin: &args.server_bin,
+        nats_server: &nats_server,
+        buffer: args.buffer,
+        rooms: args.rooms,
+    };
+    let mut failures = Vec::new();
+    for &shape in plans {
+        for &protocol in &args.protocol {
+            let mut header = true;
+            let runs = cluster::rounds(&bench, shape, protocol, setups, rounds, |run| {
+                if std::mem::take(&mut header) {
+                    println!("{}", run.row.header());
+                }
+                println!("{}\n{}", run.row.table(), run.row.json());
+            })
+            .await?;
+            for run in runs.iter().filter(|r| r.broke()) {
+                let (plan, o) = (run.plan, &run.outcome);
+                failures.push(format!(
+                    "cluster {:?} {:?} {}x{}x{}: {} lost, {} duplicated, {} out of order",
+                    run.setup,
+                    plan.protocol,
+                    plan.clients,
+                    plan.senders,
+                    plan.messages,
+                    o.lost(),
+                    o.duplicated,
+                    o.out_of_order
+                ));
+            }
+            for (i, row) in cluster::summary(&runs, setups).iter().enumerate() {
+                if i == 0 {
+                    println!("{}", row.header());
+                }
+                println!("{}\n{}", row.table(), row.json());
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// The CI smoke run's share of cluster mode: one short fan-out over each
+/// protocol against three replicas on a 3-node NATS cluster (a few
+/// seconds), checking every delivery across replicas. Skipped, with a
+/// notice, where there is no nats-server.
+async fn cluster_smoke(args: &Args) -> anyhow::Result<Vec<String>> {
+    let nats_server = nats::binary(args.nats_server.as_deref());
+    if !nats_server.is_file() {
+        println!(
+            "cluster: skipped (no nats-server at {}; scripts/install --tests installs it)",
+            nats_server.display()
+        );
+        return Ok(Vec::new());
+    }
+    let shape = [(20, 4, 100, Some(200.0))];
+    cluster_comparison(args, &shape, &[cluster::Setup::Nats3], 1).await
 }
 
 /// The presence scenario for each number of people, each on a fresh

@@ -56,6 +56,32 @@ impl ServerProcess {
         Self::launch(command, addr, Some(db_dir)).await
     }
 
+    /// A cluster-mode replica: `binary --nats URLS` (its own port, limits
+    /// lifted as in [`start_with`](Self::start_with)), returned once its
+    /// `/healthz` answers 200, that is once it has reached JetStream and
+    /// serves (it binds its port before it connects).
+    pub async fn start_replica(
+        binary: &Path,
+        buffer: Option<u32>,
+        nats_urls: &str,
+    ) -> anyhow::Result<Self> {
+        let flags = ["--nats".to_owned(), nats_urls.to_owned()];
+        let server = Self::start_with(binary, buffer, None, &flags).await?;
+        let deadline = tokio::time::Instant::now() + REPLICA_PATIENCE;
+        loop {
+            if let Some((200, _)) = http_get(server.addr, "/healthz").await {
+                return Ok(server);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "the replica on {} was not healthy after {REPLICA_PATIENCE:?}",
+                    server.addr
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The reference server ([`crate::reference`]): this very binary, run
     /// with `--reference-server`.
     pub async fn start_reference() -> anyhow::Result<Self> {
@@ -113,7 +139,7 @@ impl ServerProcess {
         format!("http://{}", self.addr)
     }
 
-    fn pid(&self) -> anyhow::Result<u32> {
+    pub fn pid(&self) -> anyhow::Result<u32> {
         self.child.id().context("the server has exited")
     }
 
@@ -129,8 +155,32 @@ impl ServerProcess {
 
     /// User plus system CPU time so far.
     pub fn cpu_time(&self) -> anyhow::Result<Duration> {
-        cpu_time_of(&format!("/proc/{}/stat", self.pid()?))
+        cpu_time_of_pid(self.pid()?)
     }
+}
+
+/// How long a cluster replica may take to reach JetStream and serve.
+const REPLICA_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Status and body of `GET path` on `addr` (HTTP/1.0: one request per
+/// connection), or `None` if it does not answer within 5 s.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        stream.write_all(head.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response);
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Some((status, body.to_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), request)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// A loopback address with a port nobody listens on.
@@ -187,6 +237,11 @@ impl RssProbe {
 /// This process's own CPU time (the load generator's cost).
 pub fn own_cpu_time() -> anyhow::Result<Duration> {
     cpu_time_of("/proc/self/stat")
+}
+
+/// User plus system CPU time so far of process `pid` (any process).
+pub fn cpu_time_of_pid(pid: u32) -> anyhow::Result<Duration> {
+    cpu_time_of(&format!("/proc/{pid}/stat"))
 }
 
 fn cpu_time_of(stat_path: &str) -> anyhow::Result<Duration> {

@@ -18,8 +18,9 @@ pub fn now_us() -> u64 {
     u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
-pub fn payload(sender: usize, seq: usize) -> String {
-    format!("{sender}:{seq}:{}", now_us())
+/// The text of message `seq` from `sender`, sent at `sent_us` (now).
+pub fn payload(sender: usize, seq: usize, sent_us: u64) -> String {
+    format!("{sender}:{seq}:{sent_us}")
 }
 
 pub fn new_histogram() -> Histogram<u64> {
@@ -36,6 +37,9 @@ pub struct Tally {
     pub foreign: u64,
     pub last_receipt_us: u64,
     pub latency_us: Histogram<u64>,
+    /// When each message was received (`[sender][seq]`, 0 if not), kept
+    /// only if asked for ([`keep_times`](Self::keep_times)).
+    pub received_us: Option<Vec<Vec<u64>>>,
 }
 
 impl Tally {
@@ -49,7 +53,15 @@ impl Tally {
             foreign: 0,
             last_receipt_us: 0,
             latency_us: new_histogram(),
+            received_us: None,
         }
+    }
+
+    /// Also keeps when each message arrived, for figures computed after
+    /// the run (the time from a `Send`'s reply to each receipt).
+    pub fn keep_times(mut self) -> Self {
+        self.received_us = Some(self.seen.iter().map(|s| vec![0; s.len()]).collect());
+        self
     }
 
     pub fn record(&mut self, text: &str) {
@@ -77,6 +89,9 @@ impl Tally {
         }
         self.last_seq[sender] = Some(seq);
         self.last_receipt_us = now;
+        if let Some(times) = self.received_us.as_mut() {
+            times[sender][seq] = now;
+        }
         let _ = self.latency_us.record(now.saturating_sub(sent).max(1));
     }
 }
