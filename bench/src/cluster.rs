@@ -194,7 +194,7 @@ pub async fn one(
         });
     }
     let urls: Vec<String> = servers.iter().map(ServerProcess::url).collect();
-    warm_up(&urls).await?;
+    warm_up(&urls, bench.rooms).await?;
     let mut plan = Plan::new(protocol, shape);
     plan.rooms = bench.rooms;
     plan.timings = true;
@@ -235,37 +235,56 @@ pub async fn one(
     Ok(run)
 }
 
-/// Waits until every server hands on a message sent through the first.
-/// A replica is healthy once it reaches NATS but follows its rooms a
-/// moment later (it makes a consumer per room after it starts serving), so
-/// without this the first messages of a run wait for that (0.3-0.9 s seen
+/// Makes the plan's rooms, then waits until every server hands on a
+/// message sent through the first, in each room. A replica is healthy once
+/// it reaches NATS but follows a room a moment later (it makes a consumer
+/// per room after it starts serving, or when a room is new to it), so
+/// without this the first messages of a run wait for that (0.3-0.95 s seen
 /// in gRPC-Web runs; native runs were covered by their probes). The
 /// message stays in the room's history: gRPC-Web subscribers get it first,
 /// as a message of no sender (not counted).
-async fn warm_up(urls: &[String]) -> anyhow::Result<()> {
+async fn warm_up(urls: &[String], rooms: usize) -> anyhow::Result<()> {
     const TEXT: &str = "warm-up";
+    let mut first = clients::web(&urls[0])?;
+    let mut names = vec![String::new()];
+    for k in 1..rooms {
+        names.push(fanout::room_name(k));
+        first
+            .create_room(chat_proto::CreateRoomRequest {
+                name: fanout::room_name(k),
+                topic: String::new(),
+            })
+            .await
+            .context("warm-up: creating the rooms")?;
+    }
     let mut listeners = Vec::new();
     for url in urls {
-        let mut client = clients::web(url)?;
-        let events = client
-            .subscribe(SubscribeRequest {
+        for room in &names {
+            let mut client = clients::web(url)?;
+            let events = client
+                .subscribe(SubscribeRequest {
+                    username: "warmup".to_owned(),
+                    room: room.clone(),
+                    ..Default::default()
+                })
+                .await
+                .context("warm-up: subscribing")?
+                .into_inner();
+            listeners.push((format!("{url} room {room:?}"), client, events));
+        }
+    }
+    for room in &names {
+        first
+            .send(ChatMessage {
                 username: "warmup".to_owned(),
+                message: TEXT.to_owned(),
+                room: room.clone(),
                 ..Default::default()
             })
             .await
-            .context("warm-up: subscribing")?
-            .into_inner();
-        listeners.push((client, events));
+            .context("warm-up: sending")?;
     }
-    clients::web(&urls[0])?
-        .send(ChatMessage {
-            username: "warmup".to_owned(),
-            message: TEXT.to_owned(),
-            ..Default::default()
-        })
-        .await
-        .context("warm-up: sending")?;
-    for (url, (_client, mut events)) in urls.iter().zip(listeners) {
+    for (url, _client, mut events) in listeners {
         let heard = async {
             loop {
                 match events.message().await? {
