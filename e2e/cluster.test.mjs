@@ -133,9 +133,13 @@ before(async () => {
       captureLogs: true,
     }));
   }
-  // The port is bound before JetStream is reached: ready once healthy.
+  // Ready once healthy (a replica reports 503 until it follows its rooms).
   for (const replica of replicas) {
-    await eventually(`replica on ${replica.port} healthy`, async () => (await get(replica.port, '/healthz')).status === 200, 30_000);
+    await eventually(
+      `replica on ${replica.port} healthy`,
+      async () => (await get(replica.port, '/healthz').catch(() => ({ status: 0 }))).status === 200,
+      30_000,
+    );
   }
   nginx = await startClusterNginx({ upstreamPorts: replicas.map((r) => r.port) });
   browser = await launchBrowser(['--ignore-certificate-errors']);

@@ -95,13 +95,6 @@ impl Server {
             return Err(ServeError::AuthHeaderUntrusted(header.clone()));
         }
         let cors = cors::layer(&config.allowed_origins)?;
-        let listener =
-            TcpListener::bind(&config.addr)
-                .await
-                .map_err(|source| ServeError::Bind {
-                    addr: config.addr.clone(),
-                    source,
-                })?;
         let buffer = Buffer {
             messages: config.buffer,
             mib: config.buffer_mib,
@@ -161,6 +154,16 @@ impl Server {
             db: config.nats.clone().unwrap_or_else(|| config.db.to_string()),
             source,
         })?;
+        // Bound last, once the messages can be reached: until then a
+        // connection is refused (a proxy tries another replica at once)
+        // rather than accepted and left unanswered.
+        let listener =
+            TcpListener::bind(&config.addr)
+                .await
+                .map_err(|source| ServeError::Bind {
+                    addr: config.addr.clone(),
+                    source,
+                })?;
         Ok(Self {
             listener,
             hub,
