@@ -10,7 +10,15 @@
 //! rooms, so each room has members on every server), and with [`Plan::timings`] the latency
 //! is also split by whether the receiver is on its sender's server, and
 //! (gRPC-Web) set against the moment each `Send` was answered.
+//!
+//! A run that loses messages explains itself on stderr ([`loss_report`]):
+//! which receivers missed which senders' messages, how each affected
+//! stream ended (its gRPC status, or still open at the deadline) and when,
+//! and which senders' streams or `Send`s failed. What that needs is kept
+//! on every run but is a few words per client; the report is only built
+//! when something is lost.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -164,6 +172,88 @@ fn username(i: usize) -> String {
     format!("bench{i}")
 }
 
+/// How a stream ended before its client was done with it.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    /// The gRPC status (`Unavailable "..."`), or what else happened.
+    pub how: String,
+    /// Whether the server ended it with an error status.
+    pub status: bool,
+    /// When it was seen, on [`now_us`]'s clock.
+    pub at_us: u64,
+}
+
+impl Ended {
+    pub fn with_status(status: &tonic::Status) -> Self {
+        Self {
+            how: describe(status),
+            status: true,
+            at_us: now_us(),
+        }
+    }
+
+    /// Not an error status: `what` says what it was.
+    pub fn other(what: &str) -> Self {
+        Self {
+            how: what.to_owned(),
+            status: false,
+            at_us: now_us(),
+        }
+    }
+
+    /// `how at +1.234 s`, the time from `start_us`.
+    pub fn since(&self, start_us: u64) -> String {
+        format!("{} at {}", self.how, since(start_us, self.at_us))
+    }
+}
+
+/// A status as the reports print it: its code and (shortened) message.
+pub fn describe(status: &tonic::Status) -> String {
+    const LONGEST: usize = 160;
+    let message = status.message();
+    let short: String = message.chars().take(LONGEST).collect();
+    let more = if short.len() < message.len() {
+        "..."
+    } else {
+        ""
+    };
+    format!("{:?} \"{short}{more}\"", status.code())
+}
+
+/// `at_us` from `start_us` in seconds, signed (`+1.234 s`).
+pub fn since(start_us: u64, at_us: u64) -> String {
+    let delta = at_us as f64 - start_us as f64;
+    format!("{:+.3} s", delta / 1e6)
+}
+
+/// One receiving client: what it should get, what it got, how its stream
+/// ended if it ended early (`None`: it had everything).
+struct Receiver {
+    index: usize,
+    expected: u64,
+    tally: Tally,
+    ended: Option<Ended>,
+}
+
+/// How one sender fared: `Send`s that failed (gRPC-Web), or the message
+/// at which its outbox closed (native: its stream had ended).
+#[derive(Default)]
+struct Sender {
+    index: usize,
+    failed: u64,
+    /// The first failure: the message's seq and what happened.
+    first_failure: Option<(usize, Ended)>,
+}
+
+impl Sender {
+    fn failed(&mut self, seq: usize, ended: impl FnOnce() -> Ended) {
+        self.failed += 1;
+        if self.first_failure.is_none() {
+            self.first_failure = Some((seq, ended()));
+        }
+    }
+}
+
 /// The fan-out against `urls`: one server, or replicas of one cluster.
 pub async fn run(urls: &[String], plan: Plan) -> anyhow::Result<Outcome> {
     Ok(run_metered(urls, plan, || ()).await?.0)
@@ -212,7 +302,7 @@ pub async fn run_metered<M>(
         }
     }
     let stamps = Stamps::new(&plan);
-    let ((receivers, start_us), metered) = match plan.protocol {
+    let ((receivers, senders, start_us), metered) = match plan.protocol {
         Protocol::Native => native(urls, plan, deadline, &stamps, meter).await?,
         Protocol::Web => web(urls, plan, deadline, &stamps, meter).await?,
     };
@@ -229,18 +319,24 @@ pub async fn run_metered<M>(
         outcome.timings = Some(timings(urls.len(), plan, &stamps, &receivers)?);
     }
     let mut last_us = start_us;
-    for (_, expected, tally) in receivers {
-        outcome.expected += expected;
-        outcome.delivered += tally.unique;
-        outcome.duplicated += tally.duplicated;
-        outcome.out_of_order += tally.out_of_order;
+    for r in &receivers {
+        outcome.expected += r.expected;
+        outcome.delivered += r.tally.unique;
+        outcome.duplicated += r.tally.duplicated;
+        outcome.out_of_order += r.tally.out_of_order;
         outcome
             .latency_us
-            .add(&tally.latency_us)
+            .add(&r.tally.latency_us)
             .context("merging histograms")?;
-        last_us = last_us.max(tally.last_receipt_us);
+        last_us = last_us.max(r.tally.last_receipt_us);
     }
     outcome.elapsed = Duration::from_micros(last_us.saturating_sub(start_us));
+    if outcome.lost() > 0 {
+        eprint!(
+            "{}",
+            loss_report(urls.len(), plan, start_us, &outcome, &receivers, &senders)
+        );
+    }
     Ok((outcome, metered))
 }
 
@@ -250,7 +346,7 @@ fn timings(
     servers: usize,
     plan: Plan,
     stamps: &Stamps,
-    receivers: &[(usize, u64, Tally)],
+    receivers: &[Receiver],
 ) -> anyhow::Result<Timings> {
     let web = plan.protocol == Protocol::Web;
     let web_histogram = || web.then(new_histogram);
@@ -270,7 +366,12 @@ fn timings(
             }
         }
     }
-    for (receiver, _, tally) in receivers {
+    for Receiver {
+        index: receiver,
+        tally,
+        ..
+    } in receivers
+    {
         let Some(times) = &tally.received_us else {
             continue;
         };
@@ -306,8 +407,115 @@ fn timings(
     Ok(t)
 }
 
-/// Per receiver: its number, what it should get, what it got.
-type Receivers = (Vec<(usize, u64, Tally)>, u64);
+/// Every receiver and sender, and when the timed phase started.
+type Receivers = (Vec<Receiver>, Vec<Sender>, u64);
+
+/// At most this many receivers are listed one by one in a loss report.
+const LISTED: usize = 40;
+
+/// Which receivers missed which senders' messages, how their streams
+/// ended, and which senders failed; times from the first message sent.
+fn loss_report(
+    servers: usize,
+    plan: Plan,
+    start_us: u64,
+    outcome: &Outcome,
+    receivers: &[Receiver],
+    senders: &[Sender],
+) -> String {
+    let mut out = format!(
+        "fan-out lost {} of {} deliveries ({:?}, {} clients x {} senders x {} messages, {} server(s); {} duplicated, {} out of order); times from the first message sent:\n",
+        outcome.lost(),
+        outcome.expected,
+        plan.protocol,
+        plan.clients,
+        plan.senders,
+        plan.messages,
+        servers,
+        outcome.duplicated,
+        outcome.out_of_order,
+    );
+    let rooms = plan.rooms.max(1);
+    let hears = |receiver: usize, sender: usize| match plan.protocol {
+        Protocol::Native => receiver != sender,
+        Protocol::Web => sender % rooms == receiver % rooms,
+    };
+    let mut affected: Vec<&Receiver> = receivers
+        .iter()
+        .filter(|r| r.tally.unique < r.expected)
+        .collect();
+    affected.sort_by_key(|r| r.index);
+    for r in affected.iter().take(LISTED) {
+        let missing: Vec<String> = (0..plan.senders)
+            .filter(|&s| hears(r.index, s))
+            .filter_map(|s| {
+                let seqs = r.tally.missing(s);
+                (!seqs.is_empty())
+                    .then(|| format!("sender {s} (server {}) {seqs}", server_of(plan, servers, s)))
+            })
+            .collect();
+        let end = r.ended.as_ref().map_or_else(
+            || "still open".to_owned(),
+            |e| format!("ended {}", e.since(start_us)),
+        );
+        let _ = writeln!(
+            out,
+            "  receiver {} (server {}), {} of {}, stream {end}; missing: {}",
+            r.index,
+            server_of(plan, servers, r.index),
+            r.tally.unique,
+            r.expected,
+            missing.join("; ")
+        );
+    }
+    if affected.len() > LISTED {
+        let _ = writeln!(out, "  ... and {} more receivers", affected.len() - LISTED);
+    }
+    let mut senders: Vec<&Sender> = senders.iter().collect();
+    senders.sort_by_key(|s| s.index);
+    for s in senders {
+        let server = server_of(plan, servers, s.index);
+        match plan.protocol {
+            Protocol::Native => {
+                // A sender's stream is also its receiving side: how that
+                // ended says why its outbox closed.
+                let own = receivers
+                    .iter()
+                    .find(|r| r.index == s.index)
+                    .and_then(|r| r.ended.as_ref())
+                    .filter(|e| e.status);
+                if s.first_failure.is_none() && own.is_none() {
+                    continue;
+                }
+                let handed = s
+                    .first_failure
+                    .as_ref()
+                    .map_or(plan.messages, |(seq, _)| *seq);
+                let stream = own.map_or_else(
+                    || "no status seen on its stream".to_owned(),
+                    |e| format!("its stream ended {}", e.since(start_us)),
+                );
+                let _ = writeln!(
+                    out,
+                    "  sender {} (server {server}): {handed} of {} messages handed over; {stream}",
+                    s.index, plan.messages
+                );
+            }
+            Protocol::Web => {
+                if let Some((seq, first)) = &s.first_failure {
+                    let _ = writeln!(
+                        out,
+                        "  sender {} (server {server}): {} Sends failed, the first (seq {seq}) {}",
+                        s.index,
+                        s.failed,
+                        first.since(start_us)
+                    );
+                }
+            }
+        }
+    }
+    out
+}
 
 /// Client or sender `i`'s server: round-robin, but over the members of a
 /// room when there are several (`i / rooms`), so that every room has
@@ -353,6 +561,7 @@ async fn native<M>(
         receivers.spawn(async move {
             let mut tally = tally(plan);
             let mut saw_probe = false;
+            let mut ended = None;
             while tally.unique < expected || !saw_probe {
                 match tokio::time::timeout_at(deadline, incoming.message()).await {
                     Ok(Ok(Some(message))) if message.message == "probe" => {
@@ -362,10 +571,26 @@ async fn native<M>(
                         }
                     }
                     Ok(Ok(Some(message))) => tally.record(&message.message),
-                    _ => break,
+                    Ok(Ok(None)) => {
+                        ended = Some(Ended::other("closed without a status"));
+                        break;
+                    }
+                    Ok(Err(status)) => {
+                        ended = Some(Ended::with_status(&status));
+                        break;
+                    }
+                    Err(_) => {
+                        ended = Some(Ended::other("open at the deadline"));
+                        break;
+                    }
                 }
             }
-            (i, expected, tally)
+            Receiver {
+                index: i,
+                expected,
+                tally,
+                ended,
+            }
         });
         outboxes.push(outbox);
     }
@@ -395,6 +620,10 @@ async fn native<M>(
         let stamps = Arc::clone(stamps);
         senders.spawn(async move {
             let mut ticker = plan.rate.map(ticker);
+            let mut sender = Sender {
+                index: s,
+                ..Sender::default()
+            };
             for seq in 0..plan.messages {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
@@ -406,15 +635,18 @@ async fn native<M>(
                     .await
                     .is_err()
                 {
+                    // The stream is gone; its receiving side says why.
+                    sender.failed(seq, || Ended::other("outbox closed"));
                     break;
                 }
             }
+            sender
         });
     }
-    senders.join_all().await;
-    let tallies = receivers.join_all().await;
+    let senders = senders.join_all().await;
+    let receivers = receivers.join_all().await;
     drop(outboxes);
-    Ok(((tallies, start_us), metered))
+    Ok(((receivers, senders, start_us), metered))
 }
 
 async fn web<M>(
@@ -446,16 +678,33 @@ async fn web<M>(
         receivers.spawn(async move {
             let _client = client;
             let mut tally = tally(plan);
+            let mut ended = None;
             while tally.unique < expected {
                 match tokio::time::timeout_at(deadline, events.message()).await {
                     Ok(Ok(Some(ChatEvent {
                         event: Some(Event::Message(m)),
                     }))) => tally.record(&m.message),
                     Ok(Ok(Some(_))) => {}
-                    _ => break,
+                    Ok(Ok(None)) => {
+                        ended = Some(Ended::other("closed without a status"));
+                        break;
+                    }
+                    Ok(Err(status)) => {
+                        ended = Some(Ended::with_status(&status));
+                        break;
+                    }
+                    Err(_) => {
+                        ended = Some(Ended::other("open at the deadline"));
+                        break;
+                    }
                 }
             }
-            (i, expected, tally)
+            Receiver {
+                index: i,
+                expected,
+                tally,
+                ended,
+            }
         });
     }
 
@@ -467,6 +716,10 @@ async fn web<M>(
         let stamps = Arc::clone(stamps);
         senders.spawn(async move {
             let mut ticker = plan.rate.map(ticker);
+            let mut sender = Sender {
+                index: s,
+                ..Sender::default()
+            };
             for seq in 0..plan.messages {
                 if let Some(t) = ticker.as_mut() {
                     t.tick().await;
@@ -477,15 +730,18 @@ async fn web<M>(
                     room: plan.room(s),
                     ..chat(&username(s), &payload(s, seq, sent))
                 };
-                if client.send(message).await.is_err() {
-                    break;
+                // A failed Send is counted and the next one tried: the
+                // report then shows which messages went missing and why.
+                match client.send(message).await {
+                    Ok(_) => stamps.acked(s, seq, now_us()),
+                    Err(status) => sender.failed(seq, || Ended::with_status(&status)),
                 }
-                stamps.acked(s, seq, now_us());
             }
+            sender
         });
     }
-    senders.join_all().await;
-    Ok(((receivers.join_all().await, start_us), metered))
+    let senders = senders.join_all().await;
+    Ok(((receivers.join_all().await, senders, start_us), metered))
 }
 
 fn ticker(rate: f64) -> tokio::time::Interval {

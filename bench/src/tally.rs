@@ -64,6 +64,18 @@ impl Tally {
         self
     }
 
+    /// The seqs of `sender` not received, as ranges (`0-99, 120`); empty
+    /// if none is missing.
+    pub fn missing(&self, sender: usize) -> String {
+        let seen = self.seen.get(sender).map_or(&[][..], Vec::as_slice);
+        ranges(
+            seen.iter()
+                .enumerate()
+                .filter(|(_, seen)| !**seen)
+                .map(|(seq, _)| seq as u64),
+        )
+    }
+
     pub fn record(&mut self, text: &str) {
         let now = now_us();
         let mut parts = text.splitn(3, ':').map(str::parse::<u64>);
@@ -93,5 +105,49 @@ impl Tally {
             times[sender][seq] = now;
         }
         let _ = self.latency_us.record(now.saturating_sub(sent).max(1));
+    }
+}
+
+/// Increasing numbers as compact ranges: `0-99, 120, 140-150`.
+pub fn ranges(sorted: impl IntoIterator<Item = u64>) -> String {
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for n in sorted {
+        match spans.last_mut() {
+            Some((_, end)) if *end + 1 == n => *end = n,
+            _ => spans.push((n, n)),
+        }
+    }
+    spans
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Tally, ranges};
+
+    #[test]
+    fn ranges_are_compressed() {
+        assert_eq!(ranges([]), "");
+        assert_eq!(ranges([3]), "3");
+        assert_eq!(ranges([0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+    }
+
+    #[test]
+    fn missing_lists_what_never_came() {
+        let mut tally = Tally::new(2, 5);
+        for seq in [0, 1, 3] {
+            tally.record(&super::payload(1, seq, 1));
+        }
+        assert_eq!(tally.missing(0), "0-4");
+        assert_eq!(tally.missing(1), "2, 4");
     }
 }
