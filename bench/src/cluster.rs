@@ -243,7 +243,7 @@ pub async fn one(
 /// in gRPC-Web runs; native runs were covered by their probes). The
 /// message stays in the room's history: gRPC-Web subscribers get it first,
 /// as a message of no sender (not counted).
-async fn warm_up(urls: &[String], rooms: usize) -> anyhow::Result<()> {
+pub async fn warm_up(urls: &[String], rooms: usize) -> anyhow::Result<()> {
     const TEXT: &str = "warm-up";
     let mut first = clients::web(&urls[0])?;
     let mut names = vec![String::new()];

@@ -15,6 +15,7 @@ mod presence;
 mod reference;
 mod report;
 mod server;
+mod soak;
 mod tally;
 
 use std::path::PathBuf;
@@ -33,8 +34,8 @@ use server::ServerProcess;
 #[command(name = "bench")]
 struct Args {
     /// A few seconds of each scenario, for CI: fails on any loss. Ends with
-    /// a short fan-out across three cluster replicas on NATS (skipped
-    /// without nats-server).
+    /// a short fan-out across three cluster replicas on NATS and a 20 s
+    /// soak of them (both skipped without nats-server).
     #[arg(long)]
     quick: bool,
     /// The chat-server binary to test (build it with --release).
@@ -103,6 +104,15 @@ struct Args {
     /// $NATS_SERVER, else .tools/py/bin/nats-server (scripts/install --tests).
     #[arg(long, value_name = "PATH")]
     nats_server: Option<PathBuf>,
+    /// Only the cluster soak, for SECONDS (after the --cluster comparison
+    /// if that is asked for too): three replicas on a 3-node NATS cluster,
+    /// 20-40 gRPC-Web and paper clients at once joining and leaving on all
+    /// three, names claimed, released and contended; every acknowledged
+    /// message checked on every client present when it was sent; then
+    /// NATS and the replicas restarted (SIGTERM) and the room replayed on
+    /// each. The full run ends with 180 s of it, --quick with 20 s.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
     /// Be the reference server on this address (bench starts itself so).
     #[arg(long, hide = true)]
     reference_server: Option<std::net::SocketAddr>,
@@ -112,6 +122,9 @@ struct Args {
 const KNEE_P99_MS: f64 = 100.0;
 /// Seconds of sending per knee step.
 const KNEE_STEP_SECS: f64 = 4.0;
+/// The soak's length in the full run and in `--quick`.
+const FULL_SOAK_SECS: u64 = 180;
+const QUICK_SOAK_SECS: u64 = 20;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -154,7 +167,14 @@ async fn main() -> anyhow::Result<()> {
             setups.clone()
         };
         let rounds = args.rounds.unwrap_or(if args.quick { 1 } else { 3 });
-        return finish(cluster_comparison(&args, &plans, &setups, rounds).await?);
+        let mut failures = cluster_comparison(&args, &plans, &setups, rounds).await?;
+        if let Some(seconds) = args.soak {
+            failures.extend(soak_scenario(&args, seconds, true).await?);
+        }
+        return finish(failures);
+    }
+    if let Some(seconds) = args.soak {
+        return finish(soak_scenario(&args, seconds, true).await?);
     }
 
     let setup = ChatSetup {
@@ -223,6 +243,12 @@ async fn main() -> anyhow::Result<()> {
         if args.quick {
             failures.extend(cluster_smoke(&args).await?);
         }
+        let seconds = if args.quick {
+            QUICK_SOAK_SECS
+        } else {
+            FULL_SOAK_SECS
+        };
+        failures.extend(soak_scenario(&args, seconds, false).await?);
         match bundle::measure(&args.dist) {
             Ok(b) => {
                 let row = Row::new("bundle")
@@ -341,6 +367,34 @@ async fn cluster_smoke(args: &Args) -> anyhow::Result<Vec<String>> {
     }
     let shape = [(20, 4, 100, Some(200.0))];
     cluster_comparison(args, &shape, &[cluster::Setup::Nats3], 1).await
+}
+
+/// The cluster soak ([`soak`]) for `seconds`; returns what broke, with the
+/// details on stderr. Without nats-server it fails if `required` (asked
+/// for by name), else is skipped with a notice.
+async fn soak_scenario(args: &Args, seconds: u64, required: bool) -> anyhow::Result<Vec<String>> {
+    let nats_server = nats::binary(args.nats_server.as_deref());
+    if !nats_server.is_file() {
+        if required {
+            soak::require(&nats_server)?;
+        }
+        println!(
+            "soak: skipped (no nats-server at {}; scripts/install --tests installs it)",
+            nats_server.display()
+        );
+        return Ok(Vec::new());
+    }
+    let setup = soak::Setup {
+        server_bin: &args.server_bin,
+        nats_server: &nats_server,
+        buffer: args.buffer,
+        duration: std::time::Duration::from_secs(seconds),
+    };
+    let outcome = soak::run(&setup).await?;
+    let row = outcome.row();
+    println!("{}\n{}\n{}", row.header(), row.table(), row.json());
+    eprint!("{}", outcome.report);
+    Ok(outcome.problems)
 }
 
 /// The presence scenario for each number of people, each on a fresh

@@ -4,7 +4,12 @@
 //! JetStream store and a generated config, all in a temp dir under `target/`
 //! (the disk the SQLite runs write to), removed afterwards. Every node is
 //! killed when the cluster is dropped, on success or failure.
+//!
+//! [`NatsCluster::restart`] stops every node with SIGTERM, as an operator
+//! would, and starts it again on the same ports, config and store, for
+//! the soak's full restart ([`crate::soak`]).
 
+use std::fs::OpenOptions;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,8 +23,11 @@ use crate::server::{cpu_time_of_pid, http_get};
 const NODES: usize = 3;
 /// How long the cluster may take to elect its JetStream meta leader.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a node may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct NatsCluster {
+    bin: PathBuf,
     nodes: Vec<Node>,
     // After the nodes: removed once they are gone.
     dir: tempfile::TempDir,
@@ -27,6 +35,8 @@ pub struct NatsCluster {
 
 struct Node {
     name: String,
+    config: PathBuf,
+    log: PathBuf,
     client_port: u16,
     monitor: SocketAddr,
     process: Child,
@@ -72,6 +82,7 @@ impl NatsCluster {
             ""
         };
         let mut cluster = Self {
+            bin: bin.to_path_buf(),
             nodes: Vec::with_capacity(NODES),
             dir,
         };
@@ -98,17 +109,12 @@ cluster {{
                 store = cluster.dir.path().join(&name).display(),
             );
             std::fs::write(&config, text)?;
-            let log = std::fs::File::create(cluster.dir.path().join(format!("{name}.log")))?;
-            let process = Command::new(bin)
-                .arg("-c")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", bin.display()))?;
+            let log = cluster.dir.path().join(format!("{name}.log"));
+            let process = spawn(bin, &config, &log)?;
             cluster.nodes.push(Node {
                 name,
+                config,
+                log,
                 client_port: client_ports[i],
                 monitor: SocketAddr::from(([127, 0, 0, 1], monitor_ports[i])),
                 process,
@@ -139,6 +145,39 @@ cluster {{
     /// Kills every node (their data is thrown away with the temp dir).
     pub fn stop(self) {
         drop(self);
+    }
+
+    /// Stops every node at once with SIGTERM (a clean shutdown, as
+    /// systemd's stop would), waits for each to exit, then starts them
+    /// again on the same config, ports and JetStream store, and returns
+    /// once the cluster is ready again ([`start`](Self::start)'s test).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            let pid = i32::try_from(node.process.id())?;
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+                return Err(std::io::Error::last_os_error())
+                    .with_context(|| format!("signalling {}", node.name));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + STOP_TIMEOUT;
+        for i in 0..self.nodes.len() {
+            // std's Child has no async wait: look until it has exited.
+            while self.nodes[i].process.try_wait()?.is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    let name = self.nodes[i].name.clone();
+                    bail!(
+                        "{name} did not exit within {STOP_TIMEOUT:?} of SIGTERM{}",
+                        self.logs_hint()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        for node in &mut self.nodes {
+            node.process = spawn(&self.bin, &node.config, &node.log)?;
+        }
+        self.ready().await
     }
 
     async fn ready(&mut self) -> anyhow::Result<()> {
@@ -232,6 +271,19 @@ impl Drop for NatsCluster {
             let _ = node.process.wait();
         }
     }
+}
+
+/// Starts one node on `config`, appending its output to `log`.
+fn spawn(bin: &Path, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let log = OpenOptions::new().create(true).append(true).open(log)?;
+    Command::new(bin)
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))
 }
 
 /// A monitoring endpoint's JSON (`None` if it does not answer so).

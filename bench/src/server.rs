@@ -36,6 +36,18 @@ impl ServerProcess {
         db: Option<&str>,
         flags: &[String],
     ) -> anyhow::Result<Self> {
+        Self::start_within(binary, buffer, db, flags, LISTEN_PATIENCE).await
+    }
+
+    /// [`start_with`](Self::start_with), waiting up to `patience` for the
+    /// port to open.
+    async fn start_within(
+        binary: &Path,
+        buffer: Option<u32>,
+        db: Option<&str>,
+        flags: &[String],
+        patience: Duration,
+    ) -> anyhow::Result<Self> {
         let addr = free_port()?;
         // Next to the build, so the disk is the one the server would use.
         std::fs::create_dir_all("target")?;
@@ -53,7 +65,7 @@ impl ServerProcess {
         if let Some(buffer) = buffer {
             command.env("CHAT_BUFFER", buffer.to_string());
         }
-        Self::launch(command, addr, Some(db_dir)).await
+        Self::launch(command, addr, Some(db_dir), patience).await
     }
 
     /// A cluster-mode replica: `binary --nats URLS` (its own port, limits
@@ -65,8 +77,21 @@ impl ServerProcess {
         buffer: Option<u32>,
         nats_urls: &str,
     ) -> anyhow::Result<Self> {
-        let flags = ["--nats".to_owned(), nats_urls.to_owned()];
-        let server = Self::start_with(binary, buffer, None, &flags).await?;
+        Self::start_replica_with(binary, buffer, nats_urls, &[]).await
+    }
+
+    /// [`start_replica`](Self::start_replica) with extra flags.
+    pub async fn start_replica_with(
+        binary: &Path,
+        buffer: Option<u32>,
+        nats_urls: &str,
+        extra: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut flags = vec!["--nats".to_owned(), nats_urls.to_owned()];
+        flags.extend_from_slice(extra);
+        // A replica opens its port only once it reaches NATS and follows
+        // its rooms: after a restart of the cluster that takes a while.
+        let server = Self::start_within(binary, buffer, None, &flags, REPLICA_PATIENCE).await?;
         let deadline = tokio::time::Instant::now() + REPLICA_PATIENCE;
         loop {
             if let Some((200, _)) = http_get(server.addr, "/healthz").await {
@@ -88,21 +113,23 @@ impl ServerProcess {
         let addr = free_port()?;
         let mut command = Command::new(std::env::current_exe()?);
         command.arg("--reference-server").arg(addr.to_string());
-        Self::launch(command, addr, None).await
+        Self::launch(command, addr, None, LISTEN_PATIENCE).await
     }
 
     async fn launch(
         mut command: Command,
         addr: SocketAddr,
         db_dir: Option<tempfile::TempDir>,
+        patience: Duration,
     ) -> anyhow::Result<Self> {
-        let child = command
+        let mut child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {:?}", command.as_std().get_program()))?;
-        for _ in 0..500 {
+        let deadline = tokio::time::Instant::now() + patience;
+        while tokio::time::Instant::now() < deadline {
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return Ok(Self {
                     child,
@@ -110,10 +137,16 @@ impl ServerProcess {
                     _db_dir: db_dir,
                 });
             }
+            if let Some(status) = child.try_wait()? {
+                bail!(
+                    "{:?} exited ({status}) before listening on {addr}",
+                    command.as_std().get_program()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         bail!(
-            "{:?} did not start listening on {addr}",
+            "{:?} did not start listening on {addr} within {patience:?}",
             command.as_std().get_program()
         )
     }
@@ -161,6 +194,8 @@ impl ServerProcess {
 
 /// How long a cluster replica may take to reach JetStream and serve.
 const REPLICA_PATIENCE: Duration = Duration::from_secs(60);
+/// How long any other server may take to open its port.
+const LISTEN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Status and body of `GET path` on `addr` (HTTP/1.0: one request per
 /// connection), or `None` if it does not answer within 5 s.
