@@ -24,14 +24,13 @@
 //! - **Storage.** Every message acknowledged, and every paper message sent
 //!   on a stream the server never ended with an error, is in the replay of
 //!   every replica, under one id, once (JetStream's sequence: no holes).
-//! - **Names.** Of concurrent `Join`s of one free name on different
-//!   replicas at most one is accepted (and a later one is refused), and
-//!   while a `Join`'s holder is connected a paper client naming it on
-//!   another replica is refused (never relayed) and a `Send` without the
-//!   session under that name is refused. A paper client and a `Join`
-//!   racing for one free name are reported but not failed: a paper stream
-//!   has no session and holds its name on its own replica only (the
-//!   server's design, see `people::claims`), so both may win.
+//! - **Names.** Of concurrent claims of one free name on different
+//!   replicas (`Join`s, or a `Join` and a paper client's first message) at
+//!   most one is accepted (and a later `Join` is refused), and while a
+//!   `Join`'s holder is connected a paper client naming it on another
+//!   replica is refused (never relayed) and a `Send` without the session
+//!   under that name is refused. A paper client's claim counts as accepted
+//!   once its message is relayed to a Subscribe client.
 //! - **Restart.** After the full restart every replica replays ids 1 to
 //!   the newest with no hole, duplicate or disagreement, and a message sent
 //!   then reaches every replica's subscriber.
@@ -811,8 +810,6 @@ struct Trial {
     held_twice: bool,
     /// A `Send` without the session went out under the held name.
     impersonated: bool,
-    /// A paper client and a `Join` both won a free name (reported only).
-    both_won: bool,
     /// Neither refused nor relayed in time.
     undecided: bool,
     story: String,
@@ -827,7 +824,6 @@ impl Trial {
             refused: 0,
             held_twice: false,
             impersonated: false,
-            both_won: false,
             undecided: false,
             story: String::new(),
         }
@@ -946,64 +942,98 @@ enum PaperClaim {
     Undecided(String),
 }
 
-/// Opens a paper stream on `url` whose first message names `name`, and
-/// waits until it is refused or `seen` says it was relayed.
+/// A paper client's open stream: it holds its name while open.
+struct PaperStream {
+    _client: clients::Native,
+    outbox: mpsc::Sender<ChatMessage>,
+    incoming: Streaming<ChatMessage>,
+    name: String,
+}
+
+impl PaperStream {
+    async fn open(url: &str, name: &str) -> Result<Self, PaperClaim> {
+        let mut client = match tokio::time::timeout(CALL_PATIENCE, clients::native(url)).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => {
+                return Err(PaperClaim::Undecided(format!("cannot connect: {error:#}")));
+            }
+            Err(_) => return Err(PaperClaim::Undecided("no connection".into())),
+        };
+        let (outbox, outgoing) = mpsc::channel::<ChatMessage>(1);
+        let incoming = within(client.chat_stream(ReceiverStream::new(outgoing)))
+            .await
+            .map_err(PaperClaim::Refused)?
+            .into_inner();
+        Ok(Self {
+            _client: client,
+            outbox,
+            incoming,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Sends `text` under its name and waits until the stream is ended
+    /// (refused) or `seen` says the message was relayed.
+    async fn say(
+        &mut self,
+        text: &str,
+        seen: impl Future<Output = Result<(), String>>,
+    ) -> PaperClaim {
+        let message = ChatMessage {
+            username: self.name.clone(),
+            message: text.to_owned(),
+            ..Default::default()
+        };
+        if self.outbox.send(message).await.is_err() {
+            return PaperClaim::Undecided("the stream had ended".into());
+        }
+        let incoming = &mut self.incoming;
+        let refused = async {
+            loop {
+                match incoming.message().await {
+                    // Everyone else's messages: not an answer.
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        return Failure {
+                            code: None,
+                            ended: Ended::other("closed without a status"),
+                        };
+                    }
+                    Err(status) => {
+                        return Failure {
+                            code: Some(status.code()),
+                            ended: Ended::with_status(&status),
+                        };
+                    }
+                }
+            }
+        };
+        let claim = tokio::time::timeout(TRIAL_PATIENCE, async {
+            tokio::select! {
+                failure = refused => PaperClaim::Refused(failure),
+                seen = seen => match seen {
+                    Ok(()) => PaperClaim::Relayed,
+                    Err(why) => PaperClaim::Undecided(why),
+                },
+            }
+        })
+        .await;
+        claim.unwrap_or_else(|_| PaperClaim::Undecided(format!("neither in {TRIAL_PATIENCE:?}")))
+    }
+}
+
+/// Opens a paper stream on `url` whose first message, `text`, names
+/// `name`: the claim's outcome, and the stream (still open) if it opened.
 async fn paper_claim(
     url: &str,
     name: &str,
-    message: &str,
+    text: &str,
     seen: impl Future<Output = Result<(), String>>,
-) -> PaperClaim {
-    let mut client = match tokio::time::timeout(CALL_PATIENCE, clients::native(url)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err(error)) => return PaperClaim::Undecided(format!("cannot connect: {error:#}")),
-        Err(_) => return PaperClaim::Undecided("no connection".into()),
-    };
-    let (outbox, outgoing) = mpsc::channel::<ChatMessage>(1);
-    let mut incoming = match within(client.chat_stream(ReceiverStream::new(outgoing))).await {
-        Ok(response) => response.into_inner(),
-        Err(failure) => return PaperClaim::Refused(failure),
-    };
-    let first = ChatMessage {
-        username: name.to_owned(),
-        message: message.to_owned(),
-        ..Default::default()
-    };
-    if outbox.send(first).await.is_err() {
-        return PaperClaim::Undecided("the stream ended before its first message".into());
+) -> (PaperClaim, Option<PaperStream>) {
+    match PaperStream::open(url, name).await {
+        Ok(mut stream) => (stream.say(text, seen).await, Some(stream)),
+        Err(claim) => (claim, None),
     }
-    let refused = async {
-        loop {
-            match incoming.message().await {
-                // Everyone else's messages: not an answer.
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    return Failure {
-                        code: None,
-                        ended: Ended::other("closed without a status"),
-                    };
-                }
-                Err(status) => {
-                    return Failure {
-                        code: Some(status.code()),
-                        ended: Ended::with_status(&status),
-                    };
-                }
-            }
-        }
-    };
-    let claim = tokio::time::timeout(TRIAL_PATIENCE, async {
-        tokio::select! {
-            failure = refused => PaperClaim::Refused(failure),
-            seen = seen => match seen {
-                Ok(()) => PaperClaim::Relayed,
-                Err(why) => PaperClaim::Undecided(why),
-            },
-        }
-    })
-    .await;
-    drop(outbox);
-    claim.unwrap_or_else(|_| PaperClaim::Undecided(format!("neither in {TRIAL_PATIENCE:?}")))
 }
 
 /// Waits on `events` for a message with `text`.
@@ -1078,7 +1108,8 @@ async fn paper_against_holder(shared: &Shared, start_us: u64, n: usize, a: usize
                 .map(|r| r.into_inner().id)
         })
     };
-    let claim = paper_claim(
+    // The paper stream stays open (holding, if it won) to the end.
+    let (claim, _paper) = paper_claim(
         &shared.urls[b],
         &name,
         &claim_text,
@@ -1121,9 +1152,8 @@ async fn paper_against_holder(shared: &Shared, start_us: u64, n: usize, a: usize
     trial
 }
 
-/// A `Join` on `a` and a paper client on `b` claim one free name at once
-/// (reported, not failed: a paper client's name is held on its replica
-/// only).
+/// A `Join` on `a` and a paper client on `b` claim one free name at once:
+/// at most one may win.
 async fn paper_and_join_race(shared: &Shared, start_us: u64, n: usize, a: usize) -> Trial {
     let name = format!("t{n}");
     let mut trial = Trial::new("paper and Join race", name.clone());
@@ -1149,7 +1179,7 @@ async fn paper_and_join_race(shared: &Shared, start_us: u64, n: usize, a: usize)
         }
     };
     let claim_text = format!("trial {n}");
-    let (joined, claim) = tokio::join!(
+    let (joined, (claim, paper)) = tokio::join!(
         join(&shared.urls[a], &name),
         paper_claim(
             &shared.urls[b],
@@ -1177,8 +1207,37 @@ async fn paper_and_join_race(shared: &Shared, start_us: u64, n: usize, a: usize)
         }
         PaperClaim::Relayed => {
             trial.accepted += 1;
-            trial.both_won = join_won;
             trial.note(start_us, format!("paper on {b} accepted (relayed)"));
+            if let (true, Some(mut paper)) = (join_won, paper) {
+                // Both answered yes. A message the paper client sends now
+                // is relayed only while its stream holds the name, that is
+                // after the Join was accepted: then both held it at once.
+                let again = format!("trial {n} again");
+                match paper.say(&again, sees(&mut events, &again)).await {
+                    PaperClaim::Relayed => {
+                        trial.held_twice = true;
+                        trial.note(
+                            start_us,
+                            "and its next message, sent after the Join's reply, was relayed too",
+                        );
+                    }
+                    PaperClaim::Refused(failure) => {
+                        // It may have held the name with the Join briefly.
+                        trial.undecided = true;
+                        trial.note(
+                            start_us,
+                            format!(
+                                "then, before its next message, its stream ended {}",
+                                failure.ended.how
+                            ),
+                        );
+                    }
+                    PaperClaim::Undecided(why) => {
+                        trial.undecided = true;
+                        trial.note(start_us, format!("its next message: {why}"));
+                    }
+                }
+            }
         }
         PaperClaim::Undecided(why) => {
             trial.undecided = true;
@@ -1298,6 +1357,7 @@ async fn read_replay(
 }
 
 /// What the soak found.
+#[derive(Default)]
 pub struct Outcome {
     pub duration: Duration,
     pub restart: Duration,
@@ -1320,7 +1380,6 @@ pub struct Outcome {
     pub stored_twice: u64,
     pub held_twice: u64,
     pub impersonated: u64,
-    pub both_won: u64,
     pub undecided: u64,
     pub send_failures: u64,
     pub broken_streams: u64,
@@ -1357,7 +1416,6 @@ impl Outcome {
             .num("stored_twice", self.stored_twice)
             .num("held_twice", self.held_twice)
             .num("impersonated", self.impersonated)
-            .num("paper_join_both", self.both_won)
             .num("undecided", self.undecided)
             .num("send_failures", self.send_failures)
             .num("broken_streams", self.broken_streams)
@@ -1495,6 +1553,28 @@ struct Known {
     acked_us: u64,
 }
 
+/// What the checks found, one line each, by section of the report.
+#[derive(Default)]
+struct Findings {
+    lost: Vec<String>,
+    unstored: Vec<String>,
+    misordered: Vec<String>,
+    wrong: Vec<String>,
+    doubled: Vec<String>,
+    names: Vec<String>,
+    replay: Vec<String>,
+    calls: Vec<String>,
+    undecided: Vec<String>,
+}
+
+/// What the replicas replayed: the first replica's word for each id (the
+/// others are checked against it), and the ids of each soak message.
+#[derive(Default)]
+struct Stored {
+    by_id: HashMap<u64, (Key, u64)>,
+    ids_of: HashMap<Key, Vec<u64>>,
+}
+
 /// Everything checked after the run.
 fn check(
     start_us: u64,
@@ -1503,81 +1583,74 @@ fn check(
     (replayed_after, replays): (u64, &[Replay]),
 ) -> Outcome {
     let mut o = Outcome {
-        duration: Duration::ZERO,
-        restart: Duration::ZERO,
         people: logs
             .iter()
             .filter(|l| matches!(l.kind, Kind::Web | Kind::Paper))
             .count(),
-        peak_present: 0,
-        sent: 0,
-        acknowledged: 0,
-        deliveries: 0,
-        checked: 0,
-        joins: 0,
-        rejoins: 0,
-        leaves: 0,
-        claims: 0,
-        refused_claims: 0,
         trials: trials.len() as u64,
-        lost: 0,
-        duplicated: 0,
-        reordered: 0,
-        wrong: 0,
-        stored_twice: 0,
-        held_twice: 0,
-        impersonated: 0,
-        both_won: 0,
-        undecided: 0,
-        send_failures: 0,
-        broken_streams: 0,
         replayed: replays.iter().map(|r| r.messages.len()).collect(),
-        replay_holes: Vec::new(),
-        problems: Vec::new(),
-        report: String::new(),
+        ..Outcome::default()
     };
+    let mut f = Findings::default();
     let by_client: HashMap<u32, &ClientLog> = logs.iter().map(|l| (l.id, l)).collect();
-    let t = |at: u64| since(start_us, at);
-    let mut report = String::new();
+    let stored = stored(replays, &mut o, &mut f);
+    let known = acknowledged(logs, &by_client, &stored, &mut o, &mut f);
+    let mut by_id: Vec<(u64, Key)> = known.iter().map(|(&key, k)| (k.id, key)).collect();
+    by_id.sort_unstable();
+    for log in logs {
+        deliveries(
+            log, &by_client, &known, &by_id, &stored, start_us, &mut o, &mut f,
+        );
+    }
+    if !replays.is_empty() {
+        paper_storage(logs, &stored, &mut o, &mut f);
+    }
+    names(trials, &mut o, &mut f);
+    replay_checks(replays, replayed_after, &stored, &by_id, &mut o, &mut f);
+    verdict(&mut o, &f);
+    o
+}
 
-    // What the replicas stored: the first replica's word for each id,
-    // the others checked against it.
-    let mut stored: HashMap<u64, (Key, u64)> = HashMap::new();
-    let mut disagreements = Vec::new();
+fn stored(replays: &[Replay], o: &mut Outcome, f: &mut Findings) -> Stored {
+    let mut stored = Stored::default();
     for (r, replay) in replays.iter().enumerate() {
         for &(id, key, print) in &replay.messages {
-            match stored.get(&id) {
-                Some(&(_, first)) if first != print => {
-                    disagreements.push(format!(
-                        "replica {r} has another message under id {id} ({key:?})"
-                    ));
-                }
+            match stored.by_id.get(&id) {
+                Some(&(_, first)) if first != print => f.replay.push(format!(
+                    "replica {r} has another message under id {id} ({key:?})"
+                )),
                 Some(_) => {}
                 None => {
-                    stored.insert(id, (key, print));
+                    stored.by_id.insert(id, (key, print));
                 }
             }
         }
     }
-    let mut ids_of: HashMap<Key, Vec<u64>> = HashMap::new();
-    for (&id, &(key, _)) in &stored {
+    for (&id, &(key, _)) in &stored.by_id {
         if key != UNKNOWN {
-            ids_of.entry(key).or_default().push(id);
+            stored.ids_of.entry(key).or_default().push(id);
         }
     }
-    let mut doubled = Vec::new();
-    for (key, ids) in &mut ids_of {
+    for (key, ids) in &mut stored.ids_of {
         if ids.len() > 1 {
             ids.sort_unstable();
             o.stored_twice += ids.len() as u64 - 1;
-            doubled.push(format!("{key:?} stored as ids {ids:?}"));
+            f.doubled.push(format!("{key:?} stored as ids {ids:?}"));
         }
     }
+    stored
+}
 
-    // Every acknowledged message: `Send`s answered, paper messages seen by
-    // a Subscribe client (first seen is its acknowledgement).
+/// Every acknowledged message: `Send`s answered, and paper messages seen by
+/// a Subscribe client (the first sight is the acknowledgement).
+fn acknowledged(
+    logs: &[ClientLog],
+    by_client: &HashMap<u32, &ClientLog>,
+    stored: &Stored,
+    o: &mut Outcome,
+    f: &mut Findings,
+) -> HashMap<Key, Known> {
     let mut known: HashMap<Key, Known> = HashMap::new();
-    let mut wrong = Vec::new();
     for log in logs {
         o.sent += log.sent.len() as u64;
         o.send_failures += log.send_failures;
@@ -1589,194 +1662,197 @@ fn check(
                 client: log.id,
                 seq: seq as u32,
             };
-            known.insert(
-                key,
-                Known {
-                    id,
-                    issued_us: sent.issued_us,
-                    acked_us,
-                },
-            );
-            match stored.get(&id) {
-                Some(&(stored_key, _)) if stored_key != key => wrong.push(format!(
+            let message = Known {
+                id,
+                issued_us: sent.issued_us,
+                acked_us,
+            };
+            known.insert(key, message);
+            match stored.by_id.get(&id) {
+                Some(&(stored_key, _)) if stored_key != key => f.wrong.push(format!(
                     "{key:?} was answered id {id}, stored as {stored_key:?}"
                 )),
                 _ => {}
             }
         }
     }
-    for log in logs
+    let subscribers = logs
         .iter()
-        .filter(|l| matches!(l.kind, Kind::Web | Kind::Watcher))
-    {
-        let Some(reading) = &log.reading else {
-            continue;
-        };
+        .filter(|l| matches!(l.kind, Kind::Web | Kind::Watcher));
+    for reading in subscribers.filter_map(|l| l.reading.as_ref()) {
         for receipt in &reading.receipts {
             let Some(sender) = by_client.get(&receipt.key.client) else {
+                continue;
+            };
+            let Some(sent) = sender.sent.get(receipt.key.seq as usize) else {
                 continue;
             };
             if sender.kind != Kind::Paper {
                 continue;
             }
-            let Some(sent) = sender.sent.get(receipt.key.seq as usize) else {
-                continue;
-            };
-            let entry = known.entry(receipt.key).or_insert(Known {
+            let first = known.entry(receipt.key).or_insert(Known {
                 id: receipt.id,
                 issued_us: sent.issued_us,
                 acked_us: receipt.at_us,
             });
-            entry.acked_us = entry.acked_us.min(receipt.at_us);
+            first.acked_us = first.acked_us.min(receipt.at_us);
         }
     }
     o.acknowledged = known.len() as u64;
-    let mut by_id: Vec<(u64, Key)> = known.iter().map(|(&key, k)| (k.id, key)).collect();
-    by_id.sort_unstable();
+    known
+}
 
-    // Each client: what it got against what it was owed.
-    let mut losses = Vec::new();
-    let mut misordered = Vec::new();
-    let mut stream_ends = Vec::new();
-    for log in logs {
-        match (&log.kind, &log.join) {
-            (_, Some(Ok(()))) => {
-                o.joins += 1;
-                o.rejoins += u64::from(log.rejoin);
-            }
-            (_, Some(Err(failure))) => {
-                o.refused_claims += u64::from(refusal(failure.code));
-                stream_ends.push(format!(
-                    "{}: Join {}",
-                    log.describe(),
-                    failure.ended.since(start_us)
-                ));
-            }
-            _ => {}
+/// One client: its calls, and what it got against what it was owed.
+#[allow(clippy::too_many_arguments)]
+fn deliveries(
+    log: &ClientLog,
+    by_client: &HashMap<u32, &ClientLog>,
+    known: &HashMap<Key, Known>,
+    by_id: &[(u64, Key)],
+    stored: &Stored,
+    start_us: u64,
+    o: &mut Outcome,
+    f: &mut Findings,
+) {
+    let t = |at: u64| since(start_us, at);
+    match &log.join {
+        Some(Ok(())) => {
+            o.joins += 1;
+            o.rejoins += u64::from(log.rejoin);
+            o.claims += 1;
         }
-        if let Some(failure) = &log.failed_to_start {
-            stream_ends.push(format!(
-                "{}: no stream, {}",
+        Some(Err(failure)) => {
+            o.refused_claims += u64::from(refusal(failure.code));
+            f.calls.push(format!(
+                "{}: Join {}",
                 log.describe(),
                 failure.ended.since(start_us)
             ));
         }
-        if let Some((seq, first)) = &log.first_send_failure {
-            stream_ends.push(format!(
-                "{}: {} sends failed, the first (seq {seq}) {}",
+        None => {}
+    }
+    if let Some(failure) = &log.failed_to_start {
+        f.calls.push(format!(
+            "{}: no stream, {}",
+            log.describe(),
+            failure.ended.since(start_us)
+        ));
+    }
+    if let Some((seq, first)) = &log.first_send_failure {
+        f.calls.push(format!(
+            "{}: {} sends failed, the first (seq {seq}) {}",
+            log.describe(),
+            log.send_failures,
+            first.since(start_us)
+        ));
+    }
+    let Some(reading) = &log.reading else {
+        return;
+    };
+    if matches!(log.kind, Kind::Web | Kind::Paper) {
+        o.leaves += 1;
+    }
+    if log.kind == Kind::Paper {
+        // Its name was accepted if its first message was relayed.
+        let first = Key {
+            client: log.id,
+            seq: 0,
+        };
+        o.claims += u64::from(known.contains_key(&first));
+    }
+    if let Some(ended) = &reading.ended {
+        o.broken_streams += 1;
+        f.calls.push(format!(
+            "{}: stream ended {}",
+            log.describe(),
+            ended.since(start_us)
+        ));
+    }
+    for &(after, next) in &reading.gaps {
+        f.calls
+            .push(format!("{}: a Gap from {after} to {next}", log.describe()));
+    }
+    o.deliveries += reading.receipts.len() as u64;
+    let mut got: HashSet<u64> = HashSet::with_capacity(reading.receipts.len());
+    let mut previous = 0;
+    for receipt in &reading.receipts {
+        if !got.insert(receipt.id) {
+            o.duplicated += 1;
+            f.misordered.push(format!(
+                "{}: id {} twice (again at {})",
                 log.describe(),
-                log.send_failures,
-                first.since(start_us)
+                receipt.id,
+                t(receipt.at_us)
+            ));
+        } else if receipt.id < previous {
+            o.reordered += 1;
+            f.misordered.push(format!(
+                "{}: id {} after {previous} at {}",
+                log.describe(),
+                receipt.id,
+                t(receipt.at_us)
             ));
         }
-        let Some(reading) = &log.reading else {
-            continue;
-        };
-        if matches!(log.kind, Kind::Web | Kind::Paper) {
-            o.leaves += 1;
-        }
-        if log.kind == Kind::Paper {
-            // Its name was accepted if its first message was relayed.
-            let first = Key {
-                client: log.id,
-                seq: 0,
-            };
-            o.claims += u64::from(known.contains_key(&first));
-        }
-        if let Some(ended) = &reading.ended {
-            o.broken_streams += 1;
-            stream_ends.push(format!(
-                "{}: stream ended {}",
+        previous = previous.max(receipt.id);
+        if let Some(&(stored_key, _)) = stored.by_id.get(&receipt.id)
+            && stored_key != receipt.key
+        {
+            f.wrong.push(format!(
+                "{} got id {} as {:?}, stored as {stored_key:?}",
                 log.describe(),
-                ended.since(start_us)
-            ));
-        }
-        for &(after, next) in &reading.gaps {
-            stream_ends.push(format!("{}: a Gap from {after} to {next}", log.describe()));
-        }
-        o.deliveries += reading.receipts.len() as u64;
-        let mut got: HashSet<u64> = HashSet::with_capacity(reading.receipts.len());
-        let mut previous = 0;
-        for receipt in &reading.receipts {
-            if !got.insert(receipt.id) {
-                o.duplicated += 1;
-                misordered.push(format!(
-                    "{}: id {} twice (again at {})",
-                    log.describe(),
-                    receipt.id,
-                    t(receipt.at_us)
-                ));
-            } else if receipt.id < previous {
-                o.reordered += 1;
-                misordered.push(format!(
-                    "{}: id {} after {previous} at {}",
-                    log.describe(),
-                    receipt.id,
-                    t(receipt.at_us)
-                ));
-            }
-            previous = previous.max(receipt.id);
-            if let Some(&(stored_key, _)) = stored.get(&receipt.id)
-                && stored_key != receipt.key
-            {
-                wrong.push(format!(
-                    "{} got id {} as {:?}, stored as {stored_key:?}",
-                    log.describe(),
-                    receipt.id,
-                    receipt.key
-                ));
-            }
-        }
-        let (Some((after, from_us)), Some((until_us, target))) = (reading.live, log.left) else {
-            continue;
-        };
-        // Owed up to the target if it read there or stalled on the way;
-        // if the server ended the stream, only what came before its last.
-        let upto = match (&reading.ended, reading.drained) {
-            (Some(_), false) => reading.newest(),
-            _ => target,
-        };
-        let until_us = reading
-            .ended
-            .as_ref()
-            .map_or(until_us, |e| until_us.min(e.at_us));
-        let first = by_id.partition_point(|&(id, _)| id <= after);
-        let mut missing: Vec<Key> = Vec::new();
-        let mut owed = 0;
-        for &(id, key) in by_id[first..].iter().take_while(|&&(id, _)| id <= upto) {
-            let message = known[&key];
-            if message.issued_us < from_us
-                || message.acked_us > until_us
-                || (log.kind == Kind::Paper && key.client == log.id)
-            {
-                continue;
-            }
-            owed += 1;
-            if !got.contains(&id) {
-                missing.push(key);
-            }
-        }
-        o.checked += owed;
-        o.lost += missing.len() as u64;
-        if !missing.is_empty() {
-            losses.push(loss_line(
-                log,
-                reading,
-                &missing,
-                owed,
-                (from_us, until_us, upto),
-                &by_client,
-                start_us,
+                receipt.id,
+                receipt.key
             ));
         }
     }
+    let (Some((after, from_us)), Some((until_us, target))) = (reading.live, log.left) else {
+        return;
+    };
+    // Owed up to the target if it read there or stalled on the way; if
+    // the server ended the stream, only what came before the last it got.
+    let upto = match (&reading.ended, reading.drained) {
+        (Some(_), false) => reading.newest(),
+        _ => target,
+    };
+    let until_us = reading
+        .ended
+        .as_ref()
+        .map_or(until_us, |e| until_us.min(e.at_us));
+    let first = by_id.partition_point(|&(id, _)| id <= after);
+    let mut missing: Vec<Key> = Vec::new();
+    let mut owed = 0;
+    for &(id, key) in by_id[first..].iter().take_while(|&&(id, _)| id <= upto) {
+        let message = known[&key];
+        if message.issued_us < from_us
+            || message.acked_us > until_us
+            || (log.kind == Kind::Paper && key.client == log.id)
+        {
+            continue;
+        }
+        owed += 1;
+        if !got.contains(&id) {
+            missing.push(key);
+        }
+    }
+    o.checked += owed;
+    o.lost += missing.len() as u64;
+    if !missing.is_empty() {
+        f.lost.push(loss_line(
+            log,
+            reading,
+            &missing,
+            owed,
+            (from_us, until_us, upto),
+            by_client,
+            start_us,
+        ));
+    }
+}
 
-    // Paper messages sent on a stream the server never ended with an error
-    // must be stored.
-    let mut unstored = Vec::new();
-    // (Known only from a replay.)
-    let replayed = if replays.is_empty() { &[][..] } else { logs };
-    for log in replayed.iter().filter(|l| l.kind == Kind::Paper) {
+/// Paper messages sent on a stream the server never ended with an error
+/// must be stored.
+fn paper_storage(logs: &[ClientLog], stored: &Stored, o: &mut Outcome, f: &mut Findings) {
+    for log in logs.iter().filter(|l| l.kind == Kind::Paper) {
         let Some(reading) = &log.reading else {
             continue;
         };
@@ -1785,7 +1861,7 @@ fn check(
         }
         let missing: Vec<u64> = (0..log.sent.len() as u32)
             .filter(|&seq| {
-                !ids_of.contains_key(&Key {
+                !stored.ids_of.contains_key(&Key {
                     client: log.id,
                     seq,
                 })
@@ -1794,38 +1870,46 @@ fn check(
             .collect();
         if !missing.is_empty() {
             o.lost += missing.len() as u64;
-            unstored.push(format!(
-                "{}: seq {} never stored (stream still open; relayed before it left: {})",
+            f.unstored.push(format!(
+                "{}: seq {} never stored (the stream was never ended by the server; relayed before it left: {})",
                 log.describe(),
                 ranges(missing),
                 log.confirmed
             ));
         }
     }
+}
 
-    // Names.
-    let mut trial_lines = Vec::new();
-    let mut informational = Vec::new();
+fn names(trials: &[Trial], o: &mut Outcome, f: &mut Findings) {
     for trial in trials {
         o.claims += u64::from(trial.accepted);
         o.refused_claims += u64::from(trial.refused);
         o.held_twice += u64::from(trial.held_twice);
         o.impersonated += u64::from(trial.impersonated);
-        o.both_won += u64::from(trial.both_won);
         o.undecided += u64::from(trial.undecided);
         let line = format!("{} {:?}: {}", trial.kind, trial.name, trial.story);
         if trial.held_twice || trial.impersonated {
-            trial_lines.push(line);
-        } else if trial.both_won || trial.undecided {
-            informational.push(line);
+            f.names.push(line);
+        } else if trial.undecided {
+            f.undecided.push(line);
         }
     }
-    o.claims += o.joins;
+}
 
-    // The replay on every replica.
-    // The newest id stored before the restart, by anyone's word.
+/// Every replica replays ids `replayed_after + 1` to the newest stored
+/// before the restart, once each, in order, and got the message sent after.
+fn replay_checks(
+    replays: &[Replay],
+    replayed_after: u64,
+    stored: &Stored,
+    by_id: &[(u64, Key)],
+    o: &mut Outcome,
+    f: &mut Findings,
+) {
     let after_restart: Vec<u64> = replays.iter().filter_map(|r| r.after_restart).collect();
+    // The newest id stored before the restart, by anyone's word.
     let top = stored
+        .by_id
         .keys()
         .copied()
         .filter(|id| !after_restart.contains(id))
@@ -1833,11 +1917,10 @@ fn check(
         .chain(by_id.iter().map(|&(id, _)| id))
         .max()
         .unwrap_or(0);
-    let mut replay_lines = Vec::new();
     for (r, replay) in replays.iter().enumerate() {
         let ids: HashSet<u64> = replay.messages.iter().map(|m| m.0).collect();
         let holes: Vec<u64> = (replayed_after + 1..=top)
-            .filter(|id| !ids.contains(id) && !after_restart.contains(id))
+            .filter(|id| !ids.contains(id))
             .collect();
         o.replay_holes.push(holes.len() as u64);
         if !holes.is_empty() {
@@ -1845,7 +1928,7 @@ fn check(
                 .iter()
                 .filter(|&&id| by_id.binary_search_by_key(&id, |&(i, _)| i).is_ok())
                 .count();
-            replay_lines.push(format!(
+            f.replay.push(format!(
                 "replica {r}: {} holes in ids {}-{top} ({acked} of them acknowledged): {}",
                 holes.len(),
                 replayed_after + 1,
@@ -1856,84 +1939,80 @@ fn check(
         let mut seen = HashSet::new();
         for &(id, ..) in &replay.messages {
             if !seen.insert(id) {
-                replay_lines.push(format!("replica {r}: id {id} replayed twice"));
+                f.replay
+                    .push(format!("replica {r}: id {id} replayed twice"));
             } else if id < previous {
-                replay_lines.push(format!("replica {r}: id {id} replayed after {previous}"));
+                f.replay
+                    .push(format!("replica {r}: id {id} replayed after {previous}"));
             }
             previous = previous.max(id);
         }
         if replay.newest < top {
-            replay_lines.push(format!(
+            f.replay.push(format!(
                 "replica {r}: its Ready said the newest id is {}, but {top} was stored",
                 replay.newest
             ));
         }
         for &(after, next) in &replay.gaps {
-            replay_lines.push(format!("replica {r}: a Gap from {after} to {next}"));
+            f.replay
+                .push(format!("replica {r}: a Gap from {after} to {next}"));
         }
         if let Some(ended) = &replay.ended {
-            replay_lines.push(format!("replica {r}: the replay ended {}", ended.how));
+            f.replay
+                .push(format!("replica {r}: the replay ended {}", ended.how));
         }
         if replay.after_restart.is_none() {
-            replay_lines.push(format!(
+            f.replay.push(format!(
                 "replica {r}: the message sent after the restart never came"
             ));
         }
     }
-    replay_lines.extend(disagreements.iter().take(LISTED).cloned());
+}
 
-    // The verdict and the report.
-    let mut problem = |count: u64, what: &str| {
+/// The problems (what fails the run) and the report.
+fn verdict(o: &mut Outcome, f: &Findings) {
+    o.wrong = f.wrong.len() as u64;
+    let counts = [
+        (o.lost, "acknowledged deliveries or stored messages lost"),
+        (o.duplicated, "deliveries duplicated"),
+        (o.reordered, "deliveries out of order"),
+        (o.wrong, "messages under the wrong id"),
+        (o.stored_twice, "messages stored twice"),
+        (o.held_twice, "names held twice"),
+        (o.impersonated, "Sends under a name held by someone else"),
+        (
+            f.replay.len() as u64,
+            "problems in the replay after the restart",
+        ),
+    ];
+    for (count, what) in counts {
         if count > 0 {
             o.problems.push(format!("soak: {count} {what}"));
         }
-    };
-    problem(o.lost, "acknowledged deliveries or stored messages lost");
-    problem(o.duplicated, "deliveries duplicated");
-    problem(o.reordered, "deliveries out of order");
-    problem(wrong.len() as u64, "messages under the wrong id");
-    problem(o.stored_twice, "messages stored twice");
-    problem(o.held_twice, "names held twice");
-    problem(o.impersonated, "Sends under a name held by someone else");
-    problem(
-        replay_lines.len() as u64,
-        "problems in the replay after the restart",
-    );
-    let sections: [(&str, &[String]); 8] = [
-        ("lost (receiver: what it missed, by sender)", &losses),
-        ("paper messages never stored", &unstored),
-        ("duplicated or out of order", &misordered),
-        ("wrong ids", &wrong),
-        ("stored twice", &doubled),
-        ("names held twice", &trial_lines),
-        ("replay after the restart", &replay_lines),
-        ("streams ended by the server and failed calls", &stream_ends),
+    }
+    let sections: [(&str, &[String]); 9] = [
+        ("lost (receiver: what it missed, by sender)", &f.lost),
+        ("paper messages never stored", &f.unstored),
+        ("duplicated or out of order", &f.misordered),
+        ("wrong ids", &f.wrong),
+        ("stored twice", &f.doubled),
+        ("names held twice or used without the session", &f.names),
+        ("replay after the restart", &f.replay),
+        ("streams ended by the server and failed calls", &f.calls),
+        ("trials that could not decide (not failed)", &f.undecided),
     ];
     for (title, lines) in sections {
         if lines.is_empty() {
             continue;
         }
-        let _ = writeln!(report, "soak: {title} ({}):", lines.len());
+        let _ = writeln!(o.report, "soak: {title} ({}):", lines.len());
         for line in lines.iter().take(LISTED) {
-            let _ = writeln!(report, "  {line}");
+            let _ = writeln!(o.report, "  {line}");
         }
         if lines.len() > LISTED {
-            let _ = writeln!(report, "  ... and {} more", lines.len() - LISTED);
+            let _ = writeln!(o.report, "  ... and {} more", lines.len() - LISTED);
         }
     }
-    if !informational.is_empty() {
-        let _ = writeln!(
-            report,
-            "soak: trials reported, not failed ({}; a paper client's name is held on its own replica only):",
-            informational.len()
-        );
-        for line in informational.iter().take(LISTED) {
-            let _ = writeln!(report, "  {line}");
-        }
-    }
-    o.wrong = wrong.len() as u64;
-    o.report = report;
-    o
 }
 
 /// One receiver's losses: its window and stream end, then each sender's
