@@ -1230,3 +1230,306 @@ impl Drop for ClusterNginx {
         let _ = self.child.wait();
     }
 }
+
+/// A chat server in cluster mode that reaches the cluster through node
+/// `node` only (as a replica configured with one URL does).
+async fn replica_on(cluster: &NatsCluster, node: usize) -> TestServer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("chat_server=debug")
+        .with_test_writer()
+        .try_init();
+    let config = Config {
+        nats: Some(cluster.url(node)),
+        ..unthrottled(Config::with_addr("127.0.0.1:0"))
+    };
+    TestServer::start_with(config).await
+}
+
+/// The node that leads `stream`, once it has a leader.
+async fn leader_of(cluster: &NatsCluster, stream: &str) -> usize {
+    let mut leader = None;
+    eventually(async || {
+        leader = cluster.stream_leader(stream).await;
+        leader.is_some()
+    })
+    .await;
+    leader.expect("a leader")
+}
+
+/// Read-your-writes for names across replicas, with the race made wide:
+/// a node of the name registry is frozen while names are claimed through
+/// another, so it is far behind when it wakes; a replica that reaches the
+/// cluster through that node then looks every name up at once. A lookup
+/// answered from the lagging copy would say "free" (this failed before
+/// lookups went to the registry's leader); every one must be refused.
+#[tokio::test]
+async fn a_name_claimed_on_one_replica_is_held_everywhere_even_through_a_lagging_node() {
+    const NAMES: usize = 150;
+    let mut cluster = NatsCluster::start().await;
+    let first = replica(&cluster).await;
+    let leader = leader_of(&cluster, "KV_chat_claims").await;
+    let lagging = (leader + 1) % NODES;
+    let writer = replica_on(&cluster, leader).await;
+    let reader = replica_on(&cluster, lagging).await;
+    drop(first);
+    cluster.pause(lagging);
+    let names: Vec<String> = (0..NAMES).map(|i| format!("held{i}")).collect();
+    let claims = names.iter().map(|name| join(&writer, name));
+    for claimed in futures_util::future::join_all(claims).await {
+        claimed.expect("a free name is claimed with two of three nodes up");
+    }
+    cluster.resume(lagging);
+    let url = reader.url();
+    let speakers = names.iter().map(|name| {
+        let url = url.clone();
+        let name = name.clone();
+        async move {
+            let mut client = NativeClient::new(common::channel(&url).await);
+            let said = within(client.send(chat(&name, "it's me"))).await;
+            (name, said.map(|_| ()))
+        }
+    });
+    for (name, said) in futures_util::future::join_all(speakers).await {
+        let refused = said.expect_err(&format!("{name} is held on another replica"));
+        assert!(
+            matches!(refused.code(), Code::PermissionDenied | Code::Unavailable),
+            "{name}: {refused:?}"
+        );
+    }
+    // Paper clients through the same node, once it has caught up: refused
+    // as taken, never let in.
+    for name in names.iter().take(10) {
+        let (out, mut incoming) = open_chat_stream(&mut reader.native().await).await;
+        out.send(chat(name, "it's me")).await.expect("queued");
+        let refused = within(incoming.message()).await.expect_err("held");
+        assert_eq!(refused.code(), Code::AlreadyExists, "{name}: {refused:?}");
+    }
+}
+
+/// A paper client's name is claimed in the cluster while its stream is
+/// open, and free everywhere as soon as it closes.
+#[tokio::test]
+async fn a_paper_clients_name_is_held_cluster_wide_while_its_stream_is_open() {
+    let cluster = NatsCluster::start().await;
+    let servers = replicas(&cluster).await;
+    let (out, incoming) = open_chat_stream(&mut servers[0].native().await).await;
+    out.send(chat("grace", "hello")).await.expect("queued");
+    // Heard through another replica: the stream is named by now.
+    let mut reader = subscribe_after(&mut servers[1].native().await, 0).await;
+    let heard = next_event_message(&mut reader).await;
+    assert_eq!(heard.username, "grace");
+    let taken = join(&servers[1], "Grace")
+        .await
+        .expect_err("held by the stream");
+    assert_eq!(taken.code(), Code::AlreadyExists, "{taken:?}");
+    // The client goes away (the HTTP/2 stream is reset).
+    drop(out);
+    drop(incoming);
+    // Freed at once, not when the registry's entry expires.
+    let started = Instant::now();
+    let mut joined = None;
+    eventually(async || {
+        joined = join(&servers[2], "grace").await.ok();
+        joined.is_some()
+    })
+    .await;
+    assert!(
+        started.elapsed() < nats_claim_ttl(),
+        "freed only after {:?}",
+        started.elapsed()
+    );
+}
+
+/// How long an unrefreshed claim lives in the registry (the server's
+/// `CLAIM_TTL`).
+fn nats_claim_ttl() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// The paper's stream keeps its messages through a leader election: its
+/// writes are pipelined, and one that JetStream did not acknowledge is
+/// stored again, in order. Before, the stream ended with UNAVAILABLE and
+/// every message after it was lost (the 3-replica bench round).
+#[tokio::test]
+async fn a_chat_stream_keeps_every_message_through_a_leader_election() {
+    const MESSAGES: usize = 400;
+    let mut cluster = NatsCluster::start().await;
+    let first = replica(&cluster).await;
+    let leader = leader_of(&cluster, "CHAT_general").await;
+    let others: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
+    let writer = replica_on(&cluster, others[0]).await;
+    let reader = replica_on(&cluster, others[1]).await;
+    drop(first);
+    let mut stream = subscribe_after(&mut reader.native().await, 0).await;
+    let (out, mut incoming) = open_chat_stream(&mut writer.native().await).await;
+    let watch_end = tokio::spawn(async move { incoming.message().await });
+    for i in 0..MESSAGES {
+        if i == MESSAGES / 4 {
+            cluster.kill(leader);
+        }
+        if out.send(chat("ada", &format!("m{i}"))).await.is_err() {
+            panic!("the paper stream ended: {:?}", watch_end.await);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut texts = Vec::new();
+    while texts.len() < MESSAGES {
+        let next = tokio::time::timeout(Duration::from_secs(60), stream.message())
+            .await
+            .expect("the reader paused for longer than an election");
+        match next {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Message(message)),
+            })) => texts.push(message.message),
+            Ok(Some(_)) => {}
+            other => panic!("the reader's stream ended: {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+    assert_eq!(texts, expected, "every message once, in order");
+    assert!(!watch_end.is_finished(), "the paper stream is still open");
+}
+
+/// The third failure: a full restart of NATS and the replicas, with a
+/// replay on every replica at once. One node is frozen while the rooms
+/// fill, so after the restart its copies are far behind; replicas start
+/// while the nodes are still coming back, and every replica must replay
+/// every acknowledged message of every room (a read served by the lagging
+/// node came back with holes before), then hear a new one.
+#[tokio::test]
+async fn after_a_full_restart_every_replica_replays_every_acknowledged_message() {
+    const PER_ROOM: u64 = 300;
+    const ROOMS: [&str; 3] = ["general", "second", "third"];
+    let mut cluster = NatsCluster::start().await;
+    let writers = [replica_on(&cluster, 0).await, replica_on(&cluster, 1).await];
+    for room in &ROOMS[1..] {
+        within(writers[0].native().await.create_room(CreateRoomRequest {
+            name: (*room).into(),
+            topic: String::new(),
+        }))
+        .await
+        .expect("room made");
+    }
+    cluster.pause(2);
+    let sends = ROOMS.iter().enumerate().map(|(r, room)| {
+        let url = writers[r % 2].url();
+        async move {
+            let mut client = NativeClient::new(common::channel(&url).await);
+            let mut ids = Vec::new();
+            for i in 0..PER_ROOM {
+                let message = ChatMessage {
+                    room: (*room).into(),
+                    ..with_nonce("ada", "x", &format!("{room}{i}"))
+                };
+                // The frozen node may have led a stream: writes and name
+                // lookups are refused while another is elected.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                let reply = loop {
+                    let send = client.send(message.clone());
+                    match tokio::time::timeout(Duration::from_secs(60), send)
+                        .await
+                        .expect("a Send hung")
+                    {
+                        Ok(reply) => break reply.into_inner(),
+                        Err(status) if status.code() == Code::Unavailable => {
+                            assert!(Instant::now() < deadline, "{status:?}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        Err(status) => panic!("{status:?}"),
+                    }
+                };
+                ids.push(reply.id);
+            }
+            ids
+        }
+    });
+    let acked = futures_util::future::join_all(sends).await;
+    for ids in &acked {
+        assert_eq!(*ids, (1..=PER_ROOM).collect::<Vec<_>>());
+    }
+    let [a, b] = writers;
+    a.stop().await;
+    b.stop().await;
+    cluster.stop_all();
+    cluster.start_stopped();
+    cluster.listening().await;
+    let servers = futures_util::future::join_all((0..NODES).map(|i| replica_on(&cluster, i))).await;
+    let replays = servers.iter().flat_map(|server| {
+        ROOMS.iter().map(move |room| {
+            let url = server.url();
+            async move {
+                let mut client = NativeClient::new(common::channel(&url).await);
+                (url, *room, replay_ids(&mut client, room, PER_ROOM).await)
+            }
+        })
+    });
+    for (url, room, ids) in futures_util::future::join_all(replays).await {
+        // From after id 1 (after_id 0 asks for recent history only).
+        assert_eq!(
+            ids,
+            (2..=PER_ROOM).collect::<Vec<_>>(),
+            "{room} replayed on {url}"
+        );
+    }
+    // And the cluster goes on: a new message reaches every replica.
+    let mut streams = Vec::new();
+    for server in &servers {
+        streams.push(subscribe_after(&mut server.native().await, PER_ROOM).await);
+    }
+    let id = sent(&servers[0], with_nonce("ada", "after", "after"))
+        .await
+        .id;
+    assert_eq!(id, PER_ROOM + 1);
+    for stream in &mut streams {
+        assert_eq!(ids_until_count(stream, 1).await, [id]);
+    }
+}
+
+/// The ids a `Subscribe` of `room` replays after id 1, until `last`; a
+/// stream that ends early (UNAVAILABLE while the replica cannot read a
+/// complete copy yet) is opened again after the last id it gave, as a
+/// client does.
+async fn replay_ids(client: &mut NativeClient, room: &str, last: u64) -> Vec<u64> {
+    let mut ids: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while ids.last() != Some(&last) {
+        assert!(
+            Instant::now() < deadline,
+            "replay stuck after {:?}",
+            ids.last()
+        );
+        let request = SubscribeRequest {
+            username: "reader".into(),
+            after_id: ids.last().copied().unwrap_or(1),
+            room: room.into(),
+            ..Default::default()
+        };
+        let mut stream = match client.subscribe(request).await {
+            Ok(stream) => stream.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        loop {
+            match tokio::time::timeout(READY_TIMEOUT, stream.message()).await {
+                Ok(Ok(Some(ChatEvent {
+                    event: Some(Event::Message(message)),
+                }))) => {
+                    ids.push(message.id);
+                    if message.id == last {
+                        break;
+                    }
+                }
+                Ok(Ok(Some(_))) => {}
+                Ok(Err(status)) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    break;
+                }
+                Ok(Ok(None)) | Err(_) => break,
+            }
+        }
+    }
+    ids
+}

@@ -196,6 +196,76 @@ cluster {{
         process.wait().expect("wait for the killed nats-server");
     }
 
+    /// Freezes node `i` with SIGSTOP: it keeps its connections but answers
+    /// nothing and falls behind the others until [`NatsCluster::resume`].
+    pub fn pause(&mut self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    /// Lets a paused node `i` run again (SIGCONT); it then catches up.
+    pub fn resume(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    fn signal(&mut self, i: usize, signal: libc::c_int) {
+        let node = &self.nodes[i];
+        let process = node
+            .process
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} is not running", node.name));
+        let pid = libc::pid_t::try_from(process.id()).expect("a pid");
+        // SAFETY: kill(2) with a pid of our own child and a valid signal.
+        let sent = unsafe { libc::kill(pid, signal) };
+        assert_eq!(sent, 0, "signal {signal} to {}", node.name);
+    }
+
+    /// Stops every running node with SIGTERM (a clean shutdown, as an
+    /// operator's restart does) and waits for each to exit.
+    pub fn stop_all(&mut self) {
+        for node in &mut self.nodes {
+            let Some(mut process) = node.process.take() else {
+                continue;
+            };
+            let pid = libc::pid_t::try_from(process.id()).expect("a pid");
+            // SAFETY: kill(2) with a pid of our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGCONT);
+                libc::kill(pid, libc::SIGTERM);
+            }
+            process.wait().expect("wait for the stopped nats-server");
+        }
+    }
+
+    /// Starts every stopped node again at once and returns without waiting
+    /// for the cluster to be ready (what a replica started right after
+    /// them meets).
+    pub fn start_stopped(&mut self) {
+        for i in 0..self.nodes.len() {
+            if !self.is_running(i) {
+                self.spawn(i);
+            }
+        }
+    }
+
+    /// Waits until every running node accepts client connections (which
+    /// it does long before the cluster is ready).
+    pub async fn listening(&self) {
+        let started = Instant::now();
+        for i in self.running() {
+            while TcpStream::connect(("127.0.0.1", self.nodes[i].client_port))
+                .await
+                .is_err()
+            {
+                assert!(
+                    started.elapsed() < READY_TIMEOUT,
+                    "{} does not listen",
+                    self.name(i)
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+
     /// Starts node `i` again, with the same ports, config and store, and
     /// waits until it is back in the cluster and caught up.
     pub async fn restart(&mut self, i: usize) {
