@@ -1887,7 +1887,8 @@ fn names(trials: &[Trial], o: &mut Outcome, f: &mut Findings) {
         o.held_twice += u64::from(trial.held_twice);
         o.impersonated += u64::from(trial.impersonated);
         o.undecided += u64::from(trial.undecided);
-        let line = format!("{} {:?}: {}", trial.kind, trial.name, trial.story);
+        let story = trial.story.trim_end_matches("; ");
+        let line = format!("{} {:?}: {story}", trial.kind, trial.name);
         if trial.held_twice || trial.impersonated {
             f.names.push(line);
         } else if trial.undecided {
@@ -1932,7 +1933,7 @@ fn replay_checks(
                 "replica {r}: {} holes in ids {}-{top} ({acked} of them acknowledged): {}",
                 holes.len(),
                 replayed_after + 1,
-                ranges(holes.iter().copied().take(200))
+                shorten(ranges(holes.iter().copied()))
             ));
         }
         let mut previous = 0;
@@ -1966,6 +1967,15 @@ fn replay_checks(
                 "replica {r}: the message sent after the restart never came"
             ));
         }
+    }
+}
+
+/// At most a few hundred characters of `text`.
+fn shorten(text: String) -> String {
+    const LONGEST: usize = 300;
+    match text.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text,
     }
 }
 
@@ -2084,4 +2094,115 @@ pub fn require(nats_server: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(client: u32, seq: u32) -> Key {
+        Key { client, seq }
+    }
+
+    /// A gRPC-Web sender (client 10) whose Sends were answered ids 5, 6, 7
+    /// at 200, 400 and 1100 µs.
+    fn sender() -> ClientLog {
+        let mut log = ClientLog::new(10, Kind::Web, 0, "w10".into());
+        for (issued_us, id, acked_us) in [(100, 5, 200), (300, 6, 400), (1_000, 7, 1_100)] {
+            log.sent.push(Sent {
+                issued_us,
+                ack: Some((id, acked_us)),
+            });
+        }
+        log
+    }
+
+    /// A client live from 50 µs (after id 4) that left at 900 µs, told to
+    /// read up to id 6, having got `ids`.
+    fn receiver(id: u32, kind: Kind, ids: &[(u64, Key)]) -> ClientLog {
+        let mut log = ClientLog::new(id, kind, 1, format!("r{id}"));
+        log.left = Some((900, 6));
+        log.reading = Some(Reading {
+            live: Some((4, 50)),
+            receipts: ids
+                .iter()
+                .map(|&(id, key)| Receipt {
+                    id,
+                    key,
+                    at_us: 500,
+                })
+                .collect(),
+            drained: true,
+            ..Reading::default()
+        });
+        log
+    }
+
+    fn outcome(logs: &[ClientLog]) -> Outcome {
+        check(0, logs, &[], (0, &[]))
+    }
+
+    #[test]
+    fn a_message_answered_inside_the_window_is_owed() {
+        let o = outcome(&[sender(), receiver(11, Kind::Web, &[(5, key(10, 0))])]);
+        // Id 6 was answered at 400, inside 50-900: lost. Id 7 was answered
+        // after the receiver left: not owed.
+        assert_eq!((o.checked, o.lost), (2, 1), "{}", o.report);
+        assert!(o.report.contains("seq 1"), "{}", o.report);
+    }
+
+    #[test]
+    fn a_stream_the_server_ended_owes_only_what_came_before_its_last() {
+        let mut broken = receiver(11, Kind::Web, &[(5, key(10, 0))]);
+        if let Some(reading) = broken.reading.as_mut() {
+            reading.drained = false;
+            reading.ended = Some(Ended {
+                at_us: 800,
+                ..Ended::other("ended")
+            });
+        }
+        let o = outcome(&[sender(), broken]);
+        assert_eq!((o.checked, o.lost, o.broken_streams), (1, 0, 1));
+    }
+
+    #[test]
+    fn a_paper_client_is_not_owed_its_own_messages() {
+        let mut paper = receiver(12, Kind::Paper, &[(5, key(10, 0))]);
+        paper.sent.push(Sent {
+            issued_us: 150,
+            ack: None,
+        });
+        // A watcher saw the paper message as id 6 (its acknowledgement).
+        let watcher = receiver(4, Kind::Watcher, &[(5, key(10, 0)), (6, key(12, 0))]);
+        let mut web = sender();
+        web.sent.truncate(1);
+        let o = outcome(&[web, paper, watcher]);
+        // The paper client owes id 5 only; the watcher 5 and 6.
+        assert_eq!(
+            (o.checked, o.lost, o.acknowledged),
+            (3, 0, 2),
+            "{}",
+            o.report
+        );
+    }
+
+    #[test]
+    fn duplicates_and_reordering_are_counted() {
+        let ids = [
+            (5, key(10, 0)),
+            (5, key(10, 0)),
+            (6, key(10, 1)),
+            (4, UNKNOWN),
+        ];
+        let o = outcome(&[sender(), receiver(11, Kind::Web, &ids)]);
+        assert_eq!((o.duplicated, o.reordered, o.lost), (1, 1, 0));
+        assert_eq!(o.problems.len(), 2, "{:?}", o.problems);
+    }
+
+    #[test]
+    fn soak_texts_round_trip() {
+        assert_eq!(key_of(&text(key(12, 7))), key(12, 7));
+        assert_eq!(key_of("warm-up"), UNKNOWN);
+        assert_eq!(key_of("soak 1 2 3"), UNKNOWN);
+    }
 }
