@@ -100,7 +100,7 @@ struct Args {
     /// rounds, rotating which setup goes first.
     #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., value_name = "SETUP")]
     cluster: Option<Vec<cluster::Setup>>,
-    /// The nats-server binary for --cluster (2.10 or newer); by default
+    /// The nats-server binary for --cluster and --soak (2.10 or newer); by default
     /// $NATS_SERVER, else .tools/py/bin/nats-server (scripts/install --tests).
     #[arg(long, value_name = "PATH")]
     nats_server: Option<PathBuf>,

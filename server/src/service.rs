@@ -168,31 +168,25 @@ impl ChatServer {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
-        self.find_session(token).await?.map(Some).ok_or_else(|| {
+        self.find_session(token).await.map(Some).ok_or_else(|| {
             Status::unauthenticated("this session has ended: join again to claim a name")
         })
     }
 
     /// The session of `token`, made here or (cluster mode) on any replica.
-    async fn find_session(&self, token: &str) -> Result<Option<Session>, Status> {
+    async fn find_session(&self, token: &str) -> Option<Session> {
         if let Some(session) = self.claims.session(token) {
-            return Ok(Some(session));
+            return Some(session);
         }
-        match &self.shared_claims {
-            Some(shared) => shared.session(token).await.map_err(claim_refused),
-            None => Ok(None),
-        }
+        self.shared_claims.as_ref()?.session(token).await
     }
 
     /// Who holds `name`, here or (cluster mode) on any replica.
-    async fn holder_of(&self, name: &str) -> Result<Option<String>, Status> {
+    async fn holder_of(&self, name: &str) -> Option<String> {
         if let Some(holder) = self.claims.holder_of(name) {
-            return Ok(Some(holder));
+            return Some(holder);
         }
-        match &self.shared_claims {
-            Some(shared) => shared.holder_of(name).await.map_err(claim_refused),
-            None => Ok(None),
-        }
+        self.shared_claims.as_ref()?.holder_of(name).await
     }
 
     /// The name a message from `session` (or from nobody) goes out under.
@@ -210,7 +204,7 @@ impl ChatServer {
                 session.name,
                 asked.trim()
             ))),
-            None => match self.holder_of(asked).await? {
+            None => match self.holder_of(asked).await {
                 Some(holder) => Err(Status::permission_denied(format!(
                     "the name \"{holder}\" is held by someone else: join to claim a name of your own"
                 ))),
@@ -465,7 +459,7 @@ impl crate::ChatService for ChatServer {
         let known = if token.is_empty() {
             None
         } else {
-            self.find_session(&token).await?
+            self.find_session(&token).await
         };
         if let Some(session) = known {
             return Ok(Response::new(JoinReply {
@@ -485,9 +479,13 @@ impl crate::ChatService for ChatServer {
                     too_fast.retry_after.as_secs_f64().max(0.1)
                 ))
             })?;
-        let session = self.claims.join(&name, None).map_err(claim_refused)?;
+        let refused = |error: ClaimError| match error {
+            ClaimError::Taken(_) => Status::already_exists(error.to_string()),
+            ClaimError::Random(_) => Status::internal(error.to_string()),
+        };
+        let session = self.claims.join(&name, None).map_err(refused)?;
         if let Some(shared) = &self.shared_claims {
-            shared.claim(&session).await.map_err(claim_refused)?;
+            shared.claim(&session).await.map_err(refused)?;
         }
         info!(username = session.name, "name claimed");
         Ok(Response::new(JoinReply {
@@ -635,10 +633,12 @@ impl ClientReader {
     /// Holds `name` for this stream, unless somebody holds it here or
     /// (cluster mode) has claimed it on another replica.
     async fn hold_name(&self, name: &str) -> Result<Hold, ClaimError> {
-        match &self.shared_claims {
-            Some(shared) => shared.hold_name(name).await,
-            None => self.claims.hold_name(name),
+        if let Some(shared) = &self.shared_claims
+            && let Some(holder) = shared.holder_of(name).await
+        {
+            return Err(ClaimError::Taken(holder));
         }
+        self.claims.hold_name(name)
     }
 
     /// Until the client closes its side (quietly) or a message is refused
@@ -696,7 +696,10 @@ impl ClientReader {
                             "client named"
                         );
                     }
-                    Err(error) => break claim_refused(error),
+                    Err(error @ ClaimError::Taken(_)) => {
+                        break Status::already_exists(error.to_string());
+                    }
+                    Err(error) => break Status::internal(error.to_string()),
                 },
                 Some(name)
                     if *name == message.username
@@ -845,15 +848,6 @@ fn invalid_argument(error: InputError) -> Status {
 
 /// The message could not be stored; nothing was relayed, so trying again
 /// is safe.
-/// Why a name could not be claimed or looked up, as a status.
-fn claim_refused(error: ClaimError) -> Status {
-    match error {
-        ClaimError::Taken(_) => Status::already_exists(error.to_string()),
-        ClaimError::Unavailable(_) => Status::unavailable(error.to_string()),
-        ClaimError::Random(_) => Status::internal(error.to_string()),
-    }
-}
-
 fn unavailable(error: StoreError) -> Status {
     tracing::warn!(%error, "store refused a message");
     Status::unavailable(error.to_string())
