@@ -1602,8 +1602,12 @@ fn check(
             log, &by_client, &known, &by_id, &stored, start_us, &mut o, &mut f,
         );
     }
-    if !replays.is_empty() {
-        paper_storage(logs, &stored, &mut o, &mut f);
+    // Only a replay read to its end can say what was never stored.
+    if replays
+        .iter()
+        .any(|r| r.ended.is_none() && r.after_restart.is_some())
+    {
+        paper_storage(logs, &stored, &known, &mut o, &mut f);
     }
     names(trials, &mut o, &mut f);
     replay_checks(replays, replayed_after, &stored, &by_id, &mut o, &mut f);
@@ -1850,8 +1854,15 @@ fn deliveries(
 }
 
 /// Paper messages sent on a stream the server never ended with an error
-/// must be stored.
-fn paper_storage(logs: &[ClientLog], stored: &Stored, o: &mut Outcome, f: &mut Findings) {
+/// must be stored: each must have been relayed to a Subscribe client or be
+/// in a replay.
+fn paper_storage(
+    logs: &[ClientLog],
+    stored: &Stored,
+    known: &HashMap<Key, Known>,
+    o: &mut Outcome,
+    f: &mut Findings,
+) {
     for log in logs.iter().filter(|l| l.kind == Kind::Paper) {
         let Some(reading) = &log.reading else {
             continue;
@@ -1861,17 +1872,18 @@ fn paper_storage(logs: &[ClientLog], stored: &Stored, o: &mut Outcome, f: &mut F
         }
         let missing: Vec<u64> = (0..log.sent.len() as u32)
             .filter(|&seq| {
-                !stored.ids_of.contains_key(&Key {
+                let key = Key {
                     client: log.id,
                     seq,
-                })
+                };
+                !known.contains_key(&key) && !stored.ids_of.contains_key(&key)
             })
             .map(u64::from)
             .collect();
         if !missing.is_empty() {
             o.lost += missing.len() as u64;
             f.unstored.push(format!(
-                "{}: seq {} never stored (the stream was never ended by the server; relayed before it left: {})",
+                "{}: seq {} never relayed nor replayed (the server never ended its stream; its last was relayed before it left: {})",
                 log.describe(),
                 ranges(missing),
                 log.confirmed
@@ -2002,7 +2014,7 @@ fn verdict(o: &mut Outcome, f: &Findings) {
     }
     let sections: [(&str, &[String]); 9] = [
         ("lost (receiver: what it missed, by sender)", &f.lost),
-        ("paper messages never stored", &f.unstored),
+        ("paper messages never relayed nor replayed", &f.unstored),
         ("duplicated or out of order", &f.misordered),
         ("wrong ids", &f.wrong),
         ("stored twice", &f.doubled),
