@@ -21,9 +21,10 @@
 //!   to leave (each replica's ticker keeps ids coming), so a delivery that
 //!   was merely slow is never counted lost; if its stream ends with an
 //!   error meanwhile, only ids below the last it got are owed.
-//! - **Storage.** Every message acknowledged, and every paper message sent
-//!   on a stream the server never ended with an error, is in the replay of
-//!   every replica, under one id, once (JetStream's sequence: no holes).
+//! - **Storage.** Every id is one message, stored once (JetStream's
+//!   sequence: no holes), the one its `Send` was answered; every paper
+//!   message sent on a stream the server never ended with an error was
+//!   relayed or is in a replay.
 //! - **Names.** Of concurrent claims of one free name on different
 //!   replicas (`Join`s, or a `Join` and a paper client's first message) at
 //!   most one is accepted (and a later `Join` is refused), and while a
