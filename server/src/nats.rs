@@ -9,12 +9,23 @@
 //! replica, inside the stream's duplicate window) is stored once and
 //! answered with the first copy's id.
 //!
-//! Every replica follows each room it serves with an ordered consumer and
+//! Every replica follows each room it serves with a consumer of its own and
 //! hands what it reads to the hub, exactly as the SQLite writer hands over a
 //! committed batch: the hub cannot tell the two apart. History and resumes
 //! are read back from the stream.
+//!
+//! A consumer may be served by any node that keeps a copy of the stream,
+//! including one that is still catching up (after a restart, or just slow):
+//! such a node reads fine but has not got every message yet. So nothing
+//! read here is trusted to be complete on its own: ids have no holes, and
+//! every read is checked against the stream's first and last sequence as
+//! the stream's leader gives them (`STREAM.INFO` is answered by the leader
+//! only). A history read that comes back short or with a hole is read
+//! again, and after [`READ_PATIENCE`] the replica says it is unavailable
+//! rather than serve a gap; a follower that skips an id, or stops getting
+//! what the leader has, opens its consumer again where it was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +38,7 @@ use chat_proto::ChatMessage;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use prost::Message as _;
+use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
 use crate::log::{Committed, LogError, OnCommit, RoomId, RoomLog, RoomRow, Stored, StreamFailure};
@@ -52,8 +64,19 @@ const FOLLOW_REQUEST: Duration = Duration::from_secs(2);
 const CONSUMER_IDLE: Duration = Duration::from_secs(10);
 /// Messages the follower hands to the hub at once, at most.
 const BATCH: usize = 256;
-/// How long a history read waits for the next message before it stops.
-const READ_WAIT: Duration = Duration::from_secs(5);
+/// How long a history read waits for the next message before it tries
+/// another read.
+const READ_WAIT: Duration = Duration::from_secs(2);
+/// How long a history read keeps trying to get a complete copy of the
+/// range before the replica says it is unavailable.
+const READ_PATIENCE: Duration = Duration::from_secs(15);
+/// How often the followers are checked against the leaders' newest ids.
+const FOLLOW_CHECK: Duration = Duration::from_secs(3);
+/// A `ChatStream`'s messages published and not yet acknowledged, at most.
+const PIPELINE_WINDOW: usize = 512;
+/// A `ChatStream`'s messages queued for its publisher, at most (then the
+/// reader waits, and HTTP/2 flow control slows the client).
+const PIPELINE_QUEUE: usize = 1024;
 /// The header that says which replica and connection wrote a message, so
 /// `ChatStream` does not echo a client's own words back to it.
 const ORIGIN_HEADER: &str = "Chat-Origin";
@@ -146,6 +169,7 @@ impl Connected {
                 replica: self.replica,
                 metrics,
                 starting: std::sync::atomic::AtomicUsize::new(self.rooms.len()),
+                pipelines: Mutex::new(HashMap::new()),
             }),
             at_open: Mutex::new(Vec::new()),
         };
@@ -155,6 +179,7 @@ impl Connected {
             .map(|row| log.shared.register_room(row, true))
             .collect();
         *lock(&log.at_open) = rows;
+        tokio::spawn(Arc::clone(&log.shared).check_followers());
         log
     }
 }
@@ -190,6 +215,8 @@ struct Shared {
     /// the replica reports itself unavailable, so a load balancer sends
     /// nobody to a replica that would make them wait.
     starting: std::sync::atomic::AtomicUsize,
+    /// Each `ChatStream` connection's publisher, by origin.
+    pipelines: Mutex<HashMap<u64, mpsc::Sender<jetstream::message::PublishMessage>>>,
 }
 
 /// A room this replica follows.
@@ -198,6 +225,9 @@ struct Followed {
     id: RoomId,
     name: Arc<str>,
     last_id: Arc<AtomicU64>,
+    /// Tells the follower to open its consumer again (it stopped getting
+    /// what the leader has).
+    kick: Arc<Notify>,
 }
 
 impl Shared {
@@ -224,6 +254,7 @@ impl Shared {
             id: self.next_room.fetch_add(1, Ordering::Relaxed),
             name: row.name.as_str().into(),
             last_id: Arc::new(AtomicU64::new(row.last_id)),
+            kick: Arc::new(Notify::new()),
         };
         rooms.insert(row.name.clone(), followed.clone());
         drop(rooms);
@@ -254,7 +285,8 @@ impl Shared {
     }
 
     /// Hands the room's new messages to the hub, in order, for as long as
-    /// the process runs; a broken consumer is opened again where it left.
+    /// the process runs; a broken consumer is opened again where it left,
+    /// and so is one that skipped an id or stopped getting new messages.
     async fn follow(self: Arc<Self>, room: Followed, mut at_start: bool) {
         loop {
             let after = room.last_id.load(Ordering::SeqCst);
@@ -263,36 +295,7 @@ impl Shared {
                     if std::mem::take(&mut at_start) {
                         self.starting.fetch_sub(1, Ordering::SeqCst);
                     }
-                    let mut broken = false;
-                    while let Some(first) = messages.next().await {
-                        let mut batch = Vec::new();
-                        let mut next = Some(first);
-                        while let Some(item) = next {
-                            match item {
-                                Ok(message) => {
-                                    if let Some(stored) = self.decode(&message) {
-                                        batch.push(stored);
-                                    }
-                                }
-                                Err(error) => {
-                                    // A lost leader, a missed heartbeat: open
-                                    // a new consumer where this one stopped.
-                                    debug!(room = %room.name, %error, "the room's consumer broke");
-                                    broken = true;
-                                    break;
-                                }
-                            }
-                            next = if batch.len() < BATCH {
-                                messages.next().now_or_never().flatten()
-                            } else {
-                                None
-                            };
-                        }
-                        self.hand_over(&room, batch);
-                        if broken {
-                            break;
-                        }
-                    }
+                    self.read_into_hub(&room, &mut messages).await;
                 }
                 Err(error) => {
                     warn!(room = %room.name, %error, "cannot follow the room's stream; retrying");
@@ -302,18 +305,81 @@ impl Shared {
         }
     }
 
-    /// Moves the room's newest id, then gives the batch to the hub.
-    fn hand_over(&self, room: &Followed, batch: Vec<Stored>) {
-        let Some(last) = batch.last().map(|s| s.message.id) else {
-            return;
-        };
-        if last <= room.last_id.load(Ordering::SeqCst) {
-            return;
+    /// Reads `messages` and hands them over in batches until the consumer
+    /// breaks, skips an id, or the follower is kicked.
+    async fn read_into_hub(&self, room: &Followed, messages: &mut consumer::pull::Stream) {
+        loop {
+            let first = tokio::select! {
+                next = messages.next() => next,
+                () = room.kick.notified() => {
+                    warn!(room = %room.name, "this replica stopped getting the room's newest messages; reading again");
+                    return;
+                }
+            };
+            let Some(first) = first else { return };
+            let mut batch = Vec::new();
+            let mut broken = false;
+            let mut next = Some(first);
+            while let Some(item) = next {
+                match item {
+                    Ok(message) => {
+                        if let Some(stored) = self.decode(&message) {
+                            batch.push(stored);
+                        }
+                    }
+                    Err(error) => {
+                        // A lost leader, a missed heartbeat: open a new
+                        // consumer where this one stopped.
+                        debug!(room = %room.name, %error, "the room's consumer broke");
+                        broken = true;
+                        break;
+                    }
+                }
+                next = if batch.len() < BATCH {
+                    messages.next().now_or_never().flatten()
+                } else {
+                    None
+                };
+            }
+            if !self.hand_over(room, batch).await || broken {
+                return;
+            }
         }
-        let batch: Vec<Stored> = batch
-            .into_iter()
-            .filter(|s| s.message.id > room.last_id.load(Ordering::SeqCst))
-            .collect();
+    }
+
+    /// Moves the room's newest id, then gives the batch to the hub; `false`
+    /// if the batch does not follow on from what was handed over before (a
+    /// node that is behind skipped ids retention did not remove).
+    async fn hand_over(&self, room: &Followed, batch: Vec<Stored>) -> bool {
+        let known = room.last_id.load(Ordering::SeqCst);
+        let batch: Vec<Stored> = batch.into_iter().filter(|s| s.message.id > known).collect();
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return true;
+        };
+        let (first, last) = (first.message.id, last.message.id);
+        let contiguous = batch
+            .iter()
+            .zip(first..)
+            .all(|(stored, id)| stored.message.id == id);
+        if first != known + 1 || !contiguous {
+            let removed_upto = match self.leader_state(&room.name).await {
+                Ok(state) => state.first_sequence.saturating_sub(1),
+                Err(_) => 0,
+            };
+            let holes_removed = batch
+                .iter()
+                .scan(known, |previous, stored| {
+                    let hole =
+                        stored.message.id > *previous + 1 && stored.message.id - 1 > removed_upto;
+                    *previous = stored.message.id;
+                    Some(hole)
+                })
+                .all(|hole| !hole);
+            if !holes_removed {
+                warn!(room = %room.name, after = known, got = first, "the room's consumer skipped ids; reading again");
+                return false;
+            }
+        }
         room.last_id.store(last, Ordering::SeqCst);
         let on_commit = lock(&self.on_commit);
         on_commit(Committed {
@@ -321,6 +387,53 @@ impl Shared {
             messages: batch,
             oldest_kept: None,
         });
+        true
+    }
+
+    /// The room's stream as its leader sees it.
+    async fn leader_state(&self, room: &str) -> Result<stream::State, LogError> {
+        let stream = self
+            .follow_js
+            .get_stream(stream_name(room))
+            .await
+            .map_err(unavailable)?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    /// Every [`FOLLOW_CHECK`], compares each room's newest id here with the
+    /// leader's, and kicks a follower that was behind twice in a row without
+    /// moving: its consumer is on a node that stopped catching up.
+    async fn check_followers(self: Arc<Self>) {
+        let mut every = tokio::time::interval(FOLLOW_CHECK);
+        let mut behind: HashMap<Arc<str>, u64> = HashMap::new();
+        loop {
+            every.tick().await;
+            if self.available().is_err() {
+                continue;
+            }
+            let mut newest = HashMap::new();
+            let mut streams = self.follow_js.streams();
+            while let Ok(Some(info)) = streams.try_next().await {
+                if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
+                    newest.insert(name.to_owned(), info.state.last_sequence);
+                }
+            }
+            let rooms: Vec<Followed> = lock(&self.rooms).values().cloned().collect();
+            for room in rooms {
+                let here = room.last_id.load(Ordering::SeqCst);
+                match newest.get(&*room.name) {
+                    Some(&leader) if leader > here => {
+                        if behind.insert(Arc::clone(&room.name), here) == Some(here) {
+                            behind.remove(&room.name);
+                            room.kick.notify_one();
+                        }
+                    }
+                    _ => {
+                        behind.remove(&room.name);
+                    }
+                }
+            }
+        }
     }
 
     /// The room's messages from id `after + 1`, from an ephemeral consumer
@@ -337,26 +450,96 @@ impl Shared {
             .get_stream(stream_name(room))
             .await
             .map_err(unavailable)?;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: after + 1,
-                },
-                ack_policy: consumer::AckPolicy::None,
-                inactive_threshold: CONSUMER_IDLE,
-                num_replicas: 1,
-                memory_storage: true,
-                ..Default::default()
-            })
+        consume_from(&stream, after + 1).await
+    }
+
+    /// Messages of `room` with `after < id <= upto`, complete: read again
+    /// until a copy without holes comes back, or say unavailable after
+    /// [`READ_PATIENCE`].
+    async fn read_range(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, LogError> {
+        let deadline = tokio::time::Instant::now() + READ_PATIENCE;
+        loop {
+            let why = match self.read_range_once(room, after, upto, limit).await {
+                Ok(page) => return Ok(page),
+                Err(why) => why,
+            };
+            if tokio::time::Instant::now() >= deadline {
+                warn!(room, after, upto, %why, "cannot read a complete copy of the room's history");
+                return Err(LogError::Unavailable(format!(
+                    "this replica cannot read the room's complete history from NATS yet ({why}); try again"
+                )));
+            }
+            debug!(room, after, upto, %why, "history read incomplete; reading again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One try at [`Shared::read_range`]: the leader says which ids the
+    /// stream has, and whatever node serves the consumer must deliver them
+    /// all, in order.
+    async fn read_range_once(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<Stored>, String> {
+        let stream = self
+            .follow_js
+            .get_stream(stream_name(room))
             .await
-            .map_err(unavailable)?;
-        consumer
-            .stream()
-            .heartbeat(Duration::from_secs(1))
-            .expires(Duration::from_secs(5))
-            .messages()
+            .map_err(|e| e.to_string())?;
+        let state = &stream.cached_info().state;
+        let upto = upto.min(state.last_sequence);
+        // Ids before the stream's first were removed by retention.
+        let mut expected = (after + 1).max(state.first_sequence);
+        if expected > upto {
+            return Ok(Vec::new());
+        }
+        let mut messages = consume_from(&stream, expected)
             .await
-            .map_err(unavailable)
+            .map_err(|e| e.to_string())?;
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        loop {
+            let next = tokio::time::timeout(READ_WAIT, messages.next())
+                .await
+                .map_err(|_| {
+                    format!(
+                        "the node serving the read has nothing after {}",
+                        expected - 1
+                    )
+                })?
+                .ok_or("the read ended")?
+                .map_err(|e| e.to_string())?;
+            let Some(stored) = self.decode(&next) else {
+                continue;
+            };
+            let id = stored.message.id;
+            if id < expected {
+                continue;
+            }
+            if id > expected {
+                return Err(format!(
+                    "the node serving the read skipped ids {expected}..{}",
+                    id - 1
+                ));
+            }
+            expected += 1;
+            bytes += stored.message.username.len()
+                + stored.message.message.len()
+                + stored.message.nonce.len();
+            page.push(stored);
+            if id == upto || page.len() >= limit || bytes > PAGE_BYTES {
+                return Ok(page);
+            }
+        }
     }
 
     /// `message` stamped with the time, and what to publish for it: its
@@ -387,13 +570,11 @@ impl Shared {
         (message, publish)
     }
 
-    /// Publishes a `ChatStream`'s message without waiting for JetStream:
-    /// the connection's messages go out in order and their acknowledgements
-    /// are awaited on the side, so a burst is not one round trip per
-    /// message. A write that is not acknowledged is reported to `failure`
-    /// (the stream then ends with it, as on SQLite).
+    /// Queues a `ChatStream`'s message for its connection's publisher
+    /// ([`Shared::pipeline`]), which keeps the connection's messages in
+    /// order without a round trip per message.
     async fn write_queued(
-        &self,
+        self: &Arc<Self>,
         room: &Followed,
         origin: u64,
         message: ChatMessage,
@@ -401,34 +582,201 @@ impl Shared {
     ) -> Result<(), LogError> {
         self.available()?;
         let (_, publish) = self.prepare(Some(origin), message);
-        let started = tokio::time::Instant::now();
-        let ack = self
-            .js
-            .send_publish(subject(&room.name), publish)
-            .await
-            .map_err(unavailable)?;
-        let failure = Arc::clone(failure);
-        let metrics = self.metrics.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(WRITE_PATIENCE, ack).await {
-                Ok(Ok(_)) => metrics.stored(1, started.elapsed().as_secs_f64()),
-                Ok(Err(error)) => {
-                    failure.send_replace(Some(format!("could not store the message: {error}")));
+        let queue = lock(&self.pipelines)
+            .entry(origin)
+            .or_insert_with(|| {
+                let (queue, queued) = mpsc::channel(PIPELINE_QUEUE);
+                tokio::spawn(Arc::clone(self).pipeline(
+                    origin,
+                    subject(&room.name),
+                    queued,
+                    Arc::clone(failure),
+                ));
+                queue
+            })
+            .clone();
+        queue.send(publish).await.map_err(|_| {
+            LogError::Write("this stream's earlier message could not be stored".into())
+        })
+    }
+
+    /// One `ChatStream` connection's publisher: publishes its messages in
+    /// order, up to [`PIPELINE_WINDOW`] unacknowledged, and awaits the
+    /// acknowledgements in order. A message JetStream did not acknowledge
+    /// (a leader election, a lost node) is published again, with its
+    /// `Nats-Msg-Id`, once everything before it has settled, so the
+    /// connection's messages are stored once each and in order. Only a write
+    /// that fails for [`WRITE_PATIENCE`] ends the stream (through
+    /// `failure`). Ends when the connection has gone and its queue is empty.
+    async fn pipeline(
+        self: Arc<Self>,
+        origin: u64,
+        subject: String,
+        mut queued: mpsc::Receiver<jetstream::message::PublishMessage>,
+        failure: StreamFailure,
+    ) {
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+        let mut gone = false;
+        let outcome: Result<(), String> = async {
+            loop {
+                if in_flight.is_empty() {
+                    let next = if gone {
+                        queued.try_recv().ok()
+                    } else {
+                        tokio::select! {
+                            next = queued.recv() => next,
+                            () = failure.closed() => {
+                                gone = true;
+                                queued.try_recv().ok()
+                            }
+                        }
+                    };
+                    let Some(publish) = next else {
+                        return Ok(());
+                    };
+                    self.publish_next(&subject, publish, &mut in_flight).await?;
                 }
-                Err(_) => {
-                    failure.send_replace(Some(
-                        "could not store the message: JetStream did not acknowledge it".into(),
-                    ));
+                while in_flight.len() < PIPELINE_WINDOW {
+                    let Ok(publish) = queued.try_recv() else {
+                        break;
+                    };
+                    self.publish_next(&subject, publish, &mut in_flight).await?;
+                }
+                let Some(oldest) = in_flight.pop_front() else {
+                    continue;
+                };
+                match tokio::time::timeout(ACK_WAIT, oldest.ack).await {
+                    Ok(Ok(_)) => self
+                        .metrics
+                        .stored(1, oldest.started.elapsed().as_secs_f64()),
+                    _ => {
+                        self.settle(&subject, vec![oldest.publish], &mut in_flight, None)
+                            .await?;
+                    }
                 }
             }
-        });
+        }
+        .await;
+        lock(&self.pipelines).remove(&origin);
+        if let Err(reason) = outcome {
+            failure.send_replace(Some(reason));
+        }
+    }
+
+    /// Publishes `publish` after what is in flight; if it cannot even be
+    /// sent, settles everything in flight and stores it after them.
+    async fn publish_next(
+        &self,
+        subject: &str,
+        publish: jetstream::message::PublishMessage,
+        in_flight: &mut VecDeque<InFlight>,
+    ) -> Result<(), String> {
+        let started = tokio::time::Instant::now();
+        match self
+            .js
+            .send_publish(subject.to_owned(), publish.clone())
+            .await
+        {
+            Ok(ack) => {
+                in_flight.push_back(InFlight {
+                    publish,
+                    started,
+                    ack,
+                });
+                Ok(())
+            }
+            Err(error) => {
+                debug!(%error, "a ChatStream message could not be published; settling");
+                self.settle(subject, Vec::new(), in_flight, Some(publish))
+                    .await
+            }
+        }
+    }
+
+    /// After a write was not acknowledged (`failed`, oldest first): waits
+    /// for everything still in flight, then stores again, one at a time and
+    /// in order, whatever was not acknowledged, and `unsent` last.
+    async fn settle(
+        &self,
+        subject: &str,
+        mut failed: Vec<jetstream::message::PublishMessage>,
+        in_flight: &mut VecDeque<InFlight>,
+        unsent: Option<jetstream::message::PublishMessage>,
+    ) -> Result<(), String> {
+        let mut overtaken = false;
+        for InFlight {
+            publish,
+            started,
+            ack,
+        } in in_flight.drain(..)
+        {
+            match tokio::time::timeout(ACK_WAIT, ack).await {
+                Ok(Ok(ack)) => {
+                    overtaken |= !failed.is_empty() && !ack.duplicate;
+                    self.metrics.stored(1, started.elapsed().as_secs_f64());
+                }
+                _ => failed.push(publish),
+            }
+        }
+        failed.extend(unsent);
+        warn!(
+            messages = failed.len(),
+            "ChatStream messages not acknowledged by JetStream; storing them again"
+        );
+        for publish in failed {
+            self.publish_acked(subject, publish).await?;
+        }
+        if overtaken {
+            // The election ended between two of the connection's messages:
+            // a later one was stored before an earlier one's retry. Nothing
+            // was lost, but the order was; say so rather than go on.
+            return Err("a message was stored out of order while NATS elected a leader".into());
+        }
         Ok(())
     }
 
-    /// The stored message `id` of `room`, if it can be read.
+    /// Publishes `publish` and waits for JetStream's acknowledgement,
+    /// retrying with the same message id through a leader election, for
+    /// [`WRITE_PATIENCE`].
+    async fn publish_acked(
+        &self,
+        subject: &str,
+        publish: jetstream::message::PublishMessage,
+    ) -> Result<jetstream::publish::PublishAck, String> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + WRITE_PATIENCE;
+        loop {
+            let attempt = async {
+                let ack = self
+                    .js
+                    .send_publish(subject.to_owned(), publish.clone())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::time::timeout(ACK_WAIT, ack)
+                    .await
+                    .map_err(|_| "no acknowledgement in time".to_string())?
+                    .map_err(|e| e.to_string())
+            };
+            match attempt.await {
+                Ok(ack) => {
+                    if !ack.duplicate {
+                        self.metrics.stored(1, started.elapsed().as_secs_f64());
+                    }
+                    return Ok(ack);
+                }
+                Err(error) if tokio::time::Instant::now() < deadline => {
+                    warn!(subject, %error, "write not acknowledged yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(error) => return Err(format!("could not store the message: {error}")),
+            }
+        }
+    }
+
+    /// The stored message `id` of `room`, read from the stream's leader.
     async fn stored(&self, room: &str, id: u64) -> Option<ChatMessage> {
         let stream = self.js.get_stream(stream_name(room)).await.ok()?;
-        let raw = stream.direct_get(id).await.ok()?;
+        let raw = stream.get_raw_message(id).await.ok()?;
         let message = ChatMessage::decode(raw.payload.as_ref()).ok()?;
         Some(ChatMessage { id, ..message })
     }
@@ -468,47 +816,62 @@ impl Shared {
     ) -> Result<ChatMessage, LogError> {
         self.available()?;
         let (message, publish) = self.prepare(origin, message);
-        let subject = subject(&room.name);
-        let started = tokio::time::Instant::now();
-        let deadline = started + WRITE_PATIENCE;
-        loop {
-            let publish = publish.clone();
-            let attempt = async {
-                let ack = self
-                    .js
-                    .send_publish(subject.clone(), publish)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::time::timeout(ACK_WAIT, ack)
-                    .await
-                    .map_err(|_| "no acknowledgement in time".to_string())?
-                    .map_err(|e| e.to_string())
-            };
-            match attempt.await {
-                Ok(ack) if ack.duplicate => {
-                    // A retry: answer with the copy that was stored.
-                    return Ok(self.stored(&room.name, ack.sequence).await.unwrap_or(
-                        ChatMessage {
-                            id: ack.sequence,
-                            ..message
-                        },
-                    ));
-                }
-                Ok(ack) => {
-                    self.metrics.stored(1, started.elapsed().as_secs_f64());
-                    return Ok(ChatMessage {
-                        id: ack.sequence,
-                        ..message
-                    });
-                }
-                Err(error) if tokio::time::Instant::now() < deadline => {
-                    warn!(room = %room.name, %error, "write not acknowledged yet; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(error) => return Err(LogError::Unavailable(error)),
-            }
+        let ack = self
+            .publish_acked(&subject(&room.name), publish)
+            .await
+            .map_err(LogError::Unavailable)?;
+        if ack.duplicate {
+            // A retry: answer with the copy that was stored.
+            return Ok(self
+                .stored(&room.name, ack.sequence)
+                .await
+                .unwrap_or(ChatMessage {
+                    id: ack.sequence,
+                    ..message
+                }));
         }
+        Ok(ChatMessage {
+            id: ack.sequence,
+            ..message
+        })
     }
+}
+
+/// A `ChatStream` message published and not yet acknowledged.
+struct InFlight {
+    publish: jetstream::message::PublishMessage,
+    started: tokio::time::Instant,
+    ack: context::PublishAckFuture,
+}
+
+/// Messages of `stream` from id `start` on, from an ephemeral consumer of
+/// our own (like an ordered consumer, but with a heartbeat every second: a
+/// consumer lost with its stream's leader is noticed in seconds, not the
+/// ordered consumer's 30).
+async fn consume_from(
+    stream: &stream::Stream,
+    start: u64,
+) -> Result<consumer::pull::Stream, LogError> {
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: CONSUMER_IDLE,
+            num_replicas: 1,
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    consumer
+        .stream()
+        .heartbeat(Duration::from_secs(1))
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(unavailable)
 }
 
 impl RoomLog for NatsLog {
@@ -651,31 +1014,7 @@ impl RoomLog for NatsLog {
                 return Ok(Vec::new());
             }
             let room = self.shared.room_or_gone(room)?;
-            let mut messages = self.shared.messages_after(&room.name, after).await?;
-            let mut page = Vec::new();
-            let mut bytes = 0;
-            while page.len() < limit && bytes <= PAGE_BYTES {
-                let Ok(Some(next)) = tokio::time::timeout(READ_WAIT, messages.next()).await else {
-                    break;
-                };
-                let message = next.map_err(unavailable)?;
-                let pending = message.info().map_or(0, |i| i.pending);
-                let Some(stored) = self.shared.decode(&message) else {
-                    continue;
-                };
-                if stored.message.id > upto {
-                    break;
-                }
-                bytes += stored.message.username.len()
-                    + stored.message.message.len()
-                    + stored.message.nonce.len();
-                let last = stored.message.id == upto;
-                page.push(stored);
-                if last || pending == 0 {
-                    break;
-                }
-            }
-            Ok(page)
+            self.shared.read_range(&room.name, after, upto, limit).await
         })
     }
 

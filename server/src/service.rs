@@ -168,25 +168,31 @@ impl ChatServer {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
-        self.find_session(token).await.map(Some).ok_or_else(|| {
+        self.find_session(token).await?.map(Some).ok_or_else(|| {
             Status::unauthenticated("this session has ended: join again to claim a name")
         })
     }
 
     /// The session of `token`, made here or (cluster mode) on any replica.
-    async fn find_session(&self, token: &str) -> Option<Session> {
+    async fn find_session(&self, token: &str) -> Result<Option<Session>, Status> {
         if let Some(session) = self.claims.session(token) {
-            return Some(session);
+            return Ok(Some(session));
         }
-        self.shared_claims.as_ref()?.session(token).await
+        match &self.shared_claims {
+            Some(shared) => shared.session(token).await.map_err(claim_refused),
+            None => Ok(None),
+        }
     }
 
     /// Who holds `name`, here or (cluster mode) on any replica.
-    async fn holder_of(&self, name: &str) -> Option<String> {
+    async fn holder_of(&self, name: &str) -> Result<Option<String>, Status> {
         if let Some(holder) = self.claims.holder_of(name) {
-            return Some(holder);
+            return Ok(Some(holder));
         }
-        self.shared_claims.as_ref()?.holder_of(name).await
+        match &self.shared_claims {
+            Some(shared) => shared.holder_of(name).await.map_err(claim_refused),
+            None => Ok(None),
+        }
     }
 
     /// The name a message from `session` (or from nobody) goes out under.
@@ -204,7 +210,7 @@ impl ChatServer {
                 session.name,
                 asked.trim()
             ))),
-            None => match self.holder_of(asked).await {
+            None => match self.holder_of(asked).await? {
                 Some(holder) => Err(Status::permission_denied(format!(
                     "the name \"{holder}\" is held by someone else: join to claim a name of your own"
                 ))),
@@ -459,7 +465,7 @@ impl crate::ChatService for ChatServer {
         let known = if token.is_empty() {
             None
         } else {
-            self.find_session(&token).await
+            self.find_session(&token).await?
         };
         if let Some(session) = known {
             return Ok(Response::new(JoinReply {
@@ -479,13 +485,9 @@ impl crate::ChatService for ChatServer {
                     too_fast.retry_after.as_secs_f64().max(0.1)
                 ))
             })?;
-        let refused = |error: ClaimError| match error {
-            ClaimError::Taken(_) => Status::already_exists(error.to_string()),
-            ClaimError::Random(_) => Status::internal(error.to_string()),
-        };
-        let session = self.claims.join(&name, None).map_err(refused)?;
+        let session = self.claims.join(&name, None).map_err(claim_refused)?;
         if let Some(shared) = &self.shared_claims {
-            shared.claim(&session).await.map_err(refused)?;
+            shared.claim(&session).await.map_err(claim_refused)?;
         }
         info!(username = session.name, "name claimed");
         Ok(Response::new(JoinReply {
@@ -633,12 +635,10 @@ impl ClientReader {
     /// Holds `name` for this stream, unless somebody holds it here or
     /// (cluster mode) has claimed it on another replica.
     async fn hold_name(&self, name: &str) -> Result<Hold, ClaimError> {
-        if let Some(shared) = &self.shared_claims
-            && let Some(holder) = shared.holder_of(name).await
-        {
-            return Err(ClaimError::Taken(holder));
+        match &self.shared_claims {
+            Some(shared) => shared.hold_name(name).await,
+            None => self.claims.hold_name(name),
         }
-        self.claims.hold_name(name)
     }
 
     /// Until the client closes its side (quietly) or a message is refused
@@ -696,10 +696,7 @@ impl ClientReader {
                             "client named"
                         );
                     }
-                    Err(error @ ClaimError::Taken(_)) => {
-                        break Status::already_exists(error.to_string());
-                    }
-                    Err(error) => break Status::internal(error.to_string()),
+                    Err(error) => break claim_refused(error),
                 },
                 Some(name)
                     if *name == message.username
@@ -848,6 +845,15 @@ fn invalid_argument(error: InputError) -> Status {
 
 /// The message could not be stored; nothing was relayed, so trying again
 /// is safe.
+/// Why a name could not be claimed or looked up, as a status.
+fn claim_refused(error: ClaimError) -> Status {
+    match error {
+        ClaimError::Taken(_) => Status::already_exists(error.to_string()),
+        ClaimError::Unavailable(_) => Status::unavailable(error.to_string()),
+        ClaimError::Random(_) => Status::internal(error.to_string()),
+    }
+}
+
 fn unavailable(error: StoreError) -> Status {
     tracing::warn!(%error, "store refused a message");
     Status::unavailable(error.to_string())

@@ -7,12 +7,18 @@
 //! `ChatStream`, which has no session, holds the name of its first message
 //! while it is open, with no grace. A name nobody holds is free, and the
 //! tokens of a lapsed claim are forgotten with it.
+//!
+//! In cluster mode a paper hold gets a token of its own too (never given to
+//! anyone), under which it is claimed in the cluster; when it lapses, or a
+//! `Join` is undone, the cluster is told ([`Claims::on_lapse`]) so the name
+//! is free everywhere at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::names::NameKey;
@@ -32,12 +38,27 @@ pub enum ClaimError {
     Taken(String),
     #[error("could not make a session token: {0}")]
     Random(String),
+    /// Cluster mode: the cluster could not say whether the name is free, so
+    /// it is not given (see `people::cluster`).
+    #[error("{0}: try again in a moment")]
+    Unavailable(String),
 }
 
 #[derive(Debug)]
 pub struct Claims {
     grace: Duration,
     state: Mutex<State>,
+    /// Cluster mode: where lapsed paper holds and undone `Join`s are told.
+    lapses: OnceLock<mpsc::UnboundedSender<Session>>,
+}
+
+/// A held name as [`Claims::held`] lists it.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub key: NameKey,
+    pub session: Session,
+    /// A paper `ChatStream`'s hold (its token is nobody's session).
+    pub paper: bool,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +71,9 @@ struct State {
 struct Claim {
     name: String,
     tokens: Vec<String>,
+    /// A paper `ChatStream`'s hold: the token it is claimed under in the
+    /// cluster.
+    paper_token: Option<String>,
     /// Open streams holding the name (sessions' and `ChatStream`s').
     streams: usize,
     /// When the grace period started: the `Join`, or the last stream closing.
@@ -67,7 +91,31 @@ impl Claims {
         Arc::new(Self {
             grace,
             state: Mutex::new(State::default()),
+            lapses: OnceLock::new(),
         })
+    }
+
+    /// From now on, every lapsed paper hold and undone `Join` is sent to
+    /// `lapses` (cluster mode frees it there).
+    pub fn on_lapse(&self, lapses: mpsc::UnboundedSender<Session>) {
+        let _ = self.lapses.set(lapses);
+    }
+
+    fn lapsed(&self, session: Session) {
+        if let Some(lapses) = self.lapses.get() {
+            let _ = lapses.send(session);
+        }
+    }
+
+    /// Forgets every claim that has lapsed (claims are otherwise forgotten
+    /// when next looked at).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let keys: Vec<NameKey> = state.by_name.keys().cloned().collect();
+        for key in keys {
+            self.forget_if_lapsed(&mut state, &key, now);
+        }
     }
 
     /// Claims `name`, or with the `token` of a held name takes that one back.
@@ -91,6 +139,7 @@ impl Claims {
             Claim {
                 name: name.trim().to_owned(),
                 tokens: vec![token.clone()],
+                paper_token: None,
                 streams: 0,
                 since: now,
             },
@@ -148,6 +197,7 @@ impl Claims {
         Some(Hold {
             claims: Arc::clone(self),
             key,
+            session: session.clone(),
         })
     }
 
@@ -161,11 +211,16 @@ impl Claims {
         if let Some(claim) = state.by_name.get(&key) {
             return Err(ClaimError::Taken(claim.name.clone()));
         }
+        let session = Session {
+            name: name.trim().to_owned(),
+            token: new_token()?,
+        };
         state.by_name.insert(
             key.clone(),
             Claim {
-                name: name.trim().to_owned(),
+                name: session.name.clone(),
                 tokens: Vec::new(),
+                paper_token: Some(session.token.clone()),
                 streams: 1,
                 since: now,
             },
@@ -173,6 +228,7 @@ impl Claims {
         Ok(Hold {
             claims: Arc::clone(self),
             key,
+            session,
         })
     }
 
@@ -186,6 +242,7 @@ impl Claims {
         let claim = state.by_name.entry(key.clone()).or_insert_with(|| Claim {
             name: name.trim().to_owned(),
             tokens: Vec::new(),
+            paper_token: None,
             streams: 0,
             since: now,
         });
@@ -202,7 +259,8 @@ impl Claims {
     }
 
     /// Undoes the `Join` that made `session`, while nothing holds it yet
-    /// (another replica turned out to hold the name).
+    /// (another replica turned out to hold the name, or the cluster could
+    /// not say).
     pub fn release(&self, session: &Session) {
         let mut state = self.lock();
         let Some(key) = state.by_token.remove(&session.token) else {
@@ -214,10 +272,13 @@ impl Claims {
                 state.by_name.remove(&key);
             }
         }
+        drop(state);
+        self.lapsed(session.clone());
     }
 
-    /// Every session whose name is held now (what other replicas are told).
-    pub fn held(&self) -> Vec<(NameKey, Session)> {
+    /// Every name held now with each token it is held under (what the
+    /// cluster is told).
+    pub fn held(&self) -> Vec<Held> {
         let now = Instant::now();
         let state = self.lock();
         state
@@ -225,14 +286,15 @@ impl Claims {
             .iter()
             .filter(|(_, claim)| claim.held(self.grace, now))
             .flat_map(|(key, claim)| {
-                claim.tokens.iter().map(|token| {
-                    (
-                        key.clone(),
-                        Session {
-                            name: claim.name.clone(),
-                            token: token.clone(),
-                        },
-                    )
+                let sessions = claim.tokens.iter().map(|token| (token, false));
+                let paper = claim.paper_token.iter().map(|token| (token, true));
+                sessions.chain(paper).map(|(token, paper)| Held {
+                    key: key.clone(),
+                    session: Session {
+                        name: claim.name.clone(),
+                        token: token.clone(),
+                    },
+                    paper,
                 })
             })
             .collect()
@@ -267,6 +329,12 @@ impl Claims {
             for token in claim.tokens {
                 state.by_token.remove(&token);
             }
+            if let Some(token) = claim.paper_token {
+                self.lapsed(Session {
+                    name: claim.name,
+                    token,
+                });
+            }
         }
     }
 
@@ -281,6 +349,15 @@ impl Claims {
 pub struct Hold {
     claims: Arc<Claims>,
     key: NameKey,
+    /// The session held, or a paper hold's own.
+    session: Session,
+}
+
+impl Hold {
+    /// The name held, and the token it is held under.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
 }
 
 impl Drop for Hold {

@@ -12,7 +12,7 @@
 //! at once who is where.
 //!
 //! Names are claimed cluster-wide in a JetStream KV bucket
-//! ([`SharedClaims`]).
+//! ([`SharedClaims`]), read from the bucket's leader only.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::claims::{ClaimError, Claims, Session};
+use super::claims::{ClaimError, Claims, Held, Hold, Session};
 use super::names::NameKey;
 use super::presence::Local;
 use crate::hub::{Hub, Room};
@@ -180,8 +180,8 @@ pub const CLAIMS_BUCKET: &str = "chat_claims";
 /// How long a claim lasts in the bucket unless its replica says it again:
 /// a killed replica's names are free this long after their grace ends.
 pub const CLAIM_TTL: Duration = Duration::from_secs(30);
-/// How long a lookup in the bucket may take before this replica decides
-/// alone.
+/// How long a request to the bucket may take before this replica gives up
+/// on it (and refuses what needed the answer).
 const KV_WAIT: Duration = Duration::from_secs(2);
 /// How long a starting replica waits for the bucket.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
@@ -189,9 +189,16 @@ const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 const CLAIM_REFRESH: Duration = Duration::from_secs(10);
 
 /// Names claimed anywhere in the cluster, in a JetStream KV bucket: a name
-/// is created there if absent (`create` fails if another replica has it),
-/// and each session token points at its name, so a session made on one
-/// replica is good on every other.
+/// is created there if absent (a write the stream's leader refuses if
+/// another replica has it), and each session token points at its name, so
+/// a session made on one replica is good on every other.
+///
+/// Every read goes to the bucket's stream leader (`STREAM.MSG.GET`), never
+/// to a follower (`DIRECT.GET`, which any copy may answer, including one
+/// that has not applied the newest claim yet): a name claimed on one replica
+/// is seen as held on every other from the moment the claim is
+/// acknowledged. A read or claim the cluster cannot answer in [`KV_WAIT`]
+/// is refused ([`ClaimError::Unavailable`]), never guessed.
 #[derive(Clone)]
 pub struct SharedClaims {
     client: Client,
@@ -209,6 +216,19 @@ impl std::fmt::Debug for SharedClaims {
 #[derive(Debug, thiserror::Error)]
 #[error("the cluster's name registry is unavailable: {0}")]
 pub struct Unreachable(String);
+
+impl From<Unreachable> for ClaimError {
+    fn from(error: Unreachable) -> Self {
+        ClaimError::Unavailable(error.0)
+    }
+}
+
+/// A key's newest entry in the bucket, as the leader has it.
+struct Current {
+    revision: u64,
+    /// `None` for a deletion marker.
+    value: Option<Bytes>,
+}
 
 impl SharedClaims {
     /// Opens (or creates) the bucket and keeps this replica's held names
@@ -239,123 +259,273 @@ impl SharedClaims {
                 Err(error) => return Err(Unreachable(error.to_string())),
             }
         };
+        let (lapsed, lapses) = mpsc::unbounded_channel();
+        local.on_lapse(lapsed);
         let shared = Self { client, kv, local };
+        // A bucket just made has no leader for a moment: the replica starts
+        // serving only once its reads are answered.
+        loop {
+            match shared.read("probe").await {
+                Ok(_) => break,
+                Err(error) if Instant::now() < deadline => {
+                    debug!(%error, "the name registry has no leader yet; waiting");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
         tokio::spawn(shared.clone().refresh());
+        tokio::spawn(shared.clone().let_go(lapses));
         Ok(shared)
     }
 
     /// Claims `session`'s name (just claimed on this replica) for the
-    /// cluster; `Taken` with the holder's name if another replica has it.
+    /// cluster: `Taken` with the holder's name if another replica has it,
+    /// `Unavailable` if the cluster cannot say; either way the claim here
+    /// is undone.
     pub async fn claim(&self, session: &Session) -> Result<(), ClaimError> {
-        let key = name_key(&NameKey::of(&session.name));
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            // The refresh writes it once NATS is back.
-            return Ok(());
+        let claimed = async {
+            self.create(&name_key(&NameKey::of(&session.name)), session)
+                .await?;
+            self.put(&token_key(&session.token), session.name.clone().into())
+                .await?;
+            Ok(())
         }
-        let created = tokio::time::timeout(KV_WAIT, self.kv.create(&key, said_claim(session)))
-            .await
-            .unwrap_or_else(|_| {
-                Err(async_nats::jetstream::kv::CreateError::new(
-                    async_nats::jetstream::kv::CreateErrorKind::Publish,
-                ))
-            });
-        match created {
-            Ok(_) => {}
-            Err(error)
-                if error.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists =>
-            {
-                let holder = self.holder(&key).await;
-                match holder {
-                    Some(held) if held.token == session.token => {}
-                    Some(held) => {
-                        self.local.release(session);
-                        return Err(ClaimError::Taken(held.name));
-                    }
-                    None => {
-                        // Expired in between: try once more.
-                        let again = tokio::time::timeout(
-                            KV_WAIT,
-                            self.kv.create(&key, said_claim(session)),
-                        )
-                        .await;
-                        if !matches!(again, Ok(Ok(_))) {
-                            self.local.release(session);
-                            return Err(ClaimError::Taken(session.name.clone()));
-                        }
-                    }
-                }
-            }
-            Err(error) => {
-                // The cluster cannot say: keep the claim here; the refresh
-                // writes it once the bucket answers again.
-                warn!(%error, "cannot claim the name in the cluster");
-            }
-        }
-        let _ = tokio::time::timeout(
-            KV_WAIT,
-            self.kv
-                .put(token_key(&session.token), session.name.clone().into()),
-        )
         .await;
-        Ok(())
+        if claimed.is_err() {
+            self.local.release(session);
+        }
+        claimed
+    }
+
+    /// Holds `name` for a paper `ChatStream` (no session): here, then in
+    /// the cluster, under a token of the hold's own that nobody is given.
+    pub async fn hold_name(&self, name: &str) -> Result<Hold, ClaimError> {
+        let hold = self.local.hold_name(name)?;
+        self.create(&name_key(&NameKey::of(name)), hold.session())
+            .await?;
+        Ok(hold)
     }
 
     /// The session `token` stands for, made on another replica; taken on
-    /// here too.
-    pub async fn session(&self, token: &str) -> Option<Session> {
+    /// here too. `Ok(None)` if it is nobody's.
+    pub async fn session(&self, token: &str) -> Result<Option<Session>, ClaimError> {
         if token.is_empty() || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
+            return Ok(None);
         }
-        let name = self.get(&token_key(token)).await?;
-        let name = std::str::from_utf8(&name).ok()?;
+        let Some(name) = self.read(&token_key(token)).await?.and_then(|c| c.value) else {
+            return Ok(None);
+        };
+        let Ok(name) = std::str::from_utf8(&name) else {
+            return Ok(None);
+        };
         let held = self.holder(&name_key(&NameKey::of(name))).await?;
-        (held.token == token).then(|| self.local.adopt(&held.name, token))
+        Ok(held
+            .filter(|held| held.token == token)
+            .map(|held| self.local.adopt(&held.name, token)))
     }
 
     /// Who holds `name` in the cluster, if anyone.
-    pub async fn holder_of(&self, name: &str) -> Option<String> {
-        self.holder(&name_key(&NameKey::of(name)))
-            .await
-            .map(|held| held.name)
+    pub async fn holder_of(&self, name: &str) -> Result<Option<String>, ClaimError> {
+        Ok(self
+            .holder(&name_key(&NameKey::of(name)))
+            .await?
+            .map(|held| held.name))
     }
 
-    async fn holder(&self, key: &str) -> Option<Session> {
-        let value = self.get(key).await?;
-        let (token, name) = std::str::from_utf8(&value).ok()?.split_once('\n')?;
-        Some(Session {
-            name: name.to_owned(),
-            token: token.to_owned(),
-        })
+    async fn holder(&self, key: &str) -> Result<Option<Session>, Unreachable> {
+        Ok(self
+            .read(key)
+            .await?
+            .and_then(|current| current.value)
+            .and_then(|value| said_holder(&value)))
     }
 
-    /// The value of `key`; `None` also when NATS cannot answer now (then
-    /// this replica decides alone, as it would without a cluster).
-    async fn get(&self, key: &str) -> Option<Bytes> {
-        if self.client.connection_state() != async_nats::connection::State::Connected {
-            return None;
+    /// Writes `session` as the holder of `key` unless somebody else is:
+    /// a write conditional on the key's revision, which the stream's leader
+    /// checks, so two replicas can never both succeed.
+    async fn create(&self, key: &str, session: &Session) -> Result<(), ClaimError> {
+        // Twice: the key may change between the read and the write.
+        for _ in 0..2 {
+            let expected = match self.read(key).await? {
+                Some(Current {
+                    value: Some(value), ..
+                }) => {
+                    return match said_holder(&value) {
+                        Some(held) if held.token == session.token => Ok(()),
+                        Some(held) => Err(ClaimError::Taken(held.name)),
+                        None => Err(ClaimError::Taken(session.name.clone())),
+                    };
+                }
+                Some(Current {
+                    revision,
+                    value: None,
+                }) => revision,
+                None => 0,
+            };
+            let written =
+                tokio::time::timeout(KV_WAIT, self.kv.update(key, said_claim(session), expected))
+                    .await;
+            match written {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error))
+                    if error.kind()
+                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {}
+                // Maybe written after all: the caller lets go of the claim
+                // here, which frees it in the cluster if it was.
+                Ok(Err(error)) => return Err(Unreachable(error.to_string()).into()),
+                Err(_) => return Err(Unreachable("no answer in time".into()).into()),
+            }
         }
-        tokio::time::timeout(KV_WAIT, self.kv.get(key))
-            .await
-            .ok()?
-            .ok()?
+        Err(Unreachable("the name changed hands while it was being claimed".into()).into())
     }
 
-    /// Says every name held here again, so it does not expire.
+    async fn put(&self, key: &str, value: Bytes) -> Result<(), Unreachable> {
+        match tokio::time::timeout(KV_WAIT, self.kv.put(key, value)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Unreachable(error.to_string())),
+            Err(_) => Err(Unreachable("no answer in time".into())),
+        }
+    }
+
+    /// The newest entry of `key`, from the bucket stream's leader; asked
+    /// again for up to [`KV_WAIT`] while the bucket has no leader (an
+    /// election takes a moment).
+    async fn read(&self, key: &str) -> Result<Option<Current>, Unreachable> {
+        let deadline = Instant::now() + KV_WAIT;
+        loop {
+            match self.read_once(key, deadline).await {
+                Err(error) if Instant::now() + Duration::from_millis(100) < deadline => {
+                    debug!(%error, "the name registry did not answer; asking again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                read => return read,
+            }
+        }
+    }
+
+    async fn read_once(
+        &self,
+        key: &str,
+        deadline: Instant,
+    ) -> Result<Option<Current>, Unreachable> {
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(Unreachable(
+                "this replica has lost its connection to NATS".into(),
+            ));
+        }
+        let subject = format!("{}{key}", self.kv.prefix);
+        let got = tokio::time::timeout_at(
+            deadline,
+            self.kv.stream.get_last_raw_message_by_subject(&subject),
+        )
+        .await
+        .map_err(|_| Unreachable("no answer in time".into()))?;
+        match got {
+            Ok(message) => {
+                let deleted = message
+                    .headers
+                    .get("KV-Operation")
+                    .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"));
+                Ok(Some(Current {
+                    revision: message.sequence,
+                    value: (!deleted).then_some(message.payload),
+                }))
+            }
+            Err(error)
+                if error.kind()
+                    == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound =>
+            {
+                Ok(None)
+            }
+            Err(error) => Err(Unreachable(error.to_string())),
+        }
+    }
+
+    /// Says every name held here again, so it does not expire; a name that
+    /// somebody else took meanwhile (this replica could not say it for
+    /// longer than [`CLAIM_TTL`]) is let go here.
     async fn refresh(self) {
         let mut every = tokio::time::interval(CLAIM_REFRESH);
         loop {
             every.tick().await;
-            for (key, session) in self.local.held() {
-                let puts = [
-                    (name_key(&key), said_claim(&session)),
-                    (token_key(&session.token), session.name.clone().into()),
-                ];
-                for (key, value) in puts {
-                    match tokio::time::timeout(KV_WAIT, self.kv.put(&key, value)).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => debug!(%error, "cannot refresh a claim"),
-                        Err(_) => debug!("cannot refresh a claim: no answer in time"),
-                    }
+            self.local.sweep();
+            for held in self.local.held() {
+                if let Err(error) = self.refresh_one(&held).await {
+                    debug!(%error, "cannot refresh a claim");
+                }
+            }
+        }
+    }
+
+    async fn refresh_one(&self, held: &Held) -> Result<(), Unreachable> {
+        let key = name_key(&held.key);
+        let value = said_claim(&held.session);
+        match self.read(&key).await? {
+            Some(Current {
+                revision,
+                value: Some(current),
+            }) => match said_holder(&current) {
+                Some(holder) if holder.token == held.session.token => {
+                    self.update(&key, value, revision).await?;
+                }
+                _ => {
+                    warn!(
+                        username = held.session.name,
+                        "another replica holds this name now; letting it go here"
+                    );
+                    self.local.release(&held.session);
+                    return Ok(());
+                }
+            },
+            Some(Current {
+                revision,
+                value: None,
+            }) => self.update(&key, value, revision).await?,
+            None => self.update(&key, value, 0).await?,
+        }
+        if !held.paper {
+            self.put(
+                &token_key(&held.session.token),
+                held.session.name.clone().into(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn update(&self, key: &str, value: Bytes, revision: u64) -> Result<(), Unreachable> {
+        match tokio::time::timeout(KV_WAIT, self.kv.update(key, value, revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Unreachable(error.to_string())),
+            Err(_) => Err(Unreachable("no answer in time".into())),
+        }
+    }
+
+    /// Frees in the cluster each name that lapsed here, if it is still
+    /// held with the lapsed token: the name is free everywhere at once,
+    /// not [`CLAIM_TTL`] later.
+    async fn let_go(self, mut lapses: mpsc::UnboundedReceiver<Session>) {
+        while let Some(session) = lapses.recv().await {
+            let key = name_key(&NameKey::of(&session.name));
+            let Ok(Some(Current {
+                revision,
+                value: Some(value),
+            })) = self.read(&key).await
+            else {
+                continue;
+            };
+            if said_holder(&value).is_some_and(|held| held.token == session.token) {
+                let deleted = tokio::time::timeout(
+                    KV_WAIT,
+                    self.kv.delete_expect_revision(&key, Some(revision)),
+                )
+                .await;
+                if !matches!(deleted, Ok(Ok(()))) {
+                    debug!(
+                        username = session.name,
+                        "cannot free the name now; it expires"
+                    );
                 }
             }
         }
@@ -378,4 +548,12 @@ fn token_key(token: &str) -> String {
 
 fn said_claim(session: &Session) -> Bytes {
     Bytes::from(format!("{}\n{}", session.token, session.name))
+}
+
+fn said_holder(value: &[u8]) -> Option<Session> {
+    let (token, name) = std::str::from_utf8(value).ok()?.split_once('\n')?;
+    Some(Session {
+        name: name.to_owned(),
+        token: token.to_owned(),
+    })
 }
