@@ -59,6 +59,10 @@ pub const DEFAULT_HISTORY: u32 = 100;
 /// Messages read from the store at a time while catching up (pages are
 /// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
 const PAGE: usize = 512;
+/// How long a subscription asks again for a history page that a shared
+/// log could not read whole ([`StoreError::Incomplete`]) before its stream
+/// ends with `UNAVAILABLE` (the client resumes, maybe on another replica).
+const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
 /// Messages a subscriber takes from the ring under one lock, and the bytes
 /// they may take: what a stuck stream keeps alive of messages the ring has
 /// since let go is bounded like a page read from the store.
@@ -355,6 +359,7 @@ impl Hub {
             report_gaps,
             pending_gap: None,
             newest_at_start: newest,
+            incomplete_since: None,
         };
         if from > newest {
             // An id this store never gave: the client's history is from
@@ -492,6 +497,9 @@ pub struct Subscription {
     report_gaps: bool,
     pending_gap: Option<(u64, u64)>,
     newest_at_start: u64,
+    /// When the history read first came back incomplete (kept across
+    /// cancelled receives, so the patience is the subscription's).
+    incomplete_since: Option<tokio::time::Instant>,
 }
 
 /// What a subscription can do next without waiting.
@@ -594,11 +602,33 @@ impl Subscription {
 
     /// Reads the next page of ids up to `fetch_upto` from the store.
     async fn fetch(&mut self) -> Result<(), Closed> {
-        let page = self
-            .hub
-            .log
-            .range(self.room.id, self.delivered, self.fetch_upto, PAGE)
-            .await?;
+        let page = loop {
+            let read = self
+                .hub
+                .log
+                .range(self.room.id, self.delivered, self.fetch_upto, PAGE)
+                .await;
+            match read {
+                Ok(page) => {
+                    self.incomplete_since = None;
+                    break page;
+                }
+                Err(StoreError::Incomplete(why)) => {
+                    let since = *self
+                        .incomplete_since
+                        .get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() >= READ_PATIENCE {
+                        self.incomplete_since = None;
+                        return Err(Closed::Store(StoreError::Unavailable(format!(
+                            "this replica cannot read the room's complete history yet ({why}); try again"
+                        ))));
+                    }
+                    tracing::debug!(room = %self.room.name, %why, "history page incomplete; asking again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         let Some(first) = page.first() else {
             // Everything in the range was removed by retention.
             self.skip_to(self.fetch_upto + 1);

@@ -65,7 +65,9 @@ pub trait RoomLog: fmt::Debug + Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), LogError>>;
 
     /// Messages of `room` with `after < id <= upto`, oldest first, at most
-    /// `limit` (and a bounded number of bytes).
+    /// `limit` (and a bounded number of bytes). Never a page with a hole
+    /// that retention did not make: a shared log whose copy is behind says
+    /// [`LogError::Incomplete`] instead, and the reader asks again.
     fn range(
         &self,
         room: RoomId,

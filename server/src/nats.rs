@@ -20,10 +20,11 @@
 //! read here is trusted to be complete on its own: ids have no holes, and
 //! every read is checked against the stream's first and last sequence as
 //! the stream's leader gives them (`STREAM.INFO` is answered by the leader
-//! only). A history read that comes back short or with a hole is read
-//! again, and after [`READ_PATIENCE`] the replica says it is unavailable
-//! rather than serve a gap; a follower that skips an id, or stops getting
-//! what the leader has, opens its consumer again where it was.
+//! only). A history read that comes back short or with a hole serves
+//! nothing and says [`LogError::Incomplete`] (the subscription asks again,
+//! then says it is unavailable, rather than serve a gap); a follower that
+//! skips an id, or stops getting what the leader has, opens its consumer
+//! again where it was.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -67,9 +68,6 @@ const BATCH: usize = 256;
 /// How long a history read waits for the next message before it tries
 /// another read.
 const READ_WAIT: Duration = Duration::from_secs(2);
-/// How long a history read keeps trying to get a complete copy of the
-/// range before the replica says it is unavailable.
-const READ_PATIENCE: Duration = Duration::from_secs(15);
 /// How often the followers are checked against the leaders' newest ids.
 const FOLLOW_CHECK: Duration = Duration::from_secs(3);
 /// A `ChatStream`'s messages published and not yet acknowledged, at most.
@@ -453,9 +451,9 @@ impl Shared {
         consume_from(&stream, after + 1).await
     }
 
-    /// Messages of `room` with `after < id <= upto`, complete: read again
-    /// until a copy without holes comes back, or say unavailable after
-    /// [`READ_PATIENCE`].
+    /// Messages of `room` with `after < id <= upto`, complete, or
+    /// [`LogError::Incomplete`] (the subscription asks again, for as long
+    /// as its patience lasts).
     async fn read_range(
         &self,
         room: &str,
@@ -463,26 +461,17 @@ impl Shared {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, LogError> {
-        let deadline = tokio::time::Instant::now() + READ_PATIENCE;
-        loop {
-            let why = match self.read_range_once(room, after, upto, limit).await {
-                Ok(page) => return Ok(page),
-                Err(why) => why,
-            };
-            if tokio::time::Instant::now() >= deadline {
-                warn!(room, after, upto, %why, "cannot read a complete copy of the room's history");
-                return Err(LogError::Unavailable(format!(
-                    "this replica cannot read the room's complete history from NATS yet ({why}); try again"
-                )));
-            }
-            debug!(room, after, upto, %why, "history read incomplete; reading again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.read_range_once(room, after, upto, limit)
+            .await
+            .map_err(|why| {
+                debug!(room, after, upto, %why, "history read incomplete");
+                LogError::Incomplete(why)
+            })
     }
 
-    /// One try at [`Shared::read_range`]: the leader says which ids the
-    /// stream has, and whatever node serves the consumer must deliver them
-    /// all, in order.
+    /// [`Shared::read_range`]: the leader says which ids the stream has,
+    /// and whatever node serves the consumer must deliver them all, in
+    /// order.
     async fn read_range_once(
         &self,
         room: &str,

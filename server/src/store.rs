@@ -130,6 +130,11 @@ pub enum StoreError {
     /// A shared log (NATS) cannot be reached; the write was not made.
     #[error("the message log is unavailable: {0}")]
     Unavailable(String),
+    /// A read came back with a hole or short (the copy that served it is
+    /// behind the log's leader): nothing of it is served, and it may be
+    /// asked again.
+    #[error("the message log could not be read whole yet: {0}")]
+    Incomplete(String),
 }
 
 /// Milliseconds since the Unix epoch: the clock messages are stamped with.

@@ -1563,3 +1563,49 @@ async fn replay_ids(client: &mut NativeClient, room: &str, last: u64) -> Vec<u64
     }
     ids
 }
+
+/// A replay never serves a hole: a message missing from the middle of a
+/// room's stream (here deleted behind the chat's back, as a node that lost
+/// data or is behind would show it) makes the replay stop before it and
+/// end with UNAVAILABLE, rather than skip it; before, the replay went on
+/// past the hole as if retention had removed it.
+#[tokio::test]
+async fn a_replay_stops_at_a_hole_instead_of_skipping_it() {
+    let cluster = NatsCluster::start().await;
+    let server = replica(&cluster).await;
+    for i in 1..=8 {
+        sent(
+            &server,
+            with_nonce("ada", &format!("m{i}"), &format!("n{i}")),
+        )
+        .await;
+    }
+    let deleted = cluster
+        .jetstream_api(0, "STREAM.MSG.DELETE.CHAT_general", &json!({ "seq": 5 }))
+        .await;
+    assert_eq!(deleted["success"], true, "{deleted}");
+    // A replica started now holds nothing in memory: its replay is read
+    // from the stream.
+    let fresh = replica(&cluster).await;
+    let mut stream = subscribe_after(&mut fresh.native().await, 1).await;
+    let mut ids = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        match tokio::time::timeout_at(deadline, stream.message())
+            .await
+            .expect("the replay neither went on nor ended")
+        {
+            Ok(Some(ChatEvent {
+                event: Some(Event::Message(message)),
+            })) => ids.push(message.id),
+            Ok(Some(ChatEvent {
+                event: Some(Event::Gap(gap)),
+            })) => panic!("served a hole: {gap:?} after {ids:?}"),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("ended without a status after {ids:?}"),
+            Err(status) => break status,
+        }
+    };
+    assert!(ids.iter().all(|&id| id < 5), "skipped 5: {ids:?}");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+}
