@@ -201,6 +201,19 @@ impl Ended {
         }
     }
 
+    /// How a stream's next item says it ended, if it did: closed, an error
+    /// status, or still open at the deadline.
+    pub fn of<T>(
+        next: &Result<Result<Option<T>, tonic::Status>, tokio::time::error::Elapsed>,
+    ) -> Option<Self> {
+        match next {
+            Ok(Ok(Some(_))) => None,
+            Ok(Ok(None)) => Some(Self::other("closed without a status")),
+            Ok(Err(status)) => Some(Self::with_status(status)),
+            Err(_) => Some(Self::other("open at the deadline")),
+        }
+    }
+
     /// `how at +1.234 s`, the time from `start_us`.
     pub fn since(&self, start_us: u64) -> String {
         format!("{} at {}", self.how, since(start_us, self.at_us))
@@ -563,26 +576,19 @@ async fn native<M>(
             let mut saw_probe = false;
             let mut ended = None;
             while tally.unique < expected || !saw_probe {
-                match tokio::time::timeout_at(deadline, incoming.message()).await {
-                    Ok(Ok(Some(message))) if message.message == "probe" => {
-                        if !saw_probe {
-                            saw_probe = true;
-                            probed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    Ok(Ok(Some(message))) => tally.record(&message.message),
-                    Ok(Ok(None)) => {
-                        ended = Some(Ended::other("closed without a status"));
-                        break;
-                    }
-                    Ok(Err(status)) => {
-                        ended = Some(Ended::with_status(&status));
-                        break;
-                    }
-                    Err(_) => {
-                        ended = Some(Ended::other("open at the deadline"));
-                        break;
-                    }
+                let next = tokio::time::timeout_at(deadline, incoming.message()).await;
+                if let Some(end) = Ended::of(&next) {
+                    ended = Some(end);
+                    break;
+                }
+                let Ok(Ok(Some(message))) = next else {
+                    continue;
+                };
+                if message.message != "probe" {
+                    tally.record(&message.message);
+                } else if !saw_probe {
+                    saw_probe = true;
+                    probed.fetch_add(1, Ordering::SeqCst);
                 }
             }
             Receiver {
@@ -680,23 +686,16 @@ async fn web<M>(
             let mut tally = tally(plan);
             let mut ended = None;
             while tally.unique < expected {
-                match tokio::time::timeout_at(deadline, events.message()).await {
-                    Ok(Ok(Some(ChatEvent {
-                        event: Some(Event::Message(m)),
-                    }))) => tally.record(&m.message),
-                    Ok(Ok(Some(_))) => {}
-                    Ok(Ok(None)) => {
-                        ended = Some(Ended::other("closed without a status"));
-                        break;
-                    }
-                    Ok(Err(status)) => {
-                        ended = Some(Ended::with_status(&status));
-                        break;
-                    }
-                    Err(_) => {
-                        ended = Some(Ended::other("open at the deadline"));
-                        break;
-                    }
+                let next = tokio::time::timeout_at(deadline, events.message()).await;
+                if let Some(end) = Ended::of(&next) {
+                    ended = Some(end);
+                    break;
+                }
+                if let Ok(Ok(Some(ChatEvent {
+                    event: Some(Event::Message(m)),
+                }))) = next
+                {
+                    tally.record(&m.message);
                 }
             }
             Receiver {
