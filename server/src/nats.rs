@@ -28,6 +28,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -590,13 +591,14 @@ impl Shared {
     }
 
     /// One `ChatStream` connection's publisher: publishes its messages in
-    /// order, up to [`PIPELINE_WINDOW`] unacknowledged, and awaits the
-    /// acknowledgements in order. A message JetStream did not acknowledge
-    /// (a leader election, a lost node) is published again, with its
-    /// `Nats-Msg-Id`, once everything before it has settled, so the
-    /// connection's messages are stored once each and in order. Only a write
-    /// that fails for [`WRITE_PATIENCE`] ends the stream (through
-    /// `failure`). Ends when the connection has gone and its queue is empty.
+    /// order, up to [`PIPELINE_WINDOW`] unacknowledged, and looks at the
+    /// acknowledgements in order. A message JetStream refused (a leader
+    /// election, a lost node) or did not acknowledge within
+    /// [`WRITE_PATIENCE`] is published again, with its `Nats-Msg-Id`, once
+    /// everything before it has settled, so the connection's messages are
+    /// stored once each and in order. Only a write that fails for
+    /// [`WRITE_PATIENCE`] ends the stream (through `failure`). Ends when the
+    /// connection has gone and its queue is empty.
     async fn pipeline(
         self: Arc<Self>,
         origin: u64,
@@ -634,8 +636,8 @@ impl Shared {
                 let Some(oldest) = in_flight.pop_front() else {
                     continue;
                 };
-                match tokio::time::timeout(ACK_WAIT, oldest.ack).await {
-                    Ok(Ok(_)) => self
+                match tokio::time::timeout(WRITE_PATIENCE, oldest.ack).await {
+                    Ok(Ok(Ok(_))) => self
                         .metrics
                         .stored(1, oldest.started.elapsed().as_secs_f64()),
                     _ => {
@@ -667,6 +669,11 @@ impl Shared {
             .await
         {
             Ok(ack) => {
+                // Awaited at once on the side: an acknowledgement not yet
+                // awaited holds one of the JetStream context's in-flight
+                // permits (5,000, shared by every connection), and holding
+                // them until their turn would stall every publisher.
+                let ack = tokio::spawn(ack.into_future());
                 in_flight.push_back(InFlight {
                     publish,
                     started,
@@ -692,16 +699,19 @@ impl Shared {
         in_flight: &mut VecDeque<InFlight>,
         unsent: Option<jetstream::message::PublishMessage>,
     ) -> Result<(), String> {
-        let mut overtaken = false;
+        // The lowest id a message after a failed one was stored under.
+        let mut lowest_after_failure = u64::MAX;
         for InFlight {
             publish,
             started,
             ack,
         } in in_flight.drain(..)
         {
-            match tokio::time::timeout(ACK_WAIT, ack).await {
-                Ok(Ok(ack)) => {
-                    overtaken |= !failed.is_empty() && !ack.duplicate;
+            match tokio::time::timeout(WRITE_PATIENCE, ack).await {
+                Ok(Ok(Ok(ack))) => {
+                    if !failed.is_empty() {
+                        lowest_after_failure = lowest_after_failure.min(ack.sequence);
+                    }
                     self.metrics.stored(1, started.elapsed().as_secs_f64());
                 }
                 _ => failed.push(publish),
@@ -712,8 +722,10 @@ impl Shared {
             messages = failed.len(),
             "ChatStream messages not acknowledged by JetStream; storing them again"
         );
+        let mut overtaken = false;
         for publish in failed {
-            self.publish_acked(subject, publish).await?;
+            let ack = self.publish_acked(subject, publish).await?;
+            overtaken |= ack.sequence > lowest_after_failure;
         }
         if overtaken {
             // The election ended between two of the connection's messages:
@@ -830,7 +842,7 @@ impl Shared {
 struct InFlight {
     publish: jetstream::message::PublishMessage,
     started: tokio::time::Instant,
-    ack: context::PublishAckFuture,
+    ack: tokio::task::JoinHandle<Result<jetstream::publish::PublishAck, context::PublishError>>,
 }
 
 /// Messages of `stream` from id `start` on, from an ephemeral consumer of

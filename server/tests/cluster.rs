@@ -1609,3 +1609,54 @@ async fn a_replay_stops_at_a_hole_instead_of_skipping_it() {
     assert!(ids.iter().all(|&id| id < 5), "skipped 5: {ids:?}");
     assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
 }
+
+/// Many paper clients sending as fast as they can through one replica
+/// while their room's leader is frozen, so that every connection has its
+/// full window of writes waiting for an acknowledgement: every message is
+/// stored and relayed once the leader wakes. Each connection keeps up to
+/// 512 writes unacknowledged and the JetStream context allows 5,000 in
+/// flight in all: acknowledgements held until their turn stalled every
+/// publisher for good once ten connections were full (seen in `bench
+/// --cluster`; fixed by awaiting each acknowledgement as it comes).
+#[tokio::test]
+async fn many_paper_clients_at_full_speed_all_get_through() {
+    const SENDERS: usize = 12;
+    const EACH: usize = 600;
+    let mut cluster = NatsCluster::start().await;
+    let first = replica(&cluster).await;
+    let leader = leader_of(&cluster, "CHAT_general").await;
+    let server = replica_on(&cluster, (leader + 1) % NODES).await;
+    drop(first);
+    let mut reader = subscribe_after(&mut server.native().await, 0).await;
+    let mut streams = Vec::new();
+    for s in 0..SENDERS {
+        let (out, incoming) = open_chat_stream(&mut server.native().await).await;
+        streams.push((out, incoming, format!("fast{s}")));
+    }
+    // Named (and their names claimed) before the leader freezes.
+    for (out, _, name) in &streams {
+        out.send(chat(name, "hello")).await.expect("open");
+    }
+    assert_eq!(ids_until_count(&mut reader, SENDERS).await.len(), SENDERS);
+    cluster.pause(leader);
+    let senders = streams.iter().map(|(out, _, name)| async move {
+        for i in 0..EACH {
+            out.send(chat(name, &format!("{i}")))
+                .await
+                .expect("the stream is open");
+        }
+    });
+    futures_util::future::join_all(senders).await;
+    cluster.resume(leader);
+    let ids = tokio::time::timeout(
+        Duration::from_secs(120),
+        ids_until_count(&mut reader, SENDERS * EACH),
+    )
+    .await
+    .expect("the publishers stalled");
+    let first_id = SENDERS as u64 + 1;
+    assert_eq!(
+        ids,
+        (first_id..first_id + (SENDERS * EACH) as u64).collect::<Vec<_>>()
+    );
+}
