@@ -435,10 +435,7 @@ impl Shared {
         }
     }
 
-    /// The room's messages from id `after + 1`, from an ephemeral consumer
-    /// of our own (like an ordered consumer, but with a heartbeat every
-    /// second: a consumer lost with its stream's leader is noticed in
-    /// seconds, not the ordered consumer's 30).
+    /// The room's messages from id `after + 1` (see [`consume_from`]).
     async fn messages_after(
         &self,
         room: &str,
