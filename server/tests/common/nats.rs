@@ -45,7 +45,7 @@ pub const NODES: usize = 3;
 /// second to start, about 2 s for a restarted node to catch up, and 4 to 6 s
 /// to elect a new leader after the old one is killed.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long one monitoring or JetStream API request may take.
+/// How long one monitoring request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const POLL: Duration = Duration::from_millis(50);
 const CLUSTER_NAME: &str = "chat-test";
@@ -519,7 +519,11 @@ cluster {{
                 }
             }
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        // A JetStream request is answered when the cluster has done it
+        // (creating a replicated stream waits for its peers), which on a
+        // busy machine took over 5 s; one nobody can answer gets a 503 at
+        // once, so waiting long only waits for work being done.
+        tokio::time::timeout(READY_TIMEOUT, exchange)
             .await
             .unwrap_or_else(|_| panic!("no reply to {subject} from {}", self.name(i)))
     }
