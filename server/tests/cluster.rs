@@ -112,12 +112,17 @@ async fn eventually(mut condition: impl AsyncFnMut() -> bool) {
 /// A chat server in cluster mode on `cluster` (posting rate limit off: these
 /// tests send quickly from few names).
 async fn replica(cluster: &NatsCluster) -> TestServer {
+    replica_reaching(cluster.urls()).await
+}
+
+/// A chat server in cluster mode that reaches NATS through `urls`.
+async fn replica_reaching(urls: String) -> TestServer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter("chat_server=debug")
         .with_test_writer()
         .try_init();
     let config = Config {
-        nats: Some(cluster.urls()),
+        nats: Some(urls),
         ..unthrottled(Config::with_addr("127.0.0.1:0"))
     };
     TestServer::start_with(config).await
@@ -1234,15 +1239,7 @@ impl Drop for ClusterNginx {
 /// A chat server in cluster mode that reaches the cluster through node
 /// `node` only (as a replica configured with one URL does).
 async fn replica_on(cluster: &NatsCluster, node: usize) -> TestServer {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter("chat_server=debug")
-        .with_test_writer()
-        .try_init();
-    let config = Config {
-        nats: Some(cluster.url(node)),
-        ..unthrottled(Config::with_addr("127.0.0.1:0"))
-    };
-    TestServer::start_with(config).await
+    replica_reaching(cluster.url(node)).await
 }
 
 /// The node that leads `stream`, once it has a leader.
