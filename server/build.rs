@@ -5,14 +5,14 @@
 //! Why not prost's generated server: a relayed message goes to every
 //! subscriber, and with prost's stubs each subscriber's stream would clone
 //! and encode it again. Here the streaming methods return
-//! `crate::wire::Encoded`, bytes encoded once when the message is published
+//! `crate::hub::wire::Encoded`, bytes encoded once when the message is published
 //! and shared by every stream; requests are still decoded by prost.
 
 use tonic_build::manual::{Builder, Method, Service};
 
 /// The output of streaming methods: bytes encoded once, shared by all.
-const ENCODED: &str = "crate::wire::Encoded";
-const WIRE_CODEC: &str = "crate::wire::WireCodec";
+const ENCODED: &str = "crate::hub::wire::Encoded";
+const WIRE_CODEC: &str = "crate::hub::wire::WireCodec";
 
 enum Shape {
     Unary,

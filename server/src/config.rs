@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use clap::{Parser, ValueEnum};
 
 use crate::hub::{DEFAULT_BUFFER, DEFAULT_BUFFER_MIB, DEFAULT_HISTORY};
-use crate::store::{Location, Retention};
+use crate::log::Retention;
+use crate::log::sqlite::Location;
 
 /// A chat server for browsers and native clients: native gRPC (HTTP/2),
 /// gRPC-Web (HTTP/1.1) and the web app, all on one port.

@@ -40,6 +40,12 @@ pub enum Limit {
     RateSend,
     /// `--rate-limit`: a `ChatStream` paused.
     RateStream,
+    /// `--rate-limit`: a `Join` refused (names claimed too fast).
+    RateJoin,
+    /// `--rate-limit`: a `SetTyping` refused.
+    RateTyping,
+    /// `--rate-limit`: a `CreateRoom` refused (rooms created too fast).
+    RateRooms,
     /// A message over the size limit.
     MessageSize,
     /// A request without a gRPC content type.
@@ -59,6 +65,9 @@ impl Limit {
             Self::ResetFlood => "reset_flood",
             Self::RateSend => "rate_send",
             Self::RateStream => "rate_stream",
+            Self::RateJoin => "rate_join",
+            Self::RateTyping => "rate_typing",
+            Self::RateRooms => "rate_rooms",
             Self::MessageSize => "message_size",
             Self::ContentType => "content_type",
             Self::Deadline => "deadline",
@@ -278,5 +287,21 @@ mod tests {
         );
         assert!(text.contains("chat_store_commit_seconds_bucket"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn each_refusal_counts_under_its_own_kind() {
+        let metrics = Metrics::new();
+        for limit in [Limit::RateJoin, Limit::RateTyping, Limit::RateRooms] {
+            metrics.limit_hit(limit);
+        }
+        let text = metrics.render();
+        for kind in ["rate_join", "rate_typing", "rate_rooms"] {
+            assert!(
+                text.contains(&format!(r#"chat_limit_hits_total{{kind="{kind}"}} 1"#)),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("rate_send"), "{text}");
     }
 }

@@ -455,7 +455,7 @@ async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
         .and_then(|n| n.trim().parse().ok())
         .expect("a reader gauge");
     assert!(
-        readers <= chat_server::store::MAX_READERS,
+        readers <= chat_server::log::sqlite::MAX_READERS,
         "{readers} readers"
     );
     assert!(

@@ -14,7 +14,7 @@ async fn two_clients_exchange_messages_without_echo() {
     let (bob_tx, mut bob_in) = open_chat_stream(&mut bob).await;
     server.wait_for_subscribers(2).await;
 
-    let before = chat_server::store::now_millis();
+    let before = chat_server::log::now_millis();
     let mut forged = chat("ada", "hello bob");
     forged.timestamp = 42;
     ada_tx.send(forged).await.expect("send");

@@ -16,7 +16,7 @@ async fn subscribers_get_every_message_including_their_own_with_its_nonce() {
     let mut ada_events = subscribe(&mut ada, "ada").await;
     let mut bob_events = subscribe(&mut bob, "bob").await;
 
-    let before = chat_server::store::now_millis();
+    let before = chat_server::log::now_millis();
     let reply = within(ada.send(ChatMessage {
         nonce: "n-1".into(),
         timestamp: 7,

@@ -97,7 +97,7 @@ async fn resuming_with_after_id_while_others_send_misses_nothing_and_repeats_not
 #[tokio::test]
 async fn asking_for_more_than_retention_kept_gets_a_gap_event() {
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.retain = chat_server::store::Retention::Count(3);
+    config.retain = chat_server::log::Retention::Count(3);
     let server = TestServer::start_with(config).await;
     let mut web = server.web();
     let ids = send_all(&mut web, (1..=10).map(|i| format!("m{i}"))).await;
@@ -160,7 +160,7 @@ async fn messages_arriving_together_share_a_commit() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::store::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db.clone());
     let server = TestServer::start_with(config).await;
     let commits = |server: &TestServer| -> u64 {
         let metrics = server.hub.metrics().render();
@@ -205,14 +205,14 @@ async fn messages_arriving_together_share_a_commit() {
 /// nothing is lost either way.
 #[tokio::test]
 async fn chat_stream_senders_are_slowed_only_when_the_writer_queue_is_full() {
-    const QUEUE: i64 = chat_server::store::QUEUE as i64;
+    const QUEUE: i64 = chat_server::log::sqlite::QUEUE as i64;
     const SENT: usize = 12_000;
     assert_eq!(QUEUE, 8_192, "the README's figure");
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
     // Thousands of messages from one name: the rate limit is not tested here.
     let mut config = common::unthrottled(Config::with_addr("127.0.0.1:0"));
-    config.db = chat_server::store::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db.clone());
     let server = TestServer::start_with(config).await;
     let gauge = |server: &TestServer, name: &str| -> i64 {
         let metrics = server.hub.metrics().render();

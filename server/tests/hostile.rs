@@ -376,7 +376,7 @@ async fn a_chat_stream_message_that_cannot_be_stored_ends_the_stream_with_unavai
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::store::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db.clone());
     let server = TestServer::start_with(config).await;
     let mut native = server.native().await;
     within(native.send(chat("ada", "stored fine")))

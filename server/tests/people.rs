@@ -383,7 +383,7 @@ async fn next_typing(events: &mut Streaming<ChatEvent>) -> (String, bool) {
 async fn behind_an_authenticating_proxy_its_header_is_the_name() {
     let mut untrusted = Config::with_addr("127.0.0.1:0");
     untrusted.auth_header = Some("X-Remote-User".into());
-    let refused = chat_server::server::Server::bind(&untrusted)
+    let refused = chat_server::app::Server::bind(&untrusted)
         .await
         .expect_err("an auth header needs --trust-proxy");
     assert!(refused.to_string().contains("--trust-proxy"), "{refused}");

@@ -18,7 +18,7 @@ async fn server_on_a_file() -> (TestServer, std::path::PathBuf, tempfile::TempDi
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::store::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db.clone());
     (TestServer::start_with(config).await, db, dir)
 }
 

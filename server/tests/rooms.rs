@@ -218,7 +218,7 @@ async fn max_rooms_counts_general_and_is_resource_exhausted_past_it() {
 #[tokio::test]
 async fn retention_keeps_the_newest_of_each_room() {
     let mut config = common::unthrottled(Config::with_addr("127.0.0.1:0"));
-    config.retain = chat_server::store::Retention::Count(2);
+    config.retain = chat_server::log::Retention::Count(2);
     let server = TestServer::start_with(config).await;
     create(&server, "quiet", "").await.expect("created");
     let mut web = server.web();
@@ -262,7 +262,7 @@ async fn a_database_from_before_rooms_becomes_general_with_its_ids() {
     )
     .expect("fixture copied");
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::store::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db.clone());
     let server = TestServer::start_with(config.clone()).await;
     let (last_id, mut general) = follow(&server, "general", 0).await;
     assert_eq!(last_id, 4);

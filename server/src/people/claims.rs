@@ -21,7 +21,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::names::NameKey;
+use super::name_key::NameKey;
 
 /// A name claimed by `Join`, as its holder proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum ClaimError {
     #[error("could not make a session token: {0}")]
     Random(String),
     /// Cluster mode: the cluster could not say whether the name is free, so
-    /// it is not given (see `people::cluster`).
+    /// it is not given (see `people::claims_nats`).
     #[error("{0}: try again in a moment")]
     Unavailable(String),
 }

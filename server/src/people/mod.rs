@@ -1,11 +1,15 @@
-//! The people in the chat: names nobody else can take.
+//! The people in the chat: names nobody else can take, and who is here.
 //!
-//! - [`names`]: when two names are the same name.
-//! - [`claims`]: who holds which name, in this process.
-//! - [`presence`]: who is here, as join and leave events.
-//! - [`cluster`]: presence and typing shared with other replicas over NATS.
+//! - [`name_key`]: when two names are the same name.
+//! - [`names`]: the one door every RPC asks about names through: claims
+//!   held in this process ([`claims`]) and, in cluster mode, the ones held
+//!   anywhere in the cluster ([`claims_nats`]).
+//! - [`presence`]: who is here and who is typing, as join and leave events;
+//!   [`presence_nats`] shares it with other replicas over NATS.
 
 pub mod claims;
-pub mod cluster;
+pub mod claims_nats;
+pub mod name_key;
 pub mod names;
 pub mod presence;
+pub mod presence_nats;

@@ -1,61 +1,91 @@
-//! When two user names are the same name.
+//! The one door for names, whatever the mode: claiming one with `Join`,
+//! finding a session by its token, holding a name for a stream, and asking
+//! who holds a name.
 //!
-//! People see names, not code points: `Ada` and `ada`, a precomposed `é` and
-//! `e` plus a combining accent, or a Cyrillic `а` standing in for a Latin
-//! `a` all look like one name, so they are one name. The key of a name is
-//! its trimmed NFC form, case-folded, then reduced to its confusables
-//! skeleton (Unicode TS #39); two names clash when their keys are equal.
-//! The name a person typed is what everyone sees; the key only decides who
-//! may use it.
+//! On one machine every answer comes from this process's [`Claims`]; in
+//! cluster mode a name is also claimed, and looked up, in the cluster's
+//! bucket ([`SharedClaims`]), so a name held on one replica is held on every
+//! other. The RPCs never branch on the mode: like the hub for messages,
+//! [`Names`] hides it.
 
-use caseless::Caseless;
-use unicode_normalization::UnicodeNormalization;
-use unicode_security::skeleton;
+use std::sync::Arc;
 
-/// What decides whether two names are the same name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct NameKey(String);
+use super::claims::{ClaimError, Claims, Hold, Session};
+use super::claims_nats::SharedClaims;
 
-impl NameKey {
-    pub fn of(name: &str) -> Self {
-        let folded: String = name.trim().nfc().default_case_fold().collect();
-        Self(skeleton(&folded).collect())
-    }
-
-    /// The key as text (what other replicas compare).
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// Every name held here, and in cluster mode anywhere; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Names {
+    local: Arc<Claims>,
+    /// Cluster mode: the names claimed on every replica.
+    shared: Option<SharedClaims>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::NameKey;
-
-    fn same(a: &str, b: &str) -> bool {
-        NameKey::of(a) == NameKey::of(b)
+impl Names {
+    /// Names held in this process only.
+    pub fn local(claims: Arc<Claims>) -> Self {
+        Self {
+            local: claims,
+            shared: None,
+        }
     }
 
-    #[test]
-    fn case_space_and_composition_do_not_make_another_name() {
-        assert!(same("Ada", "ada"));
-        assert!(same("  ada ", "ADA"));
-        assert!(same("Ren\u{e9}", "rene\u{301}"));
-        assert!(same("STRASSE", "stra\u{df}e"));
+    /// Names held in this process and claimed for the whole cluster.
+    pub fn shared(claims: Arc<Claims>, shared: SharedClaims) -> Self {
+        Self {
+            local: claims,
+            shared: Some(shared),
+        }
     }
 
-    #[test]
-    fn look_alikes_are_the_same_name() {
-        // Cyrillic a, Greek omicron.
-        assert!(same("\u{430}da", "ada"));
-        assert!(same("b\u{3bf}b", "bob"));
-        assert!(same("\u{1d41a}da", "ada"), "mathematical bold a");
+    /// Claims `name` for a new session (`Join`), here and in the cluster.
+    pub async fn join(&self, name: &str) -> Result<Session, ClaimError> {
+        let session = self.local.join(name, None)?;
+        if let Some(shared) = &self.shared {
+            shared.claim(&session).await?;
+        }
+        Ok(session)
     }
 
-    #[test]
-    fn different_names_stay_different() {
-        assert!(!same("ada", "adb"));
-        assert!(!same("ada", "ada2"));
-        assert!(!same("bob", "rob"));
+    /// The session of the user an authenticating proxy vouches for.
+    pub fn vouch(&self, name: &str) -> Result<Session, ClaimError> {
+        self.local.vouch(name)
+    }
+
+    /// The session `token` stands for, made here or on any replica.
+    pub async fn session(&self, token: &str) -> Result<Option<Session>, ClaimError> {
+        if let Some(session) = self.local.session(token) {
+            return Ok(Some(session));
+        }
+        match &self.shared {
+            Some(shared) => shared.session(token).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Keeps `session`'s name held while the returned hold lives (a stream
+    /// open under it); `None` if the session has ended.
+    pub fn hold(&self, session: &Session) -> Option<Hold> {
+        self.local.hold(session)
+    }
+
+    /// Holds `name` for a stream without a session (the paper's
+    /// `ChatStream`), unless somebody holds it here or in the cluster.
+    pub async fn hold_name(&self, name: &str) -> Result<Hold, ClaimError> {
+        match &self.shared {
+            Some(shared) => shared.hold_name(name).await,
+            None => self.local.hold_name(name),
+        }
+    }
+
+    /// Who holds `name`, here or on any replica.
+    pub async fn holder_of(&self, name: &str) -> Result<Option<String>, ClaimError> {
+        if let Some(holder) = self.local.holder_of(name) {
+            return Ok(Some(holder));
+        }
+        match &self.shared {
+            Some(shared) => shared.holder_of(name).await,
+            None => Ok(None),
+        }
     }
 }

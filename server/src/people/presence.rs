@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::names::NameKey;
+use super::name_key::NameKey;
 
 /// How long a person without a stream still counts as present.
 pub const LEAVE_DELAY: Duration = Duration::from_secs(5);

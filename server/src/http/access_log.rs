@@ -1,5 +1,5 @@
 //! One log line per request, with the client's address (see
-//! [`client_addr`](crate::client_addr)), for operators and log shippers.
+//! [`client_addr`](crate::http::client_addr)), for operators and log shippers.
 //!
 //! For a stream the line is written when the response starts, so its
 //! latency is the time to the first byte; the service logs when a streaming
@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use tracing::info;
 
-use crate::client_addr::{self, ClientAddr};
+use crate::http::client_addr::{self, ClientAddr};
 
 /// Resolves the client address into the request's extensions and logs the
 /// request once its response starts.

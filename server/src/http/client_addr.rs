@@ -13,10 +13,10 @@ use std::sync::Arc;
 use axum::extract::Request;
 use http::HeaderMap;
 
-use crate::connection::Conn;
+use crate::http::connection::Conn;
 
 /// The client's address as far as this server can tell; put into every
-/// request's extensions by [`routes`](crate::routes).
+/// request's extensions by [`routes`](crate::app::routes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 

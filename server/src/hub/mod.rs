@@ -1,37 +1,44 @@
-//! The fan-out at the centre of the chat: every message is stored, then goes
+//! The fan-out at the centre of the chat: every entry is stored, then goes
 //! through one [`Hub`] to every connected client, in id order.
 //!
-//! Live delivery is one bounded [`Ring`] of the newest messages: the store's
-//! writer puts each committed batch in at once and wakes the subscribers
-//! once, and each message is encoded once and shared by reference
+//! Live delivery is one bounded [`Ring`] of the newest entries per room:
+//! the log puts each committed batch in at once and wakes the subscribers
+//! once, and each entry is encoded once and shared by reference
 //! ([`Relayed`]), so publishing costs the same however many clients
-//! listen and a subscriber pays one wake-up per batch, not per message.
-//! The [`Store`] is the other half: history for new subscribers, and the
-//! way back for a subscriber that fell a full ring behind. Such a reader is
-//! not cut off and loses nothing: it reads what it missed from the store by
-//! id, then goes on from the ring. Ids come without holes, so a
+//! listen and a subscriber pays one wake-up per batch, not per entry.
+//! The log ([`RoomLog`]) is the other half: history for new subscribers,
+//! and the way back for a subscriber that fell a full ring behind. Such a
+//! reader is not cut off and loses nothing: it reads what it missed from
+//! the log by id, then goes on from the ring. Ids come without holes, so a
 //! [`Subscription`] always knows which id comes next.
 //!
 //! Each room is its own such log: its own ids, its own ring, its own
 //! subscribers (a room's name is looked up once, when a stream starts or a
 //! message arrives, and the [`Room`] handle is kept).
+//!
+//! - [`room`]: a room's state, owned by the hub alone, and every room known.
+//! - [`subscription`]: one client's place in a room.
+//! - [`ring`]: the newest entries in memory, shared by every subscriber.
+//! - [`wire`]: each entry encoded once, shared by every stream.
 
-use std::collections::{HashMap, VecDeque};
+pub mod ring;
+mod room;
+mod subscription;
+pub mod wire;
+
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chat_proto::ChatMessage;
-use thiserror::Error;
 
-use crate::log::RoomLog;
+use crate::log::sqlite::{Location, Store};
+use crate::log::{Committed, LogError, OnCommit, Retention, RoomLog, RoomRow, StreamFailure};
 use crate::metrics::Metrics;
-use crate::people::presence::Presence;
-use crate::ring::{Ring, Taken};
-use crate::store::{
-    Committed, Location, OnCommit, Retention, RoomId, RoomRow, Store, StoreError, Stored,
-    StreamFailure,
-};
-use crate::wire::Relayed;
+pub use room::Room;
+use room::{Rooms, read};
+use subscription::relayed;
+pub use subscription::{Closed, Delivery, Start, Subscription};
 
 /// Messages a subscriber may fall behind before it reads from the store...
 pub const DEFAULT_BUFFER: u32 = 65_536;
@@ -56,18 +63,6 @@ impl Buffer {
 }
 /// Messages a new subscriber gets before live ones.
 pub const DEFAULT_HISTORY: u32 = 100;
-/// Messages read from the store at a time while catching up (pages are
-/// also bounded in bytes: [`crate::store::PAGE_BYTES`]).
-const PAGE: usize = 512;
-/// How long a subscription asks again for a history page that a shared
-/// log could not read whole ([`StoreError::Incomplete`]) before its stream
-/// ends with `UNAVAILABLE` (the client resumes, maybe on another replica).
-const READ_PATIENCE: std::time::Duration = std::time::Duration::from_secs(15);
-/// Messages a subscriber takes from the ring under one lock, and the bytes
-/// they may take: what a stuck stream keeps alive of messages the ring has
-/// since let go is bounded like a page read from the store.
-const TAKE: (usize, usize) = (256, crate::store::PAGE_BYTES);
-
 /// What is done with every room as it opens.
 pub type OnRoom = Box<dyn Fn(&Room) + Send + Sync>;
 
@@ -87,80 +82,6 @@ const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
 /// messages back to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin(u64);
-
-fn relayed(stored: Stored) -> Arc<Relayed> {
-    Arc::new(Relayed::new(&stored.message, stored.origin))
-}
-
-/// One room: its newest messages for delivery, and its newest id.
-#[derive(Debug)]
-pub struct Room {
-    id: RoomId,
-    name: Arc<str>,
-    topic: String,
-    ring: Ring,
-    /// The store's count: moved before a batch reaches the ring.
-    last_id: Arc<AtomicU64>,
-    /// Who is here and who is typing, in this room.
-    presence: Arc<Presence>,
-}
-
-impl Room {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.topic
-    }
-
-    pub fn presence(&self) -> &Arc<Presence> {
-        &self.presence
-    }
-
-    /// The newest id stored in the room (0 if none).
-    pub fn last_id(&self) -> u64 {
-        self.last_id.load(Ordering::SeqCst)
-    }
-}
-
-/// Every room, by name and by number.
-#[derive(Debug, Default)]
-struct Rooms {
-    by_name: HashMap<Arc<str>, Arc<Room>>,
-    by_id: HashMap<RoomId, Arc<Room>>,
-}
-
-/// What a subscription delivers.
-#[derive(Debug)]
-pub enum Delivery {
-    Message(Arc<Relayed>),
-    /// Messages after `after_id` and before `next_id` are no longer stored.
-    Gap {
-        after_id: u64,
-        next_id: u64,
-    },
-}
-
-/// Why a subscription stopped delivering.
-#[derive(Debug, Error)]
-pub enum Closed {
-    #[error("the server is shutting down")]
-    ShuttingDown,
-    #[error("cannot read the message history: {0}")]
-    Store(#[from] StoreError),
-}
-
-/// Where a subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
-    /// Live messages only (the paper's `ChatStream`).
-    Live,
-    /// The most recent history, then live.
-    Recent,
-    /// Every stored message after this id, then live.
-    After(u64),
-}
 
 #[derive(Debug, Clone)]
 pub struct Hub {
@@ -190,7 +111,7 @@ impl Hub {
         buffer: Buffer,
         history: u32,
         metrics: Metrics,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, LogError> {
         Self::open_log(
             |on_commit, metrics| {
                 let store = Store::open(location, retention, metrics, on_commit)?;
@@ -205,20 +126,23 @@ impl Hub {
     /// Opens the hub on the log `open` makes, which hands every committed
     /// batch to the callback it is given.
     pub fn open_log(
-        open: impl FnOnce(OnCommit, Metrics) -> Result<Arc<dyn RoomLog>, StoreError>,
+        open: impl FnOnce(OnCommit, Metrics) -> Result<Arc<dyn RoomLog>, LogError>,
         buffer: Buffer,
         history: u32,
         metrics: Metrics,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, LogError> {
         let rooms = Arc::new(RwLock::new(Rooms::default()));
         let committed = Arc::clone(&rooms);
         let log = open(
             // Encoded here, on the log's thread, once for every subscriber.
             Box::new(move |batch: Committed| {
-                let room = read(&committed).by_id.get(&batch.room).cloned();
-                if let Some(room) = room {
-                    let messages = batch.messages.into_iter().map(relayed).collect();
-                    room.ring.put(messages, batch.oldest_kept);
+                let room = read(&committed).by_id(batch.room).cloned();
+                if let (Some(room), Some(last)) = (room, batch.entries.last()) {
+                    // Moved first: whatever a subscriber finds newer than
+                    // `last_id` when it starts is put in the ring after.
+                    room.last_id.store(last.id(), Ordering::SeqCst);
+                    let entries = batch.entries.into_iter().map(relayed).collect();
+                    room.ring.put(entries, batch.oldest_kept);
                 }
             }),
             metrics.clone(),
@@ -245,12 +169,12 @@ impl Hub {
     /// The room called `name` (as the protocol's rules give it), if it
     /// exists.
     pub fn room(&self, name: &str) -> Option<Arc<Room>> {
-        read(&self.inner.rooms).by_name.get(name).cloned()
+        read(&self.inner.rooms).by_name(name).cloned()
     }
 
     /// The room called `name`, also if another replica created it since
     /// this one started.
-    pub async fn find_room(&self, name: &str) -> Result<Option<Arc<Room>>, StoreError> {
+    pub async fn find_room(&self, name: &str) -> Result<Option<Arc<Room>>, LogError> {
         if let Some(room) = self.room(name) {
             return Ok(Some(room));
         }
@@ -263,7 +187,7 @@ impl Hub {
     }
 
     /// Learns of rooms other replicas created (a no-op on one machine).
-    pub async fn refresh_rooms(&self) -> Result<(), StoreError> {
+    pub async fn refresh_rooms(&self) -> Result<(), LogError> {
         for row in self.inner.log.list_rooms().await? {
             if self.room(&row.name).is_none() {
                 self.inner.add_room(row);
@@ -275,11 +199,11 @@ impl Hub {
     /// Waits (a little) until `room` has been handed every id up to `id`
     /// that exists: a client resuming here after reading from another
     /// replica may be ahead of this one for a moment.
-    pub async fn catch_up(&self, room: &Room, id: u64) -> Result<(), StoreError> {
+    pub async fn catch_up(&self, room: &Room, id: u64) -> Result<(), LogError> {
         if room.last_id() >= id {
             return Ok(());
         }
-        let target = id.min(self.inner.log.newest(room.id).await?);
+        let target = id.min(self.inner.log.newest(&room.key).await?);
         let deadline = tokio::time::Instant::now() + CATCH_UP;
         while room.last_id() < target && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -292,7 +216,7 @@ impl Hub {
         if self.inner.on_room.set(RoomHook(on_room)).is_ok()
             && let Some(RoomHook(on_room)) = self.inner.on_room.get()
         {
-            for room in read(&self.inner.rooms).by_id.values() {
+            for room in read(&self.inner.rooms).all() {
                 on_room(room);
             }
         }
@@ -305,24 +229,24 @@ impl Hub {
 
     /// Every room, sorted by name.
     pub fn rooms(&self) -> Vec<Arc<Room>> {
-        let mut rooms: Vec<_> = read(&self.inner.rooms).by_name.values().cloned().collect();
-        rooms.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut rooms: Vec<_> = read(&self.inner.rooms).all().cloned().collect();
+        rooms.sort_by(|a, b| a.name().cmp(b.name()));
         rooms
     }
 
     pub fn room_count(&self) -> usize {
-        read(&self.inner.rooms).by_name.len()
+        read(&self.inner.rooms).len()
     }
 
-    /// Opens a new room (`StoreError::RoomExists` if there is one by that
+    /// Opens a new room (`LogError::RoomExists` if there is one by that
     /// name).
-    pub async fn create_room(&self, name: &str, topic: &str) -> Result<Arc<Room>, StoreError> {
+    pub async fn create_room(&self, name: &str, topic: &str) -> Result<Arc<Room>, LogError> {
         let row = self.inner.log.create_room(name, topic).await?;
         Ok(self.inner.add_room(row))
     }
 
     /// An in-memory hub with a ring of `buffer` messages, for tests.
-    pub fn in_memory(buffer: u32) -> Result<Self, StoreError> {
+    pub fn in_memory(buffer: u32) -> Result<Self, LogError> {
         Self::open(
             Location::Memory,
             Retention::Count(1_000_000),
@@ -377,12 +301,12 @@ impl Hub {
         &self,
         room: &Room,
         message: ChatMessage,
-    ) -> Result<ChatMessage, StoreError> {
+    ) -> Result<ChatMessage, LogError> {
         let message = ChatMessage {
-            room: room.name.to_string(),
+            room: room.name().to_owned(),
             ..message
         };
-        self.inner.log.append(room.id, message).await
+        self.inner.log.append(&room.key, message).await
     }
 
     /// Queues a message from a streaming connection, in order, without
@@ -394,14 +318,14 @@ impl Hub {
         origin: Origin,
         message: ChatMessage,
         failure: &StreamFailure,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), LogError> {
         let message = ChatMessage {
-            room: room.name.to_string(),
+            room: room.name().to_owned(),
             ..message
         };
         self.inner
             .log
-            .append_from(room.id, origin.0, message, failure)
+            .append_from(&room.key, origin.0, message, failure)
             .await
     }
 
@@ -410,7 +334,7 @@ impl Hub {
         &self.inner.metrics
     }
 
-    /// Read connections the store has open (see [`crate::store::MAX_READERS`]).
+    /// Read connections the store has open (see [`crate::log::sqlite::MAX_READERS`]).
     pub fn open_store_readers(&self) -> usize {
         self.inner.log.open_readers()
     }
@@ -424,7 +348,7 @@ impl Hub {
     /// new ones end at once.
     pub fn shut_down(&self) {
         if !self.inner.shut_down.swap(true, Ordering::SeqCst) {
-            for room in read(&self.inner.rooms).by_id.values() {
+            for room in read(&self.inner.rooms).all() {
                 room.ring.wake_all();
             }
         }
@@ -440,223 +364,24 @@ impl Inner {
         self.shut_down.load(Ordering::SeqCst)
     }
 
+    /// Knows `row`'s room from now on, and follows it: the log hands its
+    /// batches over from the id the row says. Every known room is followed
+    /// today; following only rooms with subscribers here would move the
+    /// `follow` call to the first subscription.
     fn add_room(&self, row: RoomRow) -> Arc<Room> {
-        let last_id = self
-            .log
-            .last_id(row.id)
-            .unwrap_or_else(|| Arc::new(AtomicU64::new(row.last_id)));
-        let room = Arc::new(Room {
-            id: row.id,
-            name: row.name.into(),
-            topic: row.topic,
-            ring: Ring::new(
-                usize::try_from(self.buffer.messages.max(1)).unwrap_or(usize::MAX),
-                usize::try_from(self.buffer.mib)
-                    .unwrap_or(usize::MAX)
-                    .saturating_mul(1 << 20),
-            ),
-            last_id,
-            presence: Presence::new(),
-        });
-        let mut rooms = self.rooms.write().unwrap_or_else(|e| e.into_inner());
-        // Two streams may have looked the same new room up at once.
-        if let Some(known) = rooms.by_name.get(&room.name) {
-            return Arc::clone(known);
-        }
-        rooms
-            .by_name
-            .insert(Arc::clone(&room.name), Arc::clone(&room));
-        rooms.by_id.insert(room.id, Arc::clone(&room));
-        drop(rooms);
-        if let Some(RoomHook(on_room)) = self.on_room.get() {
-            on_room(&room);
+        let room = Arc::new(Room::new(row, self.buffer));
+        let (room, new) = self
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room);
+        if new {
+            self.log.follow(&room.key, Arc::clone(&room.last_id));
+            if let Some(RoomHook(on_room)) = self.on_room.get() {
+                on_room(&room);
+            }
         }
         room
-    }
-}
-
-/// The rooms, for reading: a poisoned lock only means a panic elsewhere
-/// while the maps were whole.
-fn read(rooms: &RwLock<Rooms>) -> std::sync::RwLockReadGuard<'_, Rooms> {
-    rooms.read().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One client's place in the hub: delivers every message after its start,
-/// in id order, exactly once.
-#[derive(Debug)]
-pub struct Subscription {
-    hub: Arc<Inner>,
-    room: Arc<Room>,
-    own: Option<Origin>,
-    /// The highest id delivered (or skipped as the client's own).
-    delivered: u64,
-    /// Ids up to here may have to be read from the store.
-    fetch_upto: u64,
-    /// Taken from the ring or the store, not yet delivered.
-    backlog: VecDeque<Arc<Relayed>>,
-    report_gaps: bool,
-    pending_gap: Option<(u64, u64)>,
-    newest_at_start: u64,
-    /// When the history read first came back incomplete (kept across
-    /// cancelled receives, so the patience is the subscription's).
-    incomplete_since: Option<tokio::time::Instant>,
-}
-
-/// What a subscription can do next without waiting.
-enum Next {
-    Deliver(Delivery),
-    /// Read the store (history, or ids the ring no longer holds).
-    Fetch,
-    /// Wait for the next batch.
-    Wait,
-    Closed,
-}
-
-impl Subscription {
-    /// The newest stored id when the subscription started.
-    pub fn newest_at_start(&self) -> u64 {
-        self.newest_at_start
-    }
-
-    /// The next message (or gap notice), or why there will be no more.
-    /// Cancel-safe: nothing is lost if the future is dropped.
-    pub async fn recv(&mut self) -> Result<Delivery, Closed> {
-        loop {
-            match self.next_now() {
-                Next::Deliver(delivery) => return Ok(delivery),
-                Next::Fetch => self.fetch().await?,
-                Next::Wait => {
-                    let (hub, ring, delivered) = (&self.hub, &self.room.ring, self.delivered);
-                    ring.wait_unless(|| ring.newest() > delivered || hub.is_shut_down())
-                        .await;
-                }
-                Next::Closed => return Err(Closed::ShuttingDown),
-            }
-        }
-    }
-
-    /// The next delivery if one is ready without waiting: lets a stream
-    /// send a burst before it looks at anything else.
-    pub fn try_recv(&mut self) -> Option<Delivery> {
-        match self.next_now() {
-            Next::Deliver(delivery) => Some(delivery),
-            Next::Fetch | Next::Wait | Next::Closed => None,
-        }
-    }
-
-    /// `first`, then whatever else is ready without waiting, `max` in all:
-    /// a burst a stream sends before it looks at anything else.
-    pub fn burst(&mut self, first: Delivery, max: usize) -> impl Iterator<Item = Delivery> + '_ {
-        let mut next = Some(first);
-        let mut left = max;
-        std::iter::from_fn(move || {
-            let delivery = next.take()?;
-            left = left.saturating_sub(1);
-            if left > 0 {
-                next = self.try_recv();
-            }
-            Some(delivery)
-        })
-    }
-
-    fn next_now(&mut self) -> Next {
-        loop {
-            if let Some((after_id, next_id)) = self.pending_gap.take() {
-                return Next::Deliver(Delivery::Gap { after_id, next_id });
-            }
-            if let Some(relayed) = self.backlog.pop_front() {
-                if let Some(delivery) = self.accept(relayed) {
-                    return Next::Deliver(delivery);
-                }
-                continue;
-            }
-            match self.room.ring.take(self.delivered, TAKE, &mut self.backlog) {
-                Taken::Some(_) => {}
-                Taken::Behind { oldest, .. } => {
-                    self.fetch_upto = oldest - 1;
-                    return Next::Fetch;
-                }
-                // Committed ids the ring does not have yet (or never had,
-                // from before a restart) are in the store.
-                Taken::Nothing if self.delivered < self.fetch_upto => return Next::Fetch,
-                Taken::Nothing if self.hub.is_shut_down() => return Next::Closed,
-                Taken::Nothing => return Next::Wait,
-            }
-        }
-    }
-
-    /// Delivers `relayed` unless it was already delivered or is our own.
-    fn accept(&mut self, relayed: Arc<Relayed>) -> Option<Delivery> {
-        if relayed.id() <= self.delivered {
-            return None;
-        }
-        self.delivered = relayed.id();
-        if self.own.is_some() && relayed.origin() == self.own.map(|o| o.0) {
-            return None;
-        }
-        // One uncontended atomic add; batching it locally cost more in
-        // the idle-check it needed than it saved (bench, web fan-out).
-        self.hub.metrics.relayed(1);
-        Some(Delivery::Message(relayed))
-    }
-
-    /// Reads the next page of ids up to `fetch_upto` from the store.
-    async fn fetch(&mut self) -> Result<(), Closed> {
-        let page = loop {
-            let read = self
-                .hub
-                .log
-                .range(self.room.id, self.delivered, self.fetch_upto, PAGE)
-                .await;
-            match read {
-                Ok(page) => {
-                    self.incomplete_since = None;
-                    break page;
-                }
-                Err(StoreError::Incomplete(why)) => {
-                    let since = *self
-                        .incomplete_since
-                        .get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() >= READ_PATIENCE {
-                        self.incomplete_since = None;
-                        return Err(Closed::Store(StoreError::Unavailable(format!(
-                            "this replica cannot read the room's complete history yet ({why}); try again"
-                        ))));
-                    }
-                    tracing::debug!(room = %self.room.name, %why, "history page incomplete; asking again");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-                Err(error) => return Err(error.into()),
-            }
-        };
-        let Some(first) = page.first() else {
-            // Everything in the range was removed by retention.
-            self.skip_to(self.fetch_upto + 1);
-            return Ok(());
-        };
-        if first.message.id > self.delivered + 1 {
-            self.skip_to(first.message.id);
-        }
-        let room = &self.room.name;
-        self.backlog.extend(page.into_iter().map(|mut stored| {
-            stored.message.room = room.to_string();
-            relayed(stored)
-        }));
-        Ok(())
-    }
-
-    /// Ids before `next_id` are gone: note it and move on.
-    fn skip_to(&mut self, next_id: u64) {
-        if self.report_gaps {
-            self.pending_gap = Some((self.delivered, next_id));
-        }
-        self.delivered = next_id - 1;
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -675,7 +400,7 @@ mod tests {
 
     async fn next_text(sub: &mut Subscription) -> String {
         match sub.recv().await.expect("delivered") {
-            Delivery::Message(relayed) => relayed.decode().expect("decodes").message,
+            Delivery::Entry(relayed) => relayed.decode().expect("decodes").message,
             Delivery::Gap { after_id, next_id } => format!("gap {after_id}..{next_id}"),
         }
     }
@@ -694,7 +419,7 @@ mod tests {
         assert!(sent.timestamp > 1_600_000_000_000);
         let mut pointers = Vec::new();
         for sub in [&mut a, &mut b] {
-            let Ok(Delivery::Message(got)) = sub.recv().await else {
+            let Ok(Delivery::Entry(got)) = sub.recv().await else {
                 panic!("expected the message");
             };
             assert_eq!(got.decode().expect("decodes"), sent);
@@ -747,7 +472,7 @@ mod tests {
             let patience = std::time::Duration::from_micros(50 * (turn % 5));
             tokio::select! {
                 delivery = sub.recv() => match delivery.expect("open") {
-                    Delivery::Message(relayed) => got.push(relayed.id()),
+                    Delivery::Entry(relayed) => got.push(relayed.id()),
                     Delivery::Gap { .. } => panic!("live subscriptions report no gaps"),
                 },
                 () = tokio::time::sleep(patience) => {}

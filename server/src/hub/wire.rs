@@ -1,9 +1,10 @@
-//! Encoding a relayed message once for all its subscribers.
+//! Encoding a relayed entry once for all its subscribers.
 //!
-//! A chat message goes to every connected client, so whatever is done per
-//! subscriber is multiplied by their number. Each message is encoded once,
+//! A room's entry (a chat message, or any other `ChatEvent` kind the log
+//! holds) goes to every connected client, so whatever is done per
+//! subscriber is multiplied by their number. Each entry is encoded once,
 //! when it is committed ([`Relayed`]); every stream then sends those same
-//! bytes, with no per-subscriber copy of the message, allocation, encoding
+//! bytes, with no per-subscriber copy of the entry, allocation, encoding
 //! or extra reference count. [`WireCodec`] is the codec the generated `ChatService` server
 //! uses for its streaming methods: it writes [`Encoded`] bytes as they are
 //! and decodes requests with prost.
@@ -28,10 +29,10 @@ pub struct Encoded(Repr);
 #[derive(Debug, Clone)]
 enum Repr {
     Owned(Bytes),
-    /// A relayed message as a `ChatEvent`: the stream holds the one shared
+    /// A relayed entry as a `ChatEvent`: the stream holds the one shared
     /// copy until tonic has written it, with no reference count of its own.
     Event(Arc<Relayed>),
-    /// A relayed message as a bare `ChatMessage`.
+    /// A relayed chat message as a bare `ChatMessage`.
     Message(Arc<Relayed>),
 }
 
@@ -41,21 +42,25 @@ impl Encoded {
         Self(Repr::Owned(Bytes::from(message.encode_to_vec())))
     }
 
-    /// `relayed` as `ChatEvent { message }` (Subscribe).
+    /// `relayed` as a `ChatEvent` (Subscribe).
     pub fn event(relayed: Arc<Relayed>) -> Self {
         Self(Repr::Event(relayed))
     }
 
-    /// `relayed` as a bare `ChatMessage` (ChatStream).
-    pub fn message(relayed: Arc<Relayed>) -> Self {
-        Self(Repr::Message(relayed))
+    /// `relayed` as a bare `ChatMessage` (ChatStream), if it is a chat
+    /// message: the paper's clients hear of nothing else.
+    pub fn message(relayed: Arc<Relayed>) -> Option<Self> {
+        relayed
+            .message_start
+            .is_some()
+            .then(|| Self(Repr::Message(relayed)))
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             Repr::Owned(bytes) => bytes,
             Repr::Event(relayed) => &relayed.event,
-            Repr::Message(relayed) => &relayed.event[relayed.message_start..],
+            Repr::Message(relayed) => relayed.message_bytes().unwrap_or_default(),
         }
     }
 }
@@ -68,12 +73,12 @@ impl PartialEq for Encoded {
 
 impl Eq for Encoded {}
 
-/// A stored message on its way to every subscriber, encoded once when it is
-/// published, the two ways clients receive it: as a `ChatEvent` (Subscribe)
-/// and as a bare `ChatMessage` (ChatStream). Both share one buffer: a
-/// `ChatEvent` holding a message is the message's bytes behind a field
-/// header. Only the encoding is kept, not the decoded message: the ring
-/// holds thousands of these.
+/// A stored entry on its way to every subscriber, encoded once when it is
+/// committed as the `ChatEvent` Subscribe sends. A chat message is also
+/// what ChatStream sends bare, and both share one buffer: a `ChatEvent`
+/// holding a message is the message's bytes behind a field header. Only the
+/// encoding is kept, not the decoded entry: the ring holds thousands of
+/// these.
 #[derive(Debug)]
 pub struct Relayed {
     id: u64,
@@ -81,16 +86,25 @@ pub struct Relayed {
     /// for a unary `Send`.
     origin: Option<u64>,
     event: Vec<u8>,
-    message_start: usize,
+    /// Where the bare `ChatMessage` starts in `event`, if it is one.
+    message_start: Option<usize>,
 }
 
 impl Relayed {
-    pub fn new(message: &ChatMessage, origin: Option<u64>) -> Self {
-        let mut event = Vec::with_capacity(message.encoded_len() + 6);
-        prost::encoding::message::encode(EVENT_MESSAGE_FIELD, message, &mut event);
-        let message_start = event.len() - message.encoded_len();
+    /// Entry `id` of its room, going out as `event`.
+    pub fn new(id: u64, event: Event, origin: Option<u64>) -> Self {
+        let (event, message_start) = match event {
+            Event::Message(message) => {
+                let len = message.encoded_len();
+                let mut event = Vec::with_capacity(len + 6);
+                prost::encoding::message::encode(EVENT_MESSAGE_FIELD, &message, &mut event);
+                let start = event.len() - len;
+                (event, Some(start))
+            }
+            other => (ChatEvent { event: Some(other) }.encode_to_vec(), None),
+        };
         Self {
-            id: message.id,
+            id,
             origin,
             event,
             message_start,
@@ -110,13 +124,19 @@ impl Relayed {
         self.event.capacity() + std::mem::size_of::<Self>()
     }
 
-    /// The message decoded again (tests and diagnostics).
-    pub fn decode(&self) -> Result<ChatMessage, prost::DecodeError> {
-        ChatMessage::decode(&self.event[self.message_start..])
+    /// The bare `ChatMessage`'s bytes, if it is a chat message.
+    fn message_bytes(&self) -> Option<&[u8]> {
+        self.message_start.map(|start| &self.event[start..])
+    }
+
+    /// The chat message decoded again, if it is one (tests and diagnostics).
+    pub fn decode(&self) -> Option<ChatMessage> {
+        ChatMessage::decode(self.message_bytes()?).ok()
     }
 }
 
-/// Encodes a `ChatEvent` that is not a chat message.
+/// Encodes a `ChatEvent` that is not an entry of the log (`Ready`, a
+/// heartbeat, presence): sent to one stream, so encoded per stream.
 pub fn event(event: Event) -> Encoded {
     Encoded::of(&ChatEvent { event: Some(event) })
 }
@@ -190,7 +210,7 @@ mod tests {
     #[test]
     fn the_event_encoding_is_what_prost_writes_for_a_chat_event() {
         let message = sample();
-        let relayed = Arc::new(Relayed::new(&message, Some(3)));
+        let relayed = Arc::new(Relayed::new(7, Event::Message(message.clone()), Some(3)));
         let expected = ChatEvent {
             event: Some(Event::Message(message.clone())),
         }
@@ -200,7 +220,9 @@ mod tests {
             expected.as_slice()
         );
         assert_eq!(
-            Encoded::message(Arc::clone(&relayed)).as_bytes(),
+            Encoded::message(Arc::clone(&relayed))
+                .expect("a message")
+                .as_bytes(),
             message.encode_to_vec().as_slice()
         );
         assert_eq!(relayed.decode().expect("decodes"), message);
@@ -208,16 +230,31 @@ mod tests {
     }
 
     #[test]
+    fn any_other_event_kind_goes_to_subscribers_only() {
+        let gap = Event::Gap(chat_proto::Gap {
+            after_id: 1,
+            next_id: 3,
+        });
+        let relayed = Arc::new(Relayed::new(2, gap.clone(), None));
+        assert_eq!(
+            Encoded::event(Arc::clone(&relayed)).as_bytes(),
+            ChatEvent { event: Some(gap) }.encode_to_vec().as_slice()
+        );
+        assert!(Encoded::message(Arc::clone(&relayed)).is_none());
+        assert!(relayed.decode().is_none());
+    }
+
+    #[test]
     fn every_stream_sends_the_same_bytes() {
-        let relayed = Arc::new(Relayed::new(&sample(), None));
+        let relayed = Arc::new(Relayed::new(7, Event::Message(sample()), None));
         let (a, b) = (
             Encoded::event(Arc::clone(&relayed)),
-            Encoded::message(Arc::clone(&relayed)),
+            Encoded::message(Arc::clone(&relayed)).expect("a message"),
         );
         assert_eq!(a.as_bytes().as_ptr(), relayed.event.as_ptr());
         assert_eq!(
             b.as_bytes().as_ptr(),
-            relayed.event[relayed.message_start..].as_ptr()
+            relayed.message_bytes().expect("a message").as_ptr()
         );
     }
 }

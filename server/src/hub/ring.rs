@@ -21,7 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
 
-use crate::wire::Relayed;
+use crate::hub::wire::Relayed;
 
 /// Slots a ring starts with (it doubles as needed, up to its capacity).
 const FIRST_SLOTS: usize = 64;
@@ -215,7 +215,7 @@ mod tests {
                 message: text.into(),
                 ..ChatMessage::default()
             };
-            Arc::new(Relayed::new(&message, None))
+            Arc::new(Relayed::new(id, chat_proto::Event::Message(message), None))
         })
         .collect()
     }

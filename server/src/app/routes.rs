@@ -3,7 +3,7 @@
 //! other path the web app's files.
 //!
 //! tonic-web's layer refuses plain HTTP requests, so it wraps only the gRPC
-//! routes (inside it, [`protocol`](crate::protocol) holds every call to what
+//! routes (inside it, [`protocol`](crate::http::protocol) holds every call to what
 //! gRPC requires); the static files are the fallback. CORS wraps everything, so a
 //! preflight is answered before routing; outermost, the access log resolves
 //! who the client is, and a base path (for proxies that do not strip their
@@ -28,11 +28,12 @@ use tower_http::cors::CorsLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-use crate::access_log;
+use crate::http::access_log;
+use crate::http::protocol;
 use crate::hub::Hub;
 use crate::metrics::{self, Limit, Metrics};
-use crate::protocol;
-use crate::service::{ChatServer, refusal};
+use crate::rpc::ChatServer;
+use crate::rpc::status::refusal;
 
 /// Everything the HTTP application is built from.
 pub struct Parts<'a> {

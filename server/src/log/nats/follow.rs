@@ -1,0 +1,247 @@
+//! Following a room: a consumer of the room's stream of our own hands
+//! what it reads to the hub, in id order, exactly as the SQLite writer hands
+//! over a committed batch. A consumer may be served by a node that is still
+//! catching up, so a follower that skips an id, or stops getting what the
+//! stream's leader has (checked every few seconds), opens its consumer again
+//! where it was.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, stream};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+use super::{
+    BATCH, CONSUMER_IDLE, FOLLOW_CHECK, STREAM_PREFIX, Shared, lock, stream_name, unavailable,
+};
+use crate::log::{Committed, LogError, RoomKey, Stored};
+
+/// A room this replica follows.
+#[derive(Clone)]
+pub(super) struct Followed {
+    key: RoomKey,
+    /// The newest id the hub has taken (the hub moves it): where the
+    /// follower resumes.
+    last_id: Arc<AtomicU64>,
+    /// Tells the follower to open its consumer again (it stopped getting
+    /// what the leader has).
+    kick: Arc<Notify>,
+}
+
+impl Shared {
+    /// Starts handing `room`'s messages to the hub after `handed` (once per
+    /// room, however often it is asked).
+    pub(super) fn follow_room(self: &Arc<Self>, room: &RoomKey, handed: Arc<AtomicU64>) {
+        let mut followed = lock(&self.followed);
+        if followed.contains_key(&room.name) {
+            return;
+        }
+        let at_start = lock(&self.starting_rooms).remove(&*room.name);
+        let follower = Followed {
+            key: room.clone(),
+            last_id: handed,
+            kick: Arc::new(Notify::new()),
+        };
+        followed.insert(Arc::clone(&room.name), follower.clone());
+        drop(followed);
+        tokio::spawn(Arc::clone(self).follow(follower, at_start));
+    }
+
+    /// Hands the room's new messages to the hub, in order, for as long as
+    /// the process runs; a broken consumer is opened again where it left,
+    /// and so is one that skipped an id or stopped getting new messages.
+    async fn follow(self: Arc<Self>, room: Followed, mut at_start: bool) {
+        loop {
+            let after = room.last_id.load(Ordering::SeqCst);
+            match self.messages_after(&room.key.name, after).await {
+                Ok(mut messages) => {
+                    if std::mem::take(&mut at_start) {
+                        self.starting.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    self.read_into_hub(&room, &mut messages).await;
+                }
+                Err(error) => {
+                    warn!(room = %room.key.name, %error, "cannot follow the room's stream; retrying");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Reads `messages` and hands them over in batches until the consumer
+    /// breaks, skips an id, or the follower is kicked.
+    async fn read_into_hub(&self, room: &Followed, messages: &mut consumer::pull::Stream) {
+        loop {
+            let first = tokio::select! {
+                next = messages.next() => next,
+                () = room.kick.notified() => {
+                    warn!(room = %room.key.name, "this replica stopped getting the room's newest messages; reading again");
+                    return;
+                }
+            };
+            let Some(first) = first else { return };
+            let mut batch = Vec::new();
+            let mut broken = false;
+            let mut next = Some(first);
+            while let Some(item) = next {
+                match item {
+                    Ok(message) => {
+                        if let Some(stored) = self.decode(&message) {
+                            batch.push(stored);
+                        }
+                    }
+                    Err(error) => {
+                        // A lost leader, a missed heartbeat: open a new
+                        // consumer where this one stopped.
+                        debug!(room = %room.key.name, %error, "the room's consumer broke");
+                        broken = true;
+                        break;
+                    }
+                }
+                next = if batch.len() < BATCH {
+                    messages.next().now_or_never().flatten()
+                } else {
+                    None
+                };
+            }
+            if !self.hand_over(room, batch).await || broken {
+                return;
+            }
+        }
+    }
+
+    /// Gives the batch to the hub (which moves the room's newest id); `false`
+    /// if the batch does not follow on from what was handed over before (a
+    /// node that is behind skipped ids retention did not remove).
+    async fn hand_over(&self, room: &Followed, batch: Vec<Stored>) -> bool {
+        let known = room.last_id.load(Ordering::SeqCst);
+        let batch: Vec<Stored> = batch.into_iter().filter(|s| s.id() > known).collect();
+        let Some(first) = batch.first().map(Stored::id) else {
+            return true;
+        };
+        let contiguous = batch
+            .iter()
+            .zip(first..)
+            .all(|(stored, id)| stored.id() == id);
+        if first != known + 1 || !contiguous {
+            let removed_upto = match self.leader_state(&room.key.name).await {
+                Ok(state) => state.first_sequence.saturating_sub(1),
+                Err(_) => 0,
+            };
+            let holes_removed = batch
+                .iter()
+                .scan(known, |previous, stored| {
+                    let hole = stored.id() > *previous + 1 && stored.id() - 1 > removed_upto;
+                    *previous = stored.id();
+                    Some(hole)
+                })
+                .all(|hole| !hole);
+            if !holes_removed {
+                warn!(room = %room.key.name, after = known, got = first, "the room's consumer skipped ids; reading again");
+                return false;
+            }
+        }
+        // The hub moves the room's newest id to `last` as it takes the batch.
+        let on_commit = lock(&self.on_commit);
+        on_commit(Committed {
+            room: room.key.id,
+            entries: batch,
+            oldest_kept: None,
+        });
+        true
+    }
+
+    /// The room's stream as its leader sees it.
+    async fn leader_state(&self, room: &str) -> Result<stream::State, LogError> {
+        let stream = self
+            .follow_js
+            .get_stream(stream_name(room))
+            .await
+            .map_err(unavailable)?;
+        Ok(stream.cached_info().state.clone())
+    }
+
+    /// Every [`FOLLOW_CHECK`], compares each room's newest id here with the
+    /// leader's, and kicks a follower that was behind twice in a row without
+    /// moving: its consumer is on a node that stopped catching up.
+    pub(super) async fn check_followers(self: Arc<Self>) {
+        let mut every = tokio::time::interval(FOLLOW_CHECK);
+        let mut behind: HashMap<Arc<str>, u64> = HashMap::new();
+        loop {
+            every.tick().await;
+            if self.available().is_err() {
+                continue;
+            }
+            let mut newest = HashMap::new();
+            let mut streams = self.follow_js.streams();
+            while let Ok(Some(info)) = streams.try_next().await {
+                if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
+                    newest.insert(name.to_owned(), info.state.last_sequence);
+                }
+            }
+            let rooms: Vec<Followed> = lock(&self.followed).values().cloned().collect();
+            for room in rooms {
+                let here = room.last_id.load(Ordering::SeqCst);
+                match newest.get(&*room.key.name) {
+                    Some(&leader) if leader > here => {
+                        if behind.insert(Arc::clone(&room.key.name), here) == Some(here) {
+                            behind.remove(&room.key.name);
+                            room.kick.notify_one();
+                        }
+                    }
+                    _ => {
+                        behind.remove(&room.key.name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The room's messages from id `after + 1` (see [`consume_from`]).
+    async fn messages_after(
+        &self,
+        room: &str,
+        after: u64,
+    ) -> Result<consumer::pull::Stream, LogError> {
+        let stream = self
+            .follow_js
+            .get_stream(stream_name(room))
+            .await
+            .map_err(unavailable)?;
+        consume_from(&stream, after + 1).await
+    }
+}
+
+/// Messages of `stream` from id `start` on, from an ephemeral consumer of
+/// our own (like an ordered consumer, but with a heartbeat every second: a
+/// consumer lost with its stream's leader is noticed in seconds, not the
+/// ordered consumer's 30).
+pub(super) async fn consume_from(
+    stream: &stream::Stream,
+    start: u64,
+) -> Result<consumer::pull::Stream, LogError> {
+    let consumer = stream
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            inactive_threshold: CONSUMER_IDLE,
+            num_replicas: 1,
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
+    consumer
+        .stream()
+        .heartbeat(Duration::from_secs(1))
+        .expires(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(unavailable)
+}
