@@ -5,7 +5,8 @@
 //! time and avatar, and each day starts with a separator. An own message is
 //! shown at once, sent with `Send` (again on Retry), and marked delivered by
 //! the reply or by its stored copy on the stream (see `timeline`), whichever
-//! comes first.
+//! comes first. A module of its own so that `timeline` is only about the
+//! order of the rows and keeping each message once.
 
 use std::sync::Arc;
 

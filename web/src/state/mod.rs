@@ -3,7 +3,9 @@
 //! who is typing (`people`), the rooms and what is unread in them (`rooms`),
 //! and what a message's text is made of (`rich`). No views: `components`
 //! shows this, and `feed` fills it from the server's stream. Most of it is
-//! plain logic, tested natively.
+//! plain logic, tested natively; where a change means a call (sending a
+//! message, the room list, typing notices) the call is made here through
+//! `net`, next to the signals its reply updates.
 
 pub mod entry;
 pub mod people;
