@@ -12,15 +12,19 @@ use futures_util::future::AbortHandle;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api;
-use crate::composer::Composer;
-use crate::connection::{ConnState, Connection};
-use crate::messages::{MessageList, Timeline};
-use crate::name_prompt::{NamePrompt, Refusal};
-use crate::notify::NotifyToggle;
-use crate::people::{OnlineCount, OnlineList, People, TypingLine, TypingNotices};
-use crate::rooms::{CreateRoom, RoomList, Rooms};
-use crate::session::{self, Session};
+use crate::components::composer::Composer;
+use crate::components::connection::{ConnectionBadge, ConnectionBanner};
+use crate::components::message_list::MessageList;
+use crate::components::name_prompt::{NamePrompt, Refusal};
+use crate::components::notify_toggle::NotifyToggle;
+use crate::components::people::{OnlineCount, OnlineList, TypingLine};
+use crate::components::rooms::{CreateRoom, RoomList};
+use crate::feed::Connection;
+use crate::net::api;
+use crate::net::session::{self, Session};
+use crate::state::people::{People, TypingNotices};
+use crate::state::rooms::Rooms;
+use crate::state::timeline::Timeline;
 
 /// What the name prompt opens with.
 #[derive(Clone)]
@@ -246,46 +250,3 @@ fn RoomView(
 
 /// Messages before the last one seen that a room opens with.
 const CONTEXT: u64 = 50;
-
-/// Says plainly when the chat is not live (quiet while it is): the page
-/// keeps trying, and what is written meanwhile is sent once it is back.
-#[component]
-fn ConnectionBanner(connection: Connection) -> impl IntoView {
-    let text = move || {
-        let offline = web_sys::window().is_some_and(|w| !w.navigator().on_line());
-        if offline {
-            return "You're offline. The chat reconnects when the network is back.".to_owned();
-        }
-        match connection.detail.get() {
-            Some(why) => format!("Reconnecting… ({why})"),
-            None => "Reconnecting…".to_owned(),
-        }
-    };
-    view! {
-        <Show when=move || connection.state.get() == ConnState::Reconnecting>
-            <div class="banner warn" role="status" data-testid="connection-banner">
-                <span class="spinner" aria-hidden="true"></span>
-                <span>{text}</span>
-            </div>
-        </Show>
-    }
-}
-
-/// The coloured dot for the connection state (the word is for screen
-/// readers and the tooltip; the banner speaks up when it matters).
-#[component]
-fn ConnectionBadge(connection: Connection) -> impl IntoView {
-    let word = move || connection.state.get().as_str();
-    view! {
-        <div
-            class="status"
-            data-testid="connection-status"
-            data-state=word
-            title=move || connection.detail.get().unwrap_or_default()
-            role="status"
-        >
-            <span class="dot" aria-hidden="true"></span>
-            <span class="status-word">{word}</span>
-        </div>
-    }
-}

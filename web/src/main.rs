@@ -1,21 +1,23 @@
 //! Entry point: mounts the app and nothing else, so every piece of behaviour
 //! lives in a module that says what it is for.
+//!
+//! The folders are the layers, each using only those listed before it:
+//!
+//! - `browser`: the browser's own services (timers, focus, notifications,
+//!   dates), wrapped for the rest of the app.
+//! - `net`: the gRPC-Web client, the RPCs and the session they are made as.
+//! - `state`: what the page knows (the timeline, who is here, the rooms) as
+//!   signals, with the logic that keeps it right; no views.
+//! - `feed`: the Subscribe stream that fills `state`, kept alive.
+//! - `components`: the views, each reading and changing `state`.
+//! - `app`: the page, putting it all together.
 
-mod api;
 mod app;
-mod composer;
-mod connection;
-mod focus;
-mod grpc;
-mod messages;
-mod name_prompt;
-mod notify;
-mod people;
-mod rich;
-mod rooms;
-mod session;
-mod time;
-mod wait;
+mod browser;
+mod components;
+mod feed;
+mod net;
+mod state;
 
 fn main() {
     // A panic aborts the app (panic = "abort"): say why in the console first,

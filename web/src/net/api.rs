@@ -15,9 +15,9 @@ use chat_proto::{
 use futures_util::future::{Either, select};
 use prost::Message;
 
-use crate::grpc::{self, Code, Status, Streaming};
-use crate::session::{self, Session};
-use crate::wait;
+use crate::browser::wait;
+use crate::net::grpc::{self, Code, Status, Streaming};
+use crate::net::session::{self, Session};
 
 pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
 

@@ -1,16 +1,16 @@
 //! Choosing a name: a dialog that claims it with `Join`, asked on the first
-//! visit (a reload keeps the session, see `session`) and from the header to
-//! change it. A name somebody else holds gets a plain message and a
-//! suggestion.
+//! visit (a reload keeps the session, see `net::session`) and from the
+//! header to change it. A name somebody else holds gets a plain message and
+//! a suggestion.
 
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::api;
-use crate::focus;
-use crate::grpc::{Code, Status};
-use crate::session::Session;
+use crate::browser::focus;
+use crate::net::api;
+use crate::net::grpc::{Code, Status};
+use crate::net::session::Session;
 
 /// Why a name could not be had, and another to try.
 #[derive(Clone, Debug, PartialEq, Eq)]

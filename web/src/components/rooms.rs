@@ -1,175 +1,15 @@
-//! Rooms: which one is open (its address is `#/room/NAME`, so links and
-//! the back button work), what each has that this user has not seen (from
-//! the one stream's `RoomActivity` events and the last id seen of each room,
-//! kept in local storage), the room list, and the dialog that creates one.
+//! The rooms views: the room list (a drawer on a phone) and the dialog that
+//! creates a room. What they show is `state::rooms`.
 
-use std::collections::HashMap;
-
-use chat_proto::rules::{self, GENERAL};
+use chat_proto::rules;
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
-use crate::api::{self, RoomInfo};
-use crate::focus;
-
-const SEEN_KEY: &str = "chat.seen.";
-
-#[derive(Clone, Copy)]
-pub struct Rooms {
-    pub list: RwSignal<Vec<RoomInfo>>,
-    /// The open room.
-    pub current: RwSignal<String>,
-    /// The newest id seen of each room, as stored.
-    seen: RwSignal<HashMap<String, u64>>,
-}
-
-fn storage() -> Option<web_sys::Storage> {
-    web_sys::window()?.local_storage().ok()?
-}
-
-/// The room an address names (`#/room/NAME`), if it is a room name.
-pub fn room_in(hash: &str) -> Option<String> {
-    let name = hash.strip_prefix("#/room/")?;
-    rules::room(name).ok()
-}
-
-fn current_hash() -> String {
-    web_sys::window()
-        .and_then(|w| w.location().hash().ok())
-        .unwrap_or_default()
-}
-
-impl Rooms {
-    pub fn new() -> Self {
-        let rooms = Self {
-            list: RwSignal::new(vec![RoomInfo {
-                name: GENERAL.to_owned(),
-                topic: String::new(),
-                last_id: 0,
-            }]),
-            current: RwSignal::new(room_in(&current_hash()).unwrap_or_else(|| GENERAL.to_owned())),
-            seen: RwSignal::new(HashMap::new()),
-        };
-        // The address follows the open room, and the open room the address
-        // (a link, the back and forward buttons).
-        let _ = window_event_listener(leptos::ev::hashchange, move |_| {
-            if let Some(room) = room_in(&current_hash())
-                && room != rooms.current.get_untracked()
-            {
-                rooms.current.set(room);
-            }
-        });
-        rooms
-    }
-
-    /// Opens `room` (a new history entry, so Back returns).
-    pub fn open(&self, room: &str) {
-        if let Some(window) = web_sys::window() {
-            let _ = window.location().set_hash(&format!("/room/{room}"));
-        }
-        self.current.set(room.to_owned());
-    }
-
-    /// Fetches the room list.
-    pub fn refresh(&self) {
-        let list = self.list;
-        spawn_local(async move {
-            if let Ok(rooms) = api::list_rooms().await {
-                list.set(rooms);
-            }
-        });
-    }
-
-    /// The other rooms, for the stream to watch.
-    pub fn others(&self) -> Vec<String> {
-        let current = self.current.get_untracked();
-        self.list.with_untracked(|l| {
-            l.iter()
-                .map(|r| r.name.clone())
-                .filter(|n| *n != current)
-                .collect()
-        })
-    }
-
-    /// A room's newest id, from its activity or a message in it.
-    pub fn activity(&self, room: &str, last_id: u64) {
-        let known = self
-            .list
-            .with_untracked(|l| l.iter().find(|r| r.name == room).map(|r| r.last_id));
-        match known {
-            Some(id) if id >= last_id => {}
-            Some(_) => self.list.update(|l| {
-                if let Some(r) = l.iter_mut().find(|r| r.name == room) {
-                    r.last_id = last_id;
-                }
-            }),
-            // A room made since the list was read.
-            None => self.refresh(),
-        }
-    }
-
-    /// The user has seen `room` up to `id`.
-    pub fn saw(&self, room: &str, id: u64) {
-        if self.seen_of(room) >= id {
-            return;
-        }
-        self.seen.update(|s| {
-            s.insert(room.to_owned(), id);
-        });
-        if let Some(storage) = storage() {
-            let _ = storage.set_item(&format!("{SEEN_KEY}{room}"), &id.to_string());
-        }
-    }
-
-    /// The newest id of `room` this user has seen (untracked).
-    pub fn seen(&self, room: &str) -> u64 {
-        self.seen_of(room)
-    }
-
-    fn seen_of(&self, room: &str) -> u64 {
-        if let Some(id) = self.seen.with_untracked(|s| s.get(room).copied()) {
-            return id;
-        }
-        let stored = storage()
-            .and_then(|s| s.get_item(&format!("{SEEN_KEY}{room}")).ok().flatten())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        self.seen.update_untracked(|s| {
-            s.insert(room.to_owned(), stored);
-        });
-        stored
-    }
-
-    /// Messages in `room` this user has not seen (tracked).
-    pub fn unread(&self, room: &RoomInfo) -> u64 {
-        self.seen.track();
-        room.last_id.saturating_sub(self.seen_of(&room.name))
-    }
-
-    /// Unread messages in every room but the open one (tracked).
-    pub fn total_unread(&self) -> u64 {
-        let current = self.current.get();
-        self.list.with(|l| {
-            l.iter()
-                .filter(|r| r.name != current)
-                .map(|r| self.unread(r))
-                .sum()
-        })
-    }
-
-    /// The open room's topic (tracked).
-    pub fn topic(&self) -> String {
-        let current = self.current.get();
-        self.list.with(|l| {
-            l.iter()
-                .find(|r| r.name == current)
-                .map(|r| r.topic.clone())
-                .unwrap_or_default()
-        })
-    }
-}
+use crate::browser::focus;
+use crate::net::api;
+use crate::state::rooms::Rooms;
 
 /// The button that opens the room drawer (in the header).
 const DRAWER_TOGGLE: &str = "[aria-controls=room-list]";
@@ -396,20 +236,5 @@ pub fn CreateRoom(rooms: Rooms, on_close: Callback<()>) -> impl IntoView {
                 </form>
             </div>
         </div>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn addresses_name_rooms() {
-        assert_eq!(room_in("#/room/dev"), Some("dev".into()));
-        assert_eq!(room_in("#/room/Dev"), Some("dev".into()));
-        assert_eq!(room_in("#/room/"), Some("general".into()));
-        assert_eq!(room_in("#/room/no such"), None);
-        assert_eq!(room_in("#/elsewhere"), None);
-        assert_eq!(room_in(""), None);
     }
 }

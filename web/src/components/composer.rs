@@ -1,13 +1,14 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line, the box
 //! grows with its text, and a counter appears as the text nears the limit.
-//! Sending adds the message to the timeline at once (see `messages`).
+//! Sending adds the message to the timeline at once (see `state::timeline`).
 
 use leptos::html;
 use leptos::prelude::*;
 
-use crate::api::{self, MAX_MESSAGE_CHARS};
-use crate::messages::{Timeline, deliver};
-use crate::people::TypingNotices;
+use crate::net::api::{self, MAX_MESSAGE_CHARS};
+use crate::state::entry::deliver;
+use crate::state::people::TypingNotices;
+use crate::state::timeline::Timeline;
 
 /// Characters from which the counter is shown.
 const COUNTER_FROM: usize = MAX_MESSAGE_CHARS - 500;

@@ -14,26 +14,31 @@
 //! resumes after the last id the timeline holds, so the server replays
 //! exactly what was missed while the stream was down.
 //!
-//! The stream carries who is here and who is typing too (see `people`). If
-//! the server no longer knows the session (it restarted, or the name's grace
-//! ran out), the stream stops and the page joins again (see `session`).
+//! The stream carries who is here and who is typing too (see
+//! `state::people`). If the server no longer knows the session (it
+//! restarted, or the name's grace ran out), the stream stops and the page
+//! joins again (see `net::session`).
+//!
+//! `Connection` is what the header shows of all this
+//! (`components::connection`); `show` is where each event lands in `state`.
 
 use std::cell::Cell;
 use std::pin::pin;
 use std::rc::Rc;
 
-use crate::api;
-use crate::grpc::{Code, Status, Streaming};
-use crate::messages::Timeline;
-use crate::notify;
-use crate::people::People;
-use crate::rooms::Rooms;
-use crate::session::{self, Session};
-use crate::wait;
 use chat_proto::{ChatEvent, Event, SubscribeRequest};
 use futures_util::future::{AbortHandle, Either, abortable, select};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+
+use crate::browser::{notify, wait};
+use crate::net::api;
+use crate::net::grpc::{Code, Status, Streaming};
+use crate::net::session::{self, Session};
+use crate::state::people::People;
+use crate::state::rich;
+use crate::state::rooms::Rooms;
+use crate::state::timeline::Timeline;
 
 /// First retry delay, doubled after every failed attempt up to `MAX_DELAY_MS`
 /// and back to this after a successful `Ready`.
@@ -268,7 +273,9 @@ fn show(event: Event, feed: &Feed) {
                 && live
             {
                 timeline.announce(&entry);
-                notify::mention(&entry, me, &room);
+                if rich::mentions(&entry.text, me) {
+                    notify::mention(&entry.author, &entry.text, &room);
+                }
             }
             rooms.activity(&room, id);
             rooms.saw(&room, id);

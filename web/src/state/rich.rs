@@ -2,6 +2,11 @@
 //! `code` and fenced code blocks. Every piece is shown as text (a link's
 //! label and address are the text as written), so nothing in a message is
 //! ever taken as HTML; only `http` and `https` addresses become links.
+//!
+//! Pure text logic, so it lives with the page's model rather than in
+//! `components` (which only renders the pieces, see
+//! `components::message_row`): the feed asks it too, whether a message
+//! mentions the user (for `browser::notify`), and the views sit above both.
 
 /// One piece of a message, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]

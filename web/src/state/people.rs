@@ -1,6 +1,6 @@
 //! Who is here and who is typing: the model the stream's `Presence` and
-//! `Typing` events keep, the online list, the "is typing" line, and the
-//! notices this user's own typing sends (at most one every 3 s).
+//! `Typing` events keep, and the notices this user's own typing sends (at
+//! most one every 3 s). The views of it are in `components::people`.
 //!
 //! The first `Presence` after each `Ready` is the whole list; later ones say
 //! only who joined or left, and those become quiet lines in the
@@ -9,12 +9,10 @@
 use chat_proto::{Presence, Typing};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
 
-use crate::api;
-use crate::focus;
-use crate::messages::{Timeline, name_hue};
-use crate::time;
+use crate::browser::time;
+use crate::net::api;
+use crate::state::timeline::Timeline;
 
 /// How often a still-typing user repeats the notice; the server drops it
 /// after 6 s without one.
@@ -116,17 +114,6 @@ impl People {
     }
 }
 
-/// "ada is typing...", "ada and bob are typing...", or "several people are
-/// typing..."; empty when nobody is.
-pub fn typing_line(names: &[String]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => format!("{one} is typing..."),
-        [one, two] => format!("{one} and {two} are typing..."),
-        _ => "several people are typing...".to_owned(),
-    }
-}
-
 /// This user's typing, told to the others: on while the draft has text
 /// (repeated every 3 s of typing), off when it is emptied or sent.
 #[derive(Clone, Copy)]
@@ -164,137 +151,12 @@ impl TypingNotices {
     }
 }
 
-/// The button that opens the list of people (in the header).
-const DRAWER_TOGGLE: &str = "[aria-controls=online-list]";
-
-/// Everyone present, this user marked; on a phone it opens as a drawer:
-/// opening it moves focus into it (to its close button), and closing it
-/// (that button, or Escape) gives focus back to the button that opened it.
-#[component]
-pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> impl IntoView {
-    let count = move || people.online.with(Vec::len);
-    Effect::new(move |was_open: Option<bool>| {
-        let is_open = open.get();
-        if is_open && was_open == Some(false) {
-            request_animation_frame(|| {
-                let close = document()
-                    .query_selector("#online-list .close-people")
-                    .ok()
-                    .flatten()
-                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-                if let Some(close) = close {
-                    let _ = close.focus();
-                }
-            });
-        }
-        is_open
-    });
-    let close = move || focus::close_drawer(open, DRAWER_TOGGLE);
-    view! {
-        <aside
-            class="people"
-            class:open=move || open.get()
-            id="online-list"
-            data-testid="online-list"
-            aria-labelledby="people-title"
-            // Reachable by Tab (and scrollable by keyboard) on wide screens,
-            // where nothing in it takes focus.
-            tabindex="0"
-            on:keydown=move |ev| {
-                if ev.key() == "Escape" && open.get_untracked() {
-                    close();
-                }
-            }
-        >
-            <div class="people-head">
-                <h2 id="people-title">
-                    "Online " <span class="people-count">{count}</span>
-                </h2>
-                <button
-                    class="close-people"
-                    aria-label="Close the list of people online"
-                    on:click=move |_| close()
-                >
-                    "✕"
-                </button>
-            </div>
-            <ul>
-                <For
-                    each=move || people.shown()
-                    key=|name| name.clone()
-                    children=move |name| {
-                        let own = me.with_untracked(|me| *me == name);
-                        let initial = name.chars().next().map(String::from).unwrap_or_default();
-                        view! {
-                            <li data-testid="online-person" class:own=own>
-                                <span class="avatar small" aria-hidden="true" style=format!("--hue: {}", name_hue(&name))>
-                                    {initial}
-                                </span>
-                                <span class="person-name">{name.clone()}</span>
-                                {own.then(|| view! { <span class="muted">" (you)"</span> })}
-                            </li>
-                        }
-                    }
-                />
-            </ul>
-        </aside>
-    }
-}
-
-/// The header's count of people online; on a phone it opens the list.
-#[component]
-pub fn OnlineCount(people: People, open: RwSignal<bool>) -> impl IntoView {
-    let count = move || people.online.with(Vec::len);
-    view! {
-        <button
-            class="online-count"
-            data-testid="online-count"
-            aria-label=move || format!("{} online: show who", count())
-            aria-expanded=move || if open.get() { "true" } else { "false" }
-            aria-controls="online-list"
-            on:click=move |_| open.update(|o| *o = !*o)
-        >
-            <svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true">
-                <path
-                    fill="currentColor"
-                    d="M9 12a4 4 0 1 0 0-8 4 4 0 0 0 0 8zm0 2c-3.3 0-7 1.7-7 4v2h14v-2c0-2.3-3.7-4-7-4zm8-2a3 3 0 1 0 0-6 3 3 0 0 0 0 6zm1 2h-1.2c1.3 1 2.2 2.3 2.2 4v2h4v-2c0-2.2-2.7-3.8-5-4z"
-                />
-            </svg>
-            <span>{count}</span>
-        </button>
-    }
-}
-
-/// The line above the composer saying who is typing.
-#[component]
-pub fn TypingLine(people: People) -> impl IntoView {
-    view! {
-        <div class="typing" data-testid="typing" aria-live="polite">
-            {move || people.typing.with(|names| typing_line(names))}
-        </div>
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn names(list: &[&str]) -> Vec<String> {
         list.iter().map(|n| (*n).to_owned()).collect()
-    }
-
-    #[test]
-    fn the_typing_line_names_one_or_two_and_counts_no_further() {
-        assert_eq!(typing_line(&[]), "");
-        assert_eq!(typing_line(&names(&["ada"])), "ada is typing...");
-        assert_eq!(
-            typing_line(&names(&["ada", "bob"])),
-            "ada and bob are typing..."
-        );
-        assert_eq!(
-            typing_line(&names(&["ada", "bob", "cy"])),
-            "several people are typing..."
-        );
     }
 
     #[test]

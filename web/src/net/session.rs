@@ -10,7 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 
-use crate::wait;
+use crate::browser::wait;
 
 const NAME_KEY: &str = "chat.username";
 const TOKEN_KEY: &str = "chat.token";

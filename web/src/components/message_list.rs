@@ -1,0 +1,157 @@
+//! The scrolling conversation: the rows of a room's timeline, the
+//! jump-to-latest button, and what screen readers are told.
+//!
+//! The list sticks to the bottom only while the reader is there; someone
+//! scrolled up to read is never yanked down, and gets a jump-to-latest
+//! button with a count, and a "new messages" line above the first one they
+//! have not seen. Screen readers hear messages as they arrive, never the
+//! history (see [`Timeline::announce`]).
+
+use leptos::html;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+use crate::components::message_row::MessageRow;
+use crate::state::timeline::Timeline;
+
+/// How close to the bottom (in CSS pixels) still counts as "at the bottom".
+const STICK_THRESHOLD_PX: i32 = 64;
+
+/// The scrolling conversation with its jump-to-latest button.
+#[component]
+pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+    let list_ref = NodeRef::<html::Div>::new();
+    // Whether the reader is at (or near) the bottom; only scrolling changes it.
+    let stuck = RwSignal::new(true);
+    // The newest row the reader has seen, for counting unseen ones.
+    let seen_key = RwSignal::new(0u64);
+    let unseen = RwSignal::new(0usize);
+    // scrollTop at the last scroll event, to tell which way the reader went.
+    let last_top = StoredValue::new(0);
+
+    let scroll_to_bottom = move || {
+        // A frame or a resize may come after the room's list is gone.
+        if stuck.try_get_untracked().is_none() {
+            return;
+        }
+        if let Some(list) = list_ref.get_untracked() {
+            list.set_scroll_top(list.scroll_height());
+        }
+        stuck.set(true);
+        unseen.set(0);
+        seen_key.set(timeline.last_key_untracked());
+    };
+
+    let on_scroll = move |_| {
+        let Some(list) = list_ref.get_untracked() else {
+            return;
+        };
+        let top = list.scroll_top();
+        let moved_up = top < last_top.get_value();
+        last_top.set_value(top);
+        let gap = list.scroll_height() - top - list.client_height();
+        if gap <= STICK_THRESHOLD_PX {
+            if !stuck.get_untracked() {
+                stuck.set(true);
+            }
+            if unseen.get_untracked() > 0 {
+                scroll_to_bottom();
+            }
+        } else if moved_up && stuck.get_untracked() {
+            // Only the reader scrolling up lets go of the bottom: rows
+            // arriving between our own scroll and its event also leave a
+            // gap, and must not.
+            stuck.set(false);
+        }
+    };
+
+    // New rows: follow them if the reader is at the bottom or just sent one
+    // (sending means "I'm here"), otherwise count them for the pill. Runs
+    // after the rows are in the DOM.
+    Effect::new(move |_| {
+        timeline.last_key();
+        if stuck.get_untracked() || timeline.newest_is_own_sending() {
+            request_animation_frame(scroll_to_bottom);
+        } else {
+            let seen = seen_key.get_untracked();
+            let count = timeline.others_after(seen);
+            // The line goes above the first message the reader missed.
+            if count > 0 && unseen.get_untracked() == 0 {
+                timeline.marker.set(timeline.first_other_after(seen));
+            }
+            unseen.set(count);
+        }
+    });
+
+    // Keep the bottom in view when the list itself changes size (window
+    // resize, the composer growing, a phone keyboard opening).
+    list_ref.on_load(move |list| {
+        let on_resize = Closure::<dyn FnMut()>::new(move || {
+            // `None` once this room's list is gone (the observer outlives it).
+            if stuck.try_get_untracked() == Some(true) {
+                scroll_to_bottom();
+            }
+        });
+        if let Ok(observer) = web_sys::ResizeObserver::new(on_resize.as_ref().unchecked_ref()) {
+            observer.observe(&list);
+            // Kept for the page's life: once the list is gone it sees nothing.
+            on_resize.forget();
+            std::mem::forget(observer);
+        }
+    });
+
+    view! {
+        <div class="timeline-wrap">
+            <div
+                class="timeline"
+                node_ref=list_ref
+                on:scroll=on_scroll
+                data-testid="message-list"
+                data-room=timeline.room().to_string()
+                // A log, but not a live one: the history would be read out
+                // on every load. Arrivals go to the announcer below.
+                role="log"
+                aria-live="off"
+                aria-label="Messages"
+                tabindex="0"
+            >
+                <Show when=move || timeline.is_empty()>
+                    <div class="empty">
+                        <svg class="empty-icon" viewBox="0 0 24 24" width="44" height="44" aria-hidden="true">
+                            <path
+                                fill="currentColor"
+                                d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2zm3 6a1.25 1.25 0 1 0 0 2.5A1.25 1.25 0 0 0 7 10zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5zm5 0a1.25 1.25 0 1 0 0 2.5 1.25 1.25 0 0 0 0-2.5z"
+                            />
+                        </svg>
+                        <p>"No messages yet."</p>
+                        <p class="muted">"Say hello; everyone here will see it."</p>
+                    </div>
+                </Show>
+                <ol class="messages">
+                    <For
+                        each=move || timeline.entries()
+                        key=|entry| entry.key
+                        children=move |entry| view! { <MessageRow entry timeline draft /> }
+                    />
+                </ol>
+            </div>
+            <Show when=move || !stuck.get()>
+                <button
+                    class="new-pill"
+                    data-testid="jump-latest"
+                    on:click=move |_| scroll_to_bottom()
+                >
+                    {move || match unseen.get() {
+                        0 => "Jump to latest ↓".to_owned(),
+                        1 => "1 new message ↓".to_owned(),
+                        n => format!("{n} new messages ↓"),
+                    }}
+                </button>
+            </Show>
+            <div class="sr-only" aria-live="polite" data-testid="announcer">
+                {move || timeline.announcement.get()}
+            </div>
+        </div>
+    }
+}
