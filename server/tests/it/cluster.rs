@@ -3,25 +3,21 @@
 //! real `nats-server` processes on loopback ports (`common/nats.rs`;
 //! `scripts/install --tests` installs the binary).
 
-mod common;
-#[path = "common/nats.rs"]
-mod nats;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::nats::{NODES, NatsCluster, READY_TIMEOUT};
+use crate::common::{
+    self, NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
+    next_message, open_chat_stream, subscribe, unthrottled, with_session, within,
+};
 use chat_proto::{
     ChatEvent, ChatMessage, CreateRoomRequest, Event, JoinReply, JoinRequest, ListRoomsRequest,
     SubscribeRequest, TypingRequest,
 };
 use chat_server::Config;
-use common::{
-    NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
-    next_message, open_chat_stream, subscribe, unthrottled, with_session, within,
-};
-use nats::{NODES, NatsCluster, READY_TIMEOUT};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;

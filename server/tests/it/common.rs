@@ -1,8 +1,6 @@
 //! Shared helpers: a real server on a free loopback port, and real clients
 //! for both of its protocols.
 
-#![allow(dead_code)] // each test file uses its own subset
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,6 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use tonic::transport::Channel;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
+
+pub mod nats;
 
 /// Long enough for a loaded CI machine; only reached when something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(10);
