@@ -17,8 +17,6 @@ use tonic::Streaming;
 use tonic::transport::Channel;
 use tonic_web::{GrpcWebCall, GrpcWebClientLayer, GrpcWebClientService};
 
-pub mod nats;
-
 /// Long enough for a loaded CI machine; only reached when something hangs.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
