@@ -1,104 +1,71 @@
 // A small gRPC-Web (binary, application/grpc-web+proto) client over node's
 // http/https modules, for the proxy tests and the proxy benchmark: just
-// enough protobuf for ChatService.Subscribe and ChatService.Send.
+// ChatService.Subscribe and ChatService.Send.
 //
 // Frames: 1 flag byte (0x00 data, 0x80 trailers) + 4-byte big-endian length +
-// payload. ChatMessage { username=1, message=2, timestamp=3 (int64), id=4 (not read), nonce=5 },
-// SubscribeRequest { username=1 }, ChatEvent { oneof message=1, ready=2,
-// heartbeat=3 }, Ready { timestamp=1, heartbeat_interval_ms=2 },
-// Heartbeat { timestamp=1 }, SendReply { timestamp=1, id=2 }.
+// payload. The payloads are the messages of proto/chat.proto, read by
+// protobufjs when this module loads (field numbers and types come from
+// there), and handed to the tests as plain objects: a ChatMessage as
+// { username, message, timestamp, id, nonce } (numbers; its room is not
+// read), a ChatEvent as { type: 'message', message } | { type: 'ready',
+// timestamp, heartbeatIntervalMs } | { type: 'heartbeat', timestamp } |
+// { type: 'unknown' } (its other kinds), a SendReply as { timestamp, id }.
 import http from 'node:http';
 import https from 'node:https';
 import { EventEmitter } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import protobuf from 'protobufjs';
 
 // ---- protobuf -------------------------------------------------------------
 
-function varint(value) {
-  let n = BigInt(value);
-  const bytes = [];
-  do {
-    let byte = Number(n & 0x7fn);
-    n >>= 7n;
-    if (n > 0n) byte |= 0x80;
-    bytes.push(byte);
-  } while (n > 0n);
-  return Buffer.from(bytes);
+const proto = protobuf.loadSync(fileURLToPath(new URL('../proto/chat.proto', import.meta.url)));
+const ChatMessage = proto.lookupType('ChatMessage');
+const SubscribeRequest = proto.lookupType('SubscribeRequest');
+const ChatEvent = proto.lookupType('ChatEvent');
+const SendReply = proto.lookupType('SendReply');
+
+/** A `type` message decoded from `buffer`: a plain object of the fields on the wire (64-bit ones as numbers). */
+function decode(type, buffer) {
+  return type.toObject(type.decode(buffer), { longs: Number, oneofs: true });
 }
 
-function stringField(number, value) {
-  if (!value) return Buffer.alloc(0);
-  const bytes = Buffer.from(value, 'utf8');
-  return Buffer.concat([varint((number << 3) | 2), varint(bytes.length), bytes]);
+/** `fields` of `type` encoded, leaving out the empty ones (as proto3 does). */
+function encode(type, fields) {
+  const present = Object.fromEntries(Object.entries(fields).filter(([, value]) => value));
+  return Buffer.from(type.encode(present).finish());
 }
 
-/** Decodes one message into [{ number, wire, value }] (value: BigInt or Buffer). */
-function fields(buffer) {
-  const out = [];
-  let at = 0;
-  const readVarint = () => {
-    let result = 0n;
-    let shift = 0n;
-    for (;;) {
-      if (at >= buffer.length) throw new Error('truncated varint');
-      const byte = buffer[at++];
-      result |= BigInt(byte & 0x7f) << shift;
-      if (!(byte & 0x80)) return result;
-      shift += 7n;
-    }
-  };
-  while (at < buffer.length) {
-    const key = Number(readVarint());
-    const number = key >> 3;
-    const wire = key & 7;
-    if (wire === 0) out.push({ number, wire, value: readVarint() });
-    else if (wire === 2) {
-      const length = Number(readVarint());
-      out.push({ number, wire, value: buffer.subarray(at, at + length) });
-      at += length;
-    } else if (wire === 1) { out.push({ number, wire, value: buffer.subarray(at, at + 8) }); at += 8; }
-    else if (wire === 5) { out.push({ number, wire, value: buffer.subarray(at, at + 4) }); at += 4; }
-    else throw new Error(`unsupported wire type ${wire}`);
-  }
-  return out;
+/** Only those of `names` that were on the wire. */
+function pick(object, names) {
+  return Object.fromEntries(names.filter((name) => object[name] !== undefined).map((name) => [name, object[name]]));
 }
 
 export function encodeChatMessage({ username = '', message = '', nonce = '' }) {
-  return Buffer.concat([stringField(1, username), stringField(2, message), stringField(5, nonce)]);
+  return encode(ChatMessage, { username, message, nonce });
 }
 
 export function encodeSubscribeRequest(username) {
-  return stringField(1, username);
+  return encode(SubscribeRequest, { username });
 }
 
-function decodeChatMessage(buffer) {
-  const message = { username: '', message: '', timestamp: 0, id: 0, nonce: '' };
-  for (const { number, value } of fields(buffer)) {
-    if (number === 1) message.username = value.toString('utf8');
-    else if (number === 2) message.message = value.toString('utf8');
-    else if (number === 3) message.timestamp = Number(BigInt.asIntN(64, value));
-    else if (number === 4) message.id = Number(value);
-    else if (number === 5) message.nonce = value.toString('utf8');
-  }
-  return message;
+function chatMessage(fields) {
+  return { username: '', message: '', timestamp: 0, id: 0, nonce: '', ...pick(fields, ['username', 'message', 'timestamp', 'id', 'nonce']) };
 }
 
-function decodeTimestamped(buffer) {
-  const out = {};
-  for (const { number, value } of fields(buffer)) {
-    if (number === 1) out.timestamp = Number(value);
-    else if (number === 2) out.heartbeatIntervalMs = Number(value);
-  }
-  return out;
-}
-
-/** ChatEvent → { type: 'message' | 'ready' | 'heartbeat', ... }. */
+/** ChatEvent → { type: 'message' | 'ready' | 'heartbeat' | 'unknown', ... }. */
 export function decodeChatEvent(buffer) {
-  for (const { number, value } of fields(buffer)) {
-    if (number === 1) return { type: 'message', message: decodeChatMessage(value) };
-    if (number === 2) return { type: 'ready', ...decodeTimestamped(value) };
-    if (number === 3) return { type: 'heartbeat', ...decodeTimestamped(value) };
+  const event = decode(ChatEvent, buffer);
+  switch (event.event) {
+    case 'message': return { type: 'message', message: chatMessage(event.message) };
+    case 'ready': return { type: 'ready', ...pick(event.ready, ['timestamp', 'heartbeatIntervalMs']) };
+    case 'heartbeat': return { type: 'heartbeat', ...pick(event.heartbeat, ['timestamp']) };
+    default: return { type: 'unknown' };
   }
-  return { type: 'unknown' };
+}
+
+/** SendReply → { timestamp, id } (each only if on the wire). */
+export function decodeSendReply(buffer) {
+  return pick(decode(SendReply, buffer), ['timestamp', 'id']);
 }
 
 // ---- framing --------------------------------------------------------------
@@ -179,10 +146,9 @@ export function send(base, message, { agent } = {}) {
           grpcStatus ??= trailers['grpc-status'];
           grpcMessage ??= trailers['grpc-message'];
         } else {
-          for (const { number, value } of fields(payload)) {
-            if (number === 1) timestamp = Number(value);
-            else if (number === 2) id = Number(value);
-          }
+          const reply = decodeSendReply(payload);
+          timestamp = reply.timestamp ?? timestamp;
+          id = reply.id ?? id;
         }
       });
       response.on('data', feed);

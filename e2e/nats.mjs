@@ -1,145 +1,89 @@
 // A three-node NATS JetStream cluster on loopback ports, for the browser
-// test of cluster mode: the same setup as server/tests/common/nats.rs (a
-// generated config per node, its own store, all in one temp dir that also
-// holds the logs), ready once every node is healthy and the JetStream meta
-// leader sees both other nodes as current peers.
+// test of cluster mode: the `nats-cluster` binary (testkit/, the launcher
+// the Rust cluster tests and the load generator use too; `cargo build
+// --release -p chat-testkit` builds it, scripts/test does) run as a child.
+// It starts the nodes (a generated config and store each, in one temp dir
+// that also holds their logs), prints one JSON line once every node is
+// healthy and the JetStream meta leader sees both others as current peers,
+// and then takes commands on stdin, one JSON line answering each. When its
+// stdin closes (stop(), or this process ending however it ends) it kills
+// every node and removes the temp dir ($KEEP_NATS_DIR keeps it).
 //
-// The binary is $NATS_SERVER if set, else the one `scripts/install --tests`
-// puts in .tools/py/bin/nats-server.
+// nats-server is $NATS_SERVER if set, else the one `scripts/install --tests`
+// puts in .tools/py/bin/nats-server; $NATS_CLUSTER overrides the launcher.
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { freePort, root } from './harness.mjs';
+import { createInterface } from 'node:readline';
+import { root } from './harness.mjs';
 
-const NATS_SERVER = process.env.NATS_SERVER ?? path.join(root, '.tools', 'py', 'bin', 'nats-server');
-const NODES = 3;
-const READY_TIMEOUT_MS = 30_000;
-
-/** GETs `url` and parses JSON; resolves { status, body } or null if nothing answers. */
-function getJson(url) {
-  return new Promise((resolve) => {
-    const request = http.get(url, { agent: false }, (response) => {
-      let text = '';
-      response.setEncoding('utf8');
-      response.on('data', (chunk) => { text += chunk; });
-      response.once('end', () => {
-        let body = null;
-        try { body = JSON.parse(text); } catch { /* not JSON */ }
-        resolve({ status: response.statusCode, body });
-      });
-      response.once('error', () => resolve(null));
-    });
-    request.setTimeout(5_000, () => request.destroy());
-    request.once('error', () => resolve(null));
-  });
-}
+const NATS_CLUSTER = process.env.NATS_CLUSTER ?? path.join(root, 'target', 'release', 'nats-cluster');
+const STOP_TIMEOUT_MS = 10_000;
 
 /**
  * Starts the three nodes and waits until JetStream is ready. Returns
- * { urls (comma-separated, as --nats takes them), dir, logs(), stop() }.
+ * { urls (comma-separated, as --nats takes them), dir, nodes ([{ name, url,
+ * monitor, log, pid, running }], as of the last command), logs(), stop(),
+ * and kill(i), pause(i), resume(i), restart(i) for node i (restart waits
+ * until it has caught up) }.
  */
 export async function startNatsCluster() {
-  if (!existsSync(NATS_SERVER)) {
-    throw new Error(`nats-server not found: run scripts/install --tests (looked for ${NATS_SERVER})`);
+  if (!existsSync(NATS_CLUSTER)) {
+    throw new Error(`nats-cluster not found: cargo build --release -p chat-testkit (looked for ${NATS_CLUSTER})`);
   }
-  const dir = mkdtempSync(path.join(tmpdir(), 'chat-nats-'));
-  const ports = [];
-  for (let i = 0; i < NODES * 3; i++) {
-    let port;
-    do { port = await freePort(); } while (ports.includes(port));
-    ports.push(port);
-  }
-  const client = ports.slice(0, NODES);
-  const route = ports.slice(NODES, 2 * NODES);
-  const monitor = ports.slice(2 * NODES);
-  const routes = route.map((port) => `nats-route://127.0.0.1:${port}`).join(', ');
-  const children = [];
-  const killAll = () => {
-    for (const child of children) {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  const child = spawn(NATS_CLUSTER, [], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (chunk) => { stderr += chunk; });
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  // An unexpected exit shows up as the end of its stdout, below.
+  child.stdin.on('error', () => {});
+  const lines = createInterface({ input: child.stdout, crlfDelay: Infinity })[Symbol.asyncIterator]();
+  const nextLine = async (what) => {
+    const { value, done } = await lines.next();
+    if (done) {
+      const { code, signal } = await exited;
+      throw new Error(`nats-cluster exited (${signal ?? code}) before ${what}:\n${stderr}`);
     }
+    return JSON.parse(value);
   };
-  // If this process ends without stop(), take the nodes along.
-  process.once('exit', killAll);
-  const logFile = (i) => path.join(dir, `nats-${i}.log`);
-  const logs = () => [...Array(NODES).keys()].map((i) => {
+
+  const state = await nextLine('the cluster was ready');
+  const cluster = { dir: state.dir, urls: state.urls, nodes: state.nodes };
+
+  // One command at a time, each answered by one line.
+  let queue = Promise.resolve();
+  const command = (line) => {
+    const answer = queue.then(async () => {
+      child.stdin.write(`${line}\n`);
+      const reply = await nextLine(`answering ${line}`);
+      if (reply.error) throw new Error(`nats-cluster: ${line}: ${reply.error}`);
+      cluster.nodes = reply.nodes;
+      return reply;
+    });
+    queue = answer.catch(() => {});
+    return answer;
+  };
+
+  cluster.kill = (i) => command(`kill ${i}`);
+  cluster.pause = (i) => command(`pause ${i}`);
+  cluster.resume = (i) => command(`resume ${i}`);
+  cluster.restart = (i) => command(`restart ${i}`);
+
+  /** The tail of every node's log. */
+  cluster.logs = () => cluster.nodes.map(({ name, log }) => {
     let text = '';
-    try { text = readFileSync(logFile(i), 'utf8'); } catch { /* not yet */ }
-    return `--- nats-${i}\n${text.split('\n').slice(-20).join('\n')}`;
+    try { text = readFileSync(log, 'utf8'); } catch { /* not yet, or removed */ }
+    return `--- ${name}\n${text.split('\n').slice(-20).join('\n')}`;
   }).join('\n');
 
-  for (let i = 0; i < NODES; i++) {
-    const config = path.join(dir, `nats-${i}.conf`);
-    writeFileSync(config, `# Generated by e2e/nats.mjs
-server_name: nats-${i}
-listen: 127.0.0.1:${client[i]}
-http: 127.0.0.1:${monitor[i]}
-jetstream {
-    store_dir: "${path.join(dir, `nats-${i}`)}"
-}
-cluster {
-    name: chat-e2e
-    listen: 127.0.0.1:${route[i]}
-    routes: [${routes}]
-}
-`);
-    const log = openSync(logFile(i), 'a');
-    children.push(spawn(NATS_SERVER, ['-c', config], { stdio: ['ignore', log, log] }));
-    closeSync(log);
-  }
-
-  const stop = async () => {
-    const exits = children
-      .filter((child) => child.exitCode === null && child.signalCode === null)
-      .map((child) => new Promise((resolve) => child.once('exit', resolve)));
-    killAll();
-    await Promise.all(exits);
-    process.off('exit', killAll);
-    if (!process.env.KEEP_NATS_DIR) rmSync(dir, { recursive: true, force: true });
+  /** Kills every node and removes the temp dir (closing the launcher's stdin). */
+  cluster.stop = async () => {
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill('SIGTERM'), STOP_TIMEOUT_MS);
+    await exited;
+    clearTimeout(timer);
   };
 
-  const notReady = async () => {
-    const leaders = [];
-    for (let i = 0; i < NODES; i++) {
-      if (children[i].exitCode !== null) return `nats-${i} exited (${children[i].exitCode})`;
-      const health = await getJson(`http://127.0.0.1:${monitor[i]}/healthz`);
-      if (health?.status !== 200) return `nats-${i}: /healthz ${health?.status ?? 'not answering'}`;
-      const jsz = await getJson(`http://127.0.0.1:${monitor[i]}/jsz`);
-      const leader = jsz?.body?.meta_cluster?.leader;
-      if (!leader) return `nats-${i}: no JetStream meta leader yet`;
-      leaders.push(leader);
-    }
-    if (new Set(leaders).size !== 1) return `the nodes name different meta leaders: ${leaders}`;
-    const l = Number(leaders[0].replace('nats-', ''));
-    const jsz = await getJson(`http://127.0.0.1:${monitor[l]}/jsz`);
-    const peers = jsz?.body?.meta_cluster?.replicas ?? [];
-    for (let i = 0; i < NODES; i++) {
-      if (i === l) continue;
-      if (!peers.some((p) => p.name === `nats-${i}` && p.current === true && p.offline !== true)) {
-        return `the meta leader does not yet see nats-${i} as a current peer`;
-      }
-    }
-    return null;
-  };
-
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  for (;;) {
-    const problem = await notReady();
-    if (problem === null) break;
-    if (Date.now() > deadline) {
-      const why = `the NATS cluster was not ready after ${READY_TIMEOUT_MS} ms: ${problem}\n${logs()}`;
-      await stop();
-      throw new Error(why);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-
-  return {
-    dir,
-    urls: client.map((port) => `nats://127.0.0.1:${port}`).join(','),
-    logs,
-    stop,
-  };
+  return cluster;
 }

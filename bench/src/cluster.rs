@@ -3,7 +3,8 @@
 //!
 //! - `sqlite`: one chat-server on its embedded SQLite file (the default),
 //! - `nats1`: one chat-server on a three-node NATS JetStream cluster
-//!   ([`crate::nats`]) that `bench` starts itself (rooms kept on 3 nodes),
+//!   ([`chat_testkit::nats`]) that `bench` starts itself (rooms kept on 3
+//!   nodes; its temp dir under `target/`, on the disk the SQLite runs use),
 //! - `nats3`: three chat-server replicas on that cluster, client or sender
 //!   `i` on replica `i % 3`,
 //!
@@ -26,14 +27,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat_proto::{ChatEvent, ChatMessage, Event, SubscribeRequest};
+use chat_testkit::nats::{NatsCluster, Options};
 use hdrhistogram::Histogram;
 
 use crate::clients;
 use crate::compare::median;
 use crate::fanout::{self, Plan, Protocol};
-use crate::nats::NatsCluster;
 use crate::report::Row;
-use crate::server::{ServerProcess, own_cpu_time};
+use crate::server::{ServerProcess, cpu_time_of_pid, own_cpu_time};
 
 /// How the chat is deployed for a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -171,6 +172,17 @@ pub async fn rounds(
     Ok(runs)
 }
 
+/// A fresh three-node NATS cluster of `nats_server` (`fsync`: every write
+/// fsynced), its stores under `target/` like the SQLite runs' databases.
+pub async fn start_nats(nats_server: &Path, fsync: bool) -> anyhow::Result<NatsCluster> {
+    NatsCluster::start_with(Options {
+        nats_server: Some(nats_server.to_path_buf()),
+        fsync,
+        temp_in: Some("target".into()),
+    })
+    .await
+}
+
 /// One fan-out on fresh processes. Whatever happens, every process started
 /// here is stopped: on an error they are dropped, which kills them.
 pub async fn one(
@@ -180,7 +192,7 @@ pub async fn one(
     setup: Setup,
 ) -> anyhow::Result<Run> {
     let nats = match setup.nats() {
-        Some(fsync) => Some(NatsCluster::start(bench.nats_server, fsync).await?),
+        Some(fsync) => Some(start_nats(bench.nats_server, fsync).await?),
         None => None,
     };
     let mut servers = Vec::new();
@@ -204,7 +216,9 @@ pub async fn one(
             .iter()
             .map(ServerProcess::cpu_time)
             .sum::<anyhow::Result<Duration>>()?;
-        let nats = nats.map_or(Ok(Duration::ZERO), NatsCluster::cpu_time)?;
+        let nats = nats.map_or(Ok(Duration::ZERO), |nats| {
+            nats.pids().into_iter().map(cpu_time_of_pid).sum()
+        })?;
         Ok((chat, nats, own_cpu_time()?))
     };
     // Over the timed phase: from the first message sent (every client

@@ -10,7 +10,6 @@ mod compare;
 mod connections;
 mod fanout;
 mod memory;
-mod nats;
 mod presence;
 mod reference;
 mod report;
@@ -21,6 +20,7 @@ mod tally;
 use std::path::PathBuf;
 
 use anyhow::bail;
+use chat_testkit::nats::nats_server_binary;
 use clap::Parser;
 
 use compare::{ChatSetup, Subject};
@@ -101,7 +101,7 @@ struct Args {
     #[arg(long, value_enum, value_delimiter = ',', num_args = 0.., value_name = "SETUP")]
     cluster: Option<Vec<cluster::Setup>>,
     /// The nats-server binary for --cluster and --soak (2.10 or newer); by default
-    /// $NATS_SERVER, else .tools/py/bin/nats-server (scripts/install --tests).
+    /// $NATS_SERVER, else the workspace's .tools/py/bin/nats-server (scripts/install --tests).
     #[arg(long, value_name = "PATH")]
     nats_server: Option<PathBuf>,
     /// Only the cluster soak, for SECONDS (after the --cluster comparison
@@ -309,7 +309,7 @@ async fn cluster_comparison(
     setups: &[cluster::Setup],
     rounds: usize,
 ) -> anyhow::Result<Vec<String>> {
-    let nats_server = nats::binary(args.nats_server.as_deref());
+    let nats_server = nats_server_binary(args.nats_server.as_deref());
     let bench = cluster::Bench {
         server_bin: &args.server_bin,
         nats_server: &nats_server,
@@ -357,7 +357,7 @@ async fn cluster_comparison(
 /// seconds), checking every delivery across replicas. Skipped, with a
 /// notice, where there is no nats-server.
 async fn cluster_smoke(args: &Args) -> anyhow::Result<Vec<String>> {
-    let nats_server = nats::binary(args.nats_server.as_deref());
+    let nats_server = nats_server_binary(args.nats_server.as_deref());
     if !nats_server.is_file() {
         println!(
             "cluster: skipped (no nats-server at {}; scripts/install --tests installs it)",
@@ -373,7 +373,7 @@ async fn cluster_smoke(args: &Args) -> anyhow::Result<Vec<String>> {
 /// details on stderr. Without nats-server it fails if `required` (asked
 /// for by name), else is skipped with a notice.
 async fn soak_scenario(args: &Args, seconds: u64, required: bool) -> anyhow::Result<Vec<String>> {
-    let nats_server = nats::binary(args.nats_server.as_deref());
+    let nats_server = nats_server_binary(args.nats_server.as_deref());
     if !nats_server.is_file() {
         if required {
             soak::require(&nats_server)?;

@@ -94,7 +94,7 @@ impl ServerProcess {
         let server = Self::start_within(binary, buffer, None, &flags, REPLICA_PATIENCE).await?;
         let deadline = tokio::time::Instant::now() + REPLICA_PATIENCE;
         loop {
-            if let Some((200, _)) = http_get(server.addr, "/healthz").await {
+            if let Some((200, _)) = chat_testkit::http::get(server.addr, "/healthz").await {
                 return Ok(server);
             }
             if tokio::time::Instant::now() > deadline {
@@ -196,27 +196,6 @@ impl ServerProcess {
 const REPLICA_PATIENCE: Duration = Duration::from_secs(60);
 /// How long any other server may take to open its port.
 const LISTEN_PATIENCE: Duration = Duration::from_secs(5);
-
-/// Status and body of `GET path` on `addr` (HTTP/1.0: one request per
-/// connection), or `None` if it does not answer within 5 s.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let request = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let head = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        stream.write_all(head.as_bytes()).await.ok()?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.ok()?;
-        let text = String::from_utf8_lossy(&response);
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        Some((status, body.to_owned()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), request)
-        .await
-        .ok()
-        .flatten()
-}
 
 /// A loopback address with a port nobody listens on.
 fn free_port() -> anyhow::Result<SocketAddr> {

@@ -47,6 +47,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chat_proto::{ChatEvent, ChatMessage, Event, JoinReply, JoinRequest, SubscribeRequest};
+use chat_testkit::nats::NatsCluster;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -57,7 +58,6 @@ use tonic::{Code, Status, Streaming};
 use crate::clients;
 use crate::cluster;
 use crate::fanout::{Ended, since};
-use crate::nats::NatsCluster;
 use crate::report::Row;
 use crate::server::ServerProcess;
 use crate::tally::{now_us, ranges};
@@ -1430,7 +1430,7 @@ impl Outcome {
 /// Every process is stopped at the end (dropped, hence killed, on an
 /// error).
 pub async fn run(setup: &Setup<'_>) -> anyhow::Result<Outcome> {
-    let mut nats = NatsCluster::start(setup.nats_server, false).await?;
+    let mut nats = cluster::start_nats(setup.nats_server, false).await?;
     let flags = ["--retain".to_owned(), RETAIN.to_owned()];
     let mut servers = Vec::new();
     for _ in 0..REPLICAS {
@@ -1516,7 +1516,7 @@ async fn restart_and_replay(
     for result in join_all(servers.into_iter().map(ServerProcess::stop)).await {
         result.context("stopping a replica for the restart")?;
     }
-    nats.restart().await.context("restarting NATS")?;
+    nats.full_restart().await.context("restarting NATS")?;
     let mut servers = Vec::new();
     let replay_flags = [
         "--retain".to_owned(),

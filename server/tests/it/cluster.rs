@@ -1,27 +1,23 @@
 //! Cluster mode: chat servers sharing a three-node NATS JetStream cluster
 //! (`--nats`), which keeps the chat going when a node dies. The cluster is
-//! real `nats-server` processes on loopback ports (`common/nats.rs`;
-//! `scripts/install --tests` installs the binary).
-
-mod common;
-#[path = "common/nats.rs"]
-mod nats;
+//! real `nats-server` processes on loopback ports (`chat_testkit::nats`, one
+//! cluster at a time; `scripts/install --tests` installs the binary).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    self, NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
+    next_message, open_chat_stream, subscribe, unthrottled, with_session, within,
+};
 use chat_proto::{
     ChatEvent, ChatMessage, CreateRoomRequest, Event, JoinReply, JoinRequest, ListRoomsRequest,
     SubscribeRequest, TypingRequest,
 };
 use chat_server::Config;
-use common::{
-    NativeClient, TestServer, chat, http1_request, next_chat_event, next_event_message,
-    next_message, open_chat_stream, subscribe, unthrottled, with_session, within,
-};
-use nats::{NODES, NatsCluster, READY_TIMEOUT};
+use chat_testkit::nats::{NODES, NatsCluster, READY_TIMEOUT};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -34,7 +30,7 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 /// the cluster after a restart.
 #[tokio::test]
 async fn nats_cluster_harness_survives_a_killed_node() {
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
 
     let urls = cluster.urls();
     assert_eq!(urls.split(',').count(), NODES, "{urls}");
@@ -61,11 +57,12 @@ async fn nats_cluster_harness_survives_a_killed_node() {
             "STREAM.CREATE.harness",
             &json!({"name": "harness", "subjects": ["harness.>"], "num_replicas": 3}),
         )
-        .await;
+        .await
+        .expect("a reply from JetStream");
     assert!(created.get("error").is_none(), "{created}");
     eventually(async || cluster.stream_leader("harness").await.is_some()).await;
 
-    cluster.kill(0);
+    cluster.kill(0).expect("kill -9 a NATS node");
     assert!(!cluster.is_running(0));
     assert!(
         cluster.get(0, "/healthz").await.is_none(),
@@ -73,13 +70,13 @@ async fn nats_cluster_harness_survives_a_killed_node() {
     );
     // The survivors agree on a meta leader, and the stream has a leader
     // among them.
-    cluster.ready().await;
+    cluster.ready().await.expect("the NATS cluster ready");
     eventually(
         async || matches!(cluster.stream_leader("harness").await, Some(leader) if leader != 0),
     )
     .await;
 
-    cluster.restart(0).await;
+    cluster.restart(0).await.expect("a NATS node back");
     let (status, body) = cluster.get(0, "/healthz").await.expect("node 0 answers");
     assert_eq!(status, 200, "{body}");
     let leader = cluster.meta_leader().await.expect("a meta leader");
@@ -158,7 +155,7 @@ async fn sent(server: &TestServer, message: ChatMessage) -> chat_proto::SendRepl
 
 #[tokio::test]
 async fn a_message_sent_through_any_replica_reaches_every_replica_once_with_one_id() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let mut streams = Vec::new();
     for server in &servers {
@@ -199,7 +196,7 @@ async fn a_message_sent_through_any_replica_reaches_every_replica_once_with_one_
 
 #[tokio::test]
 async fn a_send_retried_on_another_replica_is_stored_once() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let mut stream = subscribe(&mut servers[2].native().await, "reader").await;
     let first = sent(&servers[0], with_nonce("ada", "once", "n-1")).await;
@@ -223,7 +220,7 @@ async fn a_send_retried_on_another_replica_is_stored_once() {
 
 #[tokio::test]
 async fn paper_chat_stream_clients_on_different_replicas_talk() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let (ada_out, mut ada_in) = open_chat_stream(&mut servers[0].native().await).await;
     let (bob_out, mut bob_in) = open_chat_stream(&mut servers[1].native().await).await;
@@ -252,7 +249,7 @@ async fn paper_chat_stream_clients_on_different_replicas_talk() {
 
 #[tokio::test]
 async fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let mut sender = servers[0].native().await;
     let mut first = subscribe_after(&mut servers[1].native().await, 0).await;
@@ -277,7 +274,7 @@ async fn a_client_resumes_on_another_replica_without_gap_or_duplicate() {
 
 #[tokio::test]
 async fn killing_a_rooms_stream_leader_pauses_writes_and_loses_nothing() {
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let mut stream = subscribe_after(&mut servers[2].native().await, 0).await;
     let mut acked = Vec::new();
@@ -292,7 +289,7 @@ async fn killing_a_rooms_stream_leader_pauses_writes_and_loses_nothing() {
         .stream_leader("CHAT_general")
         .await
         .expect("the room's stream has a leader");
-    cluster.kill(leader);
+    cluster.kill(leader).expect("kill -9 a NATS node");
     // Writes pause while a new leader is elected; a client retries with the
     // same nonce, and none is stored twice.
     let started = std::time::Instant::now();
@@ -324,7 +321,7 @@ async fn killing_a_rooms_stream_leader_pauses_writes_and_loses_nothing() {
 
 #[tokio::test]
 async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back() {
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let server = replica(&cluster).await;
     let mut stream = subscribe_after(&mut server.native().await, 0).await;
     let mut client = server.native().await;
@@ -332,7 +329,7 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
         .await
         .expect("sent");
     for i in 0..NODES {
-        cluster.kill(i);
+        cluster.kill(i).expect("kill -9 a NATS node");
     }
     wait_for_health(&server, 503).await;
     // gRPC health says so too, for the service and for the server.
@@ -354,7 +351,7 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
         .expect_err("no NATS, no write");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 
-    cluster.restart_all().await;
+    cluster.restart_all().await.expect("the NATS nodes back");
     wait_for_health(&server, 200).await;
     wait_for_grpc_health(&server, ServingStatus::Serving).await;
     // Writes go through again (after the stream has a leader), and the
@@ -374,7 +371,7 @@ async fn a_replica_without_nats_says_unavailable_and_catches_up_when_it_is_back(
 
 #[tokio::test]
 async fn history_survives_restarting_everything() {
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let server = replica(&cluster).await;
     let mut client = server.native().await;
     for i in 1..=5 {
@@ -384,9 +381,9 @@ async fn history_survives_restarting_everything() {
     }
     server.stop().await;
     for i in 0..NODES {
-        cluster.kill(i);
+        cluster.kill(i).expect("kill -9 a NATS node");
     }
-    cluster.restart_all().await;
+    cluster.restart_all().await.expect("the NATS nodes back");
     let server = replica(&cluster).await;
     let history = subscribe_after(&mut server.native().await, 0).await;
     assert_eq!(ids_until(history, 5).await, [1, 2, 3, 4, 5]);
@@ -517,7 +514,7 @@ fn shows(event: &Event, name: &str) -> bool {
 
 #[tokio::test]
 async fn a_name_claimed_on_one_replica_is_refused_on_another_and_its_session_works_everywhere() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let ada = join(&servers[0], "Ada").await.expect("free");
     for (server, clash) in [(&servers[1], "ada"), (&servers[2], " ADA ")] {
@@ -548,7 +545,7 @@ async fn a_name_claimed_on_one_replica_is_refused_on_another_and_its_session_wor
 
 #[tokio::test]
 async fn presence_and_typing_are_seen_across_replicas() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let ada = join(&servers[0], "Ada").await.expect("free");
     let bob = join(&servers[1], "Bob").await.expect("free");
@@ -597,7 +594,7 @@ async fn presence_and_typing_are_seen_across_replicas() {
 
 #[tokio::test]
 async fn a_killed_replicas_people_leave_the_others_within_30_seconds() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let survivor = replica(&cluster).await;
     let doomed = Process::start(&cluster).await;
     let ada = within(
@@ -689,7 +686,7 @@ impl Drop for Process {
 
 #[tokio::test]
 async fn a_room_created_on_one_replica_is_there_on_every_other() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     within(servers[0].native().await.create_room(CreateRoomRequest {
         name: "ops".into(),
@@ -747,7 +744,7 @@ async fn a_room_created_on_one_replica_is_there_on_every_other() {
 
 #[tokio::test]
 async fn a_paper_client_cannot_speak_as_a_name_joined_on_another_replica() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     join(&servers[0], "Ada").await.expect("free");
     let (out, mut incoming) = open_chat_stream(&mut servers[1].native().await).await;
@@ -773,7 +770,7 @@ async fn a_paper_client_cannot_speak_as_a_name_joined_on_another_replica() {
 /// (`/healthz`, gRPC-Web, native gRPC) keep succeeding after the kill.
 #[tokio::test]
 async fn a_reader_behind_nginx_resumes_on_a_survivor_when_its_replica_is_killed() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let mut replicas = Vec::new();
     for _ in 0..3 {
         replicas.push(Some(Process::start(&cluster).await));
@@ -1265,7 +1262,7 @@ async fn leader_of(cluster: &NatsCluster, stream: &str) -> usize {
 async fn a_name_claimed_on_one_replica_is_held_on_every_other_from_that_moment() {
     const WORKERS: usize = 12;
     const EACH: usize = 30;
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let first = replica(&cluster).await;
     let leader = leader_of(&cluster, "KV_chat_claims").await;
     let followers: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
@@ -1309,14 +1306,14 @@ async fn a_name_claimed_on_one_replica_is_held_on_every_other_from_that_moment()
     // The registry's leader frozen: a lookup cannot be answered, and is
     // refused.
     join(&claimer, "frozen").await.expect("free");
-    cluster.pause(leader);
+    cluster.pause(leader).expect("SIGSTOP a NATS node");
     let said = tokio::time::timeout(
         Duration::from_secs(60),
         looker.native().await.send(chat("frozen", "it's me")),
     )
     .await
     .expect("a lookup gives up");
-    cluster.resume(leader);
+    cluster.resume(leader).expect("SIGCONT a NATS node");
     let refused = said.expect_err("not guessed free");
     assert!(
         matches!(refused.code(), Code::PermissionDenied | Code::Unavailable),
@@ -1337,7 +1334,7 @@ async fn a_name_claimed_on_one_replica_is_held_on_every_other_from_that_moment()
 /// open, and free everywhere as soon as it closes.
 #[tokio::test]
 async fn a_paper_clients_name_is_held_cluster_wide_while_its_stream_is_open() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let servers = replicas(&cluster).await;
     let (out, incoming) = open_chat_stream(&mut servers[0].native().await).await;
     out.send(chat("grace", "hello")).await.expect("queued");
@@ -1380,7 +1377,7 @@ fn nats_claim_ttl() -> Duration {
 #[tokio::test]
 async fn a_chat_stream_keeps_every_message_through_a_leader_election() {
     const MESSAGES: usize = 400;
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let first = replica(&cluster).await;
     let leader = leader_of(&cluster, "CHAT_general").await;
     let others: Vec<usize> = (0..NODES).filter(|&i| i != leader).collect();
@@ -1392,7 +1389,7 @@ async fn a_chat_stream_keeps_every_message_through_a_leader_election() {
     let watch_end = tokio::spawn(async move { incoming.message().await });
     for i in 0..MESSAGES {
         if i == MESSAGES / 4 {
-            cluster.kill(leader);
+            cluster.kill(leader).expect("kill -9 a NATS node");
         }
         if out.send(chat("ada", &format!("m{i}"))).await.is_err() {
             panic!("the paper stream ended: {:?}", watch_end.await);
@@ -1427,7 +1424,7 @@ async fn a_chat_stream_keeps_every_message_through_a_leader_election() {
 async fn after_a_full_restart_every_replica_replays_every_acknowledged_message() {
     const PER_ROOM: u64 = 300;
     const ROOMS: [&str; 3] = ["general", "second", "third"];
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let writers = [replica_on(&cluster, 0).await, replica_on(&cluster, 1).await];
     for room in &ROOMS[1..] {
         within(writers[0].native().await.create_room(CreateRoomRequest {
@@ -1437,7 +1434,7 @@ async fn after_a_full_restart_every_replica_replays_every_acknowledged_message()
         .await
         .expect("room made");
     }
-    cluster.pause(2);
+    cluster.pause(2).expect("SIGSTOP a NATS node");
     let sends = ROOMS.iter().enumerate().map(|(r, room)| {
         let url = writers[r % 2].url();
         async move {
@@ -1477,9 +1474,9 @@ async fn after_a_full_restart_every_replica_replays_every_acknowledged_message()
     let [a, b] = writers;
     a.stop().await;
     b.stop().await;
-    cluster.stop_all();
-    cluster.start_stopped();
-    cluster.listening().await;
+    cluster.stop_all().await.expect("the NATS nodes stopped");
+    cluster.start_stopped().expect("the NATS nodes started");
+    cluster.listening().await.expect("the NATS nodes listening");
     let servers = futures_util::future::join_all((0..NODES).map(|i| replica_on(&cluster, i))).await;
     let replays = servers.iter().flat_map(|server| {
         ROOMS.iter().map(move |room| {
@@ -1568,7 +1565,7 @@ async fn replay_ids(client: &mut NativeClient, room: &str, last: u64) -> Vec<u64
 /// past the hole as if retention had removed it.
 #[tokio::test]
 async fn a_replay_stops_at_a_hole_instead_of_skipping_it() {
-    let cluster = NatsCluster::start().await;
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let server = replica(&cluster).await;
     for i in 1..=8 {
         sent(
@@ -1579,7 +1576,8 @@ async fn a_replay_stops_at_a_hole_instead_of_skipping_it() {
     }
     let deleted = cluster
         .jetstream_api(0, "STREAM.MSG.DELETE.CHAT_general", &json!({ "seq": 5 }))
-        .await;
+        .await
+        .expect("a reply from JetStream");
     assert_eq!(deleted["success"], true, "{deleted}");
     // A replica started now holds nothing in memory: its replay is read
     // from the stream.
@@ -1619,7 +1617,7 @@ async fn a_replay_stops_at_a_hole_instead_of_skipping_it() {
 async fn many_paper_clients_at_full_speed_all_get_through() {
     const SENDERS: usize = 12;
     const EACH: usize = 600;
-    let mut cluster = NatsCluster::start().await;
+    let mut cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let first = replica(&cluster).await;
     let leader = leader_of(&cluster, "CHAT_general").await;
     let server = replica_on(&cluster, (leader + 1) % NODES).await;
@@ -1635,7 +1633,7 @@ async fn many_paper_clients_at_full_speed_all_get_through() {
         out.send(chat(name, "hello")).await.expect("open");
     }
     assert_eq!(ids_until_count(&mut reader, SENDERS).await.len(), SENDERS);
-    cluster.pause(leader);
+    cluster.pause(leader).expect("SIGSTOP a NATS node");
     let senders = streams.iter().map(|(out, _, name)| async move {
         for i in 0..EACH {
             out.send(chat(name, &format!("{i}")))
@@ -1644,7 +1642,7 @@ async fn many_paper_clients_at_full_speed_all_get_through() {
         }
     });
     futures_util::future::join_all(senders).await;
-    cluster.resume(leader);
+    cluster.resume(leader).expect("SIGCONT a NATS node");
     let ids = tokio::time::timeout(
         Duration::from_secs(120),
         ids_until_count(&mut reader, SENDERS * EACH),

@@ -3,14 +3,14 @@
 //! text answers, CORS for any client library, reflection, refused bodies
 //! under a proxy, and the metrics that show limits being hit.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use crate::common::{
+    self, TestServer, chat, grpc_frame, grpc_head, h2_call, http1_request, within,
+};
 use base64::Engine;
 use chat_server::Config;
-use common::{TestServer, chat, grpc_frame, grpc_head, h2_call, http1_request, within};
 
 /// A server on its own database file, and a second connection to that file
 /// that can take the write lock away from it.

@@ -4,16 +4,14 @@
 //! can read. Each limit is tested at its default unless its default would
 //! make the test minutes long (then the test says so).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::{
+    self, PATIENCE, TestServer, chat, grpc_frame, grpc_head, next_message, open_chat_stream,
+    raw_h2, within,
+};
 use chat_proto::SubscribeRequest;
 use chat_server::Config;
-use common::{
-    PATIENCE, TestServer, chat, grpc_frame, grpc_head, next_message, open_chat_stream, raw_h2,
-    within,
-};
 use tokio::io::AsyncReadExt;
 use tonic::Code;
 

@@ -1,13 +1,11 @@
 //! The `chat-server` binary itself: its flags and environment variables, the
 //! web app on the same port as the API, and a clean exit on SIGTERM.
 
-mod common;
-
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{self, PATIENCE, chat, http1_request, next_event_message, subscribe, within};
 use chat_proto::ChatServiceClient;
-use common::{PATIENCE, chat, http1_request, next_event_message, subscribe, within};
 use tonic::Code;
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-server");

@@ -1,9 +1,7 @@
 //! The paper's RPC over native gRPC: everyone else gets each message, the
 //! sender does not, and the server sets the time.
 
-mod common;
-
-use common::{TestServer, chat, next_message, open_chat_stream};
+use crate::common::{TestServer, chat, next_message, open_chat_stream};
 
 #[tokio::test]
 async fn two_clients_exchange_messages_without_echo() {

@@ -1,10 +1,8 @@
 //! CORS: local development origins and listed origins may call the API from
 //! another origin; others may not; browsers can read gRPC statuses.
 
-mod common;
-
+use crate::common::{self, TestServer, http1_request};
 use chat_server::Config;
-use common::{TestServer, http1_request};
 
 async fn preflight(server: &TestServer, origin: &str) -> common::HttpResponse {
     http1_request(

@@ -2,16 +2,14 @@
 //! `after_id` while others keep sending, gaps when retention removed what
 //! was asked for, and the paper's ChatStream staying live-only.
 
-mod common;
-
 use std::collections::HashMap;
 
-use chat_proto::{ChatEvent, Event, Gap};
-use chat_server::Config;
-use common::{
-    TestServer, WebClient, chat, next_event_message, next_message, open_chat_stream,
+use crate::common::{
+    self, TestServer, WebClient, chat, next_event_message, next_message, open_chat_stream,
     subscribe_after, within,
 };
+use chat_proto::{ChatEvent, Event, Gap};
+use chat_server::Config;
 use tonic::Streaming;
 
 async fn next_event(events: &mut Streaming<ChatEvent>) -> Event {

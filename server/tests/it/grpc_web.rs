@@ -1,12 +1,10 @@
 //! The browser's path: gRPC-Web over HTTP/1.1 with `Subscribe` + `Send`, and
 //! delivery across the two protocols in both directions.
 
-mod common;
-
-use chat_proto::ChatMessage;
-use common::{
-    TestServer, chat, next_event_message, next_message, open_chat_stream, subscribe, within,
+use crate::common::{
+    self, TestServer, chat, next_event_message, next_message, open_chat_stream, subscribe, within,
 };
+use chat_proto::ChatMessage;
 
 #[tokio::test]
 async fn subscribers_get_every_message_including_their_own_with_its_nonce() {

@@ -1,15 +1,13 @@
 //! What an operator relies on: heartbeats on idle streams, health checks,
 //! reflection for grpcurl, a base path, and client addresses behind a proxy.
 
-mod common;
-
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::{self, TestServer, chat, http1_request, next_event_message, subscribe, within};
 use chat_proto::{ChatEvent, Event};
 use chat_server::Config;
-use common::{TestServer, chat, http1_request, next_event_message, subscribe, within};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tonic_reflection::pb::v1::ServerReflectionRequest;

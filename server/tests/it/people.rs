@@ -1,15 +1,13 @@
 //! Names nobody else can take: `Join`, sessions, and what happens to a
 //! client that uses a name somebody holds.
 
-mod common;
-
 use std::time::Duration;
 
-use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest};
-use chat_server::config::Config;
-use common::{
+use crate::common::{
     TestServer, chat, next_event_message, next_message, open_chat_stream, with_session, within,
 };
+use chat_proto::{ChatEvent, Event, JoinReply, JoinRequest, SubscribeRequest, TypingRequest};
+use chat_server::config::Config;
 use tonic::{Code, Request, Streaming};
 
 async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply, tonic::Status> {

@@ -1,8 +1,6 @@
 //! Shared helpers: a real server on a free loopback port, and real clients
 //! for both of its protocols.
 
-#![allow(dead_code)] // each test file uses its own subset
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,17 +4,15 @@
 //! X-Remote-User --trust-proxy`. The name people logged in with is their
 //! name in the chat, whatever they claim.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use crate::common::{self, TestServer, chat, next_event_message, within};
 use base64::Engine;
 use chat_proto::{JoinRequest, SubscribeRequest};
 use chat_server::config::Config;
-use common::{TestServer, chat, next_event_message, within};
 use tonic::Request;
 
 struct Nginx {

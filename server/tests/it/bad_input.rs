@@ -1,12 +1,10 @@
 //! Bad input gets a clear status and a readable message, and everyone else
 //! keeps chatting.
 
-mod common;
-
-use chat_proto::{ChatMessage, SubscribeRequest};
-use common::{
-    TestServer, chat, http1_request, next_event_message, open_chat_stream, subscribe, within,
+use crate::common::{
+    self, TestServer, chat, http1_request, next_event_message, open_chat_stream, subscribe, within,
 };
+use chat_proto::{ChatMessage, SubscribeRequest};
 use tonic::Code;
 
 fn cases() -> Vec<(&'static str, ChatMessage, Code, &'static str)> {

@@ -1,10 +1,10 @@
 //! Connections come and go: departed clients leave nothing behind, a reader
 //! that stops reading cannot hold anyone else up, and shutdown ends streams.
 
-mod common;
-
+use crate::common::{
+    self, TestServer, chat, next_event_message, open_chat_stream, subscribe, within,
+};
 use chat_server::Config;
-use common::{TestServer, chat, next_event_message, open_chat_stream, subscribe, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 

@@ -2,14 +2,12 @@
 //! every line of it, and the server runs as the unit starts it, with the
 //! unit's own command, environment and state directory.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{chat, http1_request, within};
+use crate::common::{self, chat, http1_request, within};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chat-server");
 const INSTALLED_BIN: &str = "/usr/local/bin/chat-server";

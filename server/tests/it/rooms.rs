@@ -2,13 +2,11 @@
 //! `ListRooms`, the paper's `ChatStream` in a room of its choice, the
 //! migration of a database from before rooms, and per-room retention.
 
-mod common;
-
+use crate::common::{self, TestServer, chat, next_message, open_chat_stream, within};
 use chat_proto::{
     ChatEvent, ChatMessage, CreateRoomRequest, Event, ListRoomsRequest, Room, SubscribeRequest,
 };
 use chat_server::config::Config;
-use common::{TestServer, chat, next_message, open_chat_stream, within};
 use tonic::{Code, Request, Streaming};
 
 fn in_room(room: &str, username: &str, message: &str) -> ChatMessage {

@@ -1,0 +1,22 @@
+//! The server's integration tests, one test binary: each module is one
+//! subject (run one with `cargo test -p chat-server --test it MODULE::`).
+//! They start real servers on free loopback ports and talk to them with
+//! real clients; `common` holds what they share.
+
+mod common;
+
+mod bad_input;
+mod binary;
+mod chat_stream;
+mod cluster;
+mod cors;
+mod deploy;
+mod grpc_web;
+mod history;
+mod hostile;
+mod lifecycle;
+mod operations;
+mod people;
+mod protocol;
+mod proxy_auth;
+mod rooms;
