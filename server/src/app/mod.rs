@@ -10,9 +10,11 @@
 //! hub (clients see `UNAVAILABLE` and reconnect), then lets connections drain.
 //!
 //! - [`open`]: the log, the hub and the names, on one machine or in a cluster.
+//! - [`presence_nats`]: presence and typing shared with the other replicas.
 //! - [`routes`]: gRPC, gRPC-Web, health checks and the web app on one HTTP service.
 
 pub mod open;
+pub mod presence_nats;
 pub mod routes;
 
 use std::future::Future;
@@ -37,7 +39,7 @@ use crate::limits::RateLimiter;
 use crate::log::LogError;
 use crate::metrics::Limit;
 use crate::people::names::Names;
-use crate::rpc::ChatServer;
+use crate::rpc::{ChatServer, ChatServiceServer};
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -118,9 +120,7 @@ impl Server {
 
         let health = tonic_health::server::HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
-        health
-            .set_serving::<crate::ChatServiceServer<ChatServer>>()
-            .await;
+        health.set_serving::<ChatServiceServer<ChatServer>>().await;
         let app = routes::app(routes::Parts {
             chat: ChatServer::new(
                 self.hub.clone(),
@@ -191,7 +191,7 @@ impl Server {
         drop(self.listener);
         info!("shutting down: ending open streams");
         health
-            .set_not_serving::<crate::ChatServiceServer<ChatServer>>()
+            .set_not_serving::<ChatServiceServer<ChatServer>>()
             .await;
         health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
@@ -222,7 +222,7 @@ async fn report_availability(hub: Hub, health: tonic_health::server::HealthRepor
             health.set_service_status("", status).await;
             health
                 .set_service_status(
-                    <crate::ChatServiceServer<ChatServer> as tonic::server::NamedService>::NAME,
+                    <ChatServiceServer<ChatServer> as tonic::server::NamedService>::NAME,
                     status,
                 )
                 .await;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ServeError;
+use super::{ServeError, presence_nats};
 use crate::config::Config;
 use crate::hub::{Buffer, Hub};
 use crate::log::nats::{self, NatsConfig};
@@ -16,7 +16,6 @@ use crate::metrics::Metrics;
 use crate::people::claims::Claims;
 use crate::people::claims_nats::SharedClaims;
 use crate::people::names::Names;
-use crate::people::presence_nats;
 
 /// The hub on the configured log, and the names facade for the mode.
 pub async fn open(config: &Config) -> Result<(Hub, Names), ServeError> {

@@ -11,7 +11,6 @@
 
 use std::path::Path;
 
-use crate::ChatServiceServer;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
@@ -32,8 +31,8 @@ use crate::http::access_log;
 use crate::http::protocol;
 use crate::hub::Hub;
 use crate::metrics::{self, Limit, Metrics};
-use crate::rpc::ChatServer;
 use crate::rpc::status::refusal;
+use crate::rpc::{ChatServer, ChatServiceServer};
 
 /// Everything the HTTP application is built from.
 pub struct Parts<'a> {

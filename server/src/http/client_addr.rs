@@ -16,7 +16,8 @@ use http::HeaderMap;
 use crate::http::connection::Conn;
 
 /// The client's address as far as this server can tell; put into every
-/// request's extensions by [`routes`](crate::app::routes).
+/// request's extensions by the routes (`app/routes.rs`), before any RPC
+/// sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 

@@ -141,8 +141,8 @@ impl fmt::Display for Retention {
     }
 }
 
-/// A stored entry, with the connection it came from (see
-/// [`crate::hub::Origin`]) if it came over `ChatStream`.
+/// A stored entry, with the connection it came from (the hub's `Origin`)
+/// if it came over `ChatStream`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Stored {
     pub origin: Option<u64>,

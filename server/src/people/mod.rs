@@ -4,12 +4,11 @@
 //! - [`names`]: the one door every RPC asks about names through: claims
 //!   held in this process ([`claims`]) and, in cluster mode, the ones held
 //!   anywhere in the cluster ([`claims_nats`]).
-//! - [`presence`]: who is here and who is typing, as join and leave events;
-//!   [`presence_nats`] shares it with other replicas over NATS.
+//! - [`presence`]: who is here and who is typing, as join and leave events
+//!   (shared with other replicas by `app::presence_nats`).
 
 pub mod claims;
 pub mod claims_nats;
 pub mod name_key;
 pub mod names;
 pub mod presence;
-pub mod presence_nats;

@@ -6,10 +6,13 @@
 //! opens (`here`) and their last one closes (`gone`), when they type or stop
 //! (`typing`, `idle`), and every [`HEARTBEAT`] everyone it has there
 //! (`all`). The others keep what it said for
-//! [`super::presence::ELSEWHERE_FOR`]: a replica killed outright stops
+//! [`crate::people::presence::ELSEWHERE_FOR`]: a replica killed outright stops
 //! saying anything, and its people leave everywhere else soon after. A
 //! replica that starts asks the others (`hello` on `chat.people._`) to say
 //! at once who is where.
+//!
+//! It lives with the code that opens cluster mode, above both the hub and
+//! `people`: it hooks every room the hub opens to the room's presence.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +24,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use super::presence::Local;
 use crate::hub::{Hub, Room};
+use crate::people::presence::Local;
 
 /// How often a replica says everyone it has, room by room.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
