@@ -24,6 +24,9 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 const KV_WAIT: Duration = Duration::from_secs(2);
 /// How long a starting replica waits for the bucket.
 const OPEN_PATIENCE: Duration = Duration::from_secs(60);
+/// How long a request to the bucket that failed waits before it is tried
+/// again (within [`KV_WAIT`]).
+const RETRY_AFTER: Duration = Duration::from_millis(100);
 /// How often a replica says again every name it holds.
 const CLAIM_REFRESH: Duration = Duration::from_secs(10);
 
@@ -183,9 +186,16 @@ impl SharedClaims {
     /// Writes `session` as the holder of `key` unless somebody else is:
     /// a write conditional on the key's revision, which the stream's leader
     /// checks, so two replicas can never both succeed.
+    ///
+    /// A write the bucket's stream could not take (it has no leader for a
+    /// moment: an election, a busy node) is tried again, after reading the
+    /// key again, for up to [`KV_WAIT`]: read and write are conditional, so
+    /// a write that went through after all is read back as this session's.
     async fn create(&self, key: &str, session: &Session) -> Result<(), ClaimError> {
+        let deadline = Instant::now() + KV_WAIT;
         // Twice: the key may change between the read and the write.
-        for _ in 0..2 {
+        let mut races = 0;
+        while races < 2 {
             let expected = match self.read(key).await? {
                 Some(Current {
                     value: Some(value), ..
@@ -209,7 +219,14 @@ impl SharedClaims {
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(error))
                     if error.kind()
-                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision => {}
+                        == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision =>
+                {
+                    races += 1;
+                }
+                Ok(Err(error)) if Instant::now() + RETRY_AFTER < deadline => {
+                    debug!(%error, "the name registry did not take a claim; trying again");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
                 // Maybe written after all: the caller lets go of the claim
                 // here, which frees it in the cluster if it was.
                 Ok(Err(error)) => return Err(Unreachable(error.to_string()).into()),
@@ -219,11 +236,20 @@ impl SharedClaims {
         Err(Unreachable("the name changed hands while it was being claimed".into()).into())
     }
 
+    /// Writes `key`, trying again for up to [`KV_WAIT`] while the bucket's
+    /// stream cannot take it (a put of the same value twice is harmless).
     async fn put(&self, key: &str, value: Bytes) -> Result<(), Unreachable> {
-        match tokio::time::timeout(KV_WAIT, self.kv.put(key, value)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(Unreachable(error.to_string())),
-            Err(_) => Err(Unreachable("no answer in time".into())),
+        let deadline = Instant::now() + KV_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.kv.put(key, value.clone())).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(error)) if Instant::now() + RETRY_AFTER < deadline => {
+                    debug!(%error, "the name registry did not take a write; trying again");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                }
+                Ok(Err(error)) => return Err(Unreachable(error.to_string())),
+                Err(_) => return Err(Unreachable("no answer in time".into())),
+            }
         }
     }
 
@@ -234,9 +260,9 @@ impl SharedClaims {
         let deadline = Instant::now() + KV_WAIT;
         loop {
             match self.read_once(key, deadline).await {
-                Err(error) if Instant::now() + Duration::from_millis(100) < deadline => {
+                Err(error) if Instant::now() + RETRY_AFTER < deadline => {
                     debug!(%error, "the name registry did not answer; asking again");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(RETRY_AFTER).await;
                 }
                 read => return read,
             }
