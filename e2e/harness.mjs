@@ -2,7 +2,7 @@
 // on a free loopback port, and Debian's Chromium driven by playwright-core.
 import { spawn } from 'node:child_process';
 import { createServer, connect } from 'node:net';
-import { mkdirSync, mkdtempSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -40,21 +40,30 @@ async function waitForPort(port, child, timeoutMs = 15_000) {
   throw new Error(`chat-server did not listen on ${port}`);
 }
 
+// The fresh databases' folders, removed when the test file's process ends
+// (a test may start a second server on a first one's database, so not when
+// a server stops).
+const databases = [];
+process.once('exit', () => {
+  for (const dir of databases) rmSync(dir, { recursive: true, force: true });
+});
+
 /**
- * Starts target/release/chat-server on `port` (a free one by default).
+ * Starts target/release/chat-server on `port` (default: a free one) with a
+ * fresh database, or with `db` (a path, e.g. a previous server's `db`) to
+ * restart on the same history.
  *
  * Options: `args` (extra command-line arguments), `env` (extra environment),
  * and `captureLogs` (collect stderr lines into `server.logs` instead of
  * passing them through; JSON lines are also parsed into `server.entries`).
  */
-/**
- * Starts chat-server on `port` (default: a free one) with a fresh database,
- * or with `db` (a path, e.g. a previous server's `db`) to restart on the
- * same history.
- */
 export async function startServer(port, { args = [], env = {}, captureLogs = false, db } = {}) {
   port ??= await freePort();
-  db ??= path.join(mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-')), 'chat.db');
+  if (db === undefined) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'chat-e2e-'));
+    databases.push(dir);
+    db = path.join(dir, 'chat.db');
+  }
   const child = spawn(path.join(root, 'target', 'release', 'chat-server'), args, {
     env: {
       ...process.env,

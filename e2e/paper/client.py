@@ -17,6 +17,8 @@ import argparse
 import datetime
 import os
 import queue
+import atexit
+import shutil
 import sys
 import tempfile
 import threading
@@ -30,6 +32,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def generate_stubs():
     """chat_pb2 and chat_pb2_grpc from the paper's proto, in a temp dir."""
     out = tempfile.mkdtemp(prefix="paper-stubs-")
+    # Imported modules are loaded by then; the folder goes with the process.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     include = os.path.join(os.path.dirname(protoc.__file__), "_proto")
     status = protoc.main([
         "protoc", f"-I{HERE}", f"-I{include}",
