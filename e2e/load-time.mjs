@@ -1,0 +1,245 @@
+// Time to a usable message box on a slow phone network, measured the way
+// Lighthouse's DevTools throttling emulates "Slow 4G": every request waits
+// 562.5 ms, downloads at 1,474.56 kbit/s and uploads at 675 kbit/s, and the
+// CPU runs 4 times slower (CDP Network.emulateNetworkConditions and
+// Emulation.setCPUThrottlingRate), on a phone viewport.
+//
+// A returning user (name and session saved) opens a room with 50 messages:
+// "usable" is the first frame in which the message box is enabled and
+// focused, the stream is connected and the last message is in view, counted
+// from navigation start. A first visit is a fresh browser context (empty
+// cache, the saved name copied in); a repeat visit reloads that same
+// context. For each it reports what went over the wire before the box was
+// usable (bytes as served, by file) and how many round trips in a row it
+// took (requests that start only after the previous wave has answered).
+//
+//   node e2e/load-time.mjs [--runs 3] [--url http://127.0.0.1:PORT/]
+//
+// Without --url it starts target/release/chat-server (serving dist/) on a
+// free loopback port and seeds the room itself. It measures and prints; it
+// asserts nothing (the browser test of issue 24 will set the bounds).
+import { writeFileSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { artifacts, join, launchBrowser, messagesWithText, startServer } from './harness.mjs';
+import * as grpcWeb from './grpcweb.mjs';
+
+export const SLOW_4G = {
+  latencyMs: 562.5,
+  downloadKbps: 1474.56,
+  uploadKbps: 675,
+  cpuSlowdown: 4,
+};
+const PHONE = { width: 390, height: 844 };
+const HISTORY = 50;
+
+/** Applies the slow profile to `page` (CDP applies it per target). */
+async function throttle(page, profile = SLOW_4G) {
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', {
+    offline: false,
+    latency: profile.latencyMs,
+    // kbit/s to bytes/s, as Lighthouse converts them.
+    downloadThroughput: (profile.downloadKbps * 1024) / 8,
+    uploadThroughput: (profile.uploadKbps * 1024) / 8,
+  });
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: profile.cpuSlowdown });
+  return cdp;
+}
+
+/** Every request of a page load, with what it cost on the wire. */
+function recordRequests(cdp) {
+  const byId = new Map();
+  const sent = ({ requestId, request, timestamp }) => {
+    byId.set(requestId, { url: request.url, method: request.method, start: timestamp });
+  };
+  const received = ({ requestId, response, timestamp }) => {
+    const entry = byId.get(requestId);
+    if (!entry) return;
+    entry.status = response.status;
+    entry.fromCache = response.fromDiskCache || response.fromServiceWorker || response.fromPrefetchCache;
+    entry.encoding = response.headers['content-encoding'] ?? response.headers['Content-Encoding'] ?? '';
+    entry.cacheControl = response.headers['cache-control'] ?? response.headers['Cache-Control'] ?? '';
+    entry.firstByte = timestamp;
+  };
+  const finished = ({ requestId, encodedDataLength, timestamp }) => {
+    const entry = byId.get(requestId);
+    if (!entry) return;
+    entry.bytes = encodedDataLength;
+    entry.end = timestamp;
+  };
+  cdp.on('Network.requestWillBeSent', sent);
+  cdp.on('Network.responseReceived', received);
+  cdp.on('Network.loadingFinished', finished);
+  return {
+    byId,
+    stop() {
+      cdp.off('Network.requestWillBeSent', sent);
+      cdp.off('Network.responseReceived', received);
+      cdp.off('Network.loadingFinished', finished);
+    },
+  };
+}
+
+/** Checks every frame from the start of each load for the usable moment. */
+function watchForUsable(lastText) {
+  const check = () => {
+    const box = document.querySelector('[data-testid="composer-input"]');
+    const ready = box && !box.disabled && !box.readOnly && document.activeElement === box
+      && document.querySelector('[data-testid="connection-status"][data-state="connected"]');
+    const message = ready && [...document.querySelectorAll('[data-testid="message-text"]')]
+      .find((element) => element.textContent === lastText);
+    if (message) {
+      const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
+      const rect = message.getBoundingClientRect();
+      if (rect.height > 0 && rect.bottom > list.top && rect.top < list.bottom) {
+        window.__usableAt = performance.now();
+        return;
+      }
+    }
+    requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+}
+
+/** Loads `url` in `page` (throttled) and measures the time to usable. */
+async function measureLoad(page, cdp, url, reload) {
+  const recording = recordRequests(cdp);
+  if (reload) await page.reload(); else await page.goto(url);
+  await page.waitForFunction(() => window.__usableAt !== undefined, null, { timeout: 120_000 });
+  recording.stop();
+  const requests = recording.byId;
+  const { usableMs, navStart } = await page.evaluate(() => ({
+    usableMs: window.__usableAt,
+    navStart: performance.timeOrigin,
+  }));
+  // CDP timestamps are seconds on a monotonic clock; the navigation
+  // request is the first one, so times are taken from its start.
+  const all = [...requests.values()].filter((r) => r.start !== undefined).sort((a, b) => a.start - b.start);
+  const origin = all[0]?.start ?? 0;
+  const usableAt = origin + usableMs / 1000;
+  const before = all
+    .filter((r) => r.start <= usableAt)
+    .map((r) => ({
+      file: shortName(r.url),
+      method: r.method,
+      status: r.status ?? 'pending',
+      bytes: r.bytes ?? 0,
+      encoding: r.encoding ?? '',
+      cacheControl: r.cacheControl ?? '',
+      fromCache: Boolean(r.fromCache),
+      startMs: Math.round((r.start - origin) * 1000),
+      endMs: r.end ? Math.round((r.end - origin) * 1000) : null,
+    }));
+  return {
+    usableMs: Math.round(usableMs),
+    bytes: before.reduce((sum, r) => sum + r.bytes, 0),
+    roundTrips: roundTrips(before, usableMs),
+    requests: before,
+    navStart,
+  };
+}
+
+/**
+ * Round trips in a row: a request that starts after everything started
+ * before it has answered (its first byte) opens a new wave. Streams that
+ * stay open (Subscribe) count from their first answer.
+ */
+function roundTrips(requests, usableMs) {
+  let waves = 0;
+  let waveAnswered = -1;
+  for (const r of requests) {
+    if (r.startMs >= waveAnswered) {
+      waves += 1;
+      waveAnswered = Infinity;
+    }
+    waveAnswered = Math.min(waveAnswered, r.endMs ?? usableMs);
+  }
+  return waves;
+}
+
+function shortName(url) {
+  const { pathname } = new URL(url);
+  const name = pathname.split('/').filter(Boolean).at(-1) ?? '/';
+  return name.replace(/-[0-9a-f]{16}(?=[._])/, '-…');
+}
+
+const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
+
+/** Seeds `HISTORY` messages into general on `url`; returns the last text. */
+async function seed(url) {
+  const texts = Array.from({ length: HISTORY }, (_, i) => `seeded message ${i + 1} of ${HISTORY}`);
+  for (const [i, message] of texts.entries()) {
+    const reply = await grpcWeb.send(url, { username: i % 2 ? 'Grace' : 'Linus', message });
+    if (reply.grpcStatus !== 0) throw new Error(`seeding failed: ${JSON.stringify(reply)}`);
+  }
+  return texts.at(-1);
+}
+
+/**
+ * `runs` first visits (each a fresh context with the saved name copied in)
+ * and, in each, one repeat visit (reload).
+ */
+export async function measure(browser, url, lastText, { runs = 3, profile = SLOW_4G } = {}) {
+  // The name is claimed once, unthrottled; its saved state is what a
+  // returning user's browser holds.
+  const setup = await browser.newContext({ viewport: PHONE });
+  const first = await setup.newPage();
+  await first.goto(url);
+  await join(first, 'Returning');
+  await messagesWithText(first, lastText).waitFor();
+  const saved = await setup.storageState();
+
+  const visits = { first: [], repeat: [] };
+  for (let run = 0; run < runs; run++) {
+    const context = await browser.newContext({ viewport: PHONE, storageState: saved });
+    await context.addInitScript(watchForUsable, lastText);
+    const page = await context.newPage();
+    const cdp = await throttle(page, profile);
+    visits.first.push(await measureLoad(page, cdp, url, false));
+    visits.repeat.push(await measureLoad(page, cdp, url, true));
+    await context.close();
+  }
+  await setup.close();
+  const summary = (loads) => ({
+    medianMs: median(loads.map((l) => l.usableMs)),
+    runsMs: loads.map((l) => l.usableMs),
+    medianBytes: median(loads.map((l) => l.bytes)),
+    roundTrips: loads.map((l) => l.roundTrips),
+    requests: loads[0].requests,
+  });
+  return { profile, viewport: PHONE, history: HISTORY, first: summary(visits.first), repeat: summary(visits.repeat) };
+}
+
+function print(result) {
+  for (const visit of ['first', 'repeat']) {
+    const v = result[visit];
+    console.log(`${visit} visit: usable after ${v.medianMs} ms (median; runs ${v.runsMs.join(', ')} ms), `
+      + `${v.medianBytes} bytes over the wire, round trips in a row: ${v.roundTrips.join(', ')}`);
+    for (const r of v.requests) {
+      const cache = r.fromCache ? ' (from cache)' : '';
+      console.log(`  ${String(r.startMs).padStart(6)}-${String(r.endMs ?? '…').padStart(6)} ms  `
+        + `${String(r.status).padEnd(4)} ${String(r.bytes).padStart(8)} B ${r.encoding.padEnd(4)} ${r.method.padEnd(4)} ${r.file}${cache}`
+        + (r.cacheControl ? `  [${r.cacheControl}]` : ''));
+    }
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, url: { type: 'string' } } });
+  const server = values.url ? null : await startServer(undefined, { args: ['--rate-limit', '0'] });
+  const url = values.url ?? server.url;
+  const browser = await launchBrowser();
+  try {
+    const lastText = values.url ? `seeded message ${HISTORY} of ${HISTORY}` : await seed(url);
+    const result = await measure(browser, url, lastText, { runs: Number(values.runs) });
+    result.measuredAt = new Date().toISOString();
+    print(result);
+    mkdirSync(artifacts, { recursive: true });
+    writeFileSync(path.join(artifacts, 'load-time.json'), `${JSON.stringify(result, null, 2)}\n`);
+  } finally {
+    await browser.close();
+    await server?.stop();
+  }
+}
