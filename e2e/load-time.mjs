@@ -143,13 +143,15 @@ async function measureLoad(page, cdp, url, reload) {
 
 /**
  * Round trips in a row: a request that starts after everything started
- * before it has answered (its first byte) opens a new wave. Streams that
- * stay open (Subscribe) count from their first answer.
+ * before it has answered opens a new wave (an open stream, Subscribe,
+ * counts as answered when the page became usable).
  */
 function roundTrips(requests, usableMs) {
   let waves = 0;
   let waveAnswered = -1;
-  for (const r of requests) {
+  // What the browser answered itself (its cache) is no trip at all.
+  const overTheNetwork = requests.filter((r) => !r.fromCache && !(r.bytes === 0 && r.endMs !== null && r.endMs - r.startMs < 10));
+  for (const r of overTheNetwork) {
     if (r.startMs >= waveAnswered) {
       waves += 1;
       waveAnswered = Infinity;

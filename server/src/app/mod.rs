@@ -9,10 +9,12 @@
 //! waiting forever, so shutting down first ends every stream through the
 //! hub (clients see `UNAVAILABLE` and reconnect), then lets connections drain.
 //!
+//! - [`assets`]: the web app's files, from memory, compressed once.
 //! - [`open`]: the log, the hub and the names, on one machine or in a cluster.
 //! - [`presence_nats`]: presence and typing shared with the other replicas.
 //! - [`routes`]: gRPC, gRPC-Web, health checks and the web app on one HTTP service.
 
+pub mod assets;
 pub mod open;
 pub mod presence_nats;
 pub mod routes;

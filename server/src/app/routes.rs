@@ -17,16 +17,14 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use chat_proto::rules::MAX_DECODED_BYTES;
-use http::{HeaderValue, StatusCode, Uri, header};
+use http::{StatusCode, Uri, header};
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tonic_web::GrpcWebLayer;
 use tower::ServiceBuilder;
-use tower_http::compression::CompressionLayer;
 use tower_http::cors::CorsLayer;
-use tower_http::services::{ServeDir, ServeFile};
-use tower_http::set_header::SetResponseHeaderLayer;
 
+use super::assets::{self, Assets};
 use crate::http::access_log;
 use crate::http::protocol;
 use crate::hub::Hub;
@@ -151,23 +149,20 @@ async fn strip_base_path(State(base): State<String>, mut request: Request, next:
     next.run(request).await
 }
 
-/// The built web app, compressed, with a single-page-app fallback to
-/// `index.html`. Browsers revalidate on every load (trunk's file names change
-/// with their content, and index.html points at the new ones).
+/// The built web app ([`assets`]), with a single-page-app fallback to
+/// `index.html`.
 fn web_app(web_dir: &Path) -> Router {
-    let index = web_dir.join("index.html");
-    if !index.is_file() {
-        tracing::warn!(dir = %web_dir.display(), "web app not built; serving a placeholder page");
-        return Router::new().fallback(not_built);
+    match Assets::load(web_dir) {
+        Ok(Some(assets)) => Router::new().fallback(assets::serve).with_state(assets),
+        Ok(None) => {
+            tracing::warn!(dir = %web_dir.display(), "web app not built; serving a placeholder page");
+            Router::new().fallback(not_built)
+        }
+        Err(error) => {
+            tracing::warn!(dir = %web_dir.display(), %error, "cannot read the web app; serving a placeholder page");
+            Router::new().fallback(not_built)
+        }
     }
-    let files = ServeDir::new(web_dir).fallback(ServeFile::new(index));
-    Router::new()
-        .fallback_service(files)
-        .layer(CompressionLayer::new())
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
-        ))
 }
 
 async fn not_built() -> impl IntoResponse {

@@ -168,6 +168,121 @@ async fn one_port_serves_the_web_app_grpc_and_grpc_web() {
     assert_eq!(next_event_message(&mut events).await.message, "same port");
 }
 
+/// The web app as a browser caches it: trunk's content-named files for a
+/// year, everything else revalidated by `ETag` (a `304` with no body);
+/// brotli for browsers that take it (made once, after start), gzip for the
+/// others, as it is for those that take neither.
+#[tokio::test]
+async fn the_web_app_is_cached_by_its_names_and_revalidated_by_etag() {
+    let web_dir = tempfile::tempdir().expect("temp dir");
+    let script = "console.log('a chat, compressed once');\n".repeat(400);
+    for (name, content) in [
+        (
+            "index.html",
+            "<!doctype html><title>chat test page</title>".to_owned(),
+        ),
+        ("chat-web-0123456789abcdef.js", script.clone()),
+        ("chat-web-0123456789abcdef_bg.wasm", "\0asm".repeat(300)),
+    ] {
+        std::fs::write(web_dir.path().join(name), content).expect("write");
+    }
+    let dir = web_dir.path().to_str().expect("utf-8 path");
+    let server = Running::start(&[("CHAT_WEB_DIR", dir)]).await;
+    let get = |path: &'static str, headers: &'static [(&'static str, &'static str)]| {
+        http1_request(server.addr, "GET", path, headers, Vec::new())
+    };
+    let header = |response: &common::HttpResponse, name: &str| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+
+    // Content-named: for a year; compressed as the browser asks.
+    let js = get("/chat-web-0123456789abcdef.js", &[]).await;
+    assert_eq!(js.status, 200);
+    assert_eq!(js.body, script.as_bytes(), "no encoding asked, none given");
+    assert_eq!(
+        header(&js, "cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(
+        header(&js, "content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    let gzipped = get(
+        "/chat-web-0123456789abcdef.js",
+        &[("accept-encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(
+        header(&gzipped, "content-encoding").as_deref(),
+        Some("gzip")
+    );
+    let mut unzipped = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(gzipped.body.as_slice()),
+        &mut unzipped,
+    )
+    .expect("gzip");
+    assert_eq!(unzipped, script);
+    // brotli is made by a thread of its own after start: gzip until then.
+    let deadline = Instant::now() + PATIENCE;
+    let brotli = loop {
+        let response = get(
+            "/chat-web-0123456789abcdef.js",
+            &[("accept-encoding", "gzip, deflate, br, zstd")],
+        )
+        .await;
+        match header(&response, "content-encoding").as_deref() {
+            Some("br") => break response,
+            Some("gzip") if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("no brotli in time: {other:?}"),
+        }
+    };
+    let mut unpacked = String::new();
+    std::io::Read::read_to_string(
+        &mut brotli::Decompressor::new(brotli.body.as_slice(), 4096),
+        &mut unpacked,
+    )
+    .expect("brotli");
+    assert_eq!(unpacked, script);
+    assert!(brotli.body.len() < gzipped.body.len());
+    let wasm = get("/chat-web-0123456789abcdef_bg.wasm", &[]).await;
+    assert_eq!(
+        header(&wasm, "content-type").as_deref(),
+        Some("application/wasm")
+    );
+    assert_eq!(
+        header(&wasm, "cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+
+    // Everything else: revalidated, and unchanged means 304 and no body.
+    let index = get("/", &[]).await;
+    assert_eq!(header(&index, "cache-control").as_deref(), Some("no-cache"));
+    let etag = header(&index, "etag").expect("an ETag");
+    let again = http1_request(
+        server.addr,
+        "GET",
+        "/",
+        &[("if-none-match", etag.as_str())],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let changed = get("/", &[("if-none-match", "\"something-else\"")]).await;
+    assert_eq!(changed.status, 200);
+    assert!(String::from_utf8_lossy(&changed.body).contains("chat test page"));
+    let head = http1_request(server.addr, "HEAD", "/", &[], Vec::new()).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+}
+
 #[tokio::test]
 async fn without_a_built_app_the_page_says_how_to_build_it() {
     let server = Running::start(&[("CHAT_WEB_DIR", "/nonexistent/dist")]).await;
