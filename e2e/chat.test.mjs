@@ -151,3 +151,32 @@ test('sending too fast shows a calm notice with the wait, and the message can be
     await limited.stop();
   }
 });
+
+test('a proxy\'s own HTTP error reads as a gRPC status: a 502 can be retried, a 404 cannot', async () => {
+  // What nginx answers while the server is away, or under a wrong path
+  // prefix: HTML, with no gRPC status. The page maps it as gRPC's HTTP
+  // mapping says (UNAVAILABLE, UNIMPLEMENTED) and shows the HTTP status.
+  const page = await openPage(chat.browser, chat.server.url);
+  await join(page, 'Proxied');
+  let status = 502;
+  await page.route('**/ChatService/Send', (route) => route.fulfill({
+    status, contentType: 'text/html', body: '<html><body><h1>proxy error</h1></body></html>',
+  }));
+  await say(page, 'through a bad gateway');
+  const gateway = messagesWithText(page, 'through a bad gateway');
+  await gateway.getByTestId('send-error').filter({ hasText: 'HTTP 502' }).waitFor();
+  assert.equal(await gateway.getByTestId('retry-button').count(), 1);
+
+  status = 404;
+  await say(page, 'under a wrong prefix');
+  const prefix = messagesWithText(page, 'under a wrong prefix');
+  await prefix.getByTestId('send-error').filter({ hasText: 'HTTP 404' }).waitFor();
+  assert.equal(await prefix.getByTestId('retry-button').count(), 0, 'retrying the same request cannot help');
+
+  // With the proxy answering again, Retry sends it.
+  await page.unroute('**/ChatService/Send');
+  await gateway.getByTestId('retry-button').click();
+  await gateway.and(page.locator('[data-state="delivered"]')).waitFor();
+  assert.deepEqual(page.errors, []);
+  await page.context().close();
+});

@@ -3,12 +3,44 @@
 // forward, and messages that never cross rooms.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import path from 'node:path';
 import {
-  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser,
+  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser, startServer,
 } from './harness.mjs';
 
 const chat = serverAndBrowser();
+
+/** Subscribe streams the server has open, from its /metrics. */
+function subscribeStreams(server) {
+  return new Promise((resolve, reject) => {
+    const request = http.get({ host: '127.0.0.1', port: server.port, path: '/metrics', agent: false }, (response) => {
+      let body = '';
+      response.setEncoding('utf8');
+      response.on('data', (chunk) => { body += chunk; });
+      response.once('end', () => {
+        const line = body.split('\n').find((l) => l.startsWith('chat_streams_open{kind="subscribe"} '));
+        resolve(line ? Number(line.split(' ')[1]) : 0);
+      });
+      response.once('error', reject);
+    });
+    request.setTimeout(5_000, () => request.destroy(new Error('timed out: /metrics')));
+    request.once('error', reject);
+  });
+}
+
+/** Waits until the server counts `count` open Subscribe streams; returns the last counts seen. */
+async function streamsSettleAt(server, count, timeoutMs = 10_000) {
+  const seen = [];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const open = await subscribeStreams(server);
+    if (seen.at(-1) !== open) seen.push(open);
+    if (open === count) return seen;
+    if (Date.now() > deadline) assert.fail(`${count} Subscribe stream(s) expected, the server counts ${seen.join(' -> ')}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 const title = (page) => page.locator('[data-testid="room-title"]').innerText();
 
@@ -140,4 +172,47 @@ test('a reply that arrives after leaving the room is harmless', async () => {
   await messagesWithText(ada, 'still alive').and(ada.locator('[data-state="delivered"]')).waitFor();
   assert.deepEqual(ada.errors, []);
   await ada.context().close();
+});
+
+test('room switches and reconnects leave no Subscribe stream open behind them', async () => {
+  // Dropping a stream must abort its fetch: a request left open would hold
+  // a stream on the server (and, over HTTP/1.1, one of the browser's six
+  // connections to it) until the page closes.
+  const server = await startServer(undefined, { args: ['--heartbeat', '1'] });
+  const page = await openPage(chat.browser, server.url);
+  try {
+    await join(page, 'Switcher');
+    await streamsSettleAt(server, 1);
+    for (const room of ['north', 'south']) {
+      await page.getByTestId('new-room').click();
+      await page.getByTestId('room-name-input').fill(room);
+      await page.getByTestId('room-create').click();
+      await page.waitForFunction((r) => location.hash === `#/room/${r}`, room);
+      await connected(page);
+    }
+    await streamsSettleAt(server, 1);
+    for (const room of ['general', 'north', 'south', 'general', 'north', 'south', 'general']) {
+      await page.locator(`[data-testid="room"][data-room="${room}"]`).click();
+      await page.waitForFunction((r) => location.hash === `#/room/${r}`, room);
+      await connected(page);
+      await streamsSettleAt(server, 1);
+    }
+
+    // A stream that goes quiet is given up on and replaced (after 2.5 s
+    // without a heartbeat): the old one must go too, not only the new one
+    // come up.
+    server.kill('SIGSTOP');
+    await page.locator('[data-testid="connection-status"][data-state="reconnecting"]')
+      .waitFor({ timeout: 15_000 });
+    server.kill('SIGCONT');
+    await connected(page, { timeout: 30_000 });
+    await streamsSettleAt(server, 1);
+    await say(page, 'one stream, one echo');
+    await messagesWithText(page, 'one stream, one echo').and(page.locator('[data-state="delivered"]')).waitFor();
+    assert.deepEqual(page.errors, []);
+  } finally {
+    server.kill('SIGCONT');
+    await page.context().close();
+    await server.stop();
+  }
 });

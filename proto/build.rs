@@ -2,8 +2,10 @@
 //!
 //! protoc comes from the `protoc-bin-vendored` crate, so building needs no
 //! system package. Client stubs are generated only with the `client`
-//! feature, without tonic's transport. The server generates its own stubs
-//! (see `server/build.rs`), so that it can send pre-encoded messages.
+//! feature, without tonic's transport, so that they build for wasm too (the
+//! web app runs them over tonic-web-wasm-client). The server generates its
+//! own stubs (see `server/build.rs`), so that it can send pre-encoded
+//! messages.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // SAFETY: build scripts are single-threaded; nothing else reads the env yet.

@@ -30,10 +30,10 @@ use chat_proto::{ChatEvent, Event, SubscribeRequest};
 use futures_util::future::{AbortHandle, Either, abortable, select};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use tonic::{Code, Status, Streaming};
 
 use crate::browser::{notify, wait};
 use crate::net::api;
-use crate::net::grpc::{Code, Status, Streaming};
 use crate::net::session::{self, Session};
 use crate::state::people::People;
 use crate::state::rich;
@@ -210,7 +210,7 @@ async fn open(feed: &Feed) -> Result<(Streaming<ChatEvent>, u32), Ended> {
         room: feed.timeline.room().to_string(),
         watch: feed.watch.clone(),
     };
-    let mut stream = match api::subscribe(&request).await {
+    let mut stream = match api::subscribe(request).await {
         Ok(stream) => stream,
         Err(status) => return Err(failed_before_ready(&status)),
     };

@@ -5,7 +5,8 @@
 //!
 //! - `browser`: the browser's own services (timers, focus, notifications,
 //!   dates), wrapped for the rest of the app.
-//! - `net`: the gRPC-Web client, the RPCs and the session they are made as.
+//! - `net`: the RPCs (tonic's generated client over gRPC-Web) and the
+//!   session they are made as.
 //! - `state`: what the page knows (the timeline, who is here, the rooms) as
 //!   signals, with the logic that keeps it right; no views.
 //! - `feed`: the Subscribe stream that fills `state`, kept alive.

@@ -6,10 +6,10 @@
 use leptos::html;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
+use tonic::{Code, Status};
 
 use crate::browser::focus;
 use crate::net::api;
-use crate::net::grpc::{Code, Status};
 use crate::net::session::Session;
 
 /// Why a name could not be had, and another to try.

@@ -1,43 +1,49 @@
-//! The RPCs the page makes, over gRPC-Web to the server that served it
-//! (under whatever path prefix a proxy gave it), plus the protocol's input
-//! rules (shared with the server through `chat_proto::rules`) worded for the
-//! page, so the user gets a hint before a round trip; the server stays the
-//! authority.
+//! The RPCs the page makes, through tonic's generated `ChatServiceClient`
+//! over tonic-web-wasm-client (gRPC-Web on the browser's `fetch`) to the
+//! server that served the page (under whatever path prefix a proxy gave
+//! it), plus the protocol's input rules (shared with the server through
+//! `chat_proto::rules`) worded for the page, so the user gets a hint before
+//! a round trip; the server stays the authority.
+//!
+//! What the library leaves to us is kept thin: where the server is
+//! ([`server_url`]), the session header (`session::authorized`), a proxy's
+//! own HTTP errors as statuses (`proxy`), and the page's words for a status
+//! ([`readable`]).
 
+use std::error::Error as _;
 use std::pin::pin;
 use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
-    ChatEvent, ChatMessage, CreateRoomRequest, JoinRequest, ListRoomsReply, ListRoomsRequest,
-    SendReply, SubscribeRequest, TypingReply, TypingRequest,
+    ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, JoinRequest, ListRoomsRequest,
+    SendReply, SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
-use prost::Message;
+use tonic::{Code, Status, Streaming};
+use tonic_web_wasm_client::Client;
 
 use crate::browser::wait;
-use crate::net::grpc::{self, Code, Status, Streaming};
+use crate::net::proxy;
 use crate::net::session::{self, Session};
 
 pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
 
-/// Calls `method` on the server that served this page (see [`base_url`]),
-/// or on the URL given when the app was built
+/// A client for the server that served this page (see [`base_url`]), or for
+/// the URL given when the app was built
 /// (`CHAT_SERVER_URL=http://127.0.0.1:50051 trunk serve`, for development
-/// against a separately running server). `as_session` sends the session.
-async fn call<Q: Message, R: Message + Default>(
-    method: &str,
-    request: &Q,
-    as_session: bool,
-) -> Result<R, Status> {
-    let bearer = as_session.then(session::bearer).flatten();
-    grpc::unary(server_url(), method, request, bearer.as_deref()).await
+/// against a separately running server). Cheap: a handle on the URL.
+fn client() -> ChatServiceClient<Client> {
+    proxy::map_proxy_errors();
+    ChatServiceClient::new(Client::new(server_url().to_owned()))
 }
 
-/// Opens the stream of a room's events, as the session.
-pub async fn subscribe(request: &SubscribeRequest) -> Result<Streaming<ChatEvent>, Status> {
-    let bearer = session::bearer();
-    grpc::server_streaming(server_url(), "Subscribe", request, bearer.as_deref()).await
+/// Opens the stream of a room's events, as the session. Dropping the stream
+/// aborts its fetch (the library's abort guard lives in the response body),
+/// so a room switch or reconnect leaves no request open.
+pub async fn subscribe(request: SubscribeRequest) -> Result<Streaming<ChatEvent>, Status> {
+    let response = client().subscribe(session::authorized(request)).await?;
+    Ok(response.into_inner())
 }
 
 /// Where the API is, worked out once from where the page was loaded.
@@ -132,13 +138,14 @@ pub fn too_fast(status: &Status) -> Option<String> {
 
 /// Posts one message; the reply carries the server's timestamp.
 pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
+    let mut client = client();
     let mut renewed = false;
     loop {
-        let call = pin!(call::<_, SendReply>("Send", &message, true));
+        let call = pin!(client.send(session::authorized(message.clone())));
         let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
         // Dropping the losing call aborts its fetch.
         return match select(call, timer).await {
-            Either::Left((Ok(reply), _)) => Ok(reply),
+            Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
             // The server forgot the session (it restarted): once the page
             // has joined again, the same message (same nonce) goes again.
             Either::Left((Err(status), _))
@@ -165,7 +172,7 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
         username: name.to_owned(),
         token: token.to_owned(),
     };
-    let reply: chat_proto::JoinReply = call("Join", &request, false).await?;
+    let reply = client().join(request).await?.into_inner();
     Ok(Session {
         name: reply.username,
         token: reply.token,
@@ -176,7 +183,8 @@ pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
 /// Tells the others in `room` this user is (or stopped) typing. Best
 /// effort: a lost notice only means a missing "is typing" line.
 pub async fn set_typing(typing: bool, room: String) {
-    let _ = call::<_, TypingReply>("SetTyping", &TypingRequest { typing, room }, true).await;
+    let request = session::authorized(TypingRequest { typing, room });
+    let _ = client().set_typing(request).await;
 }
 
 /// A room as the page shows it.
@@ -198,7 +206,7 @@ fn room_info(room: chat_proto::Room) -> RoomInfo {
 
 /// Every room, sorted by name.
 pub async fn list_rooms() -> Result<Vec<RoomInfo>, Status> {
-    let reply: ListRoomsReply = call("ListRooms", &ListRoomsRequest {}, false).await?;
+    let reply = client().list_rooms(ListRoomsRequest {}).await?.into_inner();
     Ok(reply.rooms.into_iter().map(room_info).collect())
 }
 
@@ -208,7 +216,7 @@ pub async fn create_room(name: &str, topic: &str) -> Result<RoomInfo, Status> {
         name: name.to_owned(),
         topic: topic.to_owned(),
     };
-    Ok(room_info(call("CreateRoom", &request, false).await?))
+    Ok(room_info(client().create_room(request).await?.into_inner()))
 }
 
 /// What to tell a person about a failed call. The server writes its refusals
@@ -217,11 +225,45 @@ pub async fn create_room(name: &str, topic: &str) -> Result<RoomInfo, Status> {
 pub fn readable(status: &Status) -> String {
     let message = status.message().trim();
     match status.code() {
-        // Fetch failures come as UNKNOWN (see `grpc`).
+        Code::Unknown if cut_off(status) => "the connection was closed".to_owned(),
+        // The library's failures (fetch failed, an unreadable answer) come
+        // as UNKNOWN, with its words for developers.
         Code::Unknown => "couldn't reach the server, check your connection".to_owned(),
         Code::Unavailable if message.is_empty() => "the server is unavailable".to_owned(),
         _ if !message.is_empty() => message.to_owned(),
-        code => code.description().to_owned(),
+        code => describe(code).to_owned(),
+    }
+}
+
+/// Whether the answer ended before its status (the connection went away
+/// mid-call), which the library reports as a malformed response.
+fn cut_off(status: &Status) -> bool {
+    status
+        .source()
+        .and_then(|error| error.downcast_ref::<tonic_web_wasm_client::Error>())
+        .is_some_and(|error| matches!(error, tonic_web_wasm_client::Error::MalformedResponse))
+}
+
+/// A few words for a status that came without a message.
+fn describe(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "the request was cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "the request was invalid",
+        Code::DeadlineExceeded => "the server didn't answer in time",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "it already exists",
+        Code::PermissionDenied => "not allowed",
+        Code::ResourceExhausted => "a limit was reached",
+        Code::FailedPrecondition => "not possible right now",
+        Code::Aborted => "the request was aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "the server doesn't support this",
+        Code::Internal => "the server had an internal error",
+        Code::Unavailable => "the server is unavailable",
+        Code::DataLoss => "data was lost",
+        Code::Unauthenticated => "not signed in",
     }
 }
 
@@ -346,6 +388,9 @@ mod tests {
         assert_eq!(readable(&status), "slow down");
         assert!(is_transient(&status));
         assert!(readable(&Status::new(Code::Unknown, "JS API error: TypeError")).contains("reach"));
+        // An answer cut off before its status, as the library reports it.
+        let cut = Status::from_error(Box::new(tonic_web_wasm_client::Error::MalformedResponse));
+        assert_eq!(readable(&cut), "the connection was closed");
     }
 
     #[test]

@@ -1,9 +1,11 @@
-//! Talking to the server: a gRPC-Web client on `fetch` (`grpc`), the RPCs
-//! the page makes with the page's wording of their failures and input rules
-//! (`api`), and the session they are made as (`session`). It knows nothing
-//! of the page's state or views: what a reply means for them is decided by
-//! `state` and `feed`.
+//! Talking to the server: the RPCs the page makes, through tonic's generated
+//! client over tonic-web-wasm-client, with the page's wording of their
+//! failures and input rules (`api`); the session they are made as
+//! (`session`); and a proxy's own HTTP errors turned into gRPC statuses,
+//! which the library does not do (`proxy`). It knows nothing of the page's
+//! state or views: what a reply means for them is decided by `state` and
+//! `feed`.
 
 pub mod api;
-pub mod grpc;
+pub mod proxy;
 pub mod session;

@@ -10,6 +10,9 @@
 
 use std::cell::{Cell, RefCell};
 
+use tonic::Request;
+use tonic::metadata::{Ascii, MetadataValue};
+
 use crate::browser::wait;
 
 const NAME_KEY: &str = "chat.username";
@@ -28,8 +31,8 @@ pub struct Session {
 const RENEW_WAIT_MS: f64 = 15_000.0;
 
 thread_local! {
-    /// The header value calls are made with, if any.
-    static BEARER: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The `authorization` value calls are made with, if any.
+    static BEARER: RefCell<Option<MetadataValue<Ascii>>> = const { RefCell::new(None) };
     /// How many sessions this tab has had: a call waiting for a new one
     /// watches it change.
     static GENERATION: Cell<u64> = const { Cell::new(0) };
@@ -61,7 +64,11 @@ pub fn saved() -> (String, String) {
 /// Makes `session` the one calls are made as, and remembers it (silently
 /// skipped where storage is off: the user is then asked again next time).
 pub fn adopt(session: &Session) {
-    let bearer = (!session.proxied).then(|| format!("Bearer {}", session.token));
+    // A token that is not a valid header value (never one from our server)
+    // goes without: the server then asks for a new session.
+    let bearer = (!session.proxied)
+        .then(|| format!("Bearer {}", session.token).parse().ok())
+        .flatten();
     BEARER.with(|b| *b.borrow_mut() = bearer);
     GENERATION.with(|g| g.set(g.get() + 1));
     for store in stores() {
@@ -70,9 +77,14 @@ pub fn adopt(session: &Session) {
     }
 }
 
-/// The `authorization` header value calls made as the session carry.
-pub fn bearer() -> Option<String> {
-    BEARER.with(|b| b.borrow().clone())
+/// `message` as a request made as the session (with its `authorization`
+/// header, when it has one).
+pub fn authorized<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(bearer) = BEARER.with(|b| b.borrow().clone()) {
+        request.metadata_mut().insert("authorization", bearer);
+    }
+    request
 }
 
 /// Sets what to do when a call finds the session gone (join again).
