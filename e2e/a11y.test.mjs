@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser, startServer,
+  artifacts, connected, join, messagesWithText, openPage, say, serverAndBrowser, startServer, watchForUsable,
 } from './harness.mjs';
 import * as grpcWeb from './grpcweb.mjs';
 
@@ -366,25 +366,7 @@ test('time to a usable message box with history, returning user (measured, not a
     // From the very start of each page load, check every frame for the
     // moment the app is usable: the message box there and enabled, the
     // stream connected, and the last message of the history in view.
-    await page.context().addInitScript((lastText) => {
-      const check = () => {
-        const box = document.querySelector('[data-testid="composer-input"]');
-        const ready = box && !box.disabled && !box.readOnly
-          && document.querySelector('[data-testid="connection-status"][data-state="connected"]');
-        const message = ready && [...document.querySelectorAll('[data-testid="message-text"]')]
-          .find((element) => element.textContent === lastText);
-        if (message) {
-          const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
-          const rect = message.getBoundingClientRect();
-          if (rect.height > 0 && rect.bottom > list.top && rect.top < list.bottom) {
-            window.__usableAt = performance.now();
-            return;
-          }
-        }
-        requestAnimationFrame(check);
-      };
-      requestAnimationFrame(check);
-    }, last);
+    await page.context().addInitScript(watchForUsable, { lastText: last, focused: false });
 
     const runs = [];
     for (let run = 0; run < 5; run++) {

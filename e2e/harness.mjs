@@ -254,3 +254,30 @@ export async function twoUsersChat(browser, url, { prefix = 'chat', contextOptio
   await ada.context().close();
   await bob.context().close();
 }
+
+/**
+ * An init script (`context.addInitScript(watchForUsable, { lastText, focused })`)
+ * that checks every frame from the start of each page load for the moment
+ * the app is usable: the message box there and enabled (and focused, with
+ * `focused`), the stream connected, and the message `lastText` in view. It
+ * sets `window.__usableAt` (ms from navigation start) then.
+ */
+export function watchForUsable({ lastText, focused }) {
+  const check = () => {
+    const box = document.querySelector('[data-testid="composer-input"]');
+    const ready = box && !box.disabled && !box.readOnly && (!focused || document.activeElement === box)
+      && document.querySelector('[data-testid="connection-status"][data-state="connected"]');
+    const message = ready && [...document.querySelectorAll('[data-testid="message-text"]')]
+      .find((element) => element.textContent === lastText);
+    if (message) {
+      const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
+      const rect = message.getBoundingClientRect();
+      if (rect.height > 0 && rect.bottom > list.top && rect.top < list.bottom) {
+        window.__usableAt = performance.now();
+        return;
+      }
+    }
+    requestAnimationFrame(check);
+  };
+  requestAnimationFrame(check);
+}

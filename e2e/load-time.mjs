@@ -21,7 +21,7 @@
 import { writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { artifacts, join, launchBrowser, messagesWithText, startServer } from './harness.mjs';
+import { artifacts, join, launchBrowser, messagesWithText, startServer, watchForUsable } from './harness.mjs';
 import * as grpcWeb from './grpcweb.mjs';
 
 export const SLOW_4G = {
@@ -80,27 +80,6 @@ function recordRequests(cdp) {
       cdp.off('Network.loadingFinished', finished);
     },
   };
-}
-
-/** Checks every frame from the start of each load for the usable moment. */
-function watchForUsable(lastText) {
-  const check = () => {
-    const box = document.querySelector('[data-testid="composer-input"]');
-    const ready = box && !box.disabled && !box.readOnly && document.activeElement === box
-      && document.querySelector('[data-testid="connection-status"][data-state="connected"]');
-    const message = ready && [...document.querySelectorAll('[data-testid="message-text"]')]
-      .find((element) => element.textContent === lastText);
-    if (message) {
-      const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
-      const rect = message.getBoundingClientRect();
-      if (rect.height > 0 && rect.bottom > list.top && rect.top < list.bottom) {
-        window.__usableAt = performance.now();
-        return;
-      }
-    }
-    requestAnimationFrame(check);
-  };
-  requestAnimationFrame(check);
 }
 
 /** Loads `url` in `page` (throttled) and measures the time to usable. */
@@ -196,7 +175,7 @@ export async function measure(browser, url, lastText, { runs = 3, profile = SLOW
   const visits = { first: [], repeat: [] };
   for (let run = 0; run < runs; run++) {
     const context = await browser.newContext({ viewport: PHONE, storageState: saved });
-    await context.addInitScript(watchForUsable, lastText);
+    await context.addInitScript(watchForUsable, { lastText, focused: true });
     const page = await context.newPage();
     const cdp = await throttle(page, profile);
     visits.first.push(await measureLoad(page, cdp, url, false));
