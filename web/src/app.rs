@@ -6,7 +6,11 @@
 //! On load the page asks the server for the name this tab (or browser) held
 //! before, with its token; only if that fails is the user asked. Behind an
 //! authenticating proxy the same call returns the proxy's name, and nobody
-//! is asked at all.
+//! is asked at all. A returning user does not wait for that answer: the
+//! page acts as the saved session at once, so the room's stream and the
+//! room list go out beside `Join` rather than one round trip after it (on
+//! a slow phone network that round trip is over half a second). `Join`
+//! then confirms the session, and nothing restarts, or replaces it.
 
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
@@ -52,7 +56,10 @@ pub fn App() -> impl IntoView {
     let joined = move |joined: Session| {
         session::adopt(&joined);
         asking.set(None);
-        session.set(Some(joined));
+        // The session the page already acts as, confirmed: its stream stays.
+        if session.with_untracked(|s| s.as_ref() != Some(&joined)) {
+            session.set(Some(joined));
+        }
     };
     // Takes `name` (with `token`, the session that held it) back, or asks.
     // One attempt at a time: the stream and a send may both find the
@@ -68,6 +75,8 @@ pub fn App() -> impl IntoView {
             match api::join(&name, &token).await {
                 Ok(session) => joined(session),
                 Err(status) => {
+                    // The name is not ours any more: nothing goes out as it.
+                    session.set(None);
                     // An empty name is the first visit, not a refusal.
                     let refused = (!name.is_empty()).then(|| Refusal::of(&name, &status));
                     asking.set(Some(Asking { name, refused }));
@@ -76,8 +85,12 @@ pub fn App() -> impl IntoView {
             joining.set_value(false);
         });
     };
-    let (saved_name, saved_token) = session::saved();
-    rejoin(saved_name, saved_token);
+    let saved = session::saved();
+    if !saved.token.is_empty() {
+        session::adopt(&saved);
+        session.set(Some(saved.clone()));
+    }
+    rejoin(saved.name, saved.token);
 
     // The server forgot the session (a restart, or the grace ran out while
     // offline): claim the name again; if somebody took it meanwhile, ask.

@@ -17,6 +17,7 @@ use crate::browser::wait;
 
 const NAME_KEY: &str = "chat.username";
 const TOKEN_KEY: &str = "chat.token";
+const PROXIED_KEY: &str = "chat.proxied";
 
 /// A name this tab holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,16 +50,23 @@ fn stores() -> impl Iterator<Item = web_sys::Storage> {
     session.into_iter().chain(local)
 }
 
-/// The name and token an earlier Join left (either may be empty): this
+/// The session an earlier Join left (name and token may be empty): this
 /// tab's own first, then the browser's.
-pub fn saved() -> (String, String) {
+pub fn saved() -> Session {
     stores()
         .find_map(|store| {
-            let name = store.get_item(NAME_KEY).ok()??;
-            let token = store.get_item(TOKEN_KEY).ok().flatten().unwrap_or_default();
-            Some((name, token))
+            let item = |key| store.get_item(key).ok().flatten();
+            Some(Session {
+                name: item(NAME_KEY)?,
+                token: item(TOKEN_KEY).unwrap_or_default(),
+                proxied: item(PROXIED_KEY).is_some_and(|p| p == "1"),
+            })
         })
-        .unwrap_or_default()
+        .unwrap_or(Session {
+            name: String::new(),
+            token: String::new(),
+            proxied: false,
+        })
 }
 
 /// Makes `session` the one calls are made as, and remembers it (silently
@@ -74,6 +82,7 @@ pub fn adopt(session: &Session) {
     for store in stores() {
         let _ = store.set_item(NAME_KEY, &session.name);
         let _ = store.set_item(TOKEN_KEY, &session.token);
+        let _ = store.set_item(PROXIED_KEY, if session.proxied { "1" } else { "0" });
     }
 }
 
