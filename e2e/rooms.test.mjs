@@ -126,6 +126,43 @@ test('two people in two rooms: unread counts, a deep link, back and forward, no 
   await bob.context().close();
 });
 
+test('a returning user\'s first stream watches the other rooms, before the room list is read again', async () => {
+  const ada = await openPage(chat.browser, `${chat.server.url}#/room/general`);
+  await join(ada, 'Returner');
+  await ada.getByTestId('new-room').click();
+  await ada.getByTestId('room-name-input').fill('watched');
+  await ada.getByTestId('room-create').click();
+  await ada.waitForFunction(() => location.hash === '#/room/watched');
+  await connected(ada);
+  await ada.locator('[data-testid="room"][data-room="general"]').click();
+  await ada.waitForFunction(() => location.hash === '#/room/general');
+  await connected(ada);
+
+  // A reload opens the stream at once, beside Join and ListRooms (so its
+  // list of rooms to watch is the one remembered). Once the list has been
+  // read at load and again after Ready, only the stream can raise a count.
+  let listings = 0;
+  const listedTwice = new Promise((resolve) => {
+    ada.on('response', (response) => {
+      if (response.url().endsWith('/ListRooms') && ++listings === 2) resolve();
+    });
+  });
+  await ada.reload();
+  await connected(ada);
+  await Promise.race([
+    listedTwice,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`ListRooms answered ${listings} time(s), 2 expected`)), 15_000)),
+  ]);
+  const bob = await openPage(chat.browser, `${chat.server.url}#/room/watched`);
+  await join(bob, 'Talker');
+  await say(bob, 'anyone watching?');
+  await waitForUnread(ada, 'watched', 1);
+
+  for (const page of [ada, bob]) assert.deepEqual(page.errors, []);
+  await ada.context().close();
+  await bob.context().close();
+});
+
 test('on a phone, the rooms are a drawer behind the # button', async () => {
   const phone = await openPage(chat.browser, chat.server.url, { width: 360, height: 740 });
   await join(phone, 'Pocket');

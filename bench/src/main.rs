@@ -44,6 +44,10 @@ struct Args {
     /// Where trunk put the release web app.
     #[arg(long, default_value = "dist")]
     dist: PathBuf,
+    /// The wasm's size budget; the run fails when the wasm, as sent with
+    /// brotli, grows more than 5% past it.
+    #[arg(long, default_value = "web/bundle-budget.toml")]
+    budget: PathBuf,
     /// Only the fan-out with these clients/senders/messages/rate (rate 0 = unthrottled).
     #[arg(long, num_args = 4, value_names = ["CLIENTS", "SENDERS", "MESSAGES", "RATE"])]
     fanout: Option<Vec<f64>>,
@@ -251,11 +255,15 @@ async fn main() -> anyhow::Result<()> {
         failures.extend(soak_scenario(&args, seconds, false).await?);
         match bundle::measure(&args.dist) {
             Ok(b) => {
+                let budget = bundle::budget(&args.budget)?;
                 let row = Row::new("bundle")
                     .text("file", b.file.display())
                     .num("raw", b.raw)
-                    .num("gzipped", b.gzipped);
+                    .num("gzipped", b.gzipped)
+                    .num("brotli", b.brotli)
+                    .num("budget", budget);
                 println!("{}\n{}\n{}", row.header(), row.table(), row.json());
+                failures.extend(bundle::over_budget(&b, budget, &args.budget));
             }
             Err(error) => println!("bundle: skipped ({error:#})"),
         }
@@ -293,9 +301,12 @@ fn print_versus(runs: &[compare::Run], protocol: Protocol) {
 /// Fails if any scenario broke (never on timing or memory figures).
 fn finish(failures: Vec<String>) -> anyhow::Result<()> {
     if !failures.is_empty() {
+        // Messages lost, duplicated, reordered or wrong, or the bundle
+        // past its budget: each failure says which.
         bail!(
-            "messages were lost, duplicated, reordered or wrong: {}",
-            failures.join("; ")
+            "{} check(s) failed:\n  {}",
+            failures.len(),
+            failures.join("\n  ")
         );
     }
     Ok(())

@@ -3,6 +3,10 @@
 //! (from the one stream's `RoomActivity` events and the last id seen of each
 //! room, kept in local storage). The room list and the dialog that creates
 //! a room are in `components::rooms`.
+//!
+//! The names of the rooms are kept in local storage too: a returning user's
+//! page opens its stream before `ListRooms` answers, and the stream is told
+//! then which other rooms to watch.
 
 use std::collections::HashMap;
 
@@ -13,6 +17,7 @@ use leptos::task::spawn_local;
 use crate::net::api::{self, RoomInfo};
 
 const SEEN_KEY: &str = "chat.seen.";
+const NAMES_KEY: &str = "chat.rooms";
 
 #[derive(Clone, Copy)]
 pub struct Rooms {
@@ -25,6 +30,25 @@ pub struct Rooms {
 
 fn storage() -> Option<web_sys::Storage> {
     web_sys::window()?.local_storage().ok()?
+}
+
+/// The rooms as last listed (their names only), or just general.
+fn remembered() -> Vec<RoomInfo> {
+    let names = storage()
+        .and_then(|s| s.get_item(NAMES_KEY).ok().flatten())
+        .unwrap_or_default();
+    let mut names: Vec<&str> = names.lines().filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        names.push(GENERAL);
+    }
+    names
+        .into_iter()
+        .map(|name| RoomInfo {
+            name: name.to_owned(),
+            topic: String::new(),
+            last_id: 0,
+        })
+        .collect()
 }
 
 /// The room an address names (`#/room/NAME`), if it is a room name.
@@ -42,11 +66,7 @@ fn current_hash() -> String {
 impl Rooms {
     pub fn new() -> Self {
         let rooms = Self {
-            list: RwSignal::new(vec![RoomInfo {
-                name: GENERAL.to_owned(),
-                topic: String::new(),
-                last_id: 0,
-            }]),
+            list: RwSignal::new(remembered()),
             current: RwSignal::new(room_in(&current_hash()).unwrap_or_else(|| GENERAL.to_owned())),
             seen: RwSignal::new(HashMap::new()),
         };
@@ -75,6 +95,10 @@ impl Rooms {
         let list = self.list;
         spawn_local(async move {
             if let Ok(rooms) = api::list_rooms().await {
+                if let Some(storage) = storage() {
+                    let names: Vec<&str> = rooms.iter().map(|r| r.name.as_str()).collect();
+                    let _ = storage.set_item(NAMES_KEY, &names.join("\n"));
+                }
                 list.set(rooms);
             }
         });
