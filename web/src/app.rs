@@ -4,13 +4,15 @@
 //! wants another one.
 //!
 //! On load the page asks the server for the name this tab (or browser) held
-//! before, with its token; only if that fails is the user asked. Behind an
-//! authenticating proxy the same call returns the proxy's name, and nobody
-//! is asked at all. A returning user does not wait for that answer: the
-//! page acts as the saved session at once, so the room's stream and the
-//! room list go out beside `Join` rather than one round trip after it (on
-//! a slow phone network that round trip is over half a second). `Join`
-//! then confirms the session, and nothing restarts, or replaces it.
+//! before, with its token; only if that fails is the user asked. A first
+//! visit (nothing saved) is asked at once, while the same call finds out
+//! whether an authenticating proxy names the user: then the prompt closes
+//! and the proxy's name is the name. A returning user does not wait for the
+//! answer either: the page acts as the saved session at once, so the room's
+//! stream and the room list go out beside `Join` rather than one round trip
+//! after it (on a slow phone network that round trip is over half a
+//! second). `Join` then confirms the session, and nothing restarts, or
+//! replaces it.
 
 use futures_util::future::AbortHandle;
 use leptos::prelude::*;
@@ -74,11 +76,13 @@ pub fn App() -> impl IntoView {
         spawn_local(async move {
             match api::join(&name, &token).await {
                 Ok(session) => joined(session),
+                // A first visit without a proxy: the prompt is open already
+                // (and the user may have joined through it meanwhile).
+                Err(_) if name.is_empty() => {}
                 Err(status) => {
                     // The name is not ours any more: nothing goes out as it.
                     session.set(None);
-                    // An empty name is the first visit, not a refusal.
-                    let refused = (!name.is_empty()).then(|| Refusal::of(&name, &status));
+                    let refused = Some(Refusal::of(&name, &status));
                     asking.set(Some(Asking { name, refused }));
                 }
             }
@@ -89,6 +93,15 @@ pub fn App() -> impl IntoView {
     if !saved.token.is_empty() {
         session::adopt(&saved);
         session.set(Some(saved.clone()));
+    }
+    // A first visit asks for a name at once; `Join("")` only finds out
+    // whether an authenticating proxy names the user instead (it then
+    // closes the prompt).
+    if saved.name.is_empty() {
+        asking.set(Some(Asking {
+            name: String::new(),
+            refused: None,
+        }));
     }
     rejoin(saved.name, saved.token);
 
