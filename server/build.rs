@@ -94,6 +94,27 @@ fn main() {
             "chat_proto::ListRoomsReply",
             Shape::Unary,
         ))
+        .method(method(
+            "edit",
+            "Edit",
+            "chat_proto::EditRequest",
+            "chat_proto::ChangeReply",
+            Shape::Unary,
+        ))
+        .method(method(
+            "delete",
+            "Delete",
+            "chat_proto::DeleteRequest",
+            "chat_proto::ChangeReply",
+            Shape::Unary,
+        ))
+        .method(method(
+            "react",
+            "React",
+            "chat_proto::ReactRequest",
+            "chat_proto::ChangeReply",
+            Shape::Unary,
+        ))
         .build();
     Builder::new()
         .build_client(false)

@@ -3,9 +3,12 @@
 //! One crate shared by the server, the web app and the tests, so both ends
 //! always agree on the wire format. The proto has no `package` line (to stay
 //! compatible with the paper's clients), so the RPC paths are
-//! `/ChatService/<Method>`. [`rules`] holds the input limits both ends apply.
+//! `/ChatService/<Method>`. [`rules`] holds the input limits both ends
+//! apply, and [`state`] how a message's changes fold into its current state,
+//! which both ends apply the same way.
 
 pub mod rules;
+pub mod state;
 
 #[allow(clippy::all, clippy::pedantic)]
 mod generated {

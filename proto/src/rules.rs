@@ -17,6 +17,14 @@ pub const MAX_NONCE_CHARS: usize = 64;
 pub const MAX_ROOM_CHARS: usize = 32;
 /// Longest room topic, in characters, after trimming.
 pub const MAX_TOPIC_CHARS: usize = 200;
+/// Longest reason given for a deletion, in characters, after trimming.
+pub const MAX_REASON_CHARS: usize = 200;
+/// Longest reaction emoji, in bytes (a family of four with skin tones is 25).
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// Most distinct emoji under one message.
+pub const MAX_REACTIONS: usize = 20;
+/// How many reactors a reaction names (the first ones); its count goes on.
+pub const MAX_REACTORS_LISTED: usize = 50;
 /// The room that always exists, and the one an empty room name means.
 pub const GENERAL: &str = "general";
 /// Largest encoded protobuf message the server decodes. The biggest valid
@@ -53,6 +61,14 @@ pub enum InputError {
     TopicTooLong(usize),
     #[error("topic contains control characters")]
     TopicControl,
+    #[error("the reason is too long: {0} characters, the limit is {MAX_REASON_CHARS}")]
+    ReasonTooLong(usize),
+    #[error("the reason contains control characters")]
+    ReasonControl,
+    #[error("{0:?} is not one emoji")]
+    NotAnEmoji(String),
+    #[error("the emoji is too long: {0} bytes, the limit is {MAX_EMOJI_BYTES}")]
+    EmojiTooLong(usize),
 }
 
 /// A username: trimmed, 1 to 32 characters, no control characters, no
@@ -163,6 +179,56 @@ pub fn message_text(raw: &str) -> Result<String, InputError> {
     }
 }
 
+/// Why a message was deleted: trimmed, at most 200 characters, no control
+/// characters; may be empty.
+pub fn reason(raw: &str) -> Result<String, InputError> {
+    let text = raw.trim();
+    let chars = text.chars().count();
+    if chars > MAX_REASON_CHARS {
+        Err(InputError::ReasonTooLong(chars))
+    } else if text.chars().any(char::is_control) {
+        Err(InputError::ReasonControl)
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+/// A reaction: exactly one emoji, as Unicode defines one: a single grapheme
+/// cluster made only of emoji characters (Extended_Pictographic) and the
+/// parts of emoji sequences (Emoji_Component: skin-tone modifiers, the
+/// zero-width joiner, variation selector 16, tags, the keycap mark and
+/// regional indicators) that is a pictograph, a flag (two regional
+/// indicators) or a keycap (`1️⃣`), at most 32 bytes. Kept as given.
+pub fn emoji(raw: &str) -> Result<String, InputError> {
+    use icu_properties::CodePointSetData;
+    use icu_properties::props::{EmojiComponent, ExtendedPictographic, RegionalIndicator};
+    use unicode_segmentation::UnicodeSegmentation;
+
+    if raw.len() > MAX_EMOJI_BYTES {
+        return Err(InputError::EmojiTooLong(raw.len()));
+    }
+    let not_one = || InputError::NotAnEmoji(raw.to_owned());
+    if raw.graphemes(true).count() != 1 {
+        return Err(not_one());
+    }
+    let pictographic = CodePointSetData::new::<ExtendedPictographic>();
+    let component = CodePointSetData::new::<EmojiComponent>();
+    let indicator = CodePointSetData::new::<RegionalIndicator>();
+    if !raw
+        .chars()
+        .all(|c| pictographic.contains(c) || component.contains(c))
+    {
+        return Err(not_one());
+    }
+    let flag = raw.chars().count() == 2 && raw.chars().all(|c| indicator.contains(c));
+    let keycap = raw.ends_with('\u{20E3}');
+    if raw.chars().any(|c| pictographic.contains(c)) || flag || keycap {
+        Ok(raw.to_owned())
+    } else {
+        Err(not_one())
+    }
+}
+
 /// A room name: 1 to 32 of `a-z`, `0-9`, `-` and `_`, starting with a
 /// letter or digit, lower-cased (`General` is `general`); empty means
 /// [`GENERAL`], so every client from before rooms lives there.
@@ -212,6 +278,39 @@ pub fn nonce(raw: &str) -> Result<String, InputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_emoji_is_one_pictograph_flag_or_keycap_with_its_modifiers() {
+        for ok in [
+            "👍",
+            "👍🏽",
+            "❤️",
+            "❤",
+            "🏳️‍🌈",
+            "👩‍👩‍👧‍👦",
+            "👩🏽‍💻",
+            "🇭🇷",
+            "🏴󠁧󠁢󠁳󠁣󠁴󠁿",
+            "1️⃣",
+            "#️⃣",
+            "🥳",
+            "©️",
+        ] {
+            assert_eq!(emoji(ok).as_deref(), Ok(ok), "{ok:?}");
+        }
+        for bad in [
+            "", "a", "ab", "👍👍", "1", "#", "🇭", "é", "👍 ", " ", "\u{200D}", "🏽",
+        ] {
+            assert!(
+                matches!(emoji(bad), Err(InputError::NotAnEmoji(_))),
+                "{bad:?}: {:?}",
+                emoji(bad)
+            );
+        }
+        let long = "👨🏻‍👩🏻‍👧🏻‍👦🏻";
+        assert!(long.len() > MAX_EMOJI_BYTES);
+        assert_eq!(emoji(long), Err(InputError::EmojiTooLong(long.len())));
+    }
 
     #[test]
     fn room_names_are_lower_cased_and_empty_is_general() {
@@ -335,6 +434,9 @@ mod tests {
             nonce: "😀".repeat(MAX_NONCE_CHARS),
             id: u64::MAX,
             room: "r".repeat(MAX_ROOM_CHARS),
+            reply_to: u64::MAX,
+            // What the server sets is never sent to it.
+            ..Default::default()
         };
         let len = biggest.encoded_len();
         assert!(len <= MAX_DECODED_BYTES, "{len} > {MAX_DECODED_BYTES}");

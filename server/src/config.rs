@@ -1,12 +1,14 @@
 //! Command-line flags, each with an environment variable, for `chat-server`.
 
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
 use crate::hub::{DEFAULT_BUFFER, DEFAULT_BUFFER_MIB, DEFAULT_HISTORY};
-use crate::log::Retention;
 use crate::log::sqlite::Location;
+use crate::log::{Retention, parse_age};
 
 /// A chat server for browsers and native clients: native gRPC (HTTP/2),
 /// gRPC-Web (HTTP/1.1) and the web app, all on one port.
@@ -59,6 +61,12 @@ pub struct Config {
     /// or an age (like 30d, 12h). Older messages are deleted.
     #[arg(long, env = "CHAT_RETAIN", default_value = "100000")]
     pub retain: Retention,
+
+    /// How long after sending a message its author may still edit it: an
+    /// age like 15m or 24h; 0 for no limit. A later edit is refused with
+    /// FAILED_PRECONDITION.
+    #[arg(long, env = "CHAT_EDIT_WINDOW", default_value = "0")]
+    pub edit_window: EditWindow,
 
     /// Newest messages kept in memory for delivery, shared by every client.
     /// A client that falls further behind reads what it missed from the
@@ -228,6 +236,21 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
     Ok(format!("/{trimmed}"))
 }
 
+/// How long a message may be edited after it was sent (`None`: forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EditWindow(pub Option<Duration>);
+
+impl FromStr for EditWindow {
+    type Err = String;
+    /// `0` (no limit) or an age: `90s`, `15m`, `24h`, `7d`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "0" {
+            return Ok(Self(None));
+        }
+        parse_age(s).map(|age| Self(Some(age)))
+    }
+}
+
 impl Config {
     /// The defaults, as if started with no flags and no environment, except
     /// that the database is in memory.
@@ -241,6 +264,7 @@ impl Config {
             nats_replicas: 3,
             history: DEFAULT_HISTORY,
             retain: Retention::Count(100_000),
+            edit_window: EditWindow(None),
             buffer: DEFAULT_BUFFER,
             buffer_mib: DEFAULT_BUFFER_MIB,
             heartbeat: 15,

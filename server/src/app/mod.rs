@@ -132,7 +132,8 @@ impl Server {
             )
             .require_join(config.require_join)
             .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
-            .auth_header(config.auth_header.clone()),
+            .auth_header(config.auth_header.clone())
+            .edit_window(config.edit_window.0),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

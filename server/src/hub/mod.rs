@@ -33,12 +33,16 @@ use std::sync::{Arc, RwLock};
 use chat_proto::ChatMessage;
 
 use crate::log::sqlite::{Location, Store};
-use crate::log::{Committed, LogError, OnCommit, Retention, RoomLog, RoomRow, StreamFailure};
+use crate::log::{
+    ChangeRequest, Changed, Committed, Entry, LogError, OnCommit, Retention, RoomLog, RoomRow,
+    StreamFailure,
+};
 use crate::metrics::Metrics;
 pub use room::Room;
 use room::{Rooms, read};
 use subscription::relayed;
 pub use subscription::{Closed, Delivery, Start, Subscription};
+use wire::Relayed;
 
 /// Messages a subscriber may fall behind before it reads from the store...
 pub const DEFAULT_BUFFER: u32 = 65_536;
@@ -133,15 +137,45 @@ impl Hub {
     ) -> Result<Self, LogError> {
         let rooms = Arc::new(RwLock::new(Rooms::default()));
         let committed = Arc::clone(&rooms);
+        let keep_recent = usize::try_from(history).unwrap_or(usize::MAX);
         let log = open(
             // Encoded here, on the log's thread, once for every subscriber.
             Box::new(move |batch: Committed| {
                 let room = read(&committed).by_id(batch.room).cloned();
                 if let (Some(room), Some(last)) = (room, batch.entries.last()) {
+                    let messages = batch
+                        .entries
+                        .iter()
+                        .filter_map(|stored| match &stored.entry {
+                            Entry::Message(message) => Some(message.id),
+                            Entry::Change(_) => None,
+                        });
+                    room.recent
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .add(messages.clone(), keep_recent);
+                    if let Some(newest) = messages.max() {
+                        room.last_message_id.fetch_max(newest, Ordering::SeqCst);
+                    }
                     // Moved first: whatever a subscriber finds newer than
                     // `last_id` when it starts is put in the ring after.
                     room.last_id.store(last.id(), Ordering::SeqCst);
-                    let entries = batch.entries.into_iter().map(relayed).collect();
+                    for mut entry in batch.rewritten {
+                        entry.set_room(room.name());
+                        let id = entry.id();
+                        room.ring
+                            .refresh(id, |origin| Relayed::new(id, entry.into_event(), origin));
+                    }
+                    let entries = batch
+                        .entries
+                        .into_iter()
+                        .map(|mut stored| {
+                            if let Entry::Change(change) = &mut stored.entry {
+                                room.name().clone_into(&mut change.room);
+                            }
+                            relayed(stored)
+                        })
+                        .collect();
                     room.ring.put(entries, batch.oldest_kept);
                 }
             }),
@@ -269,7 +303,7 @@ impl Hub {
         let newest = room.last_id();
         let (from, report_gaps) = match start {
             Start::Live => (newest, false),
-            Start::Recent => (newest.saturating_sub(self.inner.history), false),
+            Start::Since(id) => (id.min(newest), false),
             Start::After(id) => (id, true),
         };
         self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -292,6 +326,55 @@ impl Hub {
             subscription.delivered = newest.saturating_sub(self.inner.history);
         }
         subscription
+    }
+
+    /// Where a subscriber that asks for the recent history of `room` starts:
+    /// after the id before the newest `--history` messages (changes are
+    /// not counted).
+    pub async fn recent(&self, room: &Room) -> Result<Start, LogError> {
+        let keep = self.inner.history;
+        if keep == 0 {
+            return Ok(Start::Live);
+        }
+        let known = {
+            let recent = room.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent.complete.then(|| recent.ids.clone())
+        };
+        let ids = match known {
+            Some(ids) => ids,
+            None => {
+                let stored = self.inner.log.recent_messages(&room.key, keep).await?;
+                let mut recent = room.recent.lock().unwrap_or_else(|e| e.into_inner());
+                recent.add(stored, usize::try_from(keep).unwrap_or(usize::MAX));
+                recent.complete = true;
+                recent.ids.clone()
+            }
+        };
+        // Fewer than `keep` messages: all of them, from the start.
+        let start = match ids.front() {
+            Some(&oldest) if ids.len() as u64 >= keep => oldest - 1,
+            _ => 0,
+        };
+        Ok(Start::Since(start))
+    }
+
+    /// Entry `id` of `room` as it stands, if it is stored.
+    pub async fn entry(&self, room: &Room, id: u64) -> Result<Option<Entry>, LogError> {
+        if id == 0 || id > room.last_id() {
+            return Ok(None);
+        }
+        let page = self.inner.log.range(&room.key, id - 1, id, 1).await?;
+        Ok(page
+            .into_iter()
+            .find(|stored| stored.id() == id)
+            .map(|stored| stored.entry))
+    }
+
+    /// Checks `change` against its message in `room` and stores it (see
+    /// [`RoomLog::change`]); returns once it is durable and on its way to
+    /// every subscriber.
+    pub async fn change(&self, room: &Room, change: ChangeRequest) -> Result<Changed, LogError> {
+        self.inner.log.change(&room.key, change).await
     }
 
     /// Stores `message` in `room` (stamped with the server's time, the
@@ -498,7 +581,9 @@ mod tests {
                 .await
                 .expect("stored");
         }
-        let mut recent = hub.subscribe(&general, Start::Recent, None);
+        let start = hub.recent(&general).await.expect("recent");
+        assert_eq!(start, Start::Since(2));
+        let mut recent = hub.subscribe(&general, start, None);
         let mut after = hub.subscribe(&general, Start::After(1), None);
         hub.publish(&general, text("6")).await.expect("stored");
         for want in ["3", "4", "5", "6"] {

@@ -142,6 +142,26 @@ impl Ring {
         self.changed.notify_waiters();
     }
 
+    /// Replaces the copy of entry `id`, if the ring still holds it, with
+    /// what `encode` makes of it (given the held copy's origin): a message
+    /// whose state a change moved on. A subscriber that already took the
+    /// old copy gets the change after it, which brings it to the same state.
+    pub fn refresh(&self, id: u64, encode: impl FnOnce(Option<u64>) -> Relayed) {
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        let held = &mut *held;
+        if id < held.oldest || id > self.newest() {
+            return;
+        }
+        let capacity = held.slots.len() as u64;
+        let slot = &mut held.slots[(id % capacity) as usize];
+        let Some(old) = slot.as_ref().filter(|old| old.id() == id) else {
+            return;
+        };
+        let new = Arc::new(encode(old.origin()));
+        held.bytes = held.bytes + new.size() - old.size();
+        *slot = Some(new);
+    }
+
     /// Appends to `into` up to `max` messages with ids after `after`, in
     /// order, under one read lock; stops early once they take `max_bytes`.
     pub fn take(

@@ -1,5 +1,7 @@
 //! A room's live state, owned here and nowhere else: its ring of newest
-//! entries, who is in it, and the newest id the hub has been handed. The
+//! entries, who is in it, the newest id the hub has been handed (and the
+//! newest message's, and the ids of the newest messages, where a
+//! subscriber asking for recent history starts). The
 //! logs keep no copy of any of it: they number and store entries, and the
 //! hub moves a room's newest id as it takes each batch.
 //!
@@ -8,9 +10,9 @@
 //! (the log hands its batches over, see [`crate::log::RoomLog::follow`]) is
 //! the next, which the hub takes once per room.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use super::Buffer;
 use super::ring::Ring;
@@ -26,8 +28,39 @@ pub struct Room {
     /// The newest id handed to the hub: moved before a batch reaches the
     /// ring; shared with the log's follower, which resumes after it.
     pub(super) last_id: Arc<AtomicU64>,
+    /// The newest message's id (changes have ids too, and never make a
+    /// room unread).
+    pub(super) last_message_id: AtomicU64,
+    /// The ids of the newest messages (as many as new subscribers get).
+    pub(super) recent: Mutex<Recent>,
     /// Who is here and who is typing, in this room.
     presence: Arc<Presence>,
+}
+
+/// The ids of a room's newest messages: every one committed while the hub
+/// runs, and, once a subscriber first asked, the ones the log had before.
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    pub(super) ids: VecDeque<u64>,
+    /// The log's newest messages are in `ids` too.
+    pub(super) complete: bool,
+}
+
+impl Recent {
+    /// Adds ids (in any order, seen before or not) and keeps the newest
+    /// `keep`.
+    pub(super) fn add(&mut self, ids: impl IntoIterator<Item = u64>, keep: usize) {
+        for id in ids {
+            if self.ids.back().is_none_or(|&newest| id > newest) {
+                self.ids.push_back(id);
+            } else if let Err(at) = self.ids.binary_search(&id) {
+                self.ids.insert(at, id);
+            }
+        }
+        while self.ids.len() > keep {
+            self.ids.pop_front();
+        }
+    }
 }
 
 impl Room {
@@ -46,6 +79,8 @@ impl Room {
                     .saturating_mul(1 << 20),
             ),
             last_id: Arc::new(AtomicU64::new(row.last_id)),
+            last_message_id: AtomicU64::new(row.last_message_id),
+            recent: Mutex::new(Recent::default()),
             presence: Presence::new(),
         }
     }
@@ -65,6 +100,11 @@ impl Room {
     /// The newest id stored in the room (0 if none).
     pub fn last_id(&self) -> u64 {
         self.last_id.load(Ordering::SeqCst)
+    }
+
+    /// The newest message's id in the room (0 if none).
+    pub fn last_message_id(&self) -> u64 {
+        self.last_message_id.load(Ordering::SeqCst)
     }
 }
 

@@ -58,8 +58,10 @@ pub enum Closed {
 pub enum Start {
     /// Live messages only (the paper's `ChatStream`).
     Live,
-    /// The most recent history, then live.
-    Recent,
+    /// Every stored entry after this id (where the recent history starts:
+    /// see [`super::Hub::recent`]), then live; what retention removed is
+    /// skipped without a word.
+    Since(u64),
     /// Every stored message after this id, then live.
     After(u64),
 }

@@ -48,7 +48,8 @@ impl Encoded {
     }
 
     /// `relayed` as a bare `ChatMessage` (ChatStream), if it is a chat
-    /// message: the paper's clients hear of nothing else.
+    /// message that is not deleted: the paper's clients hear of nothing
+    /// else (no changes, no tombstones).
     pub fn message(relayed: Arc<Relayed>) -> Option<Self> {
         relayed
             .message_start
@@ -99,7 +100,8 @@ impl Relayed {
                 let mut event = Vec::with_capacity(len + 6);
                 prost::encoding::message::encode(EVENT_MESSAGE_FIELD, &message, &mut event);
                 let start = event.len() - len;
-                (event, Some(start))
+                // A deleted message is nothing the paper's clients can show.
+                (event, (!message.deleted).then_some(start))
             }
             other => (ChatEvent { event: Some(other) }.encode_to_vec(), None),
         };
@@ -204,6 +206,7 @@ mod tests {
             nonce: "n-1".into(),
             id: 7,
             room: "general".into(),
+            ..ChatMessage::default()
         }
     }
 

@@ -11,6 +11,12 @@
 //! keys and rows, [`Entry`] and [`Stored`], [`Committed`], [`LogError`],
 //! [`Retention`], the page budget and the clock.
 //!
+//! Entries are messages and changes to earlier messages ([`Entry`]). A
+//! change is asked for with [`RoomLog::change`]: the log checks it against
+//! the message as stored, in order with every other write, stores it, and
+//! folds it into the message's state (`chat_proto::state`), so a message is
+//! always read back, and handed on, in its current state.
+//!
 //! A room is *known* once the hub has it (its [`RoomRow`] came from
 //! [`RoomLog::rooms_at_open`], [`RoomLog::find_room`],
 //! [`RoomLog::list_rooms`] or [`RoomLog::create_room`]) and *followed*
@@ -28,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use chat_proto::ChatMessage;
+use chat_proto::{Change, ChangeKind, ChatMessage};
 use futures_util::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::watch;
@@ -51,6 +57,8 @@ pub struct RoomRow {
     pub topic: String,
     /// The newest id given in the room (0 if none yet).
     pub last_id: u64,
+    /// The newest message's id (changes have ids too).
+    pub last_message_id: u64,
 }
 
 /// Why a log could not do what it was asked.
@@ -80,6 +88,54 @@ pub enum LogError {
     /// asked again.
     #[error("the message log could not be read whole yet: {0}")]
     Incomplete(String),
+    /// The change cannot be made to the message as it stands.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// This log cannot do that (yet).
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
+
+/// Why a change was not made, judged against the message as stored.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("there is no message {0} in this room")]
+    NotFound(u64),
+    #[error("{0} is the id of a change, not of a message")]
+    NotAMessage(u64),
+    #[error("message {0} has been deleted")]
+    Deleted(u64),
+    #[error("message {0} has the most different reactions a message may have ({max})", max = chat_proto::rules::MAX_REACTIONS)]
+    TooManyReactions(u64),
+}
+
+/// A change to make to message `target`, by `username`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRequest {
+    pub target: u64,
+    pub username: String,
+    pub kind: ChangeKind,
+    /// An edit's new text.
+    pub message: String,
+    /// An edit's nonce: a retried edit with the same one is stored once.
+    pub nonce: String,
+    /// A reaction's emoji.
+    pub emoji: String,
+    /// A deletion by someone other than the author.
+    pub by_moderator: bool,
+    /// A deletion's reason.
+    pub reason: String,
+}
+
+/// What became of a [`ChangeRequest`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// Stored with its id and timestamp.
+    Stored(Change),
+    /// Nothing was stored, since it is so already: a second deletion (the
+    /// first's id and time), a reaction one has or one taken back that one
+    /// does not have (id 0), an edit retried with its nonce (its id).
+    AlreadySo { id: u64, timestamp: i64 },
 }
 
 /// Milliseconds since the Unix epoch: the clock messages are stamped with.
@@ -103,11 +159,6 @@ impl FromStr for Retention {
     /// `100000` (messages) or an age: `90s`, `30m`, `12h`, `30d`.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
-        let bad = || {
-            format!(
-                "`{s}` is neither a message count (like 100000) nor an age (like 30d, 12h, 30m, 90s)"
-            )
-        };
         if let Ok(count) = s.parse::<u64>() {
             return if count == 0 {
                 Err("retention must keep at least 1 message".into())
@@ -115,20 +166,32 @@ impl FromStr for Retention {
                 Ok(Self::Count(count))
             };
         }
-        let split = s.len().checked_sub(1).ok_or_else(bad)?;
-        let (number, unit) = s.split_at(split);
-        let number: u64 = number.parse().map_err(|_| bad())?;
-        let seconds = match unit {
-            "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            _ => return Err(bad()),
-        };
-        match number.checked_mul(seconds) {
-            Some(secs) if secs > 0 => Ok(Self::Age(Duration::from_secs(secs))),
-            _ => Err(bad()),
-        }
+        parse_age(s).map(Self::Age).map_err(|_| {
+            format!(
+                "`{s}` is neither a message count (like 100000) nor an age (like 30d, 12h, 30m, 90s)"
+            )
+        })
+    }
+}
+
+/// An age as the flags take one: a whole number of seconds, minutes, hours
+/// or days (`90s`, `30m`, `12h`, `30d`), more than zero.
+pub fn parse_age(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let bad = || format!("`{s}` is not an age (like 30d, 12h, 30m, 90s)");
+    let split = s.len().checked_sub(1).ok_or_else(bad)?;
+    let (number, unit) = s.split_at_checked(split).ok_or_else(bad)?;
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    match number.checked_mul(seconds) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(bad()),
     }
 }
 
@@ -168,6 +231,10 @@ pub struct Committed {
     /// If retention ran with this batch: the oldest id still stored, so
     /// copies of older messages held elsewhere can be let go too.
     pub oldest_kept: Option<u64>,
+    /// Entries handed on before that this batch rewrote, as they are now,
+    /// for copies held elsewhere (the hub's ring): each message a change
+    /// changed, in its new state, and a deleted message's edits, erased.
+    pub rewritten: Vec<Entry>,
 }
 
 /// Where a `ChatStream` learns that a message it queued could not be
@@ -228,6 +295,23 @@ pub trait RoomLog: fmt::Debug + Send + Sync + 'static {
         message: ChatMessage,
         failure: &'a StreamFailure,
     ) -> BoxFuture<'a, Result<(), LogError>>;
+
+    /// Checks `change` against message `change.target` as it stands, and
+    /// stores it (and folds it into the message) or says why not.
+    fn change<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        change: ChangeRequest,
+    ) -> BoxFuture<'a, Result<Changed, LogError>>;
+
+    /// The ids of the newest `count` messages of `room` (changes are not
+    /// counted), oldest first: where a subscriber that asks for recent
+    /// history starts.
+    fn recent_messages<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        count: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, LogError>>;
 
     /// Entries of `room` with `after < id <= upto`, oldest first, at most
     /// `limit` (and [`PAGE_BYTES`] of text after the first). Never a page

@@ -1,7 +1,8 @@
 //! The gRPC edge: `ChatService` implemented on top of the [`Hub`] and the
 //! [`Names`], one family of RPCs per file, each its own `impl ChatServer`:
 //!
-//! - [`send`]: `Send`, one message.
+//! - [`send`]: `Send`, one message (maybe a reply to another).
+//! - [`changes`]: `Edit`, `Delete` and `React`, changes to earlier messages.
 //! - [`chat_stream`]: the paper's bidirectional `ChatStream`.
 //! - [`subscribe`]: `Subscribe`, a room's history then live events.
 //! - [`rooms`]: `CreateRoom` and `ListRooms`.
@@ -10,11 +11,13 @@
 //!   resolved in one place for every RPC.
 //! - [`status`]: every internal error as a `tonic::Status` a client can act
 //!   on: `INVALID_ARGUMENT` for bad input, `RESOURCE_EXHAUSTED` for oversized
-//!   messages and for posting too fast, `UNAVAILABLE` ("try again") while the
-//!   server shuts down or cannot reach its log.
+//!   messages and for posting too fast, `NOT_FOUND`, `PERMISSION_DENIED` and
+//!   `FAILED_PRECONDITION` for changes a message cannot take, `UNAVAILABLE`
+//!   ("try again") while the server shuts down or cannot reach its log.
 //! - [`visit`]: a log line when a stream's client arrives and leaves.
 
 mod auth;
+mod changes;
 mod chat_stream;
 mod people;
 mod rooms;
@@ -29,8 +32,9 @@ use std::time::Duration;
 
 use chat_proto::rules;
 use chat_proto::{
-    ChatMessage, CreateRoomRequest, JoinReply, JoinRequest, ListRoomsReply, ListRoomsRequest,
-    Room as RoomReply, SendReply, SubscribeRequest, TypingReply, TypingRequest,
+    ChangeReply, ChatMessage, CreateRoomRequest, DeleteRequest, EditRequest, JoinReply,
+    JoinRequest, ListRoomsReply, ListRoomsRequest, ReactRequest, Room as RoomReply, SendReply,
+    SubscribeRequest, TypingReply, TypingRequest,
 };
 use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -78,6 +82,8 @@ pub struct ChatServer {
     require_join: bool,
     /// The header an authenticating proxy puts the user name in.
     auth_header: Option<String>,
+    /// How long after sending a message its author may edit it.
+    edit_window: Option<Duration>,
 }
 
 impl ChatServer {
@@ -96,7 +102,14 @@ impl ChatServer {
             rates,
             require_join: false,
             auth_header: None,
+            edit_window: None,
         }
+    }
+
+    /// Refuses edits to messages older than `window` (`None`: no limit).
+    pub fn edit_window(mut self, window: Option<Duration>) -> Self {
+        self.edit_window = window;
+        self
     }
 
     /// Bounds how many rooms may exist, general included.
@@ -187,6 +200,21 @@ impl ChatService for ChatServer {
 
     async fn send(&self, request: Request<ChatMessage>) -> Result<Response<SendReply>, Status> {
         self.send(request).await
+    }
+
+    async fn edit(&self, request: Request<EditRequest>) -> Result<Response<ChangeReply>, Status> {
+        self.edit(request).await
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<ChangeReply>, Status> {
+        self.delete(request).await
+    }
+
+    async fn react(&self, request: Request<ReactRequest>) -> Result<Response<ChangeReply>, Status> {
+        self.react(request).await
     }
 }
 

@@ -78,6 +78,7 @@ impl ChatServer {
             topic: room.topic().to_owned(),
             last_id: room.last_id(),
             online: u32::try_from(room.presence().count()).unwrap_or(u32::MAX),
+            last_message_id: room.last_message_id(),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! `Send`: one message, validated, rate-limited, stored, then answered
-//! with its id and timestamp once it is durable.
+//! `Send`: one message (maybe a reply to an earlier one of its room),
+//! validated, rate-limited, stored, then answered with its id and timestamp
+//! once it is durable.
 
 use std::sync::Arc;
 
@@ -25,7 +26,13 @@ impl ChatServer {
             .sender_name(session.as_ref(), &message.username)
             .await?;
         let room = self.room(&message.room).await?;
-        let message = accept_message(message).map_err(invalid_argument)?;
+        let reply_to = message.reply_to;
+        let mut message = accept_message(message).map_err(invalid_argument)?;
+        if reply_to != 0 {
+            // An earlier message of this room (deleted or not).
+            self.message(&room, reply_to).await?;
+            message.reply_to = reply_to;
+        }
         self.rates
             .check(conn.as_ref().map(|c| &c.rate), &message.username)
             .map_err(|too_fast| {
@@ -58,5 +65,7 @@ pub(super) fn accept_message(message: ChatMessage) -> Result<ChatMessage, InputE
         id: 0,
         // The hub writes the room's name as stored.
         room: String::new(),
+        // Checked by `Send`; the paper's `ChatStream` has no replies.
+        ..ChatMessage::default()
     })
 }

@@ -6,7 +6,7 @@ use tonic::{Code, Status};
 
 use crate::hub::Closed;
 use crate::limits::TooFast;
-use crate::log::LogError;
+use crate::log::{LogError, Refusal};
 use crate::people::claims::ClaimError;
 
 pub(super) fn invalid_argument(error: InputError) -> Status {
@@ -40,6 +40,23 @@ pub(super) fn claim_refused(error: ClaimError) -> Status {
 pub(super) fn unavailable(error: LogError) -> Status {
     tracing::warn!(%error, "store refused a message");
     Status::unavailable(error.to_string())
+}
+
+/// A change the message cannot take, or the log could not read or store.
+pub(super) fn change_refused(error: LogError) -> Status {
+    match error {
+        LogError::Refused(refusal) => {
+            let text = refusal.to_string();
+            match refusal {
+                Refusal::NotFound(_) => Status::not_found(text),
+                Refusal::NotAMessage(_) => Status::invalid_argument(text),
+                Refusal::Deleted(_) => Status::failed_precondition(text),
+                Refusal::TooManyReactions(_) => Status::resource_exhausted(text),
+            }
+        }
+        LogError::Unsupported(why) => Status::unimplemented(why),
+        other => unavailable(other),
+    }
 }
 
 impl From<Closed> for Status {

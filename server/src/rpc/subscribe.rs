@@ -44,15 +44,15 @@ impl ChatServer {
                 None,
             ),
         };
-        let start = match request.get_ref().after_id {
-            0 => Start::Recent,
-            id => Start::After(id),
-        };
         let room = self.room(&request.get_ref().room).await?;
-        if let Start::After(id) = start {
-            // Read elsewhere up to `id`: wait until this replica has it too.
-            self.hub.catch_up(&room, id).await.map_err(unavailable)?;
-        }
+        let start = match request.get_ref().after_id {
+            0 => self.hub.recent(&room).await.map_err(unavailable)?,
+            id => {
+                // Read elsewhere up to `id`: wait until this replica has it too.
+                self.hub.catch_up(&room, id).await.map_err(unavailable)?;
+                Start::After(id)
+            }
+        };
         let mut watched = Watched::new(&self.hub, &room, &request.get_ref().watch);
         let visit = Visit::new("subscribe", Some(username), client(&request));
         // Present from here on (with a session), and told who else is.
@@ -184,6 +184,7 @@ fn activity_event(room: &Room, last_id: u64) -> Encoded {
     wire::event(Event::Activity(chat_proto::RoomActivity {
         room: room.name().to_owned(),
         last_id,
+        last_message_id: room.last_message_id().min(last_id),
     }))
 }
 

@@ -126,6 +126,16 @@ async fn a_forged_id_and_timestamp_are_ignored_and_a_64_character_nonce_is_fine(
         id: 1_000_000,
         nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS),
         room: "General".into(),
+        // What only the server sets.
+        edited_at: 7,
+        deleted: true,
+        reactions: vec![chat_proto::Reaction {
+            emoji: "👍".into(),
+            count: 1_000,
+            usernames: vec!["everyone".into()],
+        }],
+        state_id: 99,
+        reply_to: 0,
     };
     let reply = within(web.send(forged.clone()))
         .await
@@ -137,6 +147,17 @@ async fn a_forged_id_and_timestamp_are_ignored_and_a_64_character_nonce_is_fine(
     assert_eq!((relayed.id, relayed.timestamp), (1, reply.timestamp));
     assert_eq!(relayed.nonce, forged.nonce);
     assert_eq!(relayed.room, "general", "the room as stored");
+    assert_eq!(relayed.message, forged.message);
+    assert_eq!(
+        (
+            relayed.edited_at,
+            relayed.deleted,
+            relayed.reactions.len(),
+            relayed.state_id
+        ),
+        (0, false, 0, 0),
+        "what only the server sets is ignored"
+    );
     let too_long = ChatMessage {
         nonce: "n".repeat(chat_proto::rules::MAX_NONCE_CHARS + 1),
         ..forged

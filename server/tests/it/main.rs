@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod binary;
+mod changes;
 mod chat_stream;
 mod cluster;
 mod cors;

@@ -192,7 +192,7 @@ pub async fn set_typing(typing: bool, room: String) {
 pub struct RoomInfo {
     pub name: String,
     pub topic: String,
-    /// The newest id the page knows of.
+    /// The newest message id the page knows of.
     pub last_id: u64,
 }
 
@@ -200,7 +200,8 @@ fn room_info(room: chat_proto::Room) -> RoomInfo {
     RoomInfo {
         name: room.name,
         topic: room.topic,
-        last_id: room.last_id,
+        // Changes never make a room unread: only its newest message counts.
+        last_id: room.last_message_id,
     }
 }
 

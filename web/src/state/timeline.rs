@@ -225,9 +225,14 @@ impl Timeline {
             return None;
         }
         let own = message.username == me;
+        let text = if message.deleted {
+            "This message was deleted."
+        } else {
+            &message.message
+        };
         let entry = self.push(
             &message.username,
-            &message.message,
+            text,
             own,
             "",
             message.timestamp,

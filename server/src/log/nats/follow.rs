@@ -151,6 +151,7 @@ impl Shared {
             room: room.key.id,
             entries: batch,
             oldest_kept: None,
+            rewritten: Vec::new(),
         });
         true
     }

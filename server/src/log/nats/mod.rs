@@ -47,7 +47,10 @@ mod write;
 use follow::Followed;
 use write::random_u64;
 
-use super::{LogError, OnCommit, Retention, RoomKey, RoomLog, RoomRow, Stored, StreamFailure};
+use super::{
+    ChangeRequest, Changed, LogError, OnCommit, Retention, RoomKey, RoomLog, RoomRow, Stored,
+    StreamFailure,
+};
 use crate::metrics::Metrics;
 
 /// Every room's stream is named this, then the room's name.
@@ -263,6 +266,8 @@ impl RoomLog for NatsLog {
                         name,
                         topic: info.config.description.clone().unwrap_or_default(),
                         last_id: info.state.last_sequence,
+                        // Every entry of a stream is a message today.
+                        last_message_id: info.state.last_sequence,
                     };
                     Ok(Some(self.shared.number(row)))
                 }
@@ -283,6 +288,7 @@ impl RoomLog for NatsLog {
                         name: name.to_owned(),
                         topic: info.config.description.clone().unwrap_or_default(),
                         last_id: info.state.last_sequence,
+                        last_message_id: info.state.last_sequence,
                     }));
                 }
             }
@@ -339,6 +345,7 @@ impl RoomLog for NatsLog {
                 name: name.to_owned(),
                 topic: topic.to_owned(),
                 last_id: 0,
+                last_message_id: 0,
             }))
         })
     }
@@ -367,6 +374,31 @@ impl RoomLog for NatsLog {
                 failure.send_replace(Some(error.to_string()));
             }
             written
+        })
+    }
+
+    /// Not in cluster mode yet: the streams hold messages only.
+    fn change<'a>(
+        &'a self,
+        _room: &'a RoomKey,
+        _change: ChangeRequest,
+    ) -> BoxFuture<'a, Result<Changed, LogError>> {
+        Box::pin(async {
+            Err(LogError::Unsupported(
+                "editing, deleting and reacting are not available in cluster mode yet",
+            ))
+        })
+    }
+
+    /// Every entry of a stream is a message: the newest `count` ids.
+    fn recent_messages<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        count: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, LogError>> {
+        Box::pin(async move {
+            let newest = self.newest(room).await?;
+            Ok((newest.saturating_sub(count) + 1..=newest).collect())
         })
     }
 
@@ -404,6 +436,7 @@ async fn rooms_of(js: &context::Context, config: &NatsConfig) -> Result<Vec<Room
                 name: name.to_owned(),
                 topic: info.config.description.clone().unwrap_or_default(),
                 last_id: info.state.last_sequence,
+                last_message_id: info.state.last_sequence,
             });
         }
     }

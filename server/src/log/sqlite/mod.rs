@@ -15,6 +15,11 @@
 //! [`READER_IDLE`] unused, and each read returns a page bounded in bytes as
 //! well as in messages, so no reader holds more than [`PAGE_BYTES`] of
 //! history at a time however large the messages are.
+//!
+//! Changes to earlier messages (edits, deletions, reactions) go through
+//! the same writer and the same transactions: each is checked against its
+//! message's row, stored with the room's next id, and folded into that row,
+//! which always holds the message's current state ([`changes`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,16 +34,18 @@ use rusqlite::{Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
+mod changes;
 mod readers;
 mod schema;
 mod writer;
 
-use readers::{Readers, read_range};
+use readers::{Readers, read_range, recent_messages};
 use schema::{migrate, read_rooms};
-use writer::{Ack, Job, Pending, Writer};
+use writer::{Ack, Job, Pending, PendingChange, Writer};
 
 use super::{
-    LogError, OnCommit, Retention, RoomId, RoomKey, RoomLog, RoomRow, Stored, StreamFailure,
+    ChangeRequest, Changed, LogError, OnCommit, Retention, RoomId, RoomKey, RoomLog, RoomRow,
+    Stored, StreamFailure,
 };
 use crate::metrics::Metrics;
 
@@ -216,6 +223,30 @@ impl Store {
         Ok(())
     }
 
+    /// Checks `request` against its message and stores it, in order with
+    /// every write queued before it; answers once it is committed.
+    pub async fn change(&self, room: RoomId, request: ChangeRequest) -> Result<Changed, LogError> {
+        let (reply, replied) = oneshot::channel();
+        self.queue
+            .send(Job::Change(PendingChange {
+                room,
+                request,
+                reply,
+            }))
+            .await
+            .map_err(|_| LogError::Stopped)?;
+        replied.await.map_err(|_| LogError::Stopped)?
+    }
+
+    /// The ids of the newest `count` messages of `room`, oldest first.
+    pub async fn recent_messages(&self, room: RoomId, count: u64) -> Result<Vec<u64>, LogError> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        self.read(move |connection| recent_messages(connection, room, count))
+            .await
+    }
+
     /// Stored messages of `room` with `after < id <= upto`, oldest first:
     /// at most `limit` of them, and no more text than [`PAGE_BYTES`] after
     /// the first. Waits for a free read connection if all [`MAX_READERS`]
@@ -320,6 +351,22 @@ impl RoomLog for Store {
         Box::pin(Store::append_from(self, room.id, origin, message, failure))
     }
 
+    fn change<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        change: ChangeRequest,
+    ) -> BoxFuture<'a, Result<Changed, LogError>> {
+        Box::pin(Store::change(self, room.id, change))
+    }
+
+    fn recent_messages<'a>(
+        &'a self,
+        room: &'a RoomKey,
+        count: u64,
+    ) -> BoxFuture<'a, Result<Vec<u64>, LogError>> {
+        Box::pin(Store::recent_messages(self, room.id, count))
+    }
+
     fn range<'a>(
         &'a self,
         room: &'a RoomKey,
@@ -343,8 +390,10 @@ mod tests {
     use crate::log::{Entry, PAGE_BYTES};
 
     fn text_of(stored: &Stored) -> &str {
-        let Entry::Message(message) = &stored.entry;
-        &message.message
+        match &stored.entry {
+            Entry::Message(message) => &message.message,
+            Entry::Change(change) => &change.message,
+        }
     }
 
     fn message(text: &str) -> ChatMessage {
@@ -488,6 +537,72 @@ mod tests {
             "{bytes} bytes"
         );
         assert!(page.len() < 50);
+    }
+
+    /// A connection to a fresh in-memory database with the schema.
+    fn migrated() -> Connection {
+        let readers = Readers::new(Location::Memory, Metrics::new());
+        let mut connection = readers.open(false).expect("open");
+        migrate(&mut connection).expect("migrate");
+        connection
+    }
+
+    fn ids(connection: &Connection) -> Vec<u64> {
+        let mut statement = connection
+            .prepare("SELECT id FROM messages WHERE room = 1 ORDER BY id")
+            .expect("prepare");
+        statement
+            .query_map([], |row| row.get(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("ids")
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_messages_and_the_changes_go_with_theirs() {
+        let connection = migrated();
+        // 1, 2, 4 and 7 are messages; 3 changes 1, 5 changes 2, 6 changes 4.
+        for (id, target) in [(1, 0), (2, 0), (3, 1), (4, 0), (5, 2), (6, 4), (7, 0)] {
+            connection
+                .execute(
+                    "INSERT INTO messages (room, id, kind, target, username, message, timestamp)
+                     VALUES (1, ?1, ?2, ?3, 'ada', 'x', 0)",
+                    rusqlite::params![id, i32::from(target != 0), target],
+                )
+                .expect("insert");
+        }
+        let oldest = writer::prune_old(&connection, Retention::Count(2), 1, 7).expect("prune");
+        assert_eq!(oldest, 4, "the newest 2 messages are 4 and 7");
+        assert_eq!(ids(&connection), [4, 6, 7], "5 changed a message that went");
+    }
+
+    #[test]
+    fn a_database_from_before_changes_is_migrated_with_its_messages() {
+        let readers = Readers::new(Location::Memory, Metrics::new());
+        let mut connection = readers.open(false).expect("open");
+        for sql in &schema::MIGRATIONS[..2] {
+            connection.execute_batch(sql).expect("old schema");
+        }
+        connection
+            .pragma_update(None, "user_version", 2)
+            .expect("version");
+        connection
+            .execute_batch(
+                "INSERT INTO messages (room, id, username, message, timestamp) VALUES (1, 1, 'ada', 'old', 5);
+                 UPDATE rooms SET last_id = 1 WHERE id = 1;",
+            )
+            .expect("an old message");
+        migrate(&mut connection).expect("migrate");
+        let rooms = read_rooms(&connection).expect("rooms");
+        assert_eq!((rooms[0].last_id, rooms[0].last_message_id), (1, 1));
+        let page = read_range(&connection, 1, 0, 1, 10).expect("read");
+        let Entry::Message(message) = &page[0].entry else {
+            panic!("a message");
+        };
+        assert_eq!(
+            (message.message.as_str(), message.deleted, message.state_id),
+            ("old", false, 0)
+        );
     }
 
     #[tokio::test]

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_proto::ChatMessage;
 use rusqlite::{Connection, OpenFlags, params};
 use tokio::sync::Semaphore;
 use tracing::debug;
 
+use super::changes::{ENTRY_COLUMNS, entry};
 use super::{Location, MAX_READERS, READER_IDLE};
-use crate::log::{Entry, LogError, PAGE_BYTES, RoomId, Stored};
+use crate::log::{LogError, PAGE_BYTES, RoomId, Stored};
 use crate::metrics::Metrics;
 
 /// Read connections, opened on demand, reused, and closed when idle.
@@ -95,6 +95,9 @@ impl Readers {
                 let c = Connection::open_with_flags(path, flags)?;
                 if !read_only {
                     c.pragma_update(None, "journal_mode", "WAL")?;
+                    // What a deletion removes is zeroed in the file, not
+                    // only marked free.
+                    c.pragma_update(None, "secure_delete", "ON")?;
                 }
                 c
             }
@@ -138,23 +141,16 @@ pub(super) fn read_range(
     upto: u64,
     limit: usize,
 ) -> Result<Vec<Stored>, LogError> {
-    let mut statement = connection.prepare_cached(
-        "SELECT id, username, message, timestamp, nonce, origin FROM messages
-         WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4",
-    )?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT {ENTRY_COLUMNS} FROM messages
+         WHERE room = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4"
+    ))?;
     let rows = statement.query_map(
         params![room, after, upto, i64::try_from(limit).unwrap_or(i64::MAX)],
         |row| {
             Ok(Stored {
-                entry: Entry::Message(ChatMessage {
-                    id: row.get(0)?,
-                    username: row.get(1)?,
-                    message: row.get(2)?,
-                    timestamp: row.get(3)?,
-                    nonce: row.get(4)?,
-                    room: String::new(),
-                }),
-                origin: row.get(5)?,
+                entry: entry(row)?,
+                origin: row.get(15)?,
             })
         },
     )?;
@@ -170,4 +166,24 @@ pub(super) fn read_range(
         page.push(stored);
     }
     Ok(page)
+}
+
+/// The ids of the newest `count` messages of `room` (not changes), oldest
+/// first.
+pub(super) fn recent_messages(
+    connection: &Connection,
+    room: RoomId,
+    count: u64,
+) -> Result<Vec<u64>, LogError> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id FROM messages WHERE room = ?1 AND kind = 0 ORDER BY id DESC LIMIT ?2",
+    )?;
+    let mut ids = statement
+        .query_map(
+            params![room, i64::try_from(count).unwrap_or(i64::MAX)],
+            |row| row.get(0),
+        )?
+        .collect::<Result<Vec<u64>, _>>()?;
+    ids.reverse();
+    Ok(ids)
 }

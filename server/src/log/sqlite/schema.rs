@@ -55,18 +55,52 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE room_messages RENAME TO messages;
     DROP TABLE meta;
 ",
+    "
+    -- Changes to earlier messages (edits, deletions, reactions) share the
+    -- messages' table and their room's one sequence of ids: `kind` 0 is a
+    -- message, otherwise the change's ChangeKind, and `target` the message
+    -- it changes. For a change `username` is who made it, `message` an
+    -- edit's text and `nonce` an edit's nonce.
+    ALTER TABLE messages ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN target INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN reply_to INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN emoji TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+    ALTER TABLE messages ADD COLUMN by_moderator INTEGER NOT NULL DEFAULT 0;
+    -- A message's current state, every change up to state_id folded in
+    -- (the reactions encoded as in changes.rs).
+    ALTER TABLE messages ADD COLUMN edited_at INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN state_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN reactions BLOB;
+    -- Partial: only changes pay for them, not every message.
+    CREATE INDEX changes_by_target ON messages (room, target) WHERE kind != 0;
+    CREATE INDEX changes_in_order ON messages (room, id) WHERE kind != 0;
+    -- Who reacted with what: every reactor (a message names only the first
+    -- 50 of each emoji), to tell a reaction one has from one one has not.
+    CREATE TABLE reactors (
+        room     INTEGER NOT NULL,
+        target   INTEGER NOT NULL,
+        emoji    TEXT    NOT NULL,
+        username TEXT    NOT NULL,
+        PRIMARY KEY (room, target, emoji, username)
+    ) WITHOUT ROWID;
+    ALTER TABLE rooms ADD COLUMN last_message_id INTEGER NOT NULL DEFAULT 0;
+    UPDATE rooms SET last_message_id = last_id;
+",
 ];
 
 /// Every room, by id.
 pub(super) fn read_rooms(connection: &Connection) -> Result<Vec<RoomRow>, LogError> {
-    let mut statement =
-        connection.prepare("SELECT id, name, topic, last_id FROM rooms ORDER BY id")?;
+    let mut statement = connection
+        .prepare("SELECT id, name, topic, last_id, last_message_id FROM rooms ORDER BY id")?;
     let rows = statement.query_map([], |row| {
         Ok(RoomRow {
             id: row.get(0)?,
             name: row.get(1)?,
             topic: row.get(2)?,
             last_id: row.get(3)?,
+            last_message_id: row.get(4)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
