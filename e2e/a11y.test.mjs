@@ -190,6 +190,44 @@ for (const [size, viewport] of Object.entries(SIZES)) {
     }
   });
 
+  test(`message actions: toolbar, replying, picker, editing, reactions, a tombstone, ${size}`, async () => {
+    const { me, other, server } = await conversation(chat.browser, viewport);
+    try {
+      const theirs = messagesWithText(me, 'Looks great. The dark theme too 🌙');
+      const mine = messagesWithText(me, 'It did: rooms on the left, people on the right.');
+      await theirs.hover();
+      await theirs.getByTestId('action-reply').waitFor({ state: 'visible' });
+      await assertAccessible(me, `message toolbar, ${size}`);
+      await theirs.getByTestId('action-reply').click();
+      await me.getByTestId('reply-banner').waitFor();
+      await assertAccessible(me, `replying, ${size}`);
+      await me.getByTestId('composer-input').press('Escape');
+      await theirs.hover();
+      await theirs.getByTestId('action-react').click();
+      await me.getByTestId('reaction-picker').waitFor();
+      await assertAccessible(me, `reaction picker, ${size}`);
+      await me.getByRole('button', { name: 'React with 🎉' }).click();
+      await theirs.getByTestId('reaction').waitFor();
+      await me.getByTestId('composer-input').focus();
+      await me.keyboard.press('ArrowUp');
+      await me.getByTestId('edit-input').waitFor();
+      await assertAccessible(me, `editing, ${size}`);
+      await me.getByTestId('edit-input').press('Escape');
+      me.once('dialog', (dialog) => dialog.accept());
+      await mine.hover();
+      await mine.getByTestId('action-delete').click();
+      await me.getByTestId('message-deleted').waitFor();
+      for (const theme of THEMES) {
+        await me.emulateMedia({ colorScheme: theme });
+        await me.screenshot({ path: path.join(artifacts, `a11y-actions-${theme}-${size}.png`) });
+      }
+      await assertAccessible(me, `reactions and a tombstone, ${size}`);
+    } finally {
+      await close(me, other);
+      await server.stop();
+    }
+  });
+
   test(`create-room dialog with the server's refusal, ${size}`, async () => {
     const page = await openPage(chat.browser, chat.server.url, viewport);
     await join(page, nameFor('Maker'));

@@ -28,6 +28,7 @@ use crate::components::rooms::{CreateRoom, RoomList};
 use crate::feed::Connection;
 use crate::net::api;
 use crate::net::session::{self, Session};
+use crate::state::acting::Acting;
 use crate::state::people::{People, TypingNotices};
 use crate::state::rooms::Rooms;
 use crate::state::timeline::Timeline;
@@ -247,6 +248,8 @@ fn RoomView(
     name: Signal<String>,
 ) -> impl IntoView {
     let timeline = Timeline::of_room(&room);
+    // Replying, editing, reacting: for this room's rows and composer.
+    provide_context(Acting::new(&room, name));
     let seen = rooms.seen(&room);
     timeline.resume_after(seen.saturating_sub(CONTEXT));
     timeline.seen_up_to(seen);

@@ -282,9 +282,8 @@ fn show(event: Event, feed: &Feed) {
         }
         // Changes never make a room unread: only its newest message counts.
         Event::Activity(activity) => rooms.activity(&activity.room, activity.last_message_id),
-        // Edits, deletions and reactions to earlier messages: not shown by
-        // this page yet (a deleted message comes as its tombstone).
-        Event::Change(_) => {}
+        // An edit, a deletion or a reaction to an earlier message.
+        Event::Change(change) => timeline.apply(&change),
         Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
         Event::Presence(presence) => people.presence(presence, *timeline, me),
         Event::Typing(typing) => people.typing(typing, me),

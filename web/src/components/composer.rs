@@ -1,11 +1,16 @@
 //! Writing a message: Enter sends, Shift+Enter starts a new line, the box
 //! grows with its text, and a counter appears as the text nears the limit.
 //! Sending adds the message to the timeline at once (see `state::timeline`).
+//! Above the box: what the message answers, if it is a reply (Escape
+//! cancels), and why the last change to a message failed. Up arrow in an
+//! empty box edits the user's last message.
 
 use leptos::html;
 use leptos::prelude::*;
 
+use crate::components::reply::ReplyBanner;
 use crate::net::api::{self, MAX_MESSAGE_CHARS};
+use crate::state::acting::Acting;
 use crate::state::entry::deliver;
 use crate::state::people::TypingNotices;
 use crate::state::timeline::Timeline;
@@ -23,6 +28,7 @@ pub fn Composer(
     typing: TypingNotices,
 ) -> impl IntoView {
     let input_ref = NodeRef::<html::Textarea>::new();
+    let acting = expect_context::<Acting>();
     let chars = Memo::new(move |_| draft.with(|d| d.trim().chars().count()));
     let verdict = Memo::new(move |_| draft.with(|d| api::validate_message(d)));
     let can_send = move || verdict.with(Result::is_ok);
@@ -47,7 +53,12 @@ pub fn Composer(
         if author.is_empty() {
             return; // still behind the name prompt
         }
-        let entry = timeline.push_own(&author, &text, &api::new_nonce());
+        let reply_to = acting
+            .replying
+            .get_untracked()
+            .map_or(0, |e| e.id.get_untracked());
+        let entry = timeline.push_own(&author, &text, &api::new_nonce(), reply_to);
+        acting.replying.set(None);
         deliver(entry);
         typing.sent();
         draft.set(String::new());
@@ -89,6 +100,13 @@ pub fn Composer(
                 send();
             }
         >
+            <ReplyBanner />
+            {move || acting.error.get().map(|why| view! {
+                <div class="action-error" role="alert" data-testid="action-error">
+                    <span>{why}</span>
+                    <button class="link" aria-label="Dismiss" on:click=move |_| acting.error.set(None)>"✕"</button>
+                </div>
+            })}
             <div class="composer-box">
                 <textarea
                     node_ref=input_ref
@@ -110,6 +128,15 @@ pub fn Composer(
                         if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
                             ev.prevent_default();
                             send();
+                        } else if ev.key() == "Escape" && acting.replying.with_untracked(Option::is_some) {
+                            ev.prevent_default();
+                            acting.replying.set(None);
+                        } else if ev.key() == "ArrowUp" && draft.with_untracked(String::is_empty) {
+                            // Edit the last message of ours that is stored.
+                            if let Some(last) = timeline.last_own_stored() {
+                                ev.prevent_default();
+                                acting.editing.set(Some(last));
+                            }
                         }
                     }
                 ></textarea>

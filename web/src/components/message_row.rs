@@ -1,11 +1,17 @@
 //! One row of the conversation as the reader sees it: a message bubble
 //! (with its author's name, avatar and time at the start of a run, a day
 //! separator above the first of a day, its delivery state, and Retry, Edit
-//! or Dismiss when it was not sent), or a notice.
+//! or Dismiss when it was not sent), or a notice. A stored message shows
+//! what it answers, "(edited)", its reactions, or that it was deleted, and
+//! offers what can be done to it (`message_actions`).
 
 use leptos::prelude::*;
 
 use crate::browser::time;
+use crate::components::message_actions::{EditBox, MessageActions, Picker};
+use crate::components::reactions::Reactions;
+use crate::components::reply::ReplyQuote;
+use crate::state::acting::Acting;
 use crate::state::entry::{Delivery, Entry, deliver};
 use crate::state::rich::{self, Piece};
 use crate::state::timeline::Timeline;
@@ -29,14 +35,68 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
     let Entry {
         key,
         author,
-        text,
         own,
         time,
         delivery,
         starts_group,
         starts_day,
+        id,
+        copy,
+        deleted_by_moderator,
         ..
     } = entry.clone();
+    let acting = expect_context::<Acting>();
+    // What the bubble shows; a reaction does not re-render the text.
+    let shown = Memo::new(move |_| copy.with(|m| (m.deleted, m.message.clone(), m.edited_at)));
+    let reply_to = Memo::new(move |_| copy.with(|m| m.reply_to));
+    let editing = move || acting.editing.get() == Some(key);
+    let body = {
+        let entry = entry.clone();
+        move || {
+            let (deleted, text, _) = shown.get();
+            if deleted {
+                let words = if deleted_by_moderator.get() {
+                    "This message was deleted by a moderator."
+                } else {
+                    "This message was deleted."
+                };
+                view! { <span class="deleted" data-testid="message-deleted">{words}</span> }
+                    .into_any()
+            } else if editing() {
+                view! { <EditBox entry=entry.clone() /> }.into_any()
+            } else {
+                rich_text(&text)
+            }
+        }
+    };
+    let edited = move || {
+        let (deleted, _, edited_at) = shown.get();
+        (edited_at > 0 && !deleted).then(|| {
+            let when = time::stamp(edited_at).full;
+            view! {
+                <span class="edited" data-testid="message-edited" title=format!("Edited {when}")>
+                    "(edited)"
+                </span>
+            }
+        })
+    };
+    // Only a stored message that is still there can be answered or changed.
+    let actionable = move || id.get() != 0 && !shown.with(|s| s.0);
+    let actions = {
+        let entry = entry.clone();
+        move || actionable().then(|| view! { <MessageActions entry=entry.clone() /> })
+    };
+    let picker = {
+        let entry = entry.clone();
+        move || {
+            (actionable() && acting.picking.get() == Some(key))
+                .then(|| view! { <Picker entry=entry.clone() /> })
+        }
+    };
+    let quote = move || {
+        let to = reply_to.get();
+        (to != 0).then(|| view! { <ReplyQuote timeline id=to /> })
+    };
     let day = move || {
         starts_day.get().then(|| {
             view! { <li class="day" data-testid="day-separator"><span>{time::day_label(time.get())}</span></li> }
@@ -68,7 +128,9 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
         {marker}
         <li
             class="msg"
+            id=move || (id.get() != 0).then(|| format!("msg-{}", id.get()))
             class:own=own
+            class:deleted=move || shown.with(|s| s.0)
             class:cont=move || !starts_group.get()
             data-testid="message"
             data-own=if own { "true" } else { "false" }
@@ -108,8 +170,13 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                         </span>
                     })}
                 </div>
-                <div class="text" data-testid="message-text">{rich_text(&text)}</div>
+                {quote}
+                <div class="text" data-testid="message-text">{body}</div>
+                {edited}
+                <Reactions entry=entry.clone() />
+                {actions}
             </div>
+            {picker}
             {move || error().map(|failure| {
                 let retry_entry = entry.clone();
                 let text = entry.text.clone();

@@ -5,9 +5,12 @@
 
 pub mod composer;
 pub mod connection;
+pub mod message_actions;
 pub mod message_list;
 pub mod message_row;
 pub mod name_prompt;
 pub mod notify_toggle;
 pub mod people;
+pub mod reactions;
+pub mod reply;
 pub mod rooms;

@@ -11,13 +11,14 @@
 //! ([`readable`]).
 
 use std::error::Error as _;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::OnceLock;
 
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
-    ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, JoinRequest, ListRoomsRequest,
-    SendReply, SubscribeRequest, TypingRequest,
+    ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
+    JoinRequest, ListRoomsRequest, ReactRequest, SendReply, SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -138,16 +139,76 @@ pub fn too_fast(status: &Status) -> Option<String> {
 
 /// Posts one message; the reply carries the server's timestamp.
 pub async fn send(message: ChatMessage) -> Result<SendReply, Failure> {
-    let mut client = client();
+    // The same message (same nonce) goes again if the session was renewed.
+    as_session(move |mut client| {
+        let message = message.clone();
+        async move { client.send(session::authorized(message)).await }
+    })
+    .await
+}
+
+/// Changes the text of one of the user's messages.
+pub async fn edit(room: &str, id: u64, text: &str) -> Result<(), Failure> {
+    let request = EditRequest {
+        room: room.to_owned(),
+        id,
+        message: text.to_owned(),
+        nonce: new_nonce(),
+    };
+    as_session(move |mut client| {
+        let request = request.clone();
+        async move { client.edit(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// Deletes one of the user's messages.
+pub async fn delete(room: &str, id: u64) -> Result<(), Failure> {
+    let request = DeleteRequest {
+        room: room.to_owned(),
+        id,
+        reason: String::new(),
+    };
+    as_session(move |mut client| {
+        let request = request.clone();
+        async move { client.delete(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// Adds the user's reaction `emoji` to a message, or takes it back.
+pub async fn react(room: &str, id: u64, emoji: &str, remove: bool) -> Result<(), Failure> {
+    let request = ReactRequest {
+        room: room.to_owned(),
+        id,
+        emoji: emoji.to_owned(),
+        remove,
+    };
+    as_session(move |mut client| {
+        let request = request.clone();
+        async move { client.react(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// A unary call made as the session: given up after [`SEND_TIMEOUT_MS`],
+/// and made once more if the server had forgotten the session (it
+/// restarted) and the page has joined again.
+async fn as_session<T, F, Fut>(mut call: F) -> Result<T, Failure>
+where
+    F: FnMut(ChatServiceClient<Client>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
     let mut renewed = false;
     loop {
-        let call = pin!(client.send(session::authorized(message.clone())));
+        let call = pin!(call(client()));
         let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
         // Dropping the losing call aborts its fetch.
         return match select(call, timer).await {
             Either::Left((Ok(reply), _)) => Ok(reply.into_inner()),
-            // The server forgot the session (it restarted): once the page
-            // has joined again, the same message (same nonce) goes again.
             Either::Left((Err(status), _))
                 if status.code() == Code::Unauthenticated && !renewed && session::renew().await =>
             {

@@ -30,12 +30,23 @@ pub enum Delivery {
 
 /// One row of the conversation. Cheap to clone: the text is shared and the
 /// changing parts are signals, so updating a row re-renders only that row.
+///
+/// A message's `copy` is the server's copy as this page has it: changes
+/// (edits, a deletion, reactions) are applied to it by the rule every
+/// client shares (`chat_proto::state`), so it ends as the server's.
 #[derive(Clone)]
 pub struct Entry {
     /// Local identity for keyed rendering; never sent anywhere.
     pub key: u64,
     pub author: Arc<str>,
+    /// The text the row was made with (sent, or first received); what is
+    /// shown now is in `copy`.
     pub text: Arc<str>,
+    /// The message as it stands (its id 0 until the server has it).
+    pub copy: RwSignal<ChatMessage>,
+    /// Deleted by a moderator, as the deletion said (a replayed tombstone
+    /// does not tell).
+    pub deleted_by_moderator: RwSignal<bool>,
     /// Sent by this user: from this tab (the nonce matched one of ours), or
     /// earlier under the same name (seen in the history).
     pub own: bool,
@@ -67,6 +78,13 @@ impl Entry {
             key,
             author: author.into(),
             text: text.into(),
+            copy: RwSignal::new(ChatMessage {
+                username: author.to_owned(),
+                message: text.to_owned(),
+                timestamp: time,
+                ..ChatMessage::default()
+            }),
+            deleted_by_moderator: RwSignal::new(false),
             own: false,
             notice: false,
             presence: false,
@@ -146,6 +164,7 @@ pub fn deliver(entry: Entry) {
             message: entry.text.to_string(),
             nonce: entry.nonce.to_string(),
             room: entry.room.to_string(),
+            reply_to: entry.copy.with_untracked(|m| m.reply_to),
             ..ChatMessage::default()
         };
         match api::send(message).await {

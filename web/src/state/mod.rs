@@ -1,12 +1,14 @@
 //! What the page knows, as signals, with the logic that keeps it right: the
 //! open room's timeline (`timeline`, its rows in `entry`), who is here and
 //! who is typing (`people`), the rooms and what is unread in them (`rooms`),
-//! and what a message's text is made of (`rich`). No views: `components`
+//! what a message's text is made of (`rich`), and what the user is doing to
+//! a message (`acting`: replying, editing, reacting). No views: `components`
 //! shows this, and `feed` fills it from the server's stream. Most of it is
 //! plain logic, tested natively; where a change means a call (sending a
 //! message, the room list, typing notices) the call is made here through
 //! `net`, next to the signals its reply updates.
 
+pub mod acting;
 pub mod entry;
 pub mod people;
 pub mod rich;

@@ -8,10 +8,15 @@
 //! comes first, so a message is never shown twice. Messages from the stream
 //! are taken in id order and an id already seen is ignored, so resuming
 //! after a reconnect (from the last id) leaves no hole and no double.
+//!
+//! Changes to earlier messages (edits, deletions, reactions) share the
+//! room's ids and are applied to the row's copy by `chat_proto::state`'s
+//! rule: only a change newer than the copy counts, so seeing one twice, or
+//! a message again in a newer state, changes nothing twice.
 
 use std::sync::Arc;
 
-use chat_proto::ChatMessage;
+use chat_proto::{Change, ChangeKind, ChatMessage, state};
 use leptos::prelude::*;
 
 use crate::browser::time;
@@ -28,7 +33,8 @@ pub struct Timeline {
     /// The room it shows.
     room: StoredValue<Arc<str>>,
     entries: RwSignal<Vec<Entry>>,
-    /// The newest id received on the stream: where a reconnect resumes.
+    /// The newest id received on the stream (a message's or a change's):
+    /// where a reconnect resumes.
     last_id: StoredValue<u64>,
     /// The row the "new messages" line goes above, if any.
     pub marker: RwSignal<Option<u64>>,
@@ -173,8 +179,9 @@ impl Timeline {
         entry
     }
 
-    /// Shows a message of ours right away, before the server has it.
-    pub fn push_own(&self, author: &str, text: &str, nonce: &str) -> Entry {
+    /// Shows a message of ours (answering message `reply_to`, or 0) right
+    /// away, before the server has it.
+    pub fn push_own(&self, author: &str, text: &str, nonce: &str, reply_to: u64) -> Entry {
         self.caught_up();
         let entry = Entry {
             own: true,
@@ -188,6 +195,7 @@ impl Timeline {
                 Delivery::Sending,
             )
         };
+        entry.copy.update(|copy| copy.reply_to = reply_to);
         self.append(entry)
     }
 
@@ -215,6 +223,12 @@ impl Timeline {
     pub fn receive(&self, message: ChatMessage, me: &str) -> Option<Entry> {
         if message.id != 0 {
             if message.id <= self.last_id.get_value() {
+                // Seen already; maybe now in a newer state.
+                if let Some(entry) = self.by_id(message.id) {
+                    entry.copy.update(|copy| {
+                        state::refresh(copy, message);
+                    });
+                }
                 return None;
             }
             self.last_id.set_value(message.id);
@@ -222,23 +236,20 @@ impl Timeline {
         if let Some(entry) = self.find_own(&message) {
             entry.id.set(message.id);
             mark_delivered(&entry, message.timestamp);
+            entry.copy.set(message);
             return None;
         }
         let own = message.username == me;
-        let text = if message.deleted {
-            "This message was deleted."
-        } else {
-            &message.message
-        };
         let entry = self.push(
             &message.username,
-            text,
+            &message.message,
             own,
             "",
             message.timestamp,
             Delivery::Delivered,
         );
         entry.id.set(message.id);
+        entry.copy.set(message.clone());
         let unread_after = self.unread_after.get_value();
         if !own
             && unread_after > 0
@@ -248,6 +259,52 @@ impl Timeline {
             self.marker.set(Some(entry.key));
         }
         (!own).then_some(entry)
+    }
+
+    /// A change to an earlier message: applied to its row, if the room's
+    /// list still has it.
+    pub fn apply(&self, change: &Change) {
+        if change.id > self.last_id.get_value() {
+            self.last_id.set_value(change.id);
+        }
+        let Some(entry) = self.by_id(change.target) else {
+            return;
+        };
+        let mut applied = false;
+        entry
+            .copy
+            .update(|copy| applied = state::apply(copy, change));
+        if applied && change.kind() == ChangeKind::ChangeDelete && change.by_moderator {
+            entry.deleted_by_moderator.set(true);
+        }
+    }
+
+    /// The key of the user's newest message the server has and that is not
+    /// deleted (untracked): what Up arrow edits.
+    pub fn last_own_stored(&self) -> Option<u64> {
+        self.entries.with_untracked(|entries| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| {
+                    e.own && e.id.get_untracked() != 0 && !e.copy.with_untracked(|m| m.deleted)
+                })
+                .map(|e| e.key)
+        })
+    }
+
+    /// The row of message `id`, if the list has it (untracked).
+    pub fn by_id(&self, id: u64) -> Option<Entry> {
+        if id == 0 {
+            return None;
+        }
+        self.entries.with_untracked(|entries| {
+            entries
+                .iter()
+                .rev()
+                .find(|e| e.id.get_untracked() == id)
+                .cloned()
+        })
     }
 
     /// The server no longer has the messages after `after_id` and before

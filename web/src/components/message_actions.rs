@@ -1,0 +1,235 @@
+//! What can be done to a message, from its row: a toolbar beside the bubble
+//! (shown on hover, on keyboard focus, and from the "⋯" button on a touch
+//! screen) with Reply, React, Edit and Delete (the last two on the user's
+//! own messages), the reaction picker under the bubble, and the box a
+//! message is edited in, in place.
+
+use leptos::html;
+use leptos::prelude::*;
+
+use crate::browser::focus;
+use crate::net::api;
+use crate::state::acting::Acting;
+use crate::state::entry::Entry;
+
+/// The reactions the picker offers first.
+const COMMON: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮", "🙏"];
+
+#[component]
+pub fn MessageActions(entry: Entry) -> impl IntoView {
+    let acting = expect_context::<Acting>();
+    let key = entry.key;
+    let own = entry.own;
+    let open = RwSignal::new(false);
+    let (reply_entry, delete_entry) = (entry.clone(), entry);
+    view! {
+        <button
+            class="more"
+            data-testid="message-more"
+            aria-label="Message actions"
+            aria-expanded=move || if open.get() { "true" } else { "false" }
+            on:click=move |_| open.update(|o| *o = !*o)
+        >
+            "⋯"
+        </button>
+        <div class="msg-actions" class:open=move || open.get() role="toolbar" aria-label="Message actions">
+            <button
+                data-testid="action-reply"
+                title="Reply"
+                on:click=move |_| {
+                    open.set(false);
+                    acting.replying.set(Some(reply_entry.clone()));
+                    focus::composer();
+                }
+            >
+                "↩" <span class="action-label">"Reply"</span>
+            </button>
+            <button
+                data-testid="action-react"
+                title="React"
+                aria-expanded=move || if acting.picking.get() == Some(key) { "true" } else { "false" }
+                on:click=move |_| {
+                    open.set(false);
+                    acting.picking.update(|p| *p = if *p == Some(key) { None } else { Some(key) });
+                }
+            >
+                "☺" <span class="action-label">"React"</span>
+            </button>
+            {own.then(|| view! {
+                <button
+                    data-testid="action-edit"
+                    title="Edit"
+                    on:click=move |_| {
+                        open.set(false);
+                        acting.editing.set(Some(key));
+                    }
+                >
+                    "✎" <span class="action-label">"Edit"</span>
+                </button>
+                <button
+                    data-testid="action-delete"
+                    class="danger"
+                    title="Delete"
+                    on:click=move |_| {
+                        open.set(false);
+                        let sure = window()
+                            .confirm_with_message("Delete this message? This can't be undone.")
+                            .unwrap_or(false);
+                        if sure {
+                            acting.delete(&delete_entry);
+                        }
+                    }
+                >
+                    "🗑" <span class="action-label">"Delete"</span>
+                </button>
+            })}
+        </div>
+    }
+}
+
+/// A few common reactions, and a box for any other emoji.
+#[component]
+pub fn Picker(entry: Entry) -> impl IntoView {
+    let acting = expect_context::<Acting>();
+    let other = RwSignal::new(String::new());
+    let first = NodeRef::<html::Button>::new();
+    Effect::new(move |_| {
+        if let Some(button) = first.get() {
+            let _ = button.focus();
+        }
+    });
+    let close = move || acting.picking.set(None);
+    let pick = {
+        let entry = entry.clone();
+        move |emoji: String| {
+            acting.toggle_reaction(&entry, emoji);
+            acting.picking.set(None);
+        }
+    };
+    let pick_other = pick.clone();
+    view! {
+        <div class="picker-row">
+        <div
+            class="picker"
+            role="group"
+            aria-label="Pick a reaction"
+            data-testid="reaction-picker"
+            on:keydown=move |ev| {
+                if ev.key() == "Escape" {
+                    ev.stop_propagation();
+                    close();
+                }
+            }
+        >
+            {COMMON
+                .iter()
+                .enumerate()
+                .map(|(at, emoji)| {
+                    let pick = pick.clone();
+                    let node = if at == 0 { first } else { NodeRef::new() };
+                    view! {
+                        <button
+                            node_ref=node
+                            class="pick"
+                            data-testid="pick-emoji"
+                            aria-label=format!("React with {emoji}")
+                            on:click=move |_| pick(emoji.to_string())
+                        >
+                            {*emoji}
+                        </button>
+                    }
+                })
+                .collect_view()}
+            <form on:submit=move |ev| {
+                ev.prevent_default();
+                let emoji = other.get_untracked().trim().to_owned();
+                if !emoji.is_empty() {
+                    pick_other(emoji);
+                }
+            }>
+                <input
+                    class="pick-other"
+                    data-testid="pick-other"
+                    aria-label="Any emoji"
+                    placeholder="Any emoji"
+                    maxlength="16"
+                    prop:value=move || other.get()
+                    on:input=move |ev| other.set(event_target_value(&ev))
+                />
+            </form>
+        </div>
+        </div>
+    }
+}
+
+/// The message's text in a box to change it: Enter saves, Shift+Enter is
+/// a new line, Escape cancels.
+#[component]
+pub fn EditBox(entry: Entry) -> impl IntoView {
+    let acting = expect_context::<Acting>();
+    let text = RwSignal::new(entry.copy.with_untracked(|m| m.message.clone()));
+    let saving = RwSignal::new(false);
+    let input = NodeRef::<html::Textarea>::new();
+    Effect::new(move |_| {
+        if let Some(input) = input.get() {
+            let _ = input.focus();
+            let end = input.value().len() as u32;
+            let _ = input.set_selection_range(end, end);
+        }
+    });
+    let cancel = move || {
+        acting.editing.set(None);
+        focus::composer();
+    };
+    let save = move || {
+        let new = text.get_untracked();
+        let unchanged = entry.copy.with_untracked(|m| m.message == new.trim());
+        if unchanged {
+            cancel();
+            return;
+        }
+        if let Err(why) = api::validate_message(&new) {
+            let why = if why.is_empty() {
+                "A message can't be empty: delete it instead.".to_owned()
+            } else {
+                why
+            };
+            acting.error.set(Some(why));
+            return;
+        }
+        saving.set(true);
+        acting.save_edit(&entry, new, move |saved| {
+            saving.try_set(false);
+            if saved {
+                acting.editing.try_set(None);
+                focus::composer();
+            }
+        });
+    };
+    view! {
+        <div class="edit-box">
+            <textarea
+                node_ref=input
+                data-testid="edit-input"
+                aria-label="Edit message"
+                rows="2"
+                prop:value=move || text.get()
+                disabled=move || saving.get()
+                on:input=move |ev| text.set(event_target_value(&ev))
+                on:keydown=move |ev| {
+                    if ev.key() == "Enter" && !ev.shift_key() && !ev.is_composing() {
+                        ev.prevent_default();
+                        save();
+                    } else if ev.key() == "Escape" {
+                        ev.prevent_default();
+                        ev.stop_propagation();
+                        cancel();
+                    }
+                }
+            ></textarea>
+            <div class="edit-hint">
+                "Enter to save, Escape to cancel"
+            </div>
+        </div>
+    }
+}

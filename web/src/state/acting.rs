@@ -1,0 +1,93 @@
+//! What the user is doing to the messages of the open room: answering one
+//! (the composer shows which), editing one of theirs in place, or picking
+//! a reaction, and what went wrong with the last of these. One per room
+//! view, shared through Leptos's context by the rows and the composer.
+//!
+//! The changes themselves go to the server ([`net::api`]); the rows change
+//! when the stream brings the change back (`Timeline::apply`), the same way
+//! for this tab as for everyone else.
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::net::api;
+use crate::state::entry::Entry;
+
+#[derive(Clone, Copy)]
+pub struct Acting {
+    /// The user's name: their reactions are pressed.
+    pub me: Signal<String>,
+    /// The room the messages are in.
+    room: StoredValue<String>,
+    /// The message the next one sent answers.
+    pub replying: RwSignal<Option<Entry>>,
+    /// The row (by key) being edited in place.
+    pub editing: RwSignal<Option<u64>>,
+    /// The row (by key) whose reaction picker is open.
+    pub picking: RwSignal<Option<u64>>,
+    /// Why the last action failed, for a status line.
+    pub error: RwSignal<Option<String>>,
+}
+
+impl Acting {
+    pub fn new(room: &str, me: Signal<String>) -> Self {
+        Self {
+            me,
+            room: StoredValue::new(room.to_owned()),
+            replying: RwSignal::new(None),
+            editing: RwSignal::new(None),
+            picking: RwSignal::new(None),
+            error: RwSignal::new(None),
+        }
+    }
+
+    /// Saves `text` as the new text of `entry`'s message; `done` hears
+    /// whether it was taken.
+    pub fn save_edit(self, entry: &Entry, text: String, done: impl FnOnce(bool) + 'static) {
+        let id = entry.id.get_untracked();
+        self.run(
+            move |room| async move { api::edit(&room, id, &text).await },
+            done,
+        );
+    }
+
+    /// Deletes `entry`'s message.
+    pub fn delete(self, entry: &Entry) {
+        let id = entry.id.get_untracked();
+        self.run(
+            move |room| async move { api::delete(&room, id).await },
+            |_| {},
+        );
+    }
+
+    /// Adds the user's reaction `emoji` to `entry`'s message, or takes it
+    /// back if they have it.
+    pub fn toggle_reaction(self, entry: &Entry, emoji: String) {
+        let id = entry.id.get_untracked();
+        let me = self.me.get_untracked();
+        let mine = entry
+            .copy
+            .with_untracked(|m| chat_proto::state::reacted(m, &emoji, &me));
+        self.run(
+            move |room| async move { api::react(&room, id, &emoji, mine).await },
+            |_| {},
+        );
+    }
+
+    fn run<F, Fut>(self, call: F, done: impl FnOnce(bool) + 'static)
+    where
+        F: FnOnce(String) -> Fut + 'static,
+        Fut: Future<Output = Result<(), api::Failure>> + 'static,
+    {
+        self.error.set(None);
+        let room = self.room.get_value();
+        spawn_local(async move {
+            let result = call(room).await;
+            // The room may have been left meanwhile.
+            if let Err(failure) = &result {
+                self.error.try_set(Some(failure.reason.clone()));
+            }
+            done(result.is_ok());
+        });
+    }
+}
