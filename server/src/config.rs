@@ -318,6 +318,19 @@ mod tests {
     }
 
     #[test]
+    fn the_edit_window_is_zero_or_an_age() {
+        use std::time::Duration;
+        assert_eq!("0".parse(), Ok(EditWindow(None)));
+        assert_eq!(
+            "15m".parse(),
+            Ok(EditWindow(Some(Duration::from_secs(900))))
+        );
+        for bad in ["", "15", "1x", "-1m", "0m"] {
+            assert!(bad.parse::<EditWindow>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn base_paths_are_normalised() {
         assert_eq!(parse_base_path("/"), Ok("/".into()));
         assert_eq!(parse_base_path("chat/"), Ok("/chat".into()));

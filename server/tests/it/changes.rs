@@ -528,3 +528,32 @@ async fn a_deleted_messages_text_and_its_edits_are_gone_from_the_database_files(
         assert!(!message.message.contains("marker"), "{message:?}");
     }
 }
+
+#[tokio::test]
+async fn an_edit_after_the_edit_window_is_refused() {
+    let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
+    config.edit_window = "1s".parse().expect("an age");
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let ada = join(&mut web, "Ada").await;
+    let id = say(&mut web, &ada, "quick").await;
+    within(web.edit(with_session(edit(id, "quick!"), &ada)))
+        .await
+        .expect("within the window");
+    // The window closes a second after the message was sent.
+    let refused = within(async {
+        loop {
+            match web.edit(with_session(edit(id, "too late?"), &ada)).await {
+                Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+                Err(status) => break status,
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("1 second"),
+        "{}",
+        refused.message()
+    );
+}
