@@ -4,6 +4,7 @@
 //! on timing or memory figures.
 
 mod bundle;
+mod changes;
 mod clients;
 mod cluster;
 mod compare;
@@ -84,6 +85,13 @@ struct Args {
     /// 1,000 and 10,000; 200 with --quick).
     #[arg(long, value_delimiter = ',', num_args = 0..)]
     presence: Option<Vec<usize>>,
+    /// Only the changes scenarios: a reaction storm (100 listeners, 10
+    /// people reacting to one message at 100/s each for 10 s) against the
+    /// same rate of plain messages, and the replay of 10,000 messages that
+    /// each carry an edit and 5 reactions against plain ones. With --quick,
+    /// their short versions.
+    #[arg(long)]
+    changes: bool,
     /// Rounds of each fan-out, alternating with the reference server
     /// (default: 5, or 1 with --quick).
     #[arg(long)]
@@ -160,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
 
     if args.memory {
         return finish(memory_scenarios(&args).await?);
+    }
+    if args.changes {
+        return finish(changes_scenarios(&args).await?);
     }
     if args.presence.is_some() {
         return finish(presence_scenarios(&args).await?);
@@ -243,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             println!("{}\n{}\n{}", row.header(), row.table(), row.json());
         }
         failures.extend(presence_scenarios(&args).await?);
+        failures.extend(changes_scenarios(&args).await?);
         failures.extend(memory_scenarios(&args).await?);
         if args.quick {
             failures.extend(cluster_smoke(&args).await?);
@@ -430,6 +442,70 @@ async fn presence_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
         println!("{}\n{}", row.table(), row.json());
         if let Some(problem) = outcome.problem() {
             failures.push(format!("presence with {people} people: {problem}"));
+        }
+    }
+    Ok(failures)
+}
+
+/// The reaction storm and the replay of changed history, each on a fresh
+/// server; returns what was lost.
+async fn changes_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
+    let (storm, replayed) = if args.quick {
+        (
+            changes::Storm {
+                listeners: 20,
+                senders: 5,
+                rate: 20.0,
+                seconds: 2.0,
+            },
+            300,
+        )
+    } else {
+        (
+            changes::Storm {
+                listeners: 100,
+                senders: 10,
+                rate: 100.0,
+                seconds: 10.0,
+            },
+            10_000,
+        )
+    };
+    let mut failures = Vec::new();
+    let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
+    let passes = changes::storm(&server, storm).await;
+    server.stop().await?;
+    for (i, pass) in passes?.iter().enumerate() {
+        let row = pass.row(&storm);
+        if i == 0 {
+            println!("{}", row.header());
+        }
+        println!("{}\n{}", row.table(), row.json());
+        if pass.delivered != pass.expected {
+            failures.push(format!(
+                "changes storm ({}): {} of {} delivered",
+                pass.kind, pass.delivered, pass.expected
+            ));
+        }
+    }
+    let history = ["--history".to_owned(), replayed.to_string()];
+    for (i, changed) in [false, true].into_iter().enumerate() {
+        let server =
+            ServerProcess::start_with(&args.server_bin, args.buffer, args.db.as_deref(), &history)
+                .await?;
+        let replay = changes::replay(&server, replayed, changed).await;
+        server.stop().await?;
+        let replay = replay?;
+        let row = replay.row();
+        if i == 0 {
+            println!("{}", row.header());
+        }
+        println!("{}\n{}", row.table(), row.json());
+        if replay.messages != replayed {
+            failures.push(format!(
+                "changes replay ({}): {} of {replayed} messages",
+                replay.kind, replay.messages
+            ));
         }
     }
     Ok(failures)
