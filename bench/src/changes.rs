@@ -7,8 +7,7 @@
 //! taking back their reaction in turn (every call stores a change).
 //! The same S then send plain messages at the same rate and length. Each
 //! listener counts what it receives; a run that loses anything fails.
-//! Reported per kind: deliveries, server CPU time per delivery, and the
-//! p99 time from a call to its arrival on the listeners' streams.
+//! Reported per kind: deliveries, server CPU time and bytes per delivery.
 //!
 //! Replay: N messages, then (in the second run) an edit and 5 reactions on
 //! each; a new subscriber with `--history N` reads them all. Reported: time
@@ -30,7 +29,6 @@ use tonic::Request;
 use crate::clients;
 use crate::report::Row;
 use crate::server::ServerProcess;
-use crate::tally::{new_histogram, now_us};
 
 /// How long the listeners may take to receive everything.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
@@ -54,7 +52,6 @@ pub struct Pass {
     pub cpu: Duration,
     /// On the listeners' streams, in all.
     pub bytes: u64,
-    pub p99_ms: f64,
 }
 
 impl Pass {
@@ -74,7 +71,6 @@ impl Pass {
                 ),
             )
             .num("bytes_per_delivery", self.bytes / self.delivered.max(1))
-            .num("p99_ms", format!("{:.1}", self.p99_ms))
     }
 }
 
@@ -99,12 +95,11 @@ fn authorized<T>(message: T, bearer: &str) -> anyhow::Result<Request<T>> {
 }
 
 /// Listeners that count the messages and changes (and their bytes) they
-/// receive after `Ready`, and the latency of each from its commit (the
-/// server's timestamp, in ms) to its arrival.
+/// receive after `Ready`.
 struct Listeners {
     received: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    tasks: JoinSet<anyhow::Result<hdrhistogram::Histogram<u64>>>,
+    tasks: JoinSet<anyhow::Result<()>>,
 }
 
 impl Listeners {
@@ -126,25 +121,20 @@ impl Listeners {
                     })
                     .await?
                     .into_inner();
-                let mut latency = new_histogram();
                 while let Some(event) = stream.message().await? {
                     let size = event.encoded_len() as u64;
                     match event.event {
                         Some(Event::Ready(_)) => {
                             let _ = ready.send(()).await;
                         }
-                        Some(Event::Message(ChatMessage { timestamp, .. }))
-                        | Some(Event::Change(chat_proto::Change { timestamp, .. })) => {
+                        Some(Event::Message(_) | Event::Change(_)) => {
                             bytes.fetch_add(size, Ordering::Relaxed);
                             received.fetch_add(1, Ordering::Relaxed);
-                            let committed_ms = u64::try_from(timestamp).unwrap_or(0);
-                            let now_ms = now_us() / 1_000;
-                            let _ = latency.record(now_ms.saturating_sub(committed_ms) * 1_000);
                         }
                         _ => {}
                     }
                 }
-                Ok(latency)
+                Ok(())
             });
         }
         for _ in 0..count {
@@ -175,15 +165,9 @@ impl Listeners {
         Ok(())
     }
 
-    async fn close(mut self) -> hdrhistogram::Histogram<u64> {
+    async fn close(mut self) {
         self.tasks.abort_all();
-        let mut all = new_histogram();
-        while let Some(done) = self.tasks.join_next().await {
-            if let Ok(Ok(latency)) = done {
-                let _ = all.add(&latency);
-            }
-        }
-        all
+        while self.tasks.join_next().await.is_some() {}
     }
 }
 
@@ -261,14 +245,13 @@ pub async fn storm(server: &ServerProcess, storm: Storm) -> anyhow::Result<Vec<P
         let cpu = server.cpu_time()? - cpu_before;
         let delivered = listeners.received.load(Ordering::Relaxed);
         let bytes = listeners.bytes.load(Ordering::Relaxed);
-        let latency = listeners.close().await;
+        listeners.close().await;
         passes.push(Pass {
             kind,
             expected,
             delivered,
             cpu,
             bytes,
-            p99_ms: latency.value_at_quantile(0.99) as f64 / 1_000.0,
         });
     }
     Ok(passes)

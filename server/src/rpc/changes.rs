@@ -107,7 +107,8 @@ impl ChatServer {
         } = request.into_inner();
         let room = self.room(&room).await?;
         let emoji = rules::emoji(&emoji).map_err(invalid_argument)?;
-        self.message(&room, id).await?;
+        // Whether `id` is a message is the log's to say, in the same step
+        // that stores the reaction: no read of its own first.
         self.spend(conn.as_ref(), &session.name)?;
         let kind = if remove {
             ChangeKind::ChangeUnreact

@@ -15,8 +15,10 @@ use crate::state::entry::Entry;
 /// The reactions the picker offers first.
 const COMMON: [&str; 6] = ["👍", "❤️", "😂", "🎉", "😮", "🙏"];
 
+/// `awake`: the row has been hovered or focused. The toolbar is built only
+/// then, so a long history costs one button per message, not five.
 #[component]
-pub fn MessageActions(entry: Entry) -> impl IntoView {
+pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
     let acting = expect_context::<Acting>();
     let key = entry.key;
     let own = entry.own;
@@ -32,6 +34,9 @@ pub fn MessageActions(entry: Entry) -> impl IntoView {
         >
             "⋯"
         </button>
+        {move || (awake.get() || open.get()).then(|| {
+        let (reply_entry, delete_entry) = (reply_entry.clone(), delete_entry.clone());
+        view! {
         <div class="msg-actions" class:open=move || open.get() role="toolbar" aria-label="Message actions">
             <button
                 data-testid="action-reply"
@@ -84,6 +89,8 @@ pub fn MessageActions(entry: Entry) -> impl IntoView {
                 </button>
             })}
         </div>
+        }
+        })}
     }
 }
 

@@ -82,9 +82,19 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
     };
     // Only a stored message that is still there can be answered or changed.
     let actionable = move || id.get() != 0 && !shown.with(|s| s.0);
+    // Hovered or focused once: its actions are built from then on.
+    let awake = RwSignal::new(false);
+    let wake = move || {
+        if !awake.get_untracked() {
+            awake.set(true);
+        }
+    };
     let actions = {
         let entry = entry.clone();
-        move || actionable().then(|| view! { <MessageActions entry=entry.clone() /> })
+        move || {
+            actionable()
+                .then(|| view! { <MessageActions entry=entry.clone() awake=awake.into() /> })
+        }
     };
     let picker = {
         let entry = entry.clone();
@@ -128,6 +138,8 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
         {marker}
         <li
             class="msg"
+            on:mouseenter=move |_| wake()
+            on:focusin=move |_| wake()
             id=move || (id.get() != 0).then(|| format!("msg-{}", id.get()))
             class:own=own
             class:deleted=move || shown.with(|s| s.0)
