@@ -257,16 +257,21 @@ pub async fn storm(server: &ServerProcess, storm: Storm) -> anyhow::Result<Vec<P
     Ok(passes)
 }
 
-/// The room's newest id, from a `Subscribe`'s `Ready`.
-async fn newest(url: &str) -> anyhow::Result<u64> {
+/// A `Subscribe` stream as `username`, from the recent history.
+async fn recent(url: &str, username: &str) -> anyhow::Result<tonic::Streaming<ChatEvent>> {
     let mut client = clients::web(url)?;
-    let mut stream = client
+    Ok(client
         .subscribe(SubscribeRequest {
-            username: "probe".into(),
+            username: username.into(),
             ..Default::default()
         })
         .await?
-        .into_inner();
+        .into_inner())
+}
+
+/// The room's newest id, from a `Subscribe`'s `Ready`.
+async fn newest(url: &str) -> anyhow::Result<u64> {
+    let mut stream = recent(url, "probe").await?;
     while let Some(ChatEvent { event }) = stream.message().await? {
         if let Some(Event::Ready(ready)) = event {
             return Ok(ready.last_id);
@@ -350,14 +355,7 @@ pub async fn replay(server: &ServerProcess, count: u64, changed: bool) -> anyhow
     }
     // A new subscriber: the newest `count` messages in their current state.
     let started = Instant::now();
-    let mut client = clients::web(&url)?;
-    let mut stream = client
-        .subscribe(SubscribeRequest {
-            username: "replayer".into(),
-            ..Default::default()
-        })
-        .await?
-        .into_inner();
+    let mut stream = recent(&url, "replayer").await?;
     let (mut messages, mut bytes) = (0u64, 0u64);
     let last = *ids.last().context("no messages")?;
     while let Some(event) = stream.message().await? {
