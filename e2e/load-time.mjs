@@ -184,7 +184,7 @@ function roundTrips(requests, usableMs) {
 function shortName(url) {
   const { pathname } = new URL(url);
   const name = pathname.split('/').filter(Boolean).at(-1) ?? '/';
-  return name.replace(/-[0-9a-f]{16}(?=[._])/, '-…');
+  return name.replace(/-[0-9a-f]{8,16}(?=[._])/, '-…');
 }
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];

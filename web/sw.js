@@ -17,7 +17,8 @@
 // to the proxy and its login again.
 const CACHE = 'chat-shell-v1';
 const ROOT = new URL('./', self.registration.scope);
-const HASHED = /-[0-9a-f]{16}(_bg)?\.(js|wasm|css)$/;
+// trunk's hash in hex, without leading zeros (see server/src/app/assets.rs).
+const HASHED = /-[0-9a-f]{8,16}(_bg)?\.(js|wasm|css)$/;
 
 self.addEventListener('install', (event) => {
   event.waitUntil(refresh().then(() => self.skipWaiting()));

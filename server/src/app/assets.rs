@@ -224,14 +224,15 @@ pub async fn serve(State(assets): State<Assets>, request: Request) -> Response {
     assets.respond(request.method(), request.uri().path(), request.headers())
 }
 
-/// trunk's content-hashed names: `-` then 16 hex digits before the
-/// extension or the `_bg` of a wasm file.
+/// trunk's content-hashed names: `-` then the hash in hex before the
+/// extension or the `_bg` of a wasm file. trunk writes the 64-bit hash
+/// without leading zeros, so it has up to 16 digits (15 one time in 16);
+/// fewer than 8 would be a one in four billion hash, or no hash at all.
 fn is_hashed(name: &str) -> bool {
     name.match_indices('-').any(|(at, _)| {
-        let rest = &name[at + 1..];
-        rest.len() > 16
-            && rest.as_bytes()[..16].iter().all(u8::is_ascii_hexdigit)
-            && matches!(rest.as_bytes()[16], b'.' | b'_')
+        let rest = name[at + 1..].as_bytes();
+        let digits = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        (8..=16).contains(&digits) && matches!(rest.get(digits), Some(b'.' | b'_'))
     })
 }
 
@@ -279,7 +280,12 @@ mod tests {
         assert!(is_hashed("chat-web-91332112fef445f1.js"));
         assert!(is_hashed("chat-web-91332112fef445f1_bg.wasm"));
         assert!(is_hashed("style-c358d29e74264adf.css"));
+        // A hash with a leading zero is written one digit shorter.
+        assert!(is_hashed("chat-web-42152294c8f0694.js"));
+        assert!(is_hashed("chat-web-42152294c8f0694_bg.wasm"));
         assert!(!is_hashed("index.html"));
+        assert!(!is_hashed("chat-web-abc.js"));
+        assert!(!is_hashed("chat-web-91332112fef445f10.js"));
         assert!(!is_hashed("chat-web.js"));
         assert!(!is_hashed("style-c358d29e74264adg.css"));
     }
