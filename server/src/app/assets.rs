@@ -230,7 +230,7 @@ pub async fn serve(State(assets): State<Assets>, request: Request) -> Response {
 /// fewer than 8 would be a one in four billion hash, or no hash at all.
 fn is_hashed(name: &str) -> bool {
     name.match_indices('-').any(|(at, _)| {
-        let rest = name[at + 1..].as_bytes();
+        let rest = &name.as_bytes()[at + 1..];
         let digits = rest.iter().take_while(|b| b.is_ascii_hexdigit()).count();
         (8..=16).contains(&digits) && matches!(rest.get(digits), Some(b'.' | b'_'))
     })
