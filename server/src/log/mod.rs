@@ -25,6 +25,7 @@
 //! is a consumer of the room's stream.
 
 pub mod entry;
+pub mod judge;
 pub mod nats;
 pub mod sqlite;
 
@@ -91,9 +92,6 @@ pub enum LogError {
     /// The change cannot be made to the message as it stands.
     #[error(transparent)]
     Refused(#[from] Refusal),
-    /// This log cannot do that (yet).
-    #[error("{0}")]
-    Unsupported(&'static str),
 }
 
 /// Why a change was not made, judged against the message as stored.

@@ -54,7 +54,6 @@ pub(super) fn change_refused(error: LogError) -> Status {
                 Refusal::TooManyReactions(_) => Status::resource_exhausted(text),
             }
         }
-        LogError::Unsupported(why) => Status::unimplemented(why),
         other => unavailable(other),
     }
 }

@@ -1,24 +1,33 @@
 //! Following a room: a consumer of the room's stream of our own hands
 //! what it reads to the hub, in id order, exactly as the SQLite writer hands
 //! over a committed batch. A consumer may be served by a node that is still
-//! catching up, so a follower that skips an id, or stops getting what the
-//! stream's leader has (checked every few seconds), opens its consumer again
-//! where it was.
+//! catching up, so a follower that skips an id (one that was neither erased
+//! nor removed by retention), or stops getting what the stream's leader has
+//! (checked every few seconds), opens its consumer again where it was.
+//!
+//! Before it hands anything over, the follower builds the room's index
+//! (`index`) from the room's changes, and then folds in each change it
+//! hands over, before the hub has it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{consumer, stream};
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Notify;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use super::changes::{sealed, tombstone_entry};
+use super::index::RoomIndex;
+use super::read::Decoded;
 use super::{
-    BATCH, CONSUMER_IDLE, FOLLOW_CHECK, STREAM_PREFIX, Shared, lock, stream_name, unavailable,
+    BATCH, CONSUMER_IDLE, FOLLOW_CHECK, READ_WAIT, STREAM_PREFIX, Shared, lock, stream_name,
+    unavailable,
 };
-use crate::log::{Committed, LogError, RoomKey, Stored};
+use crate::log::{Committed, Entry, LogError, RoomKey, Stored};
 
 /// A room this replica follows.
 #[derive(Clone)]
@@ -30,6 +39,7 @@ pub(super) struct Followed {
     /// Tells the follower to open its consumer again (it stopped getting
     /// what the leader has).
     kick: Arc<Notify>,
+    index: Arc<RoomIndex>,
 }
 
 impl Shared {
@@ -41,10 +51,13 @@ impl Shared {
             return;
         }
         let at_start = lock(&self.starting_rooms).remove(&*room.name);
+        let index = Arc::new(RoomIndex::default());
+        lock(&self.indexes).insert(Arc::clone(&room.name), Arc::clone(&index));
         let follower = Followed {
             key: room.clone(),
             last_id: handed,
             kick: Arc::new(Notify::new()),
+            index,
         };
         followed.insert(Arc::clone(&room.name), follower.clone());
         drop(followed);
@@ -56,6 +69,13 @@ impl Shared {
     /// and so is one that skipped an id or stopped getting new messages.
     async fn follow(self: Arc<Self>, room: Followed, mut at_start: bool) {
         loop {
+            if !*room.index.built.borrow()
+                && let Err(error) = self.build_index(&room).await
+            {
+                warn!(room = %room.key.name, %error, "cannot read the room's changes; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             let after = room.last_id.load(Ordering::SeqCst);
             match self.messages_after(&room.key.name, after).await {
                 Ok(mut messages) => {
@@ -74,7 +94,11 @@ impl Shared {
 
     /// Reads `messages` and hands them over in batches until the consumer
     /// breaks, skips an id, or the follower is kicked.
-    async fn read_into_hub(&self, room: &Followed, messages: &mut consumer::pull::Stream) {
+    async fn read_into_hub(
+        self: &Arc<Self>,
+        room: &Followed,
+        messages: &mut consumer::pull::Stream,
+    ) {
         loop {
             let first = tokio::select! {
                 next = messages.next() => next,
@@ -90,8 +114,8 @@ impl Shared {
             while let Some(item) = next {
                 match item {
                     Ok(message) => {
-                        if let Some(stored) = self.decode(&message) {
-                            batch.push(stored);
+                        if let Some(decoded) = self.decode(&room.key.name, &message) {
+                            batch.push(decoded);
                         }
                     }
                     Err(error) => {
@@ -114,46 +138,174 @@ impl Shared {
         }
     }
 
-    /// Gives the batch to the hub (which moves the room's newest id); `false`
-    /// if the batch does not follow on from what was handed over before (a
-    /// node that is behind skipped ids retention did not remove).
-    async fn hand_over(&self, room: &Followed, batch: Vec<Stored>) -> bool {
+    /// Gives the batch to the hub (which moves the room's newest id), with
+    /// the tombstones of erased ids in their places and its changes folded
+    /// into the room's index first; `false` if the batch does not follow on
+    /// from what was handed over before (a node that is behind skipped ids
+    /// that were neither erased nor removed by retention).
+    async fn hand_over(self: &Arc<Self>, room: &Followed, batch: Vec<Decoded>) -> bool {
         let known = room.last_id.load(Ordering::SeqCst);
-        let batch: Vec<Stored> = batch.into_iter().filter(|s| s.id() > known).collect();
-        let Some(first) = batch.first().map(Stored::id) else {
+        let mut whole = Vec::with_capacity(batch.len());
+        let mut expected = known + 1;
+        let mut removed_upto = None;
+        for decoded in batch {
+            let id = decoded.stored.id();
+            if id < expected {
+                continue;
+            }
+            while expected < id {
+                if let Ok(Some(entry)) = self.erased_entry(&room.key.name, expected).await {
+                    whole.push(Decoded {
+                        stored: Stored {
+                            origin: None,
+                            entry,
+                        },
+                        record: None,
+                    });
+                    expected += 1;
+                    continue;
+                }
+                let removed = match removed_upto {
+                    Some(removed) => removed,
+                    None => {
+                        let removed = match self.leader_state(&room.key.name).await {
+                            Ok(state) => state.first_sequence.saturating_sub(1),
+                            Err(_) => 0,
+                        };
+                        *removed_upto.insert(removed)
+                    }
+                };
+                if expected > removed {
+                    warn!(room = %room.key.name, after = expected - 1, got = id, "the room's consumer skipped ids; reading again");
+                    return false;
+                }
+                expected = (removed + 1).min(id);
+            }
+            expected = id + 1;
+            whole.push(decoded);
+        }
+        let Some(last) = whole.last().map(|d| d.stored.id()) else {
             return true;
         };
-        let contiguous = batch
-            .iter()
-            .zip(first..)
-            .all(|(stored, id)| stored.id() == id);
-        if first != known + 1 || !contiguous {
-            let removed_upto = match self.leader_state(&room.key.name).await {
-                Ok(state) => state.first_sequence.saturating_sub(1),
-                Err(_) => 0,
-            };
-            let holes_removed = batch
-                .iter()
-                .scan(known, |previous, stored| {
-                    let hole = stored.id() > *previous + 1 && stored.id() - 1 > removed_upto;
-                    *previous = stored.id();
-                    Some(hole)
-                })
-                .all(|hole| !hole);
-            if !holes_removed {
-                warn!(room = %room.key.name, after = known, got = first, "the room's consumer skipped ids; reading again");
-                return false;
+        let mut rewritten = Vec::new();
+        let mut deletions = Vec::new();
+        {
+            let mut index = room.index.known();
+            for decoded in &whole {
+                let (Entry::Change(change), Some(record)) = (&decoded.stored.entry, &decoded.record)
+                else {
+                    continue;
+                };
+                index.fold(change, &record.nonce);
+                if !record.tombstones.is_empty() {
+                    for tombstone in sealed(&record.tombstones, change.id) {
+                        if let Some(entry) = tombstone_entry(tombstone) {
+                            index.bury(entry.clone());
+                            rewritten.push(entry);
+                        }
+                    }
+                    deletions.push((change.id, record.tombstones.clone()));
+                }
             }
+            for decoded in &mut whole {
+                if let Entry::Message(message) = &mut decoded.stored.entry {
+                    index.show(message);
+                }
+            }
+        }
+        room.index.folded.send_replace(last);
+        for (deletion, tombstones) in deletions {
+            // Made sure of on every replica: the deleting one may have died
+            // before it erased.
+            let shared = Arc::clone(self);
+            let name = Arc::clone(&room.key.name);
+            tokio::spawn(async move {
+                if let Err(error) = shared.erase(&name, deletion, &tombstones).await {
+                    warn!(room = %name, deletion, %error, "could not erase a deleted message yet");
+                }
+            });
         }
         // The hub moves the room's newest id to `last` as it takes the batch.
         let on_commit = lock(&self.on_commit);
         on_commit(Committed {
             room: room.key.id,
-            entries: batch,
+            entries: whole.into_iter().map(|d| d.stored).collect(),
             oldest_kept: None,
-            rewritten: Vec::new(),
+            rewritten,
         });
         true
+    }
+
+    /// Reads every change of the room into its index (JetStream reads only
+    /// the change subjects), up to the newest there is now.
+    async fn build_index(&self, room: &Followed) -> Result<(), LogError> {
+        let name = &room.key.name;
+        let stream = self
+            .follow_js
+            .get_stream(stream_name(name))
+            .await
+            .map_err(unavailable)?;
+        let changes = format!("chat.{name}.c.*");
+        let newest = match stream.direct_get_last_for_subject(&changes).await {
+            Ok(message) => message.sequence,
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => 0,
+            Err(error) => return Err(unavailable(error)),
+        };
+        if newest > 0 {
+            let started = std::time::Instant::now();
+            let consumer = stream
+                .create_consumer(consumer::pull::Config {
+                    filter_subject: changes,
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ack_policy: consumer::AckPolicy::None,
+                    inactive_threshold: CONSUMER_IDLE,
+                    num_replicas: 1,
+                    memory_storage: true,
+                    ..Default::default()
+                })
+                .await
+                .map_err(unavailable)?;
+            let mut records = consumer
+                .stream()
+                .heartbeat(Duration::from_secs(1))
+                .expires(Duration::from_secs(5))
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut count = 0_u64;
+            loop {
+                let next = tokio::time::timeout(READ_WAIT, records.next())
+                    .await
+                    .map_err(|_| LogError::Incomplete("the room's changes stopped coming".into()))?
+                    .ok_or_else(|| LogError::Incomplete("the room's changes ended".into()))?
+                    .map_err(unavailable)?;
+                let Some(decoded) = self.decode(name, &next) else {
+                    continue;
+                };
+                let id = decoded.stored.id();
+                if let (Entry::Change(change), Some(record)) =
+                    (&decoded.stored.entry, &decoded.record)
+                {
+                    let mut index = room.index.known();
+                    index.fold(change, &record.nonce);
+                    for tombstone in sealed(&record.tombstones, change.id) {
+                        if let Some(entry) = tombstone_entry(tombstone) {
+                            index.bury(entry);
+                        }
+                    }
+                }
+                count += 1;
+                if id >= newest {
+                    break;
+                }
+            }
+            info!(room = %name, changes = count, seconds = started.elapsed().as_secs_f64(), "read the room's changes");
+        }
+        room.index
+            .folded
+            .send_replace(room.last_id.load(Ordering::SeqCst));
+        room.index.built.send_replace(true);
+        Ok(())
     }
 
     /// The room's stream as its leader sees it.

@@ -33,18 +33,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::connection::State;
-use async_nats::jetstream::{self, context, stream};
+use async_nats::jetstream::{self, context, kv, stream};
 use chat_proto::ChatMessage;
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+mod changes;
 mod follow;
+mod index;
 mod read;
 mod write;
 
 use follow::Followed;
+use index::RoomIndex;
 use write::random_u64;
 
 use super::{
@@ -103,6 +106,7 @@ pub struct Connected {
     client: async_nats::Client,
     replica: u64,
     js: context::Context,
+    erased: kv::Store,
     rooms: Vec<RoomRow>,
 }
 
@@ -126,9 +130,9 @@ impl Connected {
         // A cluster that is starting (or electing) answers JetStream requests
         // only after a while: wait for it rather than fail the start.
         let deadline = tokio::time::Instant::now() + START_PATIENCE;
-        let rooms = loop {
+        let (rooms, erased) = loop {
             match rooms_of(&js, &config).await {
-                Ok(rooms) => break rooms,
+                Ok(found) => break found,
                 Err(error) if tokio::time::Instant::now() < deadline => {
                     warn!(%error, "JetStream is not ready yet; waiting");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -142,6 +146,7 @@ impl Connected {
             client,
             replica: random_u64(),
             js,
+            erased,
             rooms,
         })
     }
@@ -168,8 +173,10 @@ impl Connected {
                 js
             },
             js: self.js,
+            erased: self.erased,
             on_commit: Mutex::new(on_commit),
             followed: Mutex::new(HashMap::new()),
+            indexes: Mutex::new(HashMap::new()),
             next_room: AtomicI64::new(1),
             replica: self.replica,
             metrics,
@@ -211,9 +218,13 @@ struct Shared {
     /// The same, with short requests: a follower that lost its consumer
     /// (a stream leader died) asks again soon rather than wait long.
     follow_js: context::Context,
+    /// The tombstones of erased entries ([`changes::ERASED_BUCKET`]).
+    erased: kv::Store,
     on_commit: Mutex<OnCommit>,
     /// The rooms the hub follows here, by name.
     followed: Mutex<HashMap<Arc<str>, Followed>>,
+    /// Each followed room's index of its changes, by name.
+    indexes: Mutex<HashMap<Arc<str>, Arc<RoomIndex>>>,
     /// Numbers rooms for the hub (a number per row handed out; the hub keeps
     /// one room per name).
     next_room: AtomicI64,
@@ -239,6 +250,34 @@ impl Shared {
         }
     }
 
+    /// The index of `room`'s changes, if this replica follows it.
+    fn index(&self, room: &str) -> Option<Arc<RoomIndex>> {
+        lock(&self.indexes).get(room).cloned()
+    }
+
+    /// The same; a room not followed here is one this replica cannot serve
+    /// yet.
+    fn index_of(&self, room: &str) -> Result<Arc<RoomIndex>, LogError> {
+        self.index(room).ok_or_else(|| {
+            LogError::Unavailable(format!("this replica does not follow room {room} yet"))
+        })
+    }
+
+    /// The newest id of `room`, as the stream's leader has it.
+    async fn newest_id(&self, room: &str) -> Result<u64, LogError> {
+        Ok(self.stream_state(room).await?.last_sequence)
+    }
+
+    /// `room`'s stream as its leader has it.
+    async fn stream_state(&self, room: &str) -> Result<stream::State, LogError> {
+        let mut stream = self
+            .js
+            .get_stream(stream_name(room))
+            .await
+            .map_err(unavailable)?;
+        Ok(stream.info().await.map_err(unavailable)?.state.clone())
+    }
+
     fn available(&self) -> Result<(), LogError> {
         match self.client.connection_state() {
             State::Connected => Ok(()),
@@ -260,16 +299,9 @@ impl RoomLog for NatsLog {
         Box::pin(async move {
             match self.shared.js.get_stream(stream_name(&name)).await {
                 Ok(mut stream) => {
-                    let info = stream.info().await.map_err(unavailable)?;
-                    let row = RoomRow {
-                        id: 0,
-                        name,
-                        topic: info.config.description.clone().unwrap_or_default(),
-                        last_id: info.state.last_sequence,
-                        // Every entry of a stream is a message today.
-                        last_message_id: info.state.last_sequence,
-                    };
-                    Ok(Some(self.shared.number(row)))
+                    let info = stream.info().await.map_err(unavailable)?.clone();
+                    let row = room_row(&self.shared.js, &info).await?;
+                    Ok(row.map(|row| self.shared.number(row)))
                 }
                 Err(error) if is_not_found(&error) => Ok(None),
                 Err(error) => Err(unavailable(error)),
@@ -282,14 +314,8 @@ impl RoomLog for NatsLog {
             let mut rows = Vec::new();
             let mut streams = self.shared.js.streams();
             while let Some(info) = streams.try_next().await.map_err(unavailable)? {
-                if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
-                    rows.push(self.shared.number(RoomRow {
-                        id: 0,
-                        name: name.to_owned(),
-                        topic: info.config.description.clone().unwrap_or_default(),
-                        last_id: info.state.last_sequence,
-                        last_message_id: info.state.last_sequence,
-                    }));
+                if let Some(row) = room_row(&self.shared.js, &info).await? {
+                    rows.push(self.shared.number(row));
                 }
             }
             Ok(rows)
@@ -301,20 +327,7 @@ impl RoomLog for NatsLog {
     }
 
     fn newest<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<u64, LogError>> {
-        Box::pin(async move {
-            let mut stream = self
-                .shared
-                .js
-                .get_stream(stream_name(&room.name))
-                .await
-                .map_err(unavailable)?;
-            Ok(stream
-                .info()
-                .await
-                .map_err(unavailable)?
-                .state
-                .last_sequence)
-        })
+        Box::pin(self.shared.newest_id(&room.name))
     }
 
     fn create_room<'a>(
@@ -377,28 +390,36 @@ impl RoomLog for NatsLog {
         })
     }
 
-    /// Not in cluster mode yet: the streams hold messages only.
     fn change<'a>(
         &'a self,
-        _room: &'a RoomKey,
-        _change: ChangeRequest,
+        room: &'a RoomKey,
+        change: ChangeRequest,
     ) -> BoxFuture<'a, Result<Changed, LogError>> {
-        Box::pin(async {
-            Err(LogError::Unsupported(
-                "editing, deleting and reacting are not available in cluster mode yet",
-            ))
-        })
+        Box::pin(self.shared.change(room, change))
     }
 
-    /// Every entry of a stream is a message: the newest `count` ids.
+    /// The newest ids that are not changes, as the room's index knows them
+    /// once it has folded in every id up to the newest.
     fn recent_messages<'a>(
         &'a self,
         room: &'a RoomKey,
         count: u64,
     ) -> BoxFuture<'a, Result<Vec<u64>, LogError>> {
         Box::pin(async move {
-            let newest = self.newest(room).await?;
-            Ok((newest.saturating_sub(count) + 1..=newest).collect())
+            let index = self.shared.index_of(&room.name)?;
+            let state = self.shared.stream_state(&room.name).await?;
+            self.shared.wait_built(&index).await?;
+            self.shared
+                .wait_folded(&index, state.last_sequence)
+                .await?;
+            let known = index.known();
+            let mut ids: Vec<u64> = (state.first_sequence.max(1)..=state.last_sequence)
+                .rev()
+                .filter(|&id| !known.is_change(id))
+                .take(usize::try_from(count).unwrap_or(usize::MAX))
+                .collect();
+            ids.reverse();
+            Ok(ids)
         })
     }
 
@@ -422,25 +443,71 @@ impl RoomLog for NatsLog {
     }
 }
 
-/// Makes sure `general` exists, and lists every room.
-async fn rooms_of(js: &context::Context, config: &NatsConfig) -> Result<Vec<RoomRow>, LogError> {
+/// Makes sure `general` and the tombstones' bucket exist, gives every
+/// room's stream the subjects of changes (streams from before changes
+/// existed have only the messages'), and lists every room.
+async fn rooms_of(
+    js: &context::Context,
+    config: &NatsConfig,
+) -> Result<(Vec<RoomRow>, kv::Store), LogError> {
     js.get_or_create_stream(stream_config(config, GENERAL, ""))
         .await
         .map_err(unavailable)?;
+    let erased = js
+        .create_or_update_key_value(kv::Config {
+            bucket: changes::ERASED_BUCKET.to_owned(),
+            description: "Tombstones of deleted chat messages and their edits, by room and id"
+                .to_owned(),
+            history: 1,
+            storage: stream::StorageType::File,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(unavailable)?;
     let mut rooms = Vec::new();
+    let mut infos = Vec::new();
     let mut streams = js.streams();
     while let Some(info) = streams.try_next().await.map_err(unavailable)? {
-        if let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) {
-            rooms.push(RoomRow {
-                id: 0,
-                name: name.to_owned(),
-                topic: info.config.description.clone().unwrap_or_default(),
-                last_id: info.state.last_sequence,
-                last_message_id: info.state.last_sequence,
-            });
-        }
+        infos.push(info);
     }
-    Ok(rooms)
+    for info in infos {
+        let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) else {
+            continue;
+        };
+        let subjects = subjects(name);
+        if info.config.subjects != subjects {
+            let config = stream::Config {
+                subjects,
+                ..info.config.clone()
+            };
+            js.update_stream(config).await.map_err(unavailable)?;
+            info!(room = name, "the room's stream now takes changes too");
+        }
+        rooms.extend(room_row(js, &info).await?);
+    }
+    Ok((rooms, erased))
+}
+
+/// The row of the room `info` describes (`None` if it is not a room's
+/// stream).
+async fn room_row(js: &context::Context, info: &stream::Info) -> Result<Option<RoomRow>, LogError> {
+    let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) else {
+        return Ok(None);
+    };
+    let stream = js.get_stream(&info.config.name).await.map_err(unavailable)?;
+    let last_message_id = match stream.get_last_raw_message_by_subject(&subject(name)).await {
+        Ok(message) => message.sequence,
+        Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
+        Err(error) => return Err(unavailable(error)),
+    };
+    Ok(Some(RoomRow {
+        id: 0,
+        name: name.to_owned(),
+        topic: info.config.description.clone().unwrap_or_default(),
+        last_id: info.state.last_sequence,
+        last_message_id,
+    }))
 }
 
 /// The stream that holds `room`.
@@ -448,8 +515,15 @@ pub fn stream_name(room: &str) -> String {
     format!("{STREAM_PREFIX}{room}")
 }
 
+/// The subject of `room`'s messages.
 fn subject(room: &str) -> String {
     format!("chat.{room}")
+}
+
+/// The subjects of `room`'s stream: its messages', and its changes' (one
+/// subject per message changed, `changes::change_subject`).
+fn subjects(room: &str) -> Vec<String> {
+    vec![subject(room), format!("chat.{room}.c.*")]
 }
 
 fn stream_config(config: &NatsConfig, room: &str, topic: &str) -> stream::Config {
@@ -460,7 +534,7 @@ fn stream_config(config: &NatsConfig, room: &str, topic: &str) -> stream::Config
     stream::Config {
         name: stream_name(room),
         description: (!topic.is_empty()).then(|| topic.to_owned()),
-        subjects: vec![subject(room)],
+        subjects: subjects(room),
         num_replicas: config.replicas,
         storage: stream::StorageType::File,
         duplicate_window: DUPLICATE_WINDOW,

@@ -1,7 +1,9 @@
 //! Reading a room's history back from its stream, checked against the
 //! stream's first and last sequence as the stream's leader gives them: a
-//! page with a hole retention did not make is never served
-//! ([`LogError::Incomplete`]: the reader asks again).
+//! page with a hole that neither retention nor a deletion's erasure made is
+//! never served ([`LogError::Incomplete`]: the reader asks again). Erased
+//! entries are served as their tombstones, and messages in their current
+//! state (the room's index, `index`).
 
 use async_nats::jetstream;
 use chat_proto::ChatMessage;
@@ -9,12 +11,20 @@ use futures_util::StreamExt;
 use prost::Message as _;
 use tracing::{debug, warn};
 
+use super::changes::Record;
 use super::follow::consume_from;
-use super::{ORIGIN_HEADER, READ_WAIT, Shared, stream_name};
+use super::{ORIGIN_HEADER, READ_WAIT, Shared, stream_name, subject};
 use crate::log::{Entry, LogError, PAGE_BYTES, Stored};
 
+/// An entry as read from the stream, with what a change's record says
+/// beyond the change.
+pub(super) struct Decoded {
+    pub(super) stored: Stored,
+    pub(super) record: Option<Record>,
+}
+
 impl Shared {
-    /// Messages of `room` with `after < id <= upto`, complete, or
+    /// Entries of `room` with `after < id <= upto`, complete, or
     /// [`LogError::Incomplete`] (the subscription asks again, for as long
     /// as its patience lasts).
     pub(super) async fn read_range(
@@ -24,17 +34,27 @@ impl Shared {
         upto: u64,
         limit: usize,
     ) -> Result<Vec<Stored>, LogError> {
-        self.read_range_once(room, after, upto, limit)
+        let index = self.index_of(room)?;
+        self.wait_built(&index).await?;
+        let mut page = self
+            .read_range_once(room, after, upto, limit)
             .await
             .map_err(|why| {
                 debug!(room, after, upto, %why, "history read incomplete");
                 LogError::Incomplete(why)
-            })
+            })?;
+        let known = index.known();
+        for stored in &mut page {
+            if let Entry::Message(message) = &mut stored.entry {
+                known.show(message);
+            }
+        }
+        Ok(page)
     }
 
     /// [`Shared::read_range`]: the leader says which ids the stream has,
     /// and whatever node serves the consumer must deliver them all, in
-    /// order.
+    /// order, but for erased ones.
     async fn read_range_once(
         &self,
         room: &str,
@@ -70,18 +90,33 @@ impl Shared {
                 })?
                 .ok_or("the read ended")?
                 .map_err(|e| e.to_string())?;
-            let Some(stored) = self.decode(&next) else {
+            let Some(Decoded { stored, .. }) = self.decode(room, &next) else {
                 continue;
             };
             let id = stored.id();
             if id < expected {
                 continue;
             }
-            if id > expected {
-                return Err(format!(
-                    "the node serving the read skipped ids {expected}..{}",
-                    id - 1
-                ));
+            // Erased ids in between are served as their tombstones.
+            while expected < id.min(upto + 1) {
+                let Some(entry) = self.erased_entry(room, expected).await.ok().flatten() else {
+                    return Err(format!(
+                        "the node serving the read skipped ids {expected}..{}",
+                        id - 1
+                    ));
+                };
+                bytes += entry.text_len();
+                page.push(Stored {
+                    origin: None,
+                    entry,
+                });
+                expected += 1;
+                if expected > upto || page.len() >= limit || bytes > PAGE_BYTES {
+                    return Ok(page);
+                }
+            }
+            if id > upto {
+                return Ok(page);
             }
             expected += 1;
             bytes += stored.entry.text_len();
@@ -96,21 +131,21 @@ impl Shared {
     pub(super) async fn stored(&self, room: &str, id: u64) -> Option<ChatMessage> {
         let stream = self.js.get_stream(stream_name(room)).await.ok()?;
         let raw = stream.get_raw_message(id).await.ok()?;
-        let message = ChatMessage::decode(raw.payload.as_ref()).ok()?;
-        Some(ChatMessage { id, ..message })
+        match self.decode_raw(room, &raw)? {
+            (Entry::Message(message), _) => Some(message),
+            (Entry::Change(_), _) => None,
+        }
     }
 
-    pub(super) fn decode(&self, message: &jetstream::Message) -> Option<Stored> {
+    /// An entry read from a consumer.
+    pub(super) fn decode(&self, room: &str, message: &jetstream::Message) -> Option<Decoded> {
         let info = message.info().ok()?;
-        let id = info.stream_sequence;
-        let mut chat = match ChatMessage::decode(message.payload.as_ref()) {
-            Ok(chat) => chat,
-            Err(error) => {
-                warn!(id, %error, "a message in the stream is not a ChatMessage; skipped");
-                ChatMessage::default()
-            }
-        };
-        chat.id = id;
+        let (entry, record) = decode_payload(
+            room,
+            info.stream_sequence,
+            &message.subject,
+            &message.payload,
+        );
         let origin = message
             .headers
             .as_ref()
@@ -119,9 +154,46 @@ impl Shared {
             .and_then(|(replica, origin)| {
                 (replica.parse::<u64>().ok()? == self.replica).then(|| origin.parse().ok())?
             });
-        Some(Stored {
-            origin,
-            entry: Entry::Message(chat),
+        Some(Decoded {
+            stored: Stored { origin, entry },
+            record,
         })
+    }
+
+    /// An entry read by its id.
+    pub(super) fn decode_raw(
+        &self,
+        room: &str,
+        raw: &jetstream::message::StreamMessage,
+    ) -> Option<(Entry, Option<Record>)> {
+        Some(decode_payload(room, raw.sequence, &raw.subject, &raw.payload))
+    }
+}
+
+/// Entry `id`, published on `subject` with `payload`: a message on the
+/// room's subject, else a change's record.
+fn decode_payload(room: &str, id: u64, subject_: &str, payload: &[u8]) -> (Entry, Option<Record>) {
+    if subject_ == subject(room) {
+        let mut chat = ChatMessage::decode(payload).unwrap_or_else(|error| {
+            warn!(id, %error, "a message in the stream is not a ChatMessage; skipped");
+            ChatMessage::default()
+        });
+        chat.id = id;
+        return (Entry::Message(chat), None);
+    }
+    match Record::decode(payload) {
+        Ok(mut record) => {
+            let mut change = record.change.take().unwrap_or_default();
+            change.id = id;
+            (Entry::Change(change), Some(record))
+        }
+        Err(error) => {
+            warn!(id, %error, "a change in the stream is not a change record; shown as nothing");
+            let change = chat_proto::Change {
+                id,
+                ..Default::default()
+            };
+            (Entry::Change(change), None)
+        }
     }
 }

@@ -303,7 +303,7 @@ struct InFlight {
 
 /// The dedupe key of a message from `name` with `nonce`: the same on every
 /// replica, and unambiguous (hex, so no separator can be forged).
-fn message_id(name: &str, nonce: &str) -> String {
+pub(super) fn message_id(name: &str, nonce: &str) -> String {
     let mut id = String::with_capacity(2 * (name.len() + nonce.len()) + 1);
     for byte in name.bytes() {
         id.push_str(&format!("{byte:02x}"));

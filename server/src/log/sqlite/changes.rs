@@ -9,11 +9,11 @@
 //! and its reactors are overwritten in place, and the connection runs with
 //! `secure_delete`, so the freed bytes are zeroed in the file too.
 
-use chat_proto::rules::MAX_REACTIONS;
 use chat_proto::{Change, ChangeKind, ChatMessage, Reaction, state};
 use prost::Message;
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
+use crate::log::judge::{Standing, Verdict, judge};
 use crate::log::{ChangeRequest, Changed, Entry, LogError, Refusal, RoomId};
 
 /// The columns an entry is read back from, in the order [`entry`] reads
@@ -111,60 +111,11 @@ pub(super) fn apply(
         Some(Entry::Message(message)) => message,
     };
     let kind = request.kind;
-    if message.deleted {
-        if kind == ChangeKind::ChangeDelete {
-            let (id, timestamp) = tx
-                .prepare_cached(
-                    "SELECT id, timestamp FROM messages
-                     WHERE room = ?1 AND target = ?2 AND kind = ?3 ORDER BY id LIMIT 1",
-                )?
-                .query_row(params![room, target, kind as i32], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?;
-            return Ok(Outcome::AlreadySo { id, timestamp });
-        }
-        return Ok(Outcome::Refused(Refusal::Deleted(target)));
-    }
-    match kind {
-        ChangeKind::ChangeEdit if !request.nonce.is_empty() => {
-            let retried = tx
-                .prepare_cached(
-                    "SELECT id, timestamp FROM messages
-                     WHERE room = ?1 AND target = ?2 AND kind = ?3 AND nonce = ?4",
-                )?
-                .query_row(params![room, target, kind as i32, request.nonce], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })
-                .optional()?;
-            if let Some((id, timestamp)) = retried {
-                return Ok(Outcome::AlreadySo { id, timestamp });
-            }
-        }
-        ChangeKind::ChangeReact | ChangeKind::ChangeUnreact => {
-            let has: bool = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM reactors
-                     WHERE room = ?1 AND target = ?2 AND emoji = ?3 AND username = ?4)",
-                )?
-                .query_row(
-                    params![room, target, request.emoji, request.username],
-                    |row| row.get(0),
-                )?;
-            let adding = kind == ChangeKind::ChangeReact;
-            if has == adding {
-                return Ok(Outcome::AlreadySo {
-                    id: 0,
-                    timestamp: 0,
-                });
-            }
-            if adding
-                && message.reactions.len() >= MAX_REACTIONS
-                && !message.reactions.iter().any(|r| r.emoji == request.emoji)
-            {
-                return Ok(Outcome::Refused(Refusal::TooManyReactions(target)));
-            }
-        }
-        _ => {}
+    let mut rows = Rows { tx, room, target };
+    match judge(request, &message, &mut rows)? {
+        Verdict::Store => {}
+        Verdict::AlreadySo { id, timestamp } => return Ok(Outcome::AlreadySo { id, timestamp }),
+        Verdict::Refused(refusal) => return Ok(Outcome::Refused(refusal)),
     }
 
     let mut change = Change {
@@ -256,6 +207,54 @@ pub(super) fn apply(
     ])?;
     rewritten.push(Entry::Message(message));
     Ok(Outcome::Stored { change, rewritten })
+}
+
+/// What the rows say of message `target`, for [`judge`].
+struct Rows<'a, 'tx> {
+    tx: &'a Transaction<'tx>,
+    room: RoomId,
+    target: u64,
+}
+
+impl Standing for Rows<'_, '_> {
+    fn deletion(&mut self) -> Result<(u64, i64), LogError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT id, timestamp FROM messages
+                 WHERE room = ?1 AND target = ?2 AND kind = ?3 ORDER BY id LIMIT 1",
+            )?
+            .query_row(
+                params![self.room, self.target, ChangeKind::ChangeDelete as i32],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?)
+    }
+
+    fn edit_with_nonce(&mut self, nonce: &str) -> Result<Option<(u64, i64)>, LogError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT id, timestamp FROM messages
+                 WHERE room = ?1 AND target = ?2 AND kind = ?3 AND nonce = ?4",
+            )?
+            .query_row(
+                params![self.room, self.target, ChangeKind::ChangeEdit as i32, nonce],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn has_reacted(&mut self, emoji: &str, username: &str) -> Result<bool, LogError> {
+        Ok(self
+            .tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM reactors
+                 WHERE room = ?1 AND target = ?2 AND emoji = ?3 AND username = ?4)",
+            )?
+            .query_row(params![self.room, self.target, emoji, username], |row| {
+                row.get(0)
+            })?)
+    }
 }
 
 impl Outcome {
