@@ -358,8 +358,10 @@ impl Hub {
         Ok(Start::Since(start))
     }
 
-    /// Entry `id` of `room` as it stands, if it is stored.
+    /// Entry `id` of `room` as it stands, if it is stored (on a shared log,
+    /// also if it was stored through another replica a moment ago).
     pub async fn entry(&self, room: &Room, id: u64) -> Result<Option<Entry>, LogError> {
+        self.catch_up(room, id).await?;
         if id == 0 || id > room.last_id() {
             return Ok(None);
         }

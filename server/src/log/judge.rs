@@ -28,7 +28,10 @@ pub enum Verdict {
     /// Store it.
     Store,
     /// Store nothing: it is so already (see [`super::Changed::AlreadySo`]).
-    AlreadySo { id: u64, timestamp: i64 },
+    AlreadySo {
+        id: u64,
+        timestamp: i64,
+    },
     Refused(Refusal),
 }
 

@@ -17,7 +17,7 @@ use crate::common::{
 };
 
 /// Claims `name`; returns its token.
-async fn join(client: &mut WebClient, name: &str) -> String {
+pub(crate) async fn join(client: &mut WebClient, name: &str) -> String {
     within(client.join(JoinRequest {
         username: name.into(),
         token: String::new(),
@@ -29,7 +29,7 @@ async fn join(client: &mut WebClient, name: &str) -> String {
 }
 
 /// Sends `text` as `token`'s session; returns the message's id.
-async fn say(client: &mut WebClient, token: &str, text: &str) -> u64 {
+pub(crate) async fn say(client: &mut WebClient, token: &str, text: &str) -> u64 {
     within(client.send(with_session(chat("", text), token)))
         .await
         .expect("sent")
@@ -37,7 +37,7 @@ async fn say(client: &mut WebClient, token: &str, text: &str) -> u64 {
         .id
 }
 
-fn edit(id: u64, text: &str) -> EditRequest {
+pub(crate) fn edit(id: u64, text: &str) -> EditRequest {
     EditRequest {
         room: String::new(),
         id,
@@ -46,7 +46,7 @@ fn edit(id: u64, text: &str) -> EditRequest {
     }
 }
 
-fn react(id: u64, emoji: &str) -> ReactRequest {
+pub(crate) fn react(id: u64, emoji: &str) -> ReactRequest {
     ReactRequest {
         room: String::new(),
         id,
@@ -55,7 +55,7 @@ fn react(id: u64, emoji: &str) -> ReactRequest {
     }
 }
 
-fn delete(id: u64) -> DeleteRequest {
+pub(crate) fn delete(id: u64) -> DeleteRequest {
     DeleteRequest {
         room: String::new(),
         id,
@@ -65,7 +65,7 @@ fn delete(id: u64) -> DeleteRequest {
 
 /// Every message a new subscriber replays from `after_id`, each with the
 /// later changes applied as a client applies them.
-async fn replayed(client: &mut WebClient, after_id: u64) -> Vec<ChatMessage> {
+pub(crate) async fn replayed(client: &mut WebClient, after_id: u64) -> Vec<ChatMessage> {
     let (ready, mut events) = subscribe_after(client, after_id).await;
     let mut messages: Vec<ChatMessage> = Vec::new();
     let mut last = after_id;
@@ -474,15 +474,27 @@ async fn the_papers_chat_stream_never_sees_a_change() {
     assert_eq!((next.message.as_str(), next.id), ("second", id + 4));
 }
 
-/// Whether `marker` is anywhere in the database's files.
-fn on_disk(dir: &std::path::Path, marker: &str) -> bool {
+/// Whether `marker` is in any file under `dir` (a database's, or a NATS
+/// node's store).
+pub(crate) fn on_disk(dir: &std::path::Path, marker: &str) -> bool {
+    file_with(dir, marker).is_some()
+}
+
+/// The first file under `dir` that holds `marker`.
+pub(crate) fn file_with(dir: &std::path::Path, marker: &str) -> Option<std::path::PathBuf> {
     std::fs::read_dir(dir)
-        .expect("database dir")
+        .expect("a readable dir")
         .filter_map(Result::ok)
-        .any(|file| {
-            std::fs::read(file.path())
-                .map(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
-                .unwrap_or(false)
+        .find_map(|file| {
+            let path = file.path();
+            if path.is_dir() {
+                return file_with(&path, marker);
+            }
+            let bytes = std::fs::read(&path).ok()?;
+            bytes
+                .windows(marker.len())
+                .any(|w| w == marker.as_bytes())
+                .then_some(path)
         })
 }
 

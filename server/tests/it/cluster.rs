@@ -108,7 +108,7 @@ async fn eventually(mut condition: impl AsyncFnMut() -> bool) {
 
 /// A chat server in cluster mode on `cluster` (posting rate limit off: these
 /// tests send quickly from few names).
-async fn replica(cluster: &NatsCluster) -> TestServer {
+pub(crate) async fn replica(cluster: &NatsCluster) -> TestServer {
     replica_reaching(cluster.urls()).await
 }
 
@@ -125,7 +125,7 @@ async fn replica_reaching(urls: String) -> TestServer {
     TestServer::start_with(config).await
 }
 
-async fn replicas(cluster: &NatsCluster) -> Vec<TestServer> {
+pub(crate) async fn replicas(cluster: &NatsCluster) -> Vec<TestServer> {
     let mut servers = Vec::new();
     for _ in 0..3 {
         servers.push(replica(cluster).await);

@@ -10,6 +10,7 @@ mod binary;
 mod changes;
 mod chat_stream;
 mod cluster;
+mod cluster_changes;
 mod cors;
 mod deploy;
 mod grpc_web;

@@ -129,7 +129,10 @@ impl Shared {
                 .payload(Bytes::from(record.encode_to_vec()))
                 .message_id(&msg_id)
                 .expected_last_subject_sequence(fold.last);
-            match self.publish_until_answered(&subject, publish, deadline).await {
+            match self
+                .publish_until_answered(&subject, publish, deadline)
+                .await
+            {
                 Ok(ack) if ack.duplicate && request.kind == ChangeKind::ChangeEdit => {
                     // The same edit, sent before (here or on another replica).
                     let timestamp = self
@@ -247,9 +250,7 @@ impl Shared {
             .map_err(unavailable)?;
         match stream.get_raw_message(id).await {
             Ok(raw) => Ok(self.decode_raw(room, &raw).map(|(entry, _)| entry)),
-            Err(error)
-                if matches!(error.kind(), stream::RawMessageErrorKind::NoMessageFound) =>
-            {
+            Err(error) if matches!(error.kind(), stream::RawMessageErrorKind::NoMessageFound) => {
                 self.erased_entry(room, id).await
             }
             Err(error) => Err(unavailable(error)),
@@ -322,10 +323,13 @@ impl Shared {
                 .map_err(unavailable)?;
             match stream.delete_message(id).await {
                 Ok(_) => {}
+                // Erased already (JetStream says "no message found").
                 Err(error)
                     if matches!(error.kind(),
                         stream::DeleteMessageErrorKind::JetStream(e)
-                            if e.error_code() == ErrorCode::SEQUENCE_NOT_FOUND) => {}
+                            if [ErrorCode::STREAM_MESSAGE_DELETE_FAILED, ErrorCode::NO_MESSAGE_FOUND, ErrorCode::SEQUENCE_NOT_FOUND]
+                                .contains(&e.error_code())
+                                && e.to_string().contains("no message found")) => {}
                 Err(error) => return Err(unavailable(error)),
             }
         }
@@ -333,7 +337,11 @@ impl Shared {
     }
 
     /// The tombstone of entry `id` of `room`, if it was erased.
-    pub(super) async fn erased_entry(&self, room: &str, id: u64) -> Result<Option<Entry>, LogError> {
+    pub(super) async fn erased_entry(
+        &self,
+        room: &str,
+        id: u64,
+    ) -> Result<Option<Entry>, LogError> {
         if let Some(entry) = self
             .index(room)
             .and_then(|index| index.known().tombstone(id))

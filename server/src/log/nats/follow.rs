@@ -147,39 +147,33 @@ impl Shared {
         let known = room.last_id.load(Ordering::SeqCst);
         let mut whole = Vec::with_capacity(batch.len());
         let mut expected = known + 1;
-        let mut removed_upto = None;
+        let mut first = None;
         for decoded in batch {
             let id = decoded.stored.id();
             if id < expected {
                 continue;
             }
-            while expected < id {
-                if let Ok(Some(entry)) = self.erased_entry(&room.key.name, expected).await {
-                    whole.push(Decoded {
+            if id > expected {
+                let first = match first {
+                    Some(first) => first,
+                    None => match self.leader_state(&room.key.name).await {
+                        Ok(state) => *first.insert(state.first_sequence),
+                        Err(_) => return false,
+                    },
+                };
+                match self.holes(&room.key.name, expected, id, first).await {
+                    Ok(tombstones) => whole.extend(tombstones.into_iter().map(|entry| Decoded {
                         stored: Stored {
                             origin: None,
                             entry,
                         },
                         record: None,
-                    });
-                    expected += 1;
-                    continue;
-                }
-                let removed = match removed_upto {
-                    Some(removed) => removed,
-                    None => {
-                        let removed = match self.leader_state(&room.key.name).await {
-                            Ok(state) => state.first_sequence.saturating_sub(1),
-                            Err(_) => 0,
-                        };
-                        *removed_upto.insert(removed)
+                    })),
+                    Err(why) => {
+                        warn!(room = %room.key.name, after = expected - 1, got = id, %why, "the room's consumer skipped ids; reading again");
+                        return false;
                     }
-                };
-                if expected > removed {
-                    warn!(room = %room.key.name, after = expected - 1, got = id, "the room's consumer skipped ids; reading again");
-                    return false;
                 }
-                expected = (removed + 1).min(id);
             }
             expected = id + 1;
             whole.push(decoded);
@@ -192,7 +186,8 @@ impl Shared {
         {
             let mut index = room.index.known();
             for decoded in &whole {
-                let (Entry::Change(change), Some(record)) = (&decoded.stored.entry, &decoded.record)
+                let (Entry::Change(change), Some(record)) =
+                    (&decoded.stored.entry, &decoded.record)
                 else {
                     continue;
                 };

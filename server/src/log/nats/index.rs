@@ -11,7 +11,7 @@
 //! that id folded in; a copy with more folded in has a higher `state_id`,
 //! and the client skips the changes it already has (`chat_proto::state`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use chat_proto::{Change, ChangeKind, ChatMessage, state};
@@ -46,7 +46,7 @@ pub(super) struct Known {
     /// Ids of changes: a change's id is not a message's.
     changes: BTreeSet<u64>,
     /// Erased entries, as they are served in their place.
-    tombstones: HashMap<u64, Entry>,
+    tombstones: BTreeMap<u64, Entry>,
 }
 
 /// Every change of one message, folded.
@@ -135,6 +135,26 @@ impl Known {
 
     pub(super) fn tombstone(&self, id: u64) -> Option<Entry> {
         self.tombstones.get(&id).cloned()
+    }
+
+    /// The tombstones of erased entries with ids in `from..to`, in order.
+    pub(super) fn tombstones_in(&self, from: u64, to: u64) -> Vec<Entry> {
+        if from >= to {
+            return Vec::new();
+        }
+        self.tombstones
+            .range(from..to)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// The ids of erased messages below `to`, newest first.
+    pub(super) fn erased_messages_below(&self, to: u64) -> impl Iterator<Item = u64> + '_ {
+        self.tombstones
+            .range(..to)
+            .rev()
+            .filter(|(_, e)| matches!(e, Entry::Message(_)))
+            .map(|(id, _)| *id)
     }
 
     pub(super) fn bury(&mut self, entry: Entry) {

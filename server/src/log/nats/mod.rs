@@ -409,13 +409,13 @@ impl RoomLog for NatsLog {
             let index = self.shared.index_of(&room.name)?;
             let state = self.shared.stream_state(&room.name).await?;
             self.shared.wait_built(&index).await?;
-            self.shared
-                .wait_folded(&index, state.last_sequence)
-                .await?;
+            self.shared.wait_folded(&index, state.last_sequence).await?;
             let known = index.known();
+            // Erased messages below the stream's first id count too.
             let mut ids: Vec<u64> = (state.first_sequence.max(1)..=state.last_sequence)
                 .rev()
                 .filter(|&id| !known.is_change(id))
+                .chain(known.erased_messages_below(state.first_sequence))
                 .take(usize::try_from(count).unwrap_or(usize::MAX))
                 .collect();
             ids.reverse();
@@ -495,7 +495,10 @@ async fn room_row(js: &context::Context, info: &stream::Info) -> Result<Option<R
     let Some(name) = info.config.name.strip_prefix(STREAM_PREFIX) else {
         return Ok(None);
     };
-    let stream = js.get_stream(&info.config.name).await.map_err(unavailable)?;
+    let stream = js
+        .get_stream(&info.config.name)
+        .await
+        .map_err(unavailable)?;
     let last_message_id = match stream.get_last_raw_message_by_subject(&subject(name)).await {
         Ok(message) => message.sequence,
         Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,

@@ -69,16 +69,40 @@ impl Shared {
             .map_err(|e| e.to_string())?;
         let state = &stream.cached_info().state;
         let upto = upto.min(state.last_sequence);
-        // Ids before the stream's first were removed by retention.
-        let mut expected = (after + 1).max(state.first_sequence);
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        let mut expected = after + 1;
         if expected > upto {
-            return Ok(Vec::new());
+            return Ok(page);
+        }
+        let full = |page: &Vec<Stored>, bytes: usize| page.len() >= limit || bytes > PAGE_BYTES;
+        // Ids before the stream's first were removed by retention, or
+        // erased (JetStream moves its first id past erased ones too).
+        for entry in self
+            .holes(
+                room,
+                expected,
+                (upto + 1).min(state.first_sequence),
+                state.first_sequence,
+            )
+            .await?
+        {
+            bytes += entry.text_len();
+            page.push(Stored {
+                origin: None,
+                entry,
+            });
+            if full(&page, bytes) {
+                return Ok(page);
+            }
+        }
+        expected = expected.max(state.first_sequence);
+        if expected > upto {
+            return Ok(page);
         }
         let mut messages = consume_from(&stream, expected)
             .await
             .map_err(|e| e.to_string())?;
-        let mut page = Vec::new();
-        let mut bytes = 0;
         loop {
             let next = tokio::time::timeout(READ_WAIT, messages.next())
                 .await
@@ -98,33 +122,55 @@ impl Shared {
                 continue;
             }
             // Erased ids in between are served as their tombstones.
-            while expected < id.min(upto + 1) {
-                let Some(entry) = self.erased_entry(room, expected).await.ok().flatten() else {
-                    return Err(format!(
-                        "the node serving the read skipped ids {expected}..{}",
-                        id - 1
-                    ));
-                };
+            let until = id.min(upto + 1);
+            for entry in self
+                .holes(room, expected, until, state.first_sequence)
+                .await?
+            {
                 bytes += entry.text_len();
                 page.push(Stored {
                     origin: None,
                     entry,
                 });
-                expected += 1;
-                if expected > upto || page.len() >= limit || bytes > PAGE_BYTES {
+                if full(&page, bytes) {
                     return Ok(page);
                 }
             }
+            expected = expected.max(until);
             if id > upto {
                 return Ok(page);
             }
             expected += 1;
             bytes += stored.entry.text_len();
             page.push(stored);
-            if id == upto || page.len() >= limit || bytes > PAGE_BYTES {
+            if id == upto || full(&page, bytes) {
                 return Ok(page);
             }
         }
+    }
+
+    /// What stands for the ids `from..to` that the stream does not have:
+    /// the tombstones of erased ones, in order. Ids before `first` (the
+    /// stream's first) that are not erased were removed by retention; an id
+    /// after it that is not erased is a hole: `Err`.
+    pub(super) async fn holes(
+        &self,
+        room: &str,
+        from: u64,
+        to: u64,
+        first: u64,
+    ) -> Result<Vec<Entry>, String> {
+        let mut entries = self
+            .index(room)
+            .map(|index| index.known().tombstones_in(from, to.min(first)))
+            .unwrap_or_default();
+        for id in from.max(first)..to {
+            match self.erased_entry(room, id).await {
+                Ok(Some(entry)) => entries.push(entry),
+                _ => return Err(format!("the node serving the read skipped id {id}")),
+            }
+        }
+        Ok(entries)
     }
 
     /// The stored message `id` of `room`, read from the stream's leader.
@@ -166,7 +212,12 @@ impl Shared {
         room: &str,
         raw: &jetstream::message::StreamMessage,
     ) -> Option<(Entry, Option<Record>)> {
-        Some(decode_payload(room, raw.sequence, &raw.subject, &raw.payload))
+        Some(decode_payload(
+            room,
+            raw.sequence,
+            &raw.subject,
+            &raw.payload,
+        ))
     }
 }
 
