@@ -160,11 +160,22 @@ impl Hub {
                     // Moved first: whatever a subscriber finds newer than
                     // `last_id` when it starts is put in the ring after.
                     room.last_id.store(last.id(), Ordering::SeqCst);
+                    let mut refreshed = Vec::with_capacity(batch.rewritten.len());
                     for mut entry in batch.rewritten {
                         entry.set_room(room.name());
                         let id = entry.id();
+                        refreshed.push(id);
                         room.ring
                             .refresh(id, |origin| Relayed::new(id, entry.into_event(), origin));
+                    }
+                    // What the log did not hand over rewritten, the ring
+                    // brings up to date itself.
+                    for stored in &batch.entries {
+                        if let Entry::Change(change) = &stored.entry
+                            && !refreshed.contains(&change.target)
+                        {
+                            room.ring.apply(change);
+                        }
                     }
                     let entries = batch
                         .entries

@@ -19,6 +19,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use chat_proto::{Change, Event, state};
 use tokio::sync::Notify;
 
 use crate::hub::wire::Relayed;
@@ -147,6 +148,23 @@ impl Ring {
     /// whose state a change moved on. A subscriber that already took the
     /// old copy gets the change after it, which brings it to the same state.
     pub fn refresh(&self, id: u64, encode: impl FnOnce(Option<u64>) -> Relayed) {
+        self.refresh_with(id, |old| Some(encode(old.origin())));
+    }
+
+    /// Folds `change` into the ring's copy of the message it changes, if the
+    /// ring holds it and the copy has not got it yet (a log that hands over
+    /// the change alone, not the message rewritten).
+    pub fn apply(&self, change: &Change) {
+        self.refresh_with(change.target, |old| {
+            let mut message = old.decode()?;
+            state::apply(&mut message, change)
+                .then(|| Relayed::new(change.target, Event::Message(message), old.origin()))
+        });
+    }
+
+    /// Replaces the copy of entry `id`, if the ring holds it, with what
+    /// `rewrite` makes of it (`None`: keep it).
+    fn refresh_with(&self, id: u64, rewrite: impl FnOnce(&Relayed) -> Option<Relayed>) {
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         let held = &mut *held;
         if id < held.oldest || id > self.newest() {
@@ -157,7 +175,9 @@ impl Ring {
         let Some(old) = slot.as_ref().filter(|old| old.id() == id) else {
             return;
         };
-        let new = Arc::new(encode(old.origin()));
+        let Some(new) = rewrite(old).map(Arc::new) else {
+            return;
+        };
         held.bytes = held.bytes + new.size() - old.size();
         *slot = Some(new);
     }
