@@ -190,7 +190,7 @@ for (const [size, viewport] of Object.entries(SIZES)) {
     }
   });
 
-  test(`message actions: toolbar, replying, picker, editing, reactions, a tombstone, ${size}`, async () => {
+  test(`message actions: toolbar, replying, picker, editing, asking whether to delete, reactions, a tombstone, ${size}`, async () => {
     const { me, other, server } = await conversation(chat.browser, viewport);
     try {
       const theirs = messagesWithText(me, 'Looks great. The dark theme too 🌙');
@@ -213,9 +213,15 @@ for (const [size, viewport] of Object.entries(SIZES)) {
       await me.getByTestId('edit-input').waitFor();
       await assertAccessible(me, `editing, ${size}`);
       await me.getByTestId('edit-input').press('Escape');
-      me.once('dialog', (dialog) => dialog.accept());
       await mine.hover();
       await mine.getByTestId('action-delete').click();
+      await me.getByTestId('confirm-delete').waitFor();
+      for (const theme of THEMES) {
+        await me.emulateMedia({ colorScheme: theme });
+        await me.screenshot({ path: path.join(artifacts, `a11y-confirm-delete-${theme}-${size}.png`) });
+      }
+      await assertAccessible(me, `asking whether to delete, ${size}`);
+      await me.getByTestId('confirm-delete-yes').click();
       await me.getByTestId('message-deleted').waitFor();
       for (const theme of THEMES) {
         await me.emulateMedia({ colorScheme: theme });

@@ -88,11 +88,25 @@ test('reply, react, edit and delete: both people see each change, and a reload s
   assert.equal(await bobsView.getByTestId('action-edit').count(), 0);
   assert.equal(await bobsView.getByTestId('action-delete').count(), 0);
 
-  // Ada deletes it, after saying yes to the confirmation.
-  ada.once('dialog', (dialog) => dialog.accept());
+  // Ada deletes it, after saying yes to the question under it: Cancel (or
+  // Escape) keeps it, and focus starts on Cancel.
   const adaView = await stored(ada, 'lunch at 12:30?');
   await adaView.hover();
   await adaView.getByTestId('action-delete').click();
+  const question = adaView.getByTestId('confirm-delete');
+  await question.waitFor();
+  assert.equal(await question.getAttribute('role'), 'alertdialog');
+  assert.equal(await adaView.getByTestId('confirm-delete-cancel').evaluate((b) => b === document.activeElement), true);
+  await ada.keyboard.press('Escape');
+  await question.waitFor({ state: 'detached' });
+  await adaView.hover();
+  await adaView.getByTestId('action-delete').click();
+  await adaView.getByTestId('confirm-delete-cancel').click();
+  await question.waitFor({ state: 'detached' });
+  assert.equal(await messagesWithText(bob, 'lunch at 12:30?').count(), 1, 'kept');
+  await adaView.hover();
+  await adaView.getByTestId('action-delete').click();
+  await adaView.getByTestId('confirm-delete-yes').click();
   for (const page of [ada, bob]) {
     await page.getByTestId('message-deleted').filter({ hasText: 'This message was deleted.' }).waitFor();
     assert.equal(await messagesWithText(page, 'lunch at 12:30?').count(), 0);

@@ -85,7 +85,9 @@ pub struct NatsCluster {
     // Fields drop after `Drop::drop` has killed the nodes: the dir is
     // removed once they are gone, and the next cluster may start after that.
     dir: tempfile::TempDir,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    /// This process's one turn to start a cluster, until it is dropped or
+    /// shared ([`NatsCluster::share_turn`]).
+    turn: Option<tokio::sync::MutexGuard<'static, ()>>,
 }
 
 struct Node {
@@ -196,7 +198,7 @@ cluster {{
             bin,
             nodes,
             dir,
-            _turn: turn,
+            turn: Some(turn),
         };
         cluster.start_stopped()?;
         cluster.ready().await?;
@@ -635,7 +637,18 @@ cluster {{
     }
 
     /// Starts node `i`, appending both its outputs to its log.
+    /// Lets another cluster of this process start while this one runs on,
+    /// for a test that only waits from now on: its nodes keep the ports
+    /// they hold, so a new cluster cannot pick them; a node of this one
+    /// must not be started again after this (its port could be taken).
+    pub fn share_turn(&mut self) {
+        self.turn = None;
+    }
+
     fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        if self.turn.is_none() {
+            bail!("a node cannot start again after the cluster shared its turn");
+        }
         let node = &mut self.nodes[i];
         // One log per node across restarts, so the tail shows both runs.
         let mut log = OpenOptions::new()

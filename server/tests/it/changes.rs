@@ -477,24 +477,17 @@ async fn the_papers_chat_stream_never_sees_a_change() {
 /// Whether `marker` is in any file under `dir` (a database's, or a NATS
 /// node's store).
 pub(crate) fn on_disk(dir: &std::path::Path, marker: &str) -> bool {
-    file_with(dir, marker).is_some()
-}
-
-/// The first file under `dir` that holds `marker`.
-pub(crate) fn file_with(dir: &std::path::Path, marker: &str) -> Option<std::path::PathBuf> {
     std::fs::read_dir(dir)
         .expect("a readable dir")
         .filter_map(Result::ok)
-        .find_map(|file| {
+        .any(|file| {
             let path = file.path();
             if path.is_dir() {
-                return file_with(&path, marker);
+                return on_disk(&path, marker);
             }
-            let bytes = std::fs::read(&path).ok()?;
-            bytes
-                .windows(marker.len())
-                .any(|w| w == marker.as_bytes())
-                .then_some(path)
+            std::fs::read(path)
+                .map(|bytes| bytes.windows(marker.len()).any(|w| w == marker.as_bytes()))
+                .unwrap_or(false)
         })
 }
 

@@ -1,8 +1,8 @@
 //! What can be done to a message, from its row: a toolbar beside the bubble
 //! (shown on hover, on keyboard focus, and from the "⋯" button on a touch
 //! screen) with Reply, React, Edit and Delete (the last two on the user's
-//! own messages), the reaction picker under the bubble, and the box a
-//! message is edited in, in place.
+//! own messages), the reaction picker and the question whether to delete
+//! under the bubble, and the box a message is edited in, in place.
 
 use leptos::html;
 use leptos::prelude::*;
@@ -23,7 +23,7 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
     let key = entry.key;
     let own = entry.own;
     let open = RwSignal::new(false);
-    let (reply_entry, delete_entry) = (entry.clone(), entry);
+    let reply_entry = entry;
     view! {
         <button
             class="more"
@@ -35,7 +35,7 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
             "⋯"
         </button>
         {move || (awake.get() || open.get()).then(|| {
-        let (reply_entry, delete_entry) = (reply_entry.clone(), delete_entry.clone());
+        let reply_entry = reply_entry.clone();
         view! {
         <div class="msg-actions" class:open=move || open.get() role="toolbar" aria-label="Message actions">
             <button
@@ -75,14 +75,11 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
                     data-testid="action-delete"
                     class="danger"
                     title="Delete"
+                    aria-expanded=move || if acting.confirming.get() == Some(key) { "true" } else { "false" }
                     on:click=move |_| {
                         open.set(false);
-                        let sure = window()
-                            .confirm_with_message("Delete this message? This can't be undone.")
-                            .unwrap_or(false);
-                        if sure {
-                            acting.delete(&delete_entry);
-                        }
+                        acting.picking.set(None);
+                        acting.confirming.set(Some(key));
                     }
                 >
                     "🗑" <span class="action-label">"Delete"</span>
@@ -91,6 +88,61 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
         </div>
         }
         })}
+    }
+}
+
+/// Under the bubble: "Delete this message?", with Cancel (where focus
+/// starts: the safe answer; Escape too) and Delete.
+#[component]
+pub fn ConfirmDelete(entry: Entry) -> impl IntoView {
+    let acting = expect_context::<Acting>();
+    let cancel = NodeRef::<html::Button>::new();
+    Effect::new(move |_| {
+        if let Some(button) = cancel.get() {
+            let _ = button.focus();
+        }
+    });
+    let question = format!("confirm-delete-{}", entry.key);
+    let labelled_by = question.clone();
+    let close = move || {
+        acting.confirming.set(None);
+        focus::composer();
+    };
+    view! {
+        <div class="picker-row">
+            <div
+                class="picker confirm"
+                role="alertdialog"
+                aria-labelledby=labelled_by
+                data-testid="confirm-delete"
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" {
+                        ev.stop_propagation();
+                        close();
+                    }
+                }
+            >
+                <span id=question>"Delete this message? This can't be undone."</span>
+                <button
+                    node_ref=cancel
+                    class="secondary"
+                    data-testid="confirm-delete-cancel"
+                    on:click=move |_| close()
+                >
+                    "Cancel"
+                </button>
+                <button
+                    class="primary danger"
+                    data-testid="confirm-delete-yes"
+                    on:click=move |_| {
+                        acting.delete(&entry);
+                        close();
+                    }
+                >
+                    "Delete"
+                </button>
+            </div>
+        </div>
     }
 }
 

@@ -8,7 +8,7 @@
 use leptos::prelude::*;
 
 use crate::browser::time;
-use crate::components::message_actions::{EditBox, MessageActions, Picker};
+use crate::components::message_actions::{ConfirmDelete, EditBox, MessageActions, Picker};
 use crate::components::reactions::Reactions;
 use crate::components::reply::ReplyQuote;
 use crate::state::acting::Acting;
@@ -103,6 +103,13 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                 .then(|| view! { <Picker entry=entry.clone() /> })
         }
     };
+    let confirm = {
+        let entry = entry.clone();
+        move || {
+            (actionable() && acting.confirming.get() == Some(key))
+                .then(|| view! { <ConfirmDelete entry=entry.clone() /> })
+        }
+    };
     let quote = move || {
         let to = reply_to.get();
         (to != 0).then(|| view! { <ReplyQuote timeline id=to /> })
@@ -189,6 +196,7 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                 {actions}
             </div>
             {picker}
+            {confirm}
             {move || error().map(|failure| {
                 let retry_entry = entry.clone();
                 let text = entry.text.clone();

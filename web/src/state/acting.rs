@@ -25,6 +25,8 @@ pub struct Acting {
     pub editing: RwSignal<Option<u64>>,
     /// The row (by key) whose reaction picker is open.
     pub picking: RwSignal<Option<u64>>,
+    /// The row (by key) asking whether to delete its message.
+    pub confirming: RwSignal<Option<u64>>,
     /// Why the last action failed, for a status line.
     pub error: RwSignal<Option<String>>,
 }
@@ -37,6 +39,7 @@ impl Acting {
             replying: RwSignal::new(None),
             editing: RwSignal::new(None),
             picking: RwSignal::new(None),
+            confirming: RwSignal::new(None),
             error: RwSignal::new(None),
         }
     }

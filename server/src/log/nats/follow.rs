@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{consumer, stream};
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use tokio::sync::Notify;
@@ -241,9 +240,11 @@ impl Shared {
             .await
             .map_err(unavailable)?;
         let changes = format!("chat.{name}.c.*");
-        let newest = match stream.direct_get_last_for_subject(&changes).await {
+        // The newest change as the stream's leader has it (a direct get may
+        // be answered by a copy that is behind).
+        let newest = match stream.get_last_raw_message_by_subject(&changes).await {
             Ok(message) => message.sequence,
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => 0,
+            Err(error) if error.kind() == stream::LastRawMessageErrorKind::NoMessageFound => 0,
             Err(error) => return Err(unavailable(error)),
         };
         if newest > 0 {
