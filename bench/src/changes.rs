@@ -7,7 +7,11 @@
 //! taking back their reaction in turn (every call stores a change).
 //! The same S then send plain messages at the same rate and length. Each
 //! listener counts what it receives; a run that loses anything fails.
-//! Reported per kind: deliveries, server CPU time and bytes per delivery.
+//! Reported per kind: deliveries, CPU time (the chat servers', and the NATS
+//! nodes' in cluster mode) and bytes per delivery, and how long the calls
+//! took to make (a server that cannot keep up stretches it). On several
+//! replicas, people and listeners are spread over them round-robin, so
+//! reactions to the one message come through every replica at once.
 //!
 //! Replay: N messages, then (in the second run) an edit and 5 reactions on
 //! each; a new subscriber with `--history N` reads them all. Reported: time
@@ -28,7 +32,8 @@ use tonic::Request;
 
 use crate::clients;
 use crate::report::Row;
-use crate::server::ServerProcess;
+use crate::server::{ServerProcess, cpu_time_of_pid};
+use chat_testkit::nats::NatsCluster;
 
 /// How long the listeners may take to receive everything.
 const DRAIN_LIMIT: Duration = Duration::from_secs(120);
@@ -46,7 +51,11 @@ pub struct Storm {
 
 /// One kind's run of the storm.
 pub struct Pass {
+    /// Where it ran (`sqlite`, `nats3`).
+    pub setup: &'static str,
     pub kind: &'static str,
+    /// From the first call to the last reply.
+    pub calling: Duration,
     pub expected: u64,
     pub delivered: u64,
     pub cpu: Duration,
@@ -57,10 +66,12 @@ pub struct Pass {
 impl Pass {
     pub fn row(&self, storm: &Storm) -> Row {
         Row::new("changes_storm")
+            .text("setup", self.setup)
             .text("kind", self.kind)
             .num("listeners", storm.listeners)
             .num("senders", storm.senders)
             .num("rate", storm.rate)
+            .num("calling_s", format!("{:.2}", self.calling.as_secs_f64()))
             .num("expected", self.expected)
             .num("delivered", self.delivered)
             .num(
@@ -103,13 +114,14 @@ struct Listeners {
 }
 
 impl Listeners {
-    async fn open(url: &str, count: usize, after_id: u64) -> anyhow::Result<Self> {
+    /// `count` listeners, spread over `urls`.
+    async fn open(urls: &[String], count: usize, after_id: u64) -> anyhow::Result<Self> {
         let received = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
         let mut tasks = JoinSet::new();
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(count.max(1));
         for i in 0..count {
-            let mut client = clients::web(url)?;
+            let mut client = clients::web(&urls[i % urls.len()])?;
             let (received, bytes, ready) =
                 (Arc::clone(&received), Arc::clone(&bytes), ready_tx.clone());
             tasks.spawn(async move {
@@ -171,12 +183,35 @@ impl Listeners {
     }
 }
 
+/// Where a storm runs: one server, or replicas on a NATS cluster (whose
+/// nodes' CPU counts too).
+pub struct Place<'a> {
+    pub name: &'static str,
+    pub servers: &'a [ServerProcess],
+    pub nats: Option<&'a NatsCluster>,
+}
+
+impl Place<'_> {
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let servers: Duration = self
+            .servers
+            .iter()
+            .map(ServerProcess::cpu_time)
+            .sum::<anyhow::Result<Duration>>()?;
+        let nats = self.nats.map_or(Ok(Duration::ZERO), |nats| {
+            nats.pids().into_iter().map(cpu_time_of_pid).sum()
+        })?;
+        Ok(servers + nats)
+    }
+}
+
 /// The storm, changes first, then the same rate of plain messages.
-pub async fn storm(server: &ServerProcess, storm: Storm) -> anyhow::Result<Vec<Pass>> {
-    let url = server.url();
+pub async fn storm(place: &Place<'_>, storm: Storm) -> anyhow::Result<Vec<Pass>> {
+    let urls: Vec<String> = place.servers.iter().map(ServerProcess::url).collect();
+    let url = urls.first().context("no server")?.clone();
     let mut people = Vec::new();
     for i in 0..storm.senders {
-        let mut client = clients::web(&url)?;
+        let mut client = clients::web(&urls[i % urls.len()])?;
         let bearer = join(&mut client, &format!("reactor{i}")).await?;
         people.push((client, bearer));
     }
@@ -196,8 +231,9 @@ pub async fn storm(server: &ServerProcess, storm: Storm) -> anyhow::Result<Vec<P
     let mut passes = Vec::new();
     for kind in ["reactions", "messages"] {
         // Live from the newest id: nothing of the last pass replayed.
-        let listeners = Listeners::open(&url, storm.listeners, newest(&url).await?).await?;
-        let cpu_before = server.cpu_time()?;
+        let listeners = Listeners::open(&urls, storm.listeners, newest(&url).await?).await?;
+        let cpu_before = place.cpu_time()?;
+        let calling = Instant::now();
         let mut senders = JoinSet::new();
         for (client, bearer) in &people {
             let (mut client, bearer) = (client.clone(), bearer.clone());
@@ -240,14 +276,17 @@ pub async fn storm(server: &ServerProcess, storm: Storm) -> anyhow::Result<Vec<P
         while let Some(done) = senders.join_next().await {
             done??;
         }
+        let calling = calling.elapsed();
         let expected = calls * storm.senders as u64 * storm.listeners as u64;
         listeners.drain(expected).await?;
-        let cpu = server.cpu_time()? - cpu_before;
+        let cpu = place.cpu_time()? - cpu_before;
         let delivered = listeners.received.load(Ordering::Relaxed);
         let bytes = listeners.bytes.load(Ordering::Relaxed);
         listeners.close().await;
         passes.push(Pass {
+            setup: place.name,
             kind,
+            calling,
             expected,
             delivered,
             cpu,

@@ -473,8 +473,43 @@ async fn changes_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
     };
     let mut failures = Vec::new();
     let server = ServerProcess::start(&args.server_bin, args.buffer, args.db.as_deref()).await?;
-    let passes = changes::storm(&server, storm).await;
+    let place = changes::Place {
+        name: "sqlite",
+        servers: std::slice::from_ref(&server),
+        nats: None,
+    };
+    let mut passes = changes::storm(&place, storm).await;
     server.stop().await?;
+    // The same on three replicas, where reactions to the one message come
+    // through every replica at once.
+    let nats_server = nats_server_binary(args.nats_server.as_deref());
+    if passes.is_ok() && nats_server.is_file() {
+        let nats = cluster::start_nats(&nats_server, false).await?;
+        let mut replicas = Vec::new();
+        for _ in 0..3 {
+            replicas.push(
+                ServerProcess::start_replica(&args.server_bin, args.buffer, &nats.urls()).await?,
+            );
+        }
+        let place = changes::Place {
+            name: "nats3",
+            servers: &replicas,
+            nats: Some(&nats),
+        };
+        let clustered = changes::storm(&place, storm).await;
+        for replica in replicas {
+            replica.stop().await?;
+        }
+        nats.stop();
+        if let Ok(all) = &mut passes {
+            all.extend(clustered?);
+        }
+    } else if !nats_server.is_file() {
+        println!(
+            "changes storm on a cluster: skipped (no nats-server at {})",
+            nats_server.display()
+        );
+    }
     for (i, pass) in passes?.iter().enumerate() {
         let row = pass.row(&storm);
         if i == 0 {
@@ -483,8 +518,8 @@ async fn changes_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
         println!("{}\n{}", row.table(), row.json());
         if pass.delivered != pass.expected {
             failures.push(format!(
-                "changes storm ({}): {} of {} delivered",
-                pass.kind, pass.delivered, pass.expected
+                "changes storm ({}, {}): {} of {} delivered",
+                pass.setup, pass.kind, pass.delivered, pass.expected
             ));
         }
     }

@@ -249,25 +249,7 @@ impl Shared {
         };
         if newest > 0 {
             let started = std::time::Instant::now();
-            let consumer = stream
-                .create_consumer(consumer::pull::Config {
-                    filter_subject: changes,
-                    deliver_policy: consumer::DeliverPolicy::All,
-                    ack_policy: consumer::AckPolicy::None,
-                    inactive_threshold: CONSUMER_IDLE,
-                    num_replicas: 1,
-                    memory_storage: true,
-                    ..Default::default()
-                })
-                .await
-                .map_err(unavailable)?;
-            let mut records = consumer
-                .stream()
-                .heartbeat(Duration::from_secs(1))
-                .expires(Duration::from_secs(5))
-                .messages()
-                .await
-                .map_err(unavailable)?;
+            let mut records = consume(&stream, consumer::DeliverPolicy::All, changes).await?;
             let mut count = 0_u64;
             loop {
                 let next = tokio::time::timeout(READ_WAIT, records.next())
@@ -373,11 +355,23 @@ pub(super) async fn consume_from(
     stream: &stream::Stream,
     start: u64,
 ) -> Result<consumer::pull::Stream, LogError> {
+    let from = consumer::DeliverPolicy::ByStartSequence {
+        start_sequence: start,
+    };
+    consume(stream, from, String::new()).await
+}
+
+/// Messages of `stream` on `subjects` (empty: all) from `from` on, from an
+/// ephemeral consumer of our own, as [`consume_from`] says.
+async fn consume(
+    stream: &stream::Stream,
+    from: consumer::DeliverPolicy,
+    subjects: String,
+) -> Result<consumer::pull::Stream, LogError> {
     let consumer = stream
         .create_consumer(consumer::pull::Config {
-            deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: start,
-            },
+            deliver_policy: from,
+            filter_subject: subjects,
             ack_policy: consumer::AckPolicy::None,
             inactive_threshold: CONSUMER_IDLE,
             num_replicas: 1,

@@ -16,6 +16,41 @@ use super::follow::consume_from;
 use super::{ORIGIN_HEADER, READ_WAIT, Shared, stream_name, subject};
 use crate::log::{Entry, LogError, PAGE_BYTES, Stored};
 
+/// A history page as it fills: at most `limit` entries, and
+/// [`PAGE_BYTES`] of text after the first.
+struct Page {
+    entries: Vec<Stored>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn new(limit: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Adds `stored`; whether the page is full now.
+    fn push(&mut self, stored: Stored) -> bool {
+        self.bytes += stored.entry.text_len();
+        self.entries.push(stored);
+        self.entries.len() >= self.limit || self.bytes > PAGE_BYTES
+    }
+
+    /// Adds tombstones, until the page is full (then `true`).
+    fn extend(&mut self, tombstones: Vec<Entry>) -> bool {
+        tombstones.into_iter().any(|entry| {
+            self.push(Stored {
+                origin: None,
+                entry,
+            })
+        })
+    }
+}
+
 /// An entry as read from the stream, with what a change's record says
 /// beyond the change.
 pub(super) struct Decoded {
@@ -69,36 +104,23 @@ impl Shared {
             .map_err(|e| e.to_string())?;
         let state = &stream.cached_info().state;
         let upto = upto.min(state.last_sequence);
-        let mut page = Vec::new();
-        let mut bytes = 0;
+        let mut page = Page::new(limit);
         let mut expected = after + 1;
         if expected > upto {
-            return Ok(page);
+            return Ok(page.entries);
         }
-        let full = |page: &Vec<Stored>, bytes: usize| page.len() >= limit || bytes > PAGE_BYTES;
         // Ids before the stream's first were removed by retention, or
         // erased (JetStream moves its first id past erased ones too).
-        for entry in self
-            .holes(
-                room,
-                expected,
-                (upto + 1).min(state.first_sequence),
-                state.first_sequence,
-            )
-            .await?
-        {
-            bytes += entry.text_len();
-            page.push(Stored {
-                origin: None,
-                entry,
-            });
-            if full(&page, bytes) {
-                return Ok(page);
-            }
+        let first = state.first_sequence;
+        let before_first = self
+            .holes(room, expected, (upto + 1).min(first), first)
+            .await?;
+        if page.extend(before_first) {
+            return Ok(page.entries);
         }
-        expected = expected.max(state.first_sequence);
+        expected = expected.max(first);
         if expected > upto {
-            return Ok(page);
+            return Ok(page.entries);
         }
         let mut messages = consume_from(&stream, expected)
             .await
@@ -123,28 +145,16 @@ impl Shared {
             }
             // Erased ids in between are served as their tombstones.
             let until = id.min(upto + 1);
-            for entry in self
-                .holes(room, expected, until, state.first_sequence)
-                .await?
-            {
-                bytes += entry.text_len();
-                page.push(Stored {
-                    origin: None,
-                    entry,
-                });
-                if full(&page, bytes) {
-                    return Ok(page);
-                }
+            if page.extend(self.holes(room, expected, until, first).await?) {
+                return Ok(page.entries);
             }
             expected = expected.max(until);
             if id > upto {
-                return Ok(page);
+                return Ok(page.entries);
             }
             expected += 1;
-            bytes += stored.entry.text_len();
-            page.push(stored);
-            if id == upto || full(&page, bytes) {
-                return Ok(page);
+            if page.push(stored) || id == upto {
+                return Ok(page.entries);
             }
         }
     }
