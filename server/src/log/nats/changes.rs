@@ -154,7 +154,7 @@ impl Shared {
                     }
                     return Ok(Changed::Stored(change));
                 }
-                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(error) if out_of_date(&error) => {
                     // Another replica changed the message since: judge
                     // again once that change is folded in here.
                     debug!(%subject, "a change was refused as out of date; judging again");
@@ -400,6 +400,24 @@ pub(super) fn sealed(tombstones: &[ChatEvent], deletion: u64) -> Vec<ChatEvent> 
         }
     }
     tombstones
+}
+
+/// Whether JetStream refused a publish because the message's subject has
+/// moved on since the sequence it was conditioned on, or could not check yet
+/// (a new stream leader). Newer servers name the first with a code of their
+/// own, which the client reports as `Other`.
+fn out_of_date(error: &PublishError) -> bool {
+    error.kind() == PublishErrorKind::WrongLastSequence
+        || std::error::Error::source(error)
+            .and_then(|source| source.downcast_ref::<jetstream::Error>())
+            .is_some_and(|e| {
+                [
+                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE,
+                    ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT,
+                    ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY,
+                ]
+                .contains(&e.error_code())
+            })
 }
 
 /// The id of the entry a tombstone stands for.
