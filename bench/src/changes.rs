@@ -91,6 +91,7 @@ async fn join(client: &mut clients::Web, name: &str) -> anyhow::Result<String> {
         .join(JoinRequest {
             username: name.into(),
             token: String::new(),
+            ..Default::default()
         })
         .await?
         .into_inner();

@@ -150,6 +150,7 @@ async fn present(url: String, name: String) -> anyhow::Result<Streaming<ChatEven
         .join(JoinRequest {
             username: name,
             token: String::new(),
+            ..Default::default()
         })
         .await
         .context("join")?

@@ -506,6 +506,7 @@ async fn web_person(
     let asked = JoinRequest {
         username: log.name.clone(),
         token: rejoin.map(|(_, token)| token).unwrap_or_default(),
+        ..Default::default()
     };
     let token = match within(client.join(asked)).await {
         Ok(reply) => {
@@ -848,6 +849,7 @@ async fn join(url: &str, name: &str) -> Result<JoinReply, Failure> {
     let asked = JoinRequest {
         username: name.to_owned(),
         token: String::new(),
+        ..Default::default()
     };
     Ok(within(client.join(asked)).await?.into_inner())
 }

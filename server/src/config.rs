@@ -114,6 +114,25 @@ pub struct Config {
     #[arg(long, env = "CHAT_AUTH_HEADER", value_name = "NAME")]
     pub auth_header: Option<String>,
 
+    /// Names that moderate (delete anyone's message). A listed name is a
+    /// moderator only when the authenticating proxy (--auth-header) names
+    /// the caller, or when it is claimed with the moderator key; without
+    /// that proof nobody can claim or speak under it. Give every replica
+    /// the same list.
+    #[arg(
+        long,
+        env = "CHAT_MODERATORS",
+        value_name = "NAME[,NAME...]",
+        value_delimiter = ','
+    )]
+    pub moderators: Vec<String>,
+
+    /// A file holding the moderator key, which `Join` takes as `key` to
+    /// prove a listed name. The server refuses to start if it is empty or
+    /// readable by group or others; trailing whitespace is ignored.
+    #[arg(long, env = "CHAT_MODERATOR_KEY_FILE", value_name = "PATH")]
+    pub moderator_key_file: Option<PathBuf>,
+
     /// Behind a reverse proxy: take the client's address from the last
     /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
     /// logs. Without this flag those headers are ignored.
@@ -272,6 +291,8 @@ impl Config {
             require_join: false,
             max_rooms: 1_000,
             auth_header: None,
+            moderators: Vec::new(),
+            moderator_key_file: None,
             trust_proxy: false,
             base_path: "/".to_owned(),
             log_format: LogFormat::Text,

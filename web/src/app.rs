@@ -26,7 +26,7 @@ use crate::components::notify_toggle::NotifyToggle;
 use crate::components::people::{OnlineCount, OnlineList, TypingLine};
 use crate::components::rooms::{CreateRoom, RoomList};
 use crate::feed::Connection;
-use crate::net::api;
+use crate::net::api::{self, Joined};
 use crate::net::session::{self, Session};
 use crate::state::acting::Acting;
 use crate::state::people::{People, TypingNotices};
@@ -43,6 +43,8 @@ struct Asking {
 #[component]
 pub fn App() -> impl IntoView {
     let session = RwSignal::new(None::<Session>);
+    // Whether the session's name moderates, as `Join` last said.
+    let moderator = RwSignal::new(false);
     // Set while the name prompt is open.
     let asking = RwSignal::new(None::<Asking>);
     let rooms = Rooms::new();
@@ -56,7 +58,11 @@ pub fn App() -> impl IntoView {
     // The composer's text; a refused message can be put back into it.
     let draft = RwSignal::new(String::new());
 
-    let joined = move |joined: Session| {
+    let joined = move |Joined {
+                           session: joined,
+                           moderator: moderates,
+                       }: Joined| {
+        moderator.set(moderates);
         session::adopt(&joined);
         asking.set(None);
         // The session the page already acts as, confirmed: its stream stays.
@@ -75,7 +81,7 @@ pub fn App() -> impl IntoView {
         }
         joining.set_value(true);
         spawn_local(async move {
-            match api::join(&name, &token).await {
+            match api::join(&name, &token, "").await {
                 Ok(session) => joined(session),
                 // A first visit without a proxy: the prompt is open already
                 // (and the user may have joined through it meanwhile).
@@ -83,6 +89,7 @@ pub fn App() -> impl IntoView {
                 Err(status) => {
                     // The name is not ours any more: nothing goes out as it.
                     session.set(None);
+                    moderator.set(false);
                     let refused = Some(Refusal::of(&name, &status));
                     asking.set(Some(Asking { name, refused }));
                 }
@@ -183,6 +190,9 @@ pub fn App() -> impl IntoView {
                     >
                         <span class="me-label">"You are "</span>
                         <strong class="me-name">{move || name.get()}</strong>
+                        <Show when=move || moderator.get()>
+                            <span class="badge-mod" data-testid="moderator-badge">"Moderator"</span>
+                        </Show>
                         <span class="edit" aria-hidden="true" hidden=move || !can_rename()>"✎"</span>
                     </button>
                 </Show>
@@ -204,7 +214,7 @@ pub fn App() -> impl IntoView {
                         each=move || std::iter::once(rooms.current.get())
                         key=|room| room.clone()
                         children=move |room| view! {
-                            <RoomView room session rooms people connection draft typing name />
+                            <RoomView room session rooms people connection draft typing name moderator=moderator.into() />
                         }
                     />
                 </main>
@@ -246,10 +256,11 @@ fn RoomView(
     draft: RwSignal<String>,
     typing: TypingNotices,
     name: Signal<String>,
+    moderator: Signal<bool>,
 ) -> impl IntoView {
     let timeline = Timeline::of_room(&room);
     // Replying, editing, reacting: for this room's rows and composer.
-    provide_context(Acting::new(&room, name));
+    provide_context(Acting::new(&room, name, moderator));
     let seen = rooms.seen(&room);
     timeline.resume_after(seen.saturating_sub(CONTEXT));
     timeline.seen_up_to(seen);

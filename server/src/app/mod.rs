@@ -41,6 +41,7 @@ use crate::limits::RateLimiter;
 use crate::log::LogError;
 use crate::metrics::Limit;
 use crate::people::names::Names;
+use crate::people::roles::{Roles, RolesError};
 use crate::rpc::{ChatServer, ChatServiceServer};
 
 #[derive(Debug, Error)]
@@ -61,6 +62,8 @@ pub enum ServeError {
          use it only behind a proxy that sets it, and say so with --trust-proxy"
     )]
     AuthHeaderUntrusted(String),
+    #[error(transparent)]
+    Roles(#[from] RolesError),
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -69,6 +72,7 @@ pub struct Server {
     listener: TcpListener,
     hub: Hub,
     names: Names,
+    roles: Arc<Roles>,
     cors: CorsLayer,
     config: Config,
 }
@@ -82,6 +86,10 @@ impl Server {
             return Err(ServeError::AuthHeaderUntrusted(header.clone()));
         }
         let cors = cors::layer(&config.allowed_origins)?;
+        let roles = Arc::new(Roles::load(
+            &config.moderators,
+            config.moderator_key_file.as_deref(),
+        )?);
         let (hub, names) = open::open(config).await?;
         // Bound last, once the messages can be reached: until then a
         // connection is refused (a proxy tries another replica at once)
@@ -97,6 +105,7 @@ impl Server {
             listener,
             hub,
             names,
+            roles,
             cors,
             config: config.clone(),
         })
@@ -133,7 +142,8 @@ impl Server {
             .require_join(config.require_join)
             .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
             .auth_header(config.auth_header.clone())
-            .edit_window(config.edit_window.0),
+            .edit_window(config.edit_window.0)
+            .roles(Arc::clone(&self.roles)),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

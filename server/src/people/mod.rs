@@ -4,6 +4,8 @@
 //! - [`names`]: the one door every RPC asks about names through: claims
 //!   held in this process ([`claims`]) and, in cluster mode, the ones held
 //!   anywhere in the cluster ([`claims_nats`]).
+//! - [`roles`]: who moderates (`--moderators`, and the proof a listed name
+//!   needs: the proxy's word or the moderator key).
 //! - [`presence`]: who is here and who is typing, as join and leave events
 //!   (shared with other replicas by `app::presence_nats`).
 
@@ -12,3 +14,4 @@ pub mod claims_nats;
 pub mod name_key;
 pub mod names;
 pub mod presence;
+pub mod roles;

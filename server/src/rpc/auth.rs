@@ -7,7 +7,7 @@ use chat_proto::rules;
 use tonic::{Request, Status};
 
 use super::ChatServer;
-use super::status::{claim_refused, invalid_argument};
+use super::status::{claim_refused, invalid_argument, reserved};
 use crate::people::claims::Session;
 use crate::people::name_key::NameKey;
 
@@ -73,6 +73,12 @@ impl ChatServer {
         })
     }
 
+    /// Whether `session` is a moderator's: its name is listed, and a session
+    /// of a listed name is only ever made with the proof (see `people::roles`).
+    pub(super) fn moderates(&self, session: &Session) -> bool {
+        self.roles.is_listed(&session.name)
+    }
+
     /// The session of `token`, made here or (cluster mode) on any replica.
     pub(super) async fn find_session(&self, token: &str) -> Result<Option<Session>, Status> {
         self.names.session(token).await.map_err(claim_refused)
@@ -97,6 +103,7 @@ impl ChatServer {
                 session.name,
                 asked.trim()
             ))),
+            None if self.roles.is_listed(asked) => Err(reserved(asked)),
             None => match self.names.holder_of(asked).await.map_err(claim_refused)? {
                 Some(holder) => Err(Status::permission_denied(format!(
                     "the name \"{holder}\" is held by someone else: join to claim a name of your own"

@@ -1,6 +1,6 @@
 //! `Edit`, `Delete` and `React`: changes to earlier messages. Who may make
-//! one is judged here (the author edits and deletes, anyone with a session
-//! reacts); whether the message, as it stands, can take it is judged by
+//! one is judged here (the author edits and deletes, a moderator deletes
+//! anyone's message, anyone with a session reacts); whether the message, as it stands, can take it is judged by
 //! the log, in order with every other write (see `crate::log::RoomLog::change`).
 //! Edits and reactions spend the sender's message budget; deletions never
 //! wait for it.
@@ -75,7 +75,11 @@ impl ChatServer {
         let room = self.room(&room).await?;
         let reason = rules::reason(&reason).map_err(invalid_argument)?;
         let target = self.message(&room, id).await?;
-        author_only(&session, &target, "delete")?;
+        // A moderator may delete anyone's message, and the change says so.
+        let by_moderator = !is_author(&session, &target) && self.moderates(&session);
+        if !by_moderator {
+            author_only(&session, &target, "delete")?;
+        }
         // Never refused for going too fast: taking a message back must
         // always be possible.
         let changed = self
@@ -84,6 +88,7 @@ impl ChatServer {
                 &room,
                 ChangeRequest {
                     reason,
+                    by_moderator,
                     ..change(id, &session, ChangeKind::ChangeDelete)
                 },
             )
@@ -162,9 +167,14 @@ impl ChatServer {
     }
 }
 
-/// Only the author (by name key, as names are claimed) may do `what`.
+/// Whether `session` wrote `message` (by name key, as names are claimed).
+fn is_author(session: &Session, message: &ChatMessage) -> bool {
+    NameKey::of(&session.name) == NameKey::of(&message.username)
+}
+
+/// Only the author may do `what`.
 fn author_only(session: &Session, message: &ChatMessage, what: &str) -> Result<(), Status> {
-    if NameKey::of(&session.name) == NameKey::of(&message.username) {
+    if is_author(session, message) {
         Ok(())
     } else {
         Err(Status::permission_denied(format!(

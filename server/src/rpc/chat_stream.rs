@@ -12,7 +12,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
 use super::send::accept_message;
-use super::status::{claim_refused, invalid_argument, refusal, unavailable};
+use super::status::{claim_refused, invalid_argument, refusal, reserved, unavailable};
 use super::subscribe::BURST;
 use super::visit::Visit;
 use super::{ChatServer, EncodedStream, client};
@@ -25,6 +25,7 @@ use crate::people::claims::Hold;
 use crate::people::name_key::NameKey;
 use crate::people::names::Names;
 use crate::people::presence::Here;
+use crate::people::roles::Roles;
 
 impl ChatServer {
     pub(super) async fn chat_stream(
@@ -72,6 +73,7 @@ impl ChatServer {
             origin,
             named: visit.name_slot(),
             names: self.names.clone(),
+            roles: Arc::clone(&self.roles),
             holding: Arc::clone(&holding),
             vouched,
         };
@@ -127,6 +129,8 @@ struct ClientReader {
     origin: Origin,
     named: Arc<OnceLock<String>>,
     names: Names,
+    /// Moderators' names, which a stream without a session cannot use.
+    roles: Arc<Roles>,
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
@@ -177,6 +181,9 @@ impl ClientReader {
             match self.named.get() {
                 None if self.vouched.is_some() => {
                     let _ = self.named.set(message.username.clone());
+                }
+                None if self.roles.is_listed(&message.username) => {
+                    break reserved(&message.username);
                 }
                 None => match self.names.hold_name(&message.username).await {
                     Ok(hold) => {

@@ -6,7 +6,7 @@ use chat_proto::{JoinReply, JoinRequest, TypingReply, TypingRequest};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::status::{claim_refused, invalid_argument, too_fast_at, too_fast_status};
+use super::status::{claim_refused, invalid_argument, reserved, too_fast_at, too_fast_status};
 use super::{ChatServer, client};
 use crate::metrics::Limit;
 
@@ -22,12 +22,17 @@ impl ChatServer {
         {
             // Behind an authenticating proxy, the proxy's name is the name.
             return Ok(Response::new(JoinReply {
+                moderator: self.moderates(&session),
                 username: session.name,
                 token: session.token,
                 proxied: true,
             }));
         }
-        let JoinRequest { username, token } = request.into_inner();
+        let JoinRequest {
+            username,
+            token,
+            key,
+        } = request.into_inner();
         let known = if token.is_empty() {
             None
         } else {
@@ -35,12 +40,18 @@ impl ChatServer {
         };
         if let Some(session) = known {
             return Ok(Response::new(JoinReply {
+                moderator: self.moderates(&session),
                 username: session.name,
                 token: session.token,
                 proxied: false,
             }));
         }
         let name = rules::username(&username).map_err(invalid_argument)?;
+        // A moderator's name is claimed with the key, or not at all.
+        let moderator = self.roles.is_listed(&name);
+        if moderator && !self.roles.key_opens(&key) {
+            return Err(reserved(&name));
+        }
         // Nobody squats on a thousand names a second.
         self.claim_rates
             .check(None, &client.map_or_else(String::new, |c| c.to_string()))
@@ -49,8 +60,9 @@ impl ChatServer {
                 too_fast_at("claiming names", &too_fast)
             })?;
         let session = self.names.join(&name).await.map_err(claim_refused)?;
-        info!(username = session.name, "name claimed");
+        info!(username = session.name, moderator, "name claimed");
         Ok(Response::new(JoinReply {
+            moderator,
             username: session.name,
             token: session.token,
             proxied: false,

@@ -35,6 +35,15 @@ pub(super) fn claim_refused(error: ClaimError) -> Status {
     }
 }
 
+/// A moderator's name, used without the proof it needs.
+pub(super) fn reserved(name: &str) -> Status {
+    Status::permission_denied(format!(
+        "the name \"{}\" is reserved for a moderator: join with the moderator key \
+         (or through the proxy that signs moderators in)",
+        name.trim()
+    ))
+}
+
 /// The log could not store or read; nothing was relayed, so trying again
 /// is safe.
 pub(super) fn unavailable(error: LogError) -> Status {

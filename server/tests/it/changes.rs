@@ -21,6 +21,7 @@ pub(crate) async fn join(client: &mut WebClient, name: &str) -> String {
     within(client.join(JoinRequest {
         username: name.into(),
         token: String::new(),
+        ..Default::default()
     }))
     .await
     .expect("joined")

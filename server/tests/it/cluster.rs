@@ -467,6 +467,7 @@ async fn join(server: &TestServer, name: &str) -> Result<JoinReply, tonic::Statu
     within(server.native().await.join(JoinRequest {
         username: name.into(),
         token: String::new(),
+        ..Default::default()
     }))
     .await
     .map(tonic::Response::into_inner)
@@ -533,6 +534,7 @@ async fn a_name_claimed_on_one_replica_is_refused_on_another_and_its_session_wor
     let again = within(servers[1].native().await.join(JoinRequest {
         username: "Ada".into(),
         token: ada.token.clone(),
+        ..Default::default()
     }))
     .await
     .expect("taking the name back with its token")
@@ -602,6 +604,7 @@ async fn a_killed_replicas_people_leave_the_others_within_30_seconds() {
             JoinRequest {
                 username: "Ada".into(),
                 token: String::new(),
+                ..Default::default()
             },
         ),
     )
@@ -1281,6 +1284,7 @@ async fn a_name_claimed_on_one_replica_is_held_on_every_other_from_that_moment()
                 within(claims.join(JoinRequest {
                     username: name.clone(),
                     token: String::new(),
+                    ..Default::default()
                 }))
                 .await
                 .expect("a free name is claimed");

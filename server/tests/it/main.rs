@@ -17,6 +17,7 @@ mod grpc_web;
 mod history;
 mod hostile;
 mod lifecycle;
+mod moderation;
 mod operations;
 mod people;
 mod protocol;

@@ -14,6 +14,7 @@ async fn join(server: &TestServer, name: &str, token: &str) -> Result<JoinReply,
     within(server.web().join(JoinRequest {
         username: name.into(),
         token: token.into(),
+        ..Default::default()
     }))
     .await
     .map(tonic::Response::into_inner)
@@ -394,6 +395,7 @@ async fn behind_an_authenticating_proxy_its_header_is_the_name() {
         JoinRequest {
             username: "mallory".into(),
             token: String::new(),
+            ..Default::default()
         },
         "ada",
     )))

@@ -15,9 +15,9 @@ use chat_proto::{JoinRequest, SubscribeRequest};
 use chat_server::config::Config;
 use tonic::Request;
 
-struct Nginx {
+pub(crate) struct Nginx {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -40,7 +40,7 @@ fn deploy(name: &str) -> PathBuf {
 
 /// nginx on a free loopback port, in front of the chat on `upstream`, with
 /// two users: ada (password "secret") and bob ("hunter2").
-async fn nginx(upstream: u16) -> Nginx {
+pub(crate) async fn nginx(upstream: u16) -> Nginx {
     let dir = tempfile::tempdir().expect("temp dir");
     let users = dir.path().join("chat.htpasswd");
     std::fs::write(&users, "ada:{PLAIN}secret\nbob:{PLAIN}hunter2\n").expect("users");
@@ -123,7 +123,7 @@ http {{
 }
 
 /// A request as a browser logged in as `user` sends it.
-fn logged_in<T>(message: T, user: &str, password: &str) -> Request<T> {
+pub(crate) fn logged_in<T>(message: T, user: &str, password: &str) -> Request<T> {
     let mut request = Request::new(message);
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     request.metadata_mut().insert(
@@ -155,6 +155,7 @@ async fn behind_nginx_auth_basic_the_login_is_the_name() {
         JoinRequest {
             username: "mallory".into(),
             token: String::new(),
+            ..Default::default()
         },
         "ada",
         "secret",

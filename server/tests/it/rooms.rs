@@ -380,6 +380,7 @@ async fn presence_typing_and_online_counts_are_the_rooms_own() {
     let join = |name: &str| chat_proto::JoinRequest {
         username: name.into(),
         token: String::new(),
+        ..Default::default()
     };
     let ada = within(web.join(join("ada")))
         .await

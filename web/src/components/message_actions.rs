@@ -1,8 +1,9 @@
 //! What can be done to a message, from its row: a toolbar beside the bubble
 //! (shown on hover, on keyboard focus, and from the "⋯" button on a touch
-//! screen) with Reply, React, Edit and Delete (the last two on the user's
-//! own messages), the reaction picker and the question whether to delete
-//! under the bubble, and the box a message is edited in, in place.
+//! screen) with Reply, React, Edit (the user's own messages) and Delete
+//! (their own, and a moderator's on every message), the reaction picker and
+//! the question whether to delete under the bubble (a moderator gives a
+//! reason there), and the box a message is edited in, in place.
 
 use leptos::html;
 use leptos::prelude::*;
@@ -71,6 +72,8 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
                 >
                     "✎" <span class="action-label">"Edit"</span>
                 </button>
+            })}
+            {move || (own || acting.moderator.get()).then(|| view! {
                 <button
                     data-testid="action-delete"
                     class="danger"
@@ -97,6 +100,10 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
 pub fn ConfirmDelete(entry: Entry) -> impl IntoView {
     let acting = expect_context::<Acting>();
     let cancel = NodeRef::<html::Button>::new();
+    // Someone else's message: a moderator deletes it, and may say why.
+    let moderating = !entry.own;
+    let author = entry.copy.with_untracked(|m| m.username.clone());
+    let reason = RwSignal::new(String::new());
     Effect::new(move |_| {
         if let Some(button) = cancel.get() {
             let _ = button.focus();
@@ -122,7 +129,24 @@ pub fn ConfirmDelete(entry: Entry) -> impl IntoView {
                     }
                 }
             >
-                <span id=question>"Delete this message? This can't be undone."</span>
+                <span id=question>
+                    {if moderating {
+                        format!("Delete {author}'s message as a moderator? This can't be undone.")
+                    } else {
+                        "Delete this message? This can't be undone.".to_owned()
+                    }}
+                </span>
+                {moderating.then(|| view! {
+                    <input
+                        class="reason"
+                        data-testid="delete-reason"
+                        aria-label="Reason (optional, shown to everyone)"
+                        placeholder="Reason (optional)"
+                        maxlength="200"
+                        prop:value=move || reason.get()
+                        on:input=move |ev| reason.set(event_target_value(&ev))
+                    />
+                })}
                 <button
                     node_ref=cancel
                     class="secondary"
@@ -135,7 +159,7 @@ pub fn ConfirmDelete(entry: Entry) -> impl IntoView {
                     class="primary danger"
                     data-testid="confirm-delete-yes"
                     on:click=move |_| {
-                        acting.delete(&entry);
+                        acting.delete(&entry, reason.get_untracked().trim().to_owned());
                         close();
                     }
                 >

@@ -1,7 +1,8 @@
 //! Choosing a name: a dialog that claims it with `Join`, asked on the first
 //! visit (a reload keeps the session, see `net::session`) and from the
 //! header to change it. A name somebody else holds gets a plain message and
-//! a suggestion.
+//! a suggestion. A moderator's name needs the moderator key: the field for
+//! it opens when the server says the name is reserved.
 
 use leptos::html;
 use leptos::prelude::*;
@@ -9,29 +10,39 @@ use leptos::task::spawn_local;
 use tonic::{Code, Status};
 
 use crate::browser::focus;
-use crate::net::api;
-use crate::net::session::Session;
+use crate::net::api::{self, Joined};
 
 /// Why a name could not be had, and another to try.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: String,
     pub suggestion: Option<String>,
+    /// The name is a moderator's: the key would open it.
+    pub reserved: bool,
 }
 
 impl Refusal {
     /// What to tell the user when `Join` for `name` failed with `status`.
     pub fn of(name: &str, status: &Status) -> Self {
-        if status.code() == Code::AlreadyExists {
-            Self {
+        match status.code() {
+            Code::AlreadyExists => Self {
                 reason: format!("{} is taken: someone else is using that name.", name.trim()),
                 suggestion: suggest(name),
-            }
-        } else {
-            Self {
+                reserved: false,
+            },
+            Code::PermissionDenied => Self {
+                reason: format!(
+                    "{} is a moderator's name: enter the moderator key to use it.",
+                    name.trim()
+                ),
+                suggestion: None,
+                reserved: true,
+            },
+            _ => Self {
                 reason: api::readable(status),
                 suggestion: None,
-            }
+                reserved: false,
+            },
         }
     }
 }
@@ -52,13 +63,16 @@ fn suggest(name: &str) -> Option<String> {
 pub fn NamePrompt(
     initial: String,
     refused: Option<Refusal>,
-    on_joined: Callback<Session>,
+    on_joined: Callback<Joined>,
     on_cancel: Option<Callback<()>>,
 ) -> impl IntoView {
     let first_visit = on_cancel.is_none();
     let current = initial.clone();
     let draft = RwSignal::new(initial);
+    // A reserved name (a moderator's) asks for the key at once.
+    let show_key = RwSignal::new(refused.as_ref().is_some_and(|r: &Refusal| r.reserved));
     let error = RwSignal::new(refused);
+    let key = RwSignal::new(String::new());
     let busy = RwSignal::new(false);
     // What had focus when the dialog opened (before the field takes it).
     let opener = StoredValue::new_local(document().active_element());
@@ -69,6 +83,10 @@ pub fn NamePrompt(
         })
     });
     let input_ref = NodeRef::<html::Input>::new();
+    let key_ref = NodeRef::<html::Input>::new();
+    key_ref.on_load(|input| {
+        let _ = input.focus();
+    });
     input_ref.on_load(|input| {
         let _ = input.focus();
         input.select();
@@ -77,16 +95,31 @@ pub fn NamePrompt(
     let claim = move |name: String| {
         busy.set(true);
         spawn_local(async move {
-            match api::join(&name, "").await {
-                Ok(session) => {
+            let key = if show_key.get_untracked() {
+                key.get_untracked()
+            } else {
+                String::new()
+            };
+            match api::join(&name, "", &key).await {
+                Ok(joined) => {
                     focus::composer();
-                    on_joined.run(session);
+                    on_joined.run(joined);
                 }
                 Err(status) => {
-                    error.set(Some(Refusal::of(&name, &status)));
-                    // The button was disabled while asking: focus is back
-                    // in the field, which the error describes.
-                    if let Some(input) = input_ref.get_untracked() {
+                    let refusal = Refusal::of(&name, &status);
+                    let reserved = refusal.reserved;
+                    error.set(Some(refusal));
+                    // The button was disabled while asking: focus goes to
+                    // what is missing, the key (focused as its field
+                    // appears) or another name (the error describes it).
+                    if reserved && show_key.get_untracked() {
+                        if let Some(input) = key_ref.get_untracked() {
+                            let _ = input.focus();
+                            input.select();
+                        }
+                    } else if reserved {
+                        show_key.set(true);
+                    } else if let Some(input) = input_ref.get_untracked() {
                         let _ = input.focus();
                     }
                 }
@@ -109,6 +142,7 @@ pub fn NamePrompt(
             Err(reason) => error.set(Some(Refusal {
                 reason,
                 suggestion: None,
+                reserved: false,
             })),
         }
     };
@@ -178,6 +212,25 @@ pub fn NamePrompt(
                             {move || format!("{}/{}", count(), api::MAX_NAME_CHARS)}
                         </span>
                     </div>
+                    // Only a moderator's name asks for the key (the server
+                    // says it is reserved): everyone else never sees it.
+                    <Show when=move || show_key.get()>
+                        <label class="key-field">
+                            <span>"Moderator key"</span>
+                            <input
+                                node_ref=key_ref
+                                data-testid="key-input"
+                                type="password"
+                                name="key"
+                                autocomplete="current-password"
+                                prop:value=move || key.get()
+                                on:input=move |ev| {
+                                    key.set(event_target_value(&ev));
+                                    error.set(None);
+                                }
+                            />
+                        </label>
+                    </Show>
                     <div class="actions">
                         {on_cancel.map(|cancel| view! {
                             <button type="button" class="secondary" on:click=move |_| cancel.run(())>

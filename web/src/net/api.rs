@@ -164,11 +164,11 @@ pub async fn edit(room: &str, id: u64, text: &str) -> Result<(), Failure> {
 }
 
 /// Deletes one of the user's messages.
-pub async fn delete(room: &str, id: u64) -> Result<(), Failure> {
+pub async fn delete(room: &str, id: u64, reason: &str) -> Result<(), Failure> {
     let request = DeleteRequest {
         room: room.to_owned(),
         id,
-        reason: String::new(),
+        reason: reason.to_owned(),
     };
     as_session(move |mut client| {
         let request = request.clone();
@@ -225,19 +225,30 @@ where
     }
 }
 
-/// Claims `name`, or with `token` (from an earlier Join) takes its name
-/// back. Behind an authenticating proxy the proxy's name comes back,
-/// whatever was asked.
-pub async fn join(name: &str, token: &str) -> Result<Session, Status> {
+/// What `Join` answered: the session, and whether its name moderates.
+#[derive(Clone, Debug)]
+pub struct Joined {
+    pub session: Session,
+    pub moderator: bool,
+}
+
+/// Claims `name` (a moderator's with the moderator `key`), or with `token`
+/// (from an earlier Join) takes its name back. Behind an authenticating
+/// proxy the proxy's name comes back, whatever was asked.
+pub async fn join(name: &str, token: &str, key: &str) -> Result<Joined, Status> {
     let request = JoinRequest {
         username: name.to_owned(),
         token: token.to_owned(),
+        key: key.to_owned(),
     };
     let reply = client().join(request).await?.into_inner();
-    Ok(Session {
-        name: reply.username,
-        token: reply.token,
-        proxied: reply.proxied,
+    Ok(Joined {
+        moderator: reply.moderator,
+        session: Session {
+            name: reply.username,
+            token: reply.token,
+            proxied: reply.proxied,
+        },
     })
 }
 

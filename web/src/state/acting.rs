@@ -17,6 +17,8 @@ use crate::state::entry::Entry;
 pub struct Acting {
     /// The user's name: their reactions are pressed.
     pub me: Signal<String>,
+    /// The user moderates: they may delete anyone's message.
+    pub moderator: Signal<bool>,
     /// The room the messages are in.
     room: StoredValue<String>,
     /// The message the next one sent answers.
@@ -32,9 +34,10 @@ pub struct Acting {
 }
 
 impl Acting {
-    pub fn new(room: &str, me: Signal<String>) -> Self {
+    pub fn new(room: &str, me: Signal<String>, moderator: Signal<bool>) -> Self {
         Self {
             me,
+            moderator,
             room: StoredValue::new(room.to_owned()),
             replying: RwSignal::new(None),
             editing: RwSignal::new(None),
@@ -54,11 +57,11 @@ impl Acting {
         );
     }
 
-    /// Deletes `entry`'s message.
-    pub fn delete(self, entry: &Entry) {
+    /// Deletes `entry`'s message (`reason`: a moderator's, may be empty).
+    pub fn delete(self, entry: &Entry, reason: String) {
         let id = entry.id.get_untracked();
         self.run(
-            move |room| async move { api::delete(&room, id).await },
+            move |room| async move { api::delete(&room, id, &reason).await },
             |_| {},
         );
     }
