@@ -116,8 +116,28 @@ fn main() {
             Shape::Unary,
         ))
         .build();
+    // Moderators' calls: all unary, decoded and encoded by prost.
+    let moderation = [
+        ("mute", "Mute", "MuteRequest", "ModerationReply"),
+        ("lift", "Lift", "LiftRequest", "ModerationReply"),
+        ("audit_log", "AuditLog", "AuditRequest", "AuditReply"),
+    ]
+    .into_iter()
+    .fold(
+        Service::builder().name("Moderation").package(""),
+        |service, (name, route, input, output)| {
+            service.method(method(
+                name,
+                route,
+                &format!("chat_proto::{input}"),
+                &format!("chat_proto::{output}"),
+                Shape::Unary,
+            ))
+        },
+    )
+    .build();
     Builder::new()
         .build_client(false)
         .build_transport(false)
-        .compile(&[service]);
+        .compile(&[service, moderation]);
 }

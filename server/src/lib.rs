@@ -10,7 +10,9 @@
 //!   request is from (also behind a proxy), CORS, the access log, what gRPC
 //!   and gRPC-Web require of every call.
 //! - [`people`]: names nobody else can take (here and cluster-wide, behind
-//!   one facade), presence and typing.
+//!   one facade), who moderates, presence and typing.
+//! - [`moderation`]: what moderators did (the audit log) and what holds
+//!   because of it (mutes).
 //! - [`hub`]: the fan-out every entry goes through, live or caught up, and
 //!   each room's state.
 //! - [`log`]: the seam between the hub and where a room's entries live, and
@@ -29,6 +31,7 @@ pub mod limits;
 pub mod log;
 pub mod memory;
 pub mod metrics;
+pub mod moderation;
 pub mod people;
 pub mod rpc;
 

@@ -40,6 +40,7 @@ use crate::hub::Hub;
 use crate::limits::RateLimiter;
 use crate::log::LogError;
 use crate::metrics::Limit;
+use crate::moderation::{Moderation, ModerationError};
 use crate::people::names::Names;
 use crate::people::roles::{Roles, RolesError};
 use crate::rpc::{ChatServer, ChatServiceServer};
@@ -64,6 +65,8 @@ pub enum ServeError {
     AuthHeaderUntrusted(String),
     #[error(transparent)]
     Roles(#[from] RolesError),
+    #[error("opening moderation: {0}")]
+    Moderation(#[from] ModerationError),
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -73,6 +76,7 @@ pub struct Server {
     hub: Hub,
     names: Names,
     roles: Arc<Roles>,
+    moderation: Arc<Moderation>,
     cors: CorsLayer,
     config: Config,
 }
@@ -90,7 +94,8 @@ impl Server {
             &config.moderators,
             config.moderator_key_file.as_deref(),
         )?);
-        let (hub, names) = open::open(config).await?;
+        let (hub, names, moderation) = open::open(config).await?;
+        let moderation = Arc::new(moderation);
         // Bound last, once the messages can be reached: until then a
         // connection is refused (a proxy tries another replica at once)
         // rather than accepted and left unanswered.
@@ -106,6 +111,7 @@ impl Server {
             hub,
             names,
             roles,
+            moderation,
             cors,
             config: config.clone(),
         })
@@ -143,7 +149,8 @@ impl Server {
             .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
             .auth_header(config.auth_header.clone())
             .edit_window(config.edit_window.0)
-            .roles(Arc::clone(&self.roles)),
+            .roles(Arc::clone(&self.roles))
+            .moderation(Arc::clone(&self.moderation)),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

@@ -1,8 +1,8 @@
 //! Opening what the server serves, by mode: on one machine, the SQLite log
 //! and names held in this process; in cluster mode, the NATS JetStream log,
 //! presence shared with the other replicas, and names claimed cluster-wide.
-//! Either way the rest of the server gets a [`Hub`] and [`Names`], and never
-//! asks which mode it is in.
+//! Either way the rest of the server gets a [`Hub`], [`Names`] and
+//! [`Moderation`], and never asks which mode it is in.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +13,15 @@ use crate::hub::{Buffer, Hub};
 use crate::log::nats::{self, NatsConfig};
 use crate::log::{LogError, RoomLog};
 use crate::metrics::Metrics;
+use crate::moderation::ledger::Ledger;
+use crate::moderation::{Moderation, ModerationError};
 use crate::people::claims::Claims;
 use crate::people::claims_nats::SharedClaims;
 use crate::people::names::Names;
 
-/// The hub on the configured log, and the names facade for the mode.
-pub async fn open(config: &Config) -> Result<(Hub, Names), ServeError> {
+/// The hub on the configured log, the names facade and moderation for the
+/// mode.
+pub async fn open(config: &Config) -> Result<(Hub, Names, Moderation), ServeError> {
     let buffer = Buffer {
         messages: config.buffer,
         mib: config.buffer_mib,
@@ -37,7 +40,11 @@ pub async fn open(config: &Config) -> Result<(Hub, Names), ServeError> {
                 db: config.db.to_string(),
                 source,
             })?;
-            Ok((hub, Names::local(claims)))
+            // Moderation is kept beside the messages, in the same file.
+            let ledger = Ledger::open(&config.db)
+                .map_err(|e| ServeError::Moderation(ModerationError::from(e)))?;
+            let moderation = Moderation::open(ledger).await?;
+            Ok((hub, Names::local(claims), moderation))
         }
         Some(urls) => cluster(config, urls, buffer, claims).await,
     }
@@ -49,7 +56,7 @@ async fn cluster(
     urls: &str,
     buffer: Buffer,
     claims: Arc<Claims>,
-) -> Result<(Hub, Names), ServeError> {
+) -> Result<(Hub, Names, Moderation), ServeError> {
     let failed = |source: LogError| ServeError::Store {
         db: urls.to_owned(),
         source,
@@ -80,5 +87,9 @@ async fn cluster(
     )
     .await
     .map_err(|e| unavailable(e.to_string()))?;
-    Ok((hub, Names::shared(claims, shared)))
+    Ok((
+        hub,
+        Names::shared(claims, shared),
+        Moderation::without_ledger(),
+    ))
 }

@@ -30,7 +30,7 @@ use crate::http::protocol;
 use crate::hub::Hub;
 use crate::metrics::{self, Limit, Metrics};
 use crate::rpc::status::refusal;
-use crate::rpc::{ChatServer, ChatServiceServer};
+use crate::rpc::{ChatServer, ChatServiceServer, ModerationServer};
 
 /// Everything the HTTP application is built from.
 pub struct Parts<'a> {
@@ -46,6 +46,7 @@ pub struct Parts<'a> {
 
 /// The whole HTTP application.
 pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> {
+    let moderation = ModerationServer::new(parts.chat.clone());
     let chat = ChatServiceServer::new(parts.chat).max_decoding_message_size(MAX_DECODED_BYTES);
     let metrics = parts.hub.metrics().clone();
     // Both reflection versions (grpcurl and buf curl differ in which they
@@ -61,6 +62,7 @@ pub fn app(parts: Parts<'_>) -> Result<Router, tonic_reflection::server::Error> 
             .include_reflection_service(false)
     };
     let app = tonic::service::Routes::new(chat)
+        .add_service(moderation)
         .add_service(parts.health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)

@@ -36,6 +36,7 @@ impl ChatServer {
             nonce,
         } = request.into_inner();
         let room = self.room(&room).await?;
+        self.not_muted(&session.name, room.name())?;
         let message = rules::message_text(&message).map_err(invalid_argument)?;
         let nonce = rules::nonce(&nonce).map_err(invalid_argument)?;
         let target = self.message(&room, id).await?;
@@ -94,6 +95,16 @@ impl ChatServer {
             )
             .await
             .map_err(change_refused)?;
+        if by_moderator && let Changed::Stored(change) = &changed {
+            self.audit_deletion(
+                &session.name,
+                room.name(),
+                &target.username,
+                id,
+                &change.reason,
+            )
+            .await?;
+        }
         Ok(Response::new(reply(changed)))
     }
 
@@ -111,6 +122,7 @@ impl ChatServer {
             remove,
         } = request.into_inner();
         let room = self.room(&room).await?;
+        self.not_muted(&session.name, room.name())?;
         let emoji = rules::emoji(&emoji).map_err(invalid_argument)?;
         // Whether `id` is a message is the log's to say, in the same step
         // that stores the reaction: no read of its own first.

@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
+use super::moderate::muted;
 use super::send::accept_message;
 use super::status::{claim_refused, invalid_argument, refusal, reserved, unavailable};
 use super::subscribe::BURST;
@@ -21,6 +22,7 @@ use crate::hub::wire::Encoded;
 use crate::hub::{Delivery, Hub, Origin, Room, Start};
 use crate::limits::RateLimiter;
 use crate::metrics::Limit;
+use crate::moderation::Moderation;
 use crate::people::claims::Hold;
 use crate::people::name_key::NameKey;
 use crate::people::names::Names;
@@ -74,6 +76,7 @@ impl ChatServer {
             named: visit.name_slot(),
             names: self.names.clone(),
             roles: Arc::clone(&self.roles),
+            moderation: Arc::clone(&self.moderation),
             holding: Arc::clone(&holding),
             vouched,
         };
@@ -131,6 +134,8 @@ struct ClientReader {
     names: Names,
     /// Moderators' names, which a stream without a session cannot use.
     roles: Arc<Roles>,
+    /// Who is muted where.
+    moderation: Arc<Moderation>,
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
@@ -217,6 +222,9 @@ impl ClientReader {
             {
                 self.hub.metrics().limit_hit(Limit::RateStream);
                 tokio::time::sleep(too_fast.retry_after).await;
+            }
+            if let Some(mute) = self.moderation.muted(&message.username, self.room.name()) {
+                break muted(&mute);
             }
             let name = message.username.clone();
             if let Err(error) = self

@@ -7,6 +7,8 @@
 //! - [`subscribe`]: `Subscribe`, a room's history then live events.
 //! - [`rooms`]: `CreateRoom` and `ListRooms`.
 //! - [`people`]: `Join` (claiming a name) and `SetTyping`.
+//! - [`moderate`]: the `Moderation` service (mute, lift, the audit log),
+//!   and the check that a sender is not muted.
 //! - [`auth`]: who a call is from (a bearer token or the proxy's header),
 //!   resolved in one place for every RPC.
 //! - [`status`]: every internal error as a `tonic::Status` a client can act
@@ -19,6 +21,7 @@
 mod auth;
 mod changes;
 mod chat_stream;
+mod moderate;
 mod people;
 mod rooms;
 mod send;
@@ -43,6 +46,7 @@ use crate::http::client_addr::ClientAddr;
 use crate::hub::wire::Encoded;
 use crate::hub::{Closed, Hub, Room};
 use crate::limits::RateLimiter;
+use crate::moderation::Moderation;
 use crate::people::names::Names;
 use crate::people::roles::Roles;
 use status::{invalid_argument, unavailable};
@@ -52,6 +56,7 @@ use status::{invalid_argument, unavailable};
 mod stubs {
     include!(concat!(env!("OUT_DIR"), "/.ChatService.rs"));
 }
+pub use moderate::ModerationServer;
 pub use stubs::chat_service_server::{ChatService, ChatServiceServer};
 
 /// Rooms that may exist unless `--max-rooms` says otherwise.
@@ -87,6 +92,8 @@ pub struct ChatServer {
     edit_window: Option<Duration>,
     /// Who moderates, and what proves it.
     roles: Arc<Roles>,
+    /// Mutes and the audit log.
+    moderation: Arc<Moderation>,
 }
 
 impl ChatServer {
@@ -107,7 +114,14 @@ impl ChatServer {
             auth_header: None,
             edit_window: None,
             roles: Arc::default(),
+            moderation: Arc::new(Moderation::without_ledger()),
         }
+    }
+
+    /// Where mutes are held and moderators' actions recorded.
+    pub fn moderation(mut self, moderation: Arc<Moderation>) -> Self {
+        self.moderation = moderation;
+        self
     }
 
     /// Moderators: these names, when their identity is proven.

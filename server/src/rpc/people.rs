@@ -81,6 +81,7 @@ impl ChatServer {
         let room = self.room(&room).await?;
         // Saying so costs like a message; stopping is always allowed.
         if typing {
+            self.not_muted(&session.name, room.name())?;
             self.typing_rates
                 .check(None, &session.name)
                 .map_err(|too_fast| {

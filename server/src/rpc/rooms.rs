@@ -20,6 +20,10 @@ impl ChatServer {
     ) -> Result<Response<RoomReply>, Status> {
         self.ensure_running()?;
         let client = client(&request);
+        // Someone muted everywhere opens no rooms either.
+        if let Ok(Some(session)) = self.session(&request).await {
+            self.not_muted(&session.name, "")?;
+        }
         let CreateRoomRequest { name, topic } = request.into_inner();
         if name.is_empty() {
             return Err(Status::invalid_argument("a new room needs a name"));

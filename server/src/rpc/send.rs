@@ -26,6 +26,7 @@ impl ChatServer {
             .sender_name(session.as_ref(), &message.username)
             .await?;
         let room = self.room(&message.room).await?;
+        self.not_muted(&message.username, room.name())?;
         let reply_to = message.reply_to;
         let mut message = accept_message(message).map_err(invalid_argument)?;
         if reply_to != 0 {

@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 use crate::hub::Closed;
 use crate::limits::TooFast;
 use crate::log::{LogError, Refusal};
+use crate::moderation::ModerationError;
 use crate::people::claims::ClaimError;
 
 pub(super) fn invalid_argument(error: InputError) -> Status {
@@ -42,6 +43,17 @@ pub(super) fn reserved(name: &str) -> Status {
          (or through the proxy that signs moderators in)",
         name.trim()
     ))
+}
+
+/// Moderation could not be done or recorded.
+pub(super) fn moderation_failed(error: ModerationError) -> Status {
+    match error {
+        ModerationError::NotInCluster => Status::unimplemented(error.to_string()),
+        other => {
+            tracing::warn!(error = %other, "moderation failed");
+            Status::unavailable(other.to_string())
+        }
+    }
 }
 
 /// The log could not store or read; nothing was relayed, so trying again

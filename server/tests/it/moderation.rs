@@ -1,18 +1,24 @@
 //! Moderators through a real server: a listed name is reserved to its
 //! proof (the moderator key, or the authenticating proxy's word), in every
-//! spelling and through every door, and its holder may delete anyone's
-//! message, with the change saying so.
+//! spelling and through every door; its holder may delete anyone's
+//! message, with the change saying so, mute and lift, and read what
+//! moderators did; mutes and the audit log survive a restart.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use chat_proto::{ChangeKind, DeleteRequest, Event, JoinReply, JoinRequest};
+use chat_proto::moderation_client::ModerationClient;
+use chat_proto::{
+    AuditRequest, ChangeKind, CreateRoomRequest, DeleteRequest, Event, JoinReply, JoinRequest,
+    LiftRequest, MuteRequest, TypingRequest,
+};
+use chat_server::log::sqlite::Location;
 use chat_server::{Config, Server};
 use tonic::{Code, Status};
 
 use crate::changes::{delete, join, say};
 use crate::common::{
-    TestServer, WebClient, chat, next_chat_event, next_event_message, open_chat_stream,
+    TestServer, WebClient, channel, chat, next_chat_event, next_event_message, open_chat_stream,
     subscribe_after, unthrottled, with_session, within,
 };
 use crate::proxy_auth::{logged_in, nginx};
@@ -28,12 +34,19 @@ fn key_file(contents: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// A server where "Mod" moderates, proven with [`KEY`].
-async fn moderated() -> (TestServer, tempfile::TempDir) {
+/// The configuration of a server where "Mod" moderates, proven with
+/// [`KEY`] (kept in the returned folder, with the database).
+fn moderated_config() -> (Config, tempfile::TempDir) {
     let (dir, path) = key_file(&format!("{KEY}\n"), 0o600);
     let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
     config.moderators = vec!["Mod".into(), "Other Mod".into()];
     config.moderator_key_file = Some(path);
+    config.db = Location::File(dir.path().join("chat.db"));
+    (config, dir)
+}
+
+async fn moderated() -> (TestServer, tempfile::TempDir) {
+    let (config, dir) = moderated_config();
     (TestServer::start_with(config).await, dir)
 }
 
@@ -235,4 +248,245 @@ async fn behind_nginx_a_listed_login_moderates() {
     .expect("ada moderates")
     .into_inner();
     assert_eq!(deleted.id, sent.id + 1);
+}
+
+fn mute(username: &str, room: &str, seconds: u64, reason: &str) -> MuteRequest {
+    MuteRequest {
+        room: room.into(),
+        username: username.into(),
+        seconds,
+        reason: reason.into(),
+    }
+}
+
+fn lift(username: &str, room: &str) -> LiftRequest {
+    LiftRequest {
+        username: username.into(),
+        room: room.into(),
+    }
+}
+
+fn muted_status(status: &Status, words: &[&str]) {
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    for word in words {
+        assert!(status.message().contains(word), "{word:?} in {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_muted_person_reads_but_cannot_post_where_muted_until_lifted_even_after_a_restart() {
+    let (config, _dir) = moderated_config();
+    let server = TestServer::start_with(config.clone()).await;
+    let mut web = server.web();
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut web, "Ada").await;
+    let bob = join(&mut web, "Bob").await;
+    within(web.create_room(CreateRoomRequest {
+        name: "other".into(),
+        topic: String::new(),
+    }))
+    .await
+    .expect("room made");
+    let hello = say(&mut web, &ada, "hello").await;
+
+    // Only a moderator mutes.
+    let refused = within(moderation.mute(with_session(mute("Ada", "", 0, ""), &bob)))
+        .await
+        .expect_err("bob is no moderator");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = within(moderation.mute(mute("Ada", "", 0, "")))
+        .await
+        .expect_err("no session");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let refused = within(moderation.mute(with_session(mute("Ada", "nowhere", 0, ""), &moderator)))
+        .await
+        .expect_err("no such room");
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+
+    let muted_at = within(moderation.mute(with_session(
+        mute("ada", "general", 0, "cool down"),
+        &moderator,
+    )))
+    .await
+    .expect("muted")
+    .into_inner()
+    .audit_id;
+    assert!(muted_at > 0);
+
+    // Ada cannot send, edit, react or type in #general; she still reads,
+    // and posts in #other.
+    let words = ["#general", "until a moderator lifts it", "cool down"];
+    let refused = within(web.send(with_session(chat("", "let me talk"), &ada)))
+        .await
+        .expect_err("muted");
+    muted_status(&refused, &words);
+    let refused = within(web.edit(with_session(crate::changes::edit(hello, "hi"), &ada)))
+        .await
+        .expect_err("muted");
+    muted_status(&refused, &words);
+    let refused = within(web.react(with_session(crate::changes::react(hello, "👍"), &ada)))
+        .await
+        .expect_err("muted");
+    muted_status(&refused, &words);
+    let refused = within(web.set_typing(with_session(
+        TypingRequest {
+            typing: true,
+            room: String::new(),
+        },
+        &ada,
+    )))
+    .await
+    .expect_err("muted");
+    muted_status(&refused, &words);
+    let (ready, _) = subscribe_after(&mut server.web(), 0).await;
+    assert_eq!(ready.last_id, hello, "nothing of hers got through");
+    within(web.send(with_session(chat_in("other", "over here"), &ada)))
+        .await
+        .expect("not muted in #other");
+    // Bob is not muted.
+    say(&mut web, &bob, "still here").await;
+
+    // A paper client muted everywhere for an hour: its stream ends saying so.
+    within(moderation.mute(with_session(mute("Paul", "", 3600, ""), &moderator)))
+        .await
+        .expect("muted");
+    let mut native = server.native().await;
+    let (tx, mut paper) = open_chat_stream(&mut native).await;
+    tx.send(chat("Paul", "hi all")).await.expect("stream open");
+    let ended = within(paper.message()).await.expect_err("muted");
+    muted_status(&ended, &["everywhere", "until 20"]);
+
+    // Mutes survive a restart (sessions do not: Ada joins again).
+    server.stop().await;
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let ada = join(&mut web, "Ada").await;
+    let refused = within(web.send(with_session(chat("", "am I back?"), &ada)))
+        .await
+        .expect_err("still muted");
+    muted_status(&refused, &words);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let lifted_at = within(moderation.lift(with_session(lift("ADA", ""), &moderator)))
+        .await
+        .expect("lifted")
+        .into_inner()
+        .audit_id;
+    say(&mut web, &ada, "thanks").await;
+
+    // The audit log says who did what, oldest first, across the restart.
+    let entries = within(moderation.audit_log(with_session(AuditRequest::default(), &moderator)))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .entries;
+    let seen: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.id,
+                e.moderator.as_str(),
+                e.action.as_str(),
+                e.username.as_str(),
+                e.room.as_str(),
+                e.reason.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[0],
+        (muted_at, "Mod", "mute", "ada", "general", "cool down")
+    );
+    assert_eq!((seen[1].2, seen[1].3), ("mute", "Paul"));
+    assert_eq!(seen[2], (lifted_at, "Mod", "lift", "ADA", "", ""));
+    assert!(entries.iter().all(|e| e.timestamp > 0));
+    let after = within(moderation.audit_log(with_session(
+        AuditRequest {
+            after_id: muted_at,
+            limit: 1,
+        },
+        &moderator,
+    )))
+    .await
+    .expect("audit log")
+    .into_inner()
+    .entries;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].id, seen[1].0);
+}
+
+#[tokio::test]
+async fn a_mute_for_a_while_ends_by_itself_and_a_moderators_deletion_is_audited() {
+    let (server, _dir) = moderated().await;
+    let mut web = server.web();
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut web, "Ada").await;
+    let spam = say(&mut web, &ada, "spam").await;
+    within(web.delete(with_session(
+        DeleteRequest {
+            reason: "spam".into(),
+            ..delete(spam)
+        },
+        &moderator,
+    )))
+    .await
+    .expect("deleted");
+    within(moderation.mute(with_session(mute("Ada", "", 1, "a second"), &moderator)))
+        .await
+        .expect("muted");
+    let refused = within(web.send(with_session(chat("", "now?"), &ada)))
+        .await
+        .expect_err("muted for a second");
+    muted_status(&refused, &["everywhere", "a second"]);
+    // Once the second has passed she posts again (waited for, not slept).
+    within(async {
+        loop {
+            match web.send(with_session(chat("", "now?"), &ada)).await {
+                Ok(_) => break,
+                Err(status) => {
+                    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    })
+    .await;
+
+    let entries = within(moderation.audit_log(with_session(AuditRequest::default(), &moderator)))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .entries;
+    let deletion = &entries[0];
+    assert_eq!(
+        (
+            deletion.action.as_str(),
+            deletion.moderator.as_str(),
+            deletion.username.as_str(),
+            deletion.room.as_str(),
+            deletion.target,
+            deletion.reason.as_str()
+        ),
+        ("delete", "Mod", "Ada", "general", spam, "spam")
+    );
+    assert_eq!(entries[1].action, "mute");
+}
+
+fn chat_in(room: &str, text: &str) -> chat_proto::ChatMessage {
+    chat_proto::ChatMessage {
+        room: room.into(),
+        ..chat("", text)
+    }
 }

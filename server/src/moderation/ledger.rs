@@ -1,0 +1,176 @@
+//! Where moderation survives a restart on one server: two tables in the
+//! message database, written through a connection of their own (moderators
+//! act rarely, so they never wait on, or hold up, the messages' group
+//! commit for long: SQLite's busy timeout lets one wait for the other).
+//!
+//! - `mod_audit`: every moderator action, ids ascending.
+//! - `mod_mutes`: the mutes in force, one per name key and room.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chat_proto::AuditEntry;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Mute;
+use crate::log::now_millis;
+use crate::log::sqlite::Location;
+use crate::people::name_key::NameKey;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS mod_audit (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        timestamp INTEGER NOT NULL,
+        moderator TEXT    NOT NULL,
+        action    TEXT    NOT NULL,
+        room      TEXT    NOT NULL,
+        username  TEXT    NOT NULL,
+        target    INTEGER NOT NULL,
+        reason    TEXT    NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS mod_mutes (
+        name_key TEXT    NOT NULL,
+        room     TEXT    NOT NULL,
+        username TEXT    NOT NULL,
+        until    INTEGER NOT NULL,
+        reason   TEXT    NOT NULL,
+        PRIMARY KEY (name_key, room)
+    ) WITHOUT ROWID;
+";
+
+/// Most audit entries one `AuditLog` call returns.
+pub const MAX_AUDIT_PAGE: u32 = 500;
+/// What `limit = 0` means.
+pub const DEFAULT_AUDIT_PAGE: u32 = 100;
+
+#[derive(Debug)]
+pub struct Ledger {
+    db: Mutex<Connection>,
+}
+
+impl Ledger {
+    /// The ledger in the database at `location` (made if missing).
+    pub fn open(location: &Location) -> rusqlite::Result<Self> {
+        let db = match location {
+            Location::File(path) => Connection::open(path)?,
+            Location::Memory => Connection::open_in_memory()?,
+        };
+        db.busy_timeout(Duration::from_secs(10))?;
+        db.execute_batch(SCHEMA)?;
+        Ok(Self { db: Mutex::new(db) })
+    }
+
+    /// The mutes still in force at `now`; ended ones are cleared away.
+    pub fn mutes(&self, now: i64) -> rusqlite::Result<Vec<Mute>> {
+        let db = self.lock();
+        db.execute(
+            "DELETE FROM mod_mutes WHERE until != 0 AND until <= ?1",
+            [now],
+        )?;
+        let mut select = db.prepare("SELECT username, room, until, reason FROM mod_mutes")?;
+        let rows = select.query_map([], |row| {
+            Ok(Mute {
+                username: row.get(0)?,
+                room: row.get(1)?,
+                until: row.get(2)?,
+                reason: row.get(3)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Stores `mute` and its audit entry together; the entry's id.
+    pub fn mute(&self, mute: &Mute, entry: AuditEntry) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO mod_mutes (name_key, room, username, until, reason)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                NameKey::of(&mute.username).as_str(),
+                mute.room,
+                mute.username,
+                mute.until,
+                mute.reason
+            ],
+        )?;
+        let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Ends `username`'s mute in `room` (empty: all of them), with its
+    /// audit entry; the entry's id.
+    pub fn lift(&self, username: &str, room: &str, entry: AuditEntry) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        tx.execute(
+            "DELETE FROM mod_mutes WHERE name_key = ?1 AND (?2 = '' OR room = ?2)",
+            params![NameKey::of(username).as_str(), room],
+        )?;
+        let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Stores one audit entry; its id.
+    pub fn record(&self, entry: AuditEntry) -> rusqlite::Result<u64> {
+        insert(&self.lock(), entry)
+    }
+
+    /// Up to `limit` (0: the default; at most [`MAX_AUDIT_PAGE`]) entries
+    /// after `after_id`, oldest first.
+    pub fn audit(&self, after_id: u64, limit: u32) -> rusqlite::Result<Vec<AuditEntry>> {
+        let limit = match limit {
+            0 => DEFAULT_AUDIT_PAGE,
+            n => n.min(MAX_AUDIT_PAGE),
+        };
+        let db = self.lock();
+        let mut select = db.prepare(
+            "SELECT id, timestamp, moderator, action, room, username, target, reason
+             FROM mod_audit WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = select.query_map(params![after_id, limit], |row| {
+            Ok(AuditEntry {
+                id: row.get(0)?,
+                timestamp: row.get(1)?,
+                moderator: row.get(2)?,
+                action: row.get(3)?,
+                room: row.get(4)?,
+                username: row.get(5)?,
+                target: row.get(6)?,
+                reason: row.get(7)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.db.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Appends `entry`, stamped now; its id.
+fn insert(db: &Connection, entry: AuditEntry) -> rusqlite::Result<u64> {
+    let timestamp = if entry.timestamp == 0 {
+        now_millis()
+    } else {
+        entry.timestamp
+    };
+    db.query_row(
+        "INSERT INTO mod_audit (timestamp, moderator, action, room, username, target, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
+        params![
+            timestamp,
+            entry.moderator,
+            entry.action,
+            entry.room,
+            entry.username,
+            entry.target,
+            entry.reason
+        ],
+        |row| row.get(0),
+    )
+    .optional()
+    .map(Option::unwrap_or_default)
+}
