@@ -2,7 +2,9 @@
 // --moderators and --moderator-key-file: the name prompt asks for the key
 // when a moderator's name is asked for, the moderator sees a badge and
 // Delete on everyone's messages (with a reason), and the author's page
-// shows the message deleted by a moderator. axe checks the new states.
+// shows the message deleted by a moderator; a moderator mutes someone
+// from the online list, whose composer then says so, and lifts it. axe
+// checks the new states.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,7 +24,7 @@ before(async () => {
   writeFileSync(keyFile, `${KEY}\n`);
   chmodSync(keyFile, 0o600);
   server = await startServer(undefined, {
-    env: { CHAT_MODERATORS: 'Mod', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
+    env: { CHAT_MODERATORS: 'Mod,Boss', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
   });
   browser = await launchBrowser();
 });
@@ -33,6 +35,16 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
+/** Joins `page` as the moderator `name`, answering the key question. */
+async function joinAsModerator(page, name) {
+  await page.getByTestId('name-input').fill(name);
+  await page.getByTestId('name-submit').click();
+  await page.getByTestId('key-input').fill(KEY);
+  await page.getByTestId('key-input').press('Enter');
+  await connected(page);
+  await page.getByTestId('moderator-badge').waitFor();
+}
+
 test('a moderator joins with the key and deletes someone else\'s message with a reason', async () => {
   const ada = await openPage(browser, server.url);
   await join(ada, 'Ada');
@@ -40,7 +52,7 @@ test('a moderator joins with the key and deletes someone else\'s message with a 
   await messagesWithText(ada, 'buy cheap watches').and(ada.locator('[id^="msg-"]')).waitFor();
 
   // Asking for the moderator's name without the key: refused, and the
-  // key field opens by itself.
+  // key field opens by itself (and takes focus).
   const mod = await openPage(browser, server.url, PHONE);
   await mod.getByTestId('name-input').fill('mod');
   await mod.getByTestId('name-submit').click();
@@ -89,4 +101,46 @@ test('a moderator joins with the key and deletes someone else\'s message with a 
   }
   await ada.screenshot({ path: path.join(artifacts, 'moderation-ada.png') });
   assert.deepEqual([...ada.errors, ...mod.errors], []);
+});
+
+test('a moderator mutes someone from the online list; their composer says so until it is lifted', async () => {
+  const bea = await openPage(browser, server.url);
+  await join(bea, 'Bea');
+  const boss = await openPage(browser, server.url);
+  await joinAsModerator(boss, 'Boss');
+
+  // Bea has no menu on anyone; Boss has one on Bea, not on himself.
+  await bea.getByTestId('online-person').filter({ hasText: 'Boss' }).waitFor();
+  assert.equal(await bea.getByTestId('moderate-person').count(), 0);
+  const beaRow = boss.getByTestId('online-person').filter({ hasText: 'Bea' });
+  await beaRow.waitFor();
+  assert.equal(
+    await boss.getByTestId('online-person').filter({ hasText: 'Boss' }).getByTestId('moderate-person').count(),
+    0,
+  );
+  await beaRow.getByTestId('moderate-person').click();
+  await beaRow.getByRole('button', { name: 'Mute 10 minutes' }).waitFor();
+  await assertAccessible(boss, 'a moderator\'s menu on a person');
+  await beaRow.getByRole('button', { name: 'Mute 10 minutes' }).click();
+  await beaRow.getByTestId('moderation-said').filter({ hasText: 'Bea is muted in #general for 10 minutes.' }).waitFor();
+  await boss.screenshot({ path: path.join(artifacts, 'moderation-mute-menu.png') });
+
+  // Bea's next message is refused, and the composer says why and until when.
+  await say(bea, 'hello?');
+  const notice = bea.getByTestId('muted-notice');
+  await notice.waitFor();
+  assert.match(await notice.innerText(), /a moderator muted you in #general until \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
+  assert.equal(await bea.getByTestId('composer-input').isDisabled(), true);
+  await assertAccessible(bea, 'a muted person\'s composer');
+  await bea.screenshot({ path: path.join(artifacts, 'moderation-muted.png') });
+
+  // Lifted: Bea tries again and posts.
+  await beaRow.getByTestId('moderate-person').click();
+  await beaRow.getByTestId('lift-person').click();
+  await beaRow.getByTestId('moderation-said').filter({ hasText: 'Bea may post in #general again.' }).waitFor();
+  await bea.getByTestId('muted-retry').click();
+  assert.equal(await bea.getByTestId('composer-input').isDisabled(), false);
+  await say(bea, 'thanks, I will behave');
+  await messagesWithText(boss, 'thanks, I will behave').and(boss.locator('[id^="msg-"]')).waitFor();
+  assert.deepEqual([...bea.errors, ...boss.errors], []);
 });

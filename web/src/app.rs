@@ -219,7 +219,13 @@ pub fn App() -> impl IntoView {
                     />
                 </main>
                 <Show when=move || session.with(Option::is_some)>
-                    <OnlineList people me=name open=people_open />
+                    <OnlineList
+                        people
+                        me=name
+                        open=people_open
+                        moderator=moderator.into()
+                        room=rooms.current.into()
+                    />
                 </Show>
             </div>
         </div>

@@ -169,7 +169,13 @@ pub(super) fn muted(mute: &Mute) -> Status {
     } else {
         format!(": {}", mute.reason)
     };
-    Status::permission_denied(format!("a moderator muted you {place} {until}{why}"))
+    let mut status =
+        Status::permission_denied(format!("a moderator muted you {place} {until}{why}"));
+    // For a client to show until when, and to offer posting again then.
+    if let Ok(value) = mute.until.to_string().parse() {
+        status.metadata_mut().insert("chat-muted-until", value);
+    }
+    status
 }
 
 #[tonic::async_trait]

@@ -358,8 +358,10 @@ async fn sigterm_says_not_serving_and_exits_within_five_seconds_whoever_holds_on
         .expect("ok")
         .expect("a status");
     assert_eq!(next.status(), ServingStatus::NotServing);
-    // The drain limit, plus a wide margin for a loaded machine.
-    exits_cleanly_within(&mut server, signalled, DRAIN_LIMIT + Duration::from_secs(3)).await;
+    // The drain limit, plus a wide margin for a loaded machine (CI found
+    // 3 s too narrow beside heavy builds: closing the database waits for the
+    // disk). Without the limit the held watch would keep it running forever.
+    exits_cleanly_within(&mut server, signalled, DRAIN_LIMIT + 2 * PATIENCE).await;
 }
 
 #[tokio::test]

@@ -59,7 +59,7 @@ pub fn Composer(
             .map_or(0, |e| e.id.get_untracked());
         let entry = timeline.push_own(&author, &text, &api::new_nonce(), reply_to);
         acting.replying.set(None);
-        deliver(entry);
+        deliver(entry, acting);
         typing.sent();
         draft.set(String::new());
         if let Some(input) = input_ref.get_untracked() {
@@ -80,6 +80,29 @@ pub fn Composer(
             }
         });
     });
+
+    // Muted for a while: posting comes back by itself when it ends; the
+    // notice also offers to try again (a moderator may have lifted it).
+    Effect::new(move |_| {
+        if let Some(until) = acting.muted.with(|m| m.as_ref().map(|m| m.until))
+            && until > 0
+        {
+            let left = (until as f64 - js_sys::Date::now()).max(0.0);
+            set_timeout(
+                move || {
+                    if acting
+                        .muted
+                        .try_with_untracked(|m| m.as_ref().map(|m| m.until))
+                        == Some(Some(until))
+                    {
+                        acting.muted.try_set(None);
+                    }
+                },
+                std::time::Duration::from_millis(left as u64 + 500),
+            );
+        }
+    });
+    let is_muted = move || acting.muted.with(Option::is_some);
 
     // Ready to type as soon as there is a name (on load, and after the name
     // prompt closes).
@@ -107,8 +130,19 @@ pub fn Composer(
                     <button class="link" aria-label="Dismiss" on:click=move |_| acting.error.set(None)>"✕"</button>
                 </div>
             })}
+            {move || acting.muted.get().map(|muted| view! {
+                <div class="muted-notice" role="status" data-testid="muted-notice">
+                    <span aria-hidden="true">"🔇"</span>
+                    <span>{muted.reason}</span>
+                    // A moderator may lift it before it ends.
+                    <button class="link" data-testid="muted-retry" on:click=move |_| acting.muted.set(None)>
+                        "Try again"
+                    </button>
+                </div>
+            })}
             <div class="composer-box">
                 <textarea
+                    prop:disabled=is_muted
                     node_ref=input_ref
                     data-testid="composer-input"
                     rows="1"
@@ -146,7 +180,7 @@ pub fn Composer(
                     data-testid="send-button"
                     aria-label="Send"
                     title="Send (Enter)"
-                    disabled=move || !can_send()
+                    disabled=move || !can_send() || is_muted()
                 >
                     <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
                         <path fill="currentColor" d="M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z" />

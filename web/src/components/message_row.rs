@@ -208,7 +208,7 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                         <button
                             class="link"
                             data-testid="retry-button"
-                            on:click=move |_| deliver(retry_entry.clone())
+                            on:click=move |_| deliver(retry_entry.clone(), acting)
                         >
                             "Retry"
                         </button>

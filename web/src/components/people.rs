@@ -1,12 +1,15 @@
-//! The people views: the online list (a drawer on a phone), the header's
-//! count that opens it, and the "is typing" line above the composer. What
-//! they show is `state::people`.
+//! The people views: the online list (a drawer on a phone; for a
+//! moderator, each person has a menu to mute them in the room or lift it),
+//! the header's count that opens it, and the "is typing" line above the
+//! composer. What they show is `state::people`.
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use crate::browser::focus;
 use crate::components::message_row::name_hue;
+use crate::net::api;
 use crate::state::people::People;
 
 /// "ada is typing...", "ada and bob are typing...", or "several people are
@@ -27,7 +30,15 @@ const DRAWER_TOGGLE: &str = "[aria-controls=online-list]";
 /// opening it moves focus into it (to its close button), and closing it
 /// (that button, or Escape) gives focus back to the button that opened it.
 #[component]
-pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> impl IntoView {
+pub fn OnlineList(
+    people: People,
+    me: Signal<String>,
+    open: RwSignal<bool>,
+    /// The user moderates: each other person has a menu.
+    moderator: Signal<bool>,
+    /// The room open now, where a mute applies.
+    room: Signal<String>,
+) -> impl IntoView {
     let count = move || people.online.with(Vec::len);
     Effect::new(move |was_open: Option<bool>| {
         let is_open = open.get();
@@ -88,12 +99,111 @@ pub fn OnlineList(people: People, me: Signal<String>, open: RwSignal<bool>) -> i
                                 </span>
                                 <span class="person-name">{name.clone()}</span>
                                 {own.then(|| view! { <span class="muted">" (you)"</span> })}
+                                {move || (!own && moderator.get()).then(|| {
+                                    view! { <ModerateMenu name=name.clone() room /> }
+                                })}
                             </li>
                         }
                     }
                 />
             </ul>
         </aside>
+    }
+}
+
+/// How long a moderator can mute someone for from the list (0: until
+/// lifted).
+const MUTES: [(&str, u64); 4] = [
+    ("10 minutes", 600),
+    ("1 hour", 3_600),
+    ("24 hours", 86_400),
+    ("until lifted", 0),
+];
+
+/// A moderator's menu on one person: mute them in this room for a while,
+/// or lift it; what happened is said beside it.
+#[component]
+fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
+    let open = RwSignal::new(false);
+    let said = RwSignal::new(None::<String>);
+    let label = format!("Moderate {name}");
+    let act = {
+        let name = name.clone();
+        move |seconds: Option<u64>| {
+            open.set(false);
+            let name = name.clone();
+            let room = room.get_untracked();
+            let done = match seconds {
+                None => format!("{name} may post in #{room} again."),
+                Some(seconds) => {
+                    let words = MUTES
+                        .iter()
+                        .find(|(_, s)| *s == seconds)
+                        .map_or("", |(words, _)| words);
+                    if seconds == 0 {
+                        format!("{name} is muted in #{room} until lifted.")
+                    } else {
+                        format!("{name} is muted in #{room} for {words}.")
+                    }
+                }
+            };
+            spawn_local(async move {
+                let result = match seconds {
+                    Some(seconds) => api::mute(&room, &name, seconds).await,
+                    None => api::lift(&room, &name).await,
+                };
+                said.try_set(Some(match result {
+                    Ok(()) => done,
+                    Err(failure) => failure.reason,
+                }));
+            });
+        }
+    };
+    let lift = act.clone();
+    view! {
+        <button
+            class="person-more"
+            data-testid="moderate-person"
+            aria-label=label.clone()
+            aria-expanded=move || if open.get() { "true" } else { "false" }
+            on:click=move |_| open.update(|o| *o = !*o)
+        >
+            "⋯"
+        </button>
+        <Show when=move || open.get()>
+            <div
+                class="person-menu"
+                role="group"
+                aria-label=label.clone()
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" {
+                        ev.stop_propagation();
+                        open.set(false);
+                    }
+                }
+            >
+                {MUTES
+                    .iter()
+                    .map(|(words, seconds)| {
+                        let act = act.clone();
+                        view! {
+                            <button data-testid="mute-person" on:click=move |_| act(Some(*seconds))>
+                                {format!("Mute {words}")}
+                            </button>
+                        }
+                    })
+                    .collect_view()}
+                <button data-testid="lift-person" on:click={
+                    let lift = lift.clone();
+                    move |_| lift(None)
+                }>
+                    "Lift mute"
+                </button>
+            </div>
+        </Show>
+        {move || said.get().map(|words| view! {
+            <span class="person-said" role="status" data-testid="moderation-said">{words}</span>
+        })}
     }
 }
 

@@ -15,10 +15,12 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::OnceLock;
 
+use chat_proto::moderation_client::ModerationClient;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
     ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
-    JoinRequest, ListRoomsRequest, ReactRequest, SendReply, SubscribeRequest, TypingRequest,
+    JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, ReactRequest, SendReply,
+    SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -90,6 +92,9 @@ pub struct Failure {
     /// it, and it can be sent again after a short wait. Shown calmly rather
     /// than as an error.
     pub too_fast: bool,
+    /// A moderator muted the user where they posted: until when (ms since
+    /// the epoch; 0: until lifted).
+    pub muted_until: Option<i64>,
 }
 
 impl Failure {
@@ -99,14 +104,69 @@ impl Failure {
                 reason,
                 retryable: true,
                 too_fast: true,
+                muted_until: None,
             },
             None => Self {
                 reason: readable(status),
                 retryable: is_transient(status),
                 too_fast: false,
+                muted_until: muted_until(status),
             },
         }
     }
+}
+
+/// The header a refusal for being muted carries: when the mute ends (ms
+/// since the epoch; 0: when a moderator lifts it).
+const MUTED_UNTIL: &str = "chat-muted-until";
+
+fn muted_until(status: &Status) -> Option<i64> {
+    if status.code() != Code::PermissionDenied {
+        return None;
+    }
+    status
+        .metadata()
+        .get(MUTED_UNTIL)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// A client of the `Moderation` service, beside [`client`].
+fn moderation_client() -> ModerationClient<Client> {
+    proxy::map_proxy_errors();
+    ModerationClient::new(Client::new(server_url().to_owned()))
+}
+
+/// Mutes `name` in `room` for `seconds` (0: until lifted).
+pub async fn mute(room: &str, name: &str, seconds: u64) -> Result<(), Failure> {
+    let request = MuteRequest {
+        room: room.to_owned(),
+        username: name.to_owned(),
+        seconds,
+        reason: String::new(),
+    };
+    as_session_on(moderation_client, move |mut client| {
+        let request = request.clone();
+        async move { client.mute(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// Ends `name`'s mute in `room`.
+pub async fn lift(room: &str, name: &str) -> Result<(), Failure> {
+    let request = LiftRequest {
+        username: name.to_owned(),
+        room: room.to_owned(),
+    };
+    as_session_on(moderation_client, move |mut client| {
+        let request = request.clone();
+        async move { client.lift(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
 }
 
 /// How the server starts the text of a `Send` refused by its rate limit
@@ -197,14 +257,23 @@ pub async fn react(room: &str, id: u64, emoji: &str, remove: bool) -> Result<(),
 /// A unary call made as the session: given up after [`SEND_TIMEOUT_MS`],
 /// and made once more if the server had forgotten the session (it
 /// restarted) and the page has joined again.
-async fn as_session<T, F, Fut>(mut call: F) -> Result<T, Failure>
+async fn as_session<T, F, Fut>(call: F) -> Result<T, Failure>
 where
     F: FnMut(ChatServiceClient<Client>) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,
 {
+    as_session_on(client, call).await
+}
+
+/// [`as_session`] on any of the server's services (`make` gives a client).
+async fn as_session_on<C, T, F, Fut>(make: impl Fn() -> C, mut call: F) -> Result<T, Failure>
+where
+    F: FnMut(C) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
     let mut renewed = false;
     loop {
-        let call = pin!(call(client()));
+        let call = pin!(call(make()));
         let timer = pin!(wait::sleep_ms(SEND_TIMEOUT_MS));
         // Dropping the losing call aborts its fetch.
         return match select(call, timer).await {
@@ -220,6 +289,7 @@ where
                 reason: "the server didn't answer in time".to_owned(),
                 retryable: true,
                 too_fast: false,
+                muted_until: None,
             }),
         };
     }

@@ -31,6 +31,17 @@ pub struct Acting {
     pub confirming: RwSignal<Option<u64>>,
     /// Why the last action failed, for a status line.
     pub error: RwSignal<Option<String>>,
+    /// A moderator muted the user in this room: the composer says so.
+    pub muted: RwSignal<Option<Muted>>,
+}
+
+/// What the composer shows while the user is muted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Muted {
+    /// The server's words: where, until when, why.
+    pub reason: String,
+    /// When it ends (ms since the epoch); 0: when a moderator lifts it.
+    pub until: i64,
 }
 
 impl Acting {
@@ -44,6 +55,17 @@ impl Acting {
             picking: RwSignal::new(None),
             confirming: RwSignal::new(None),
             error: RwSignal::new(None),
+            muted: RwSignal::new(None),
+        }
+    }
+
+    /// Notes a refusal for being muted, if `failure` is one.
+    pub fn note_muted(self, failure: &api::Failure) {
+        if let Some(until) = failure.muted_until {
+            self.muted.try_set(Some(Muted {
+                reason: failure.reason.clone(),
+                until,
+            }));
         }
     }
 
@@ -91,6 +113,7 @@ impl Acting {
             let result = call(room).await;
             // The room may have been left meanwhile.
             if let Err(failure) = &result {
+                self.note_muted(failure);
                 self.error.try_set(Some(failure.reason.clone()));
             }
             done(result.is_ok());

@@ -434,6 +434,7 @@ mod tests {
             reason: "lost".into(),
             retryable: true,
             too_fast: false,
+            muted_until: None,
         }));
         timeline.receive_under_another_name(echo("hi", "n1", 7));
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
