@@ -95,7 +95,6 @@ impl Server {
             config.moderator_key_file.as_deref(),
         )?);
         let (hub, names, moderation) = open::open(config).await?;
-        let moderation = Arc::new(moderation);
         // Bound last, once the messages can be reached: until then a
         // connection is refused (a proxy tries another replica at once)
         // rather than accepted and left unanswered.
@@ -144,13 +143,13 @@ impl Server {
                 heartbeat,
                 Arc::clone(&rates),
                 self.names.clone(),
+                Arc::clone(&self.moderation),
             )
             .require_join(config.require_join)
             .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
             .auth_header(config.auth_header.clone())
             .edit_window(config.edit_window.0)
-            .roles(Arc::clone(&self.roles))
-            .moderation(Arc::clone(&self.moderation)),
+            .roles(Arc::clone(&self.roles)),
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,

@@ -13,15 +13,16 @@ use crate::hub::{Buffer, Hub};
 use crate::log::nats::{self, NatsConfig};
 use crate::log::{LogError, RoomLog};
 use crate::metrics::Metrics;
-use crate::moderation::ledger::Ledger;
-use crate::moderation::{Moderation, ModerationError};
+use crate::moderation::nats::NatsLedger;
+use crate::moderation::sqlite::SqliteLedger;
+use crate::moderation::{Ledger, Moderation, ModerationError};
 use crate::people::claims::Claims;
 use crate::people::claims_nats::SharedClaims;
 use crate::people::names::Names;
 
 /// The hub on the configured log, the names facade and moderation for the
 /// mode.
-pub async fn open(config: &Config) -> Result<(Hub, Names, Moderation), ServeError> {
+pub async fn open(config: &Config) -> Result<(Hub, Names, Arc<Moderation>), ServeError> {
     let buffer = Buffer {
         messages: config.buffer,
         mib: config.buffer_mib,
@@ -41,9 +42,8 @@ pub async fn open(config: &Config) -> Result<(Hub, Names, Moderation), ServeErro
                 source,
             })?;
             // Moderation is kept beside the messages, in the same file.
-            let ledger = Ledger::open(&config.db)
-                .map_err(|e| ServeError::Moderation(ModerationError::from(e)))?;
-            let moderation = Moderation::open(ledger).await?;
+            let ledger = SqliteLedger::open(&config.db).map_err(ModerationError::from)?;
+            let moderation = Moderation::open(Ledger::Sqlite(Arc::new(ledger))).await?;
             Ok((hub, Names::local(claims), moderation))
         }
         Some(urls) => cluster(config, urls, buffer, claims).await,
@@ -56,7 +56,7 @@ async fn cluster(
     urls: &str,
     buffer: Buffer,
     claims: Arc<Claims>,
-) -> Result<(Hub, Names, Moderation), ServeError> {
+) -> Result<(Hub, Names, Arc<Moderation>), ServeError> {
     let failed = |source: LogError| ServeError::Store {
         db: urls.to_owned(),
         source,
@@ -80,6 +80,10 @@ async fn cluster(
     presence_nats::start(client.clone(), hub.clone(), replica)
         .await
         .map_err(|e| unavailable(e.to_string()))?;
+    let ledger = NatsLedger::open(client.clone(), usize::from(config.nats_replicas))
+        .await
+        .map_err(|e| unavailable(e.clone()))?;
+    let moderation = Moderation::open(Ledger::Nats(Arc::new(ledger))).await?;
     let shared = SharedClaims::open(
         client,
         usize::from(config.nats_replicas),
@@ -87,9 +91,5 @@ async fn cluster(
     )
     .await
     .map_err(|e| unavailable(e.to_string()))?;
-    Ok((
-        hub,
-        Names::shared(claims, shared),
-        Moderation::without_ledger(),
-    ))
+    Ok((hub, Names::shared(claims, shared), moderation))
 }

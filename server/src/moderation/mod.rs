@@ -3,39 +3,45 @@
 //! - Mutes: a name silenced in one room or in every room, for a while or
 //!   until lifted. They are asked about on every post, so they live in
 //!   memory ([`Moderation::muted`] takes no lock while nobody is muted, and
-//!   one read lock otherwise) and are written through to the [`ledger`].
+//!   one read lock otherwise) and are written through to the [`Ledger`].
 //! - The audit log: every moderator action (who, when, what, whom, why),
 //!   kept by the ledger and read back with `AuditLog`.
 //!
-//! On one server the ledger is a pair of tables in the message database
-//! (`ledger::Ledger`), so both survive a restart. Cluster mode has no
-//! ledger yet: moderation calls other than deleting are refused there
-//! ([`ModerationError::NotInCluster`]).
+//! The ledger is where both survive a restart: on one server, two tables
+//! beside the messages ([`sqlite`]); in cluster mode, a KV bucket and a
+//! stream on the NATS cluster ([`nats`]), whose mutes every replica
+//! watches, so a mute made through one replica holds on all of them.
 
-pub mod ledger;
+pub mod nats;
+pub mod sqlite;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
 
 use chat_proto::AuditEntry;
+use futures_util::StreamExt;
 use thiserror::Error;
+use tracing::warn;
 
 use crate::log::now_millis;
 use crate::people::name_key::NameKey;
-use ledger::Ledger;
+use nats::{NatsLedger, Seen};
+use sqlite::SqliteLedger;
+
+/// Most audit entries one `AuditLog` call returns.
+pub const MAX_AUDIT_PAGE: u32 = 500;
+/// What `limit = 0` means.
+pub const DEFAULT_AUDIT_PAGE: u32 = 100;
 
 #[derive(Debug, Error)]
 pub enum ModerationError {
-    #[error("the moderation ledger failed: {0}")]
-    Ledger(#[from] rusqlite::Error),
+    #[error("the moderation tables failed: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("the moderation ledger's task ended: {0}")]
     Task(String),
-    #[error(
-        "muting and the audit log are not available in cluster mode yet: \
-         delete the messages instead"
-    )]
-    NotInCluster,
+    #[error("the NATS cluster could not keep a moderator's action: {0}")]
+    Nats(String),
 }
 
 /// A name silenced by a moderator.
@@ -55,42 +61,105 @@ impl Mute {
     }
 }
 
-/// Mutes and the audit log; cheap to share.
+/// Where mutes and the audit log are kept.
+#[derive(Debug, Clone)]
+pub enum Ledger {
+    Sqlite(Arc<SqliteLedger>),
+    Nats(Arc<NatsLedger>),
+}
+
+impl Ledger {
+    async fn mutes(&self) -> Result<Vec<Mute>, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let db = Arc::clone(db);
+                blocking(move || db.mutes(now_millis())).await
+            }
+            // Read by the watch, which starts with every mute.
+            Self::Nats(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn mute(&self, mute: &Mute, entry: AuditEntry) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, mute) = (Arc::clone(db), mute.clone());
+                blocking(move || db.mute(&mute, &entry)).await
+            }
+            Self::Nats(nats) => nats.mute(mute, &entry).await.map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn lift(
+        &self,
+        name: &str,
+        room: &str,
+        entry: AuditEntry,
+    ) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, name, room) = (Arc::clone(db), name.to_owned(), room.to_owned());
+                blocking(move || db.lift(&name, &room, &entry)).await
+            }
+            Self::Nats(nats) => nats
+                .lift(name, room, &entry)
+                .await
+                .map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn record(&self, entry: AuditEntry) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let db = Arc::clone(db);
+                blocking(move || db.record(&entry)).await
+            }
+            Self::Nats(nats) => nats.record(&entry).await.map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn audit(&self, after_id: u64, limit: u32) -> Result<Vec<AuditEntry>, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let db = Arc::clone(db);
+                blocking(move || db.audit(after_id, limit)).await
+            }
+            Self::Nats(nats) => nats
+                .audit(after_id, limit)
+                .await
+                .map_err(ModerationError::Nats),
+        }
+    }
+}
+
+/// Mutes and the audit log; shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Moderation {
-    /// Every mute still in force (or not yet noticed to have ended), by name.
+    /// Every mute in force (or not yet noticed to have ended), by name.
     mutes: RwLock<HashMap<NameKey, Vec<Mute>>>,
     /// Whether `mutes` has any: the common case asks no lock.
     any: AtomicBool,
-    ledger: Option<Arc<Ledger>>,
+    ledger: Ledger,
 }
 
 impl Moderation {
-    /// Moderation kept in `ledger`, with the mutes it holds.
-    pub async fn open(ledger: Ledger) -> Result<Self, ModerationError> {
-        let ledger = Arc::new(ledger);
-        let mutes = {
-            let ledger = Arc::clone(&ledger);
-            blocking(move || ledger.mutes(now_millis())).await?
-        };
-        let moderation = Self {
+    /// Moderation kept in `ledger`, holding the mutes it has (in cluster
+    /// mode: and every mute made or lifted later through any replica).
+    pub async fn open(ledger: Ledger) -> Result<Arc<Self>, ModerationError> {
+        let held = ledger.mutes().await?;
+        let moderation = Arc::new(Self {
             mutes: RwLock::new(HashMap::new()),
             any: AtomicBool::new(false),
-            ledger: Some(ledger),
-        };
-        for mute in mutes {
+            ledger: ledger.clone(),
+        });
+        for mute in held {
             moderation.hold(mute);
         }
-        Ok(moderation)
-    }
-
-    /// Cluster mode, for now: nothing to mute with, nothing recorded.
-    pub fn without_ledger() -> Self {
-        Self {
-            mutes: RwLock::new(HashMap::new()),
-            any: AtomicBool::new(false),
-            ledger: None,
+        if let Ledger::Nats(nats) = &ledger {
+            let seen = nats.watch().await.map_err(ModerationError::Nats)?;
+            tokio::spawn(follow(seen, Arc::downgrade(&moderation)));
         }
+        Ok(moderation)
     }
 
     /// The mute that keeps `name` from posting in `room` now, if any.
@@ -109,17 +178,8 @@ impl Moderation {
 
     /// Mutes as `mute` says, recorded as done by `moderator`; the audit id.
     pub async fn mute(&self, moderator: &str, mute: Mute) -> Result<u64, ModerationError> {
-        let ledger = self.ledger()?;
-        let entry = AuditEntry {
-            moderator: moderator.to_owned(),
-            action: "mute".into(),
-            room: mute.room.clone(),
-            username: mute.username.clone(),
-            reason: mute.reason.clone(),
-            ..AuditEntry::default()
-        };
-        let stored = mute.clone();
-        let id = blocking(move || ledger.mute(&stored, entry)).await?;
+        let entry = audit_entry(moderator, "mute", &mute.room, &mute.username, &mute.reason);
+        let id = self.ledger.mute(&mute, entry).await?;
         self.hold(mute);
         Ok(id)
     }
@@ -131,55 +191,43 @@ impl Moderation {
         username: &str,
         room: &str,
     ) -> Result<u64, ModerationError> {
-        let ledger = self.ledger()?;
-        let entry = AuditEntry {
-            moderator: moderator.to_owned(),
-            action: "lift".into(),
-            room: room.to_owned(),
-            username: username.to_owned(),
-            ..AuditEntry::default()
-        };
-        let (name, lifted) = (username.to_owned(), room.to_owned());
-        let id = blocking(move || ledger.lift(&name, &lifted, entry)).await?;
-        let mut mutes = self.mutes.write().unwrap_or_else(|e| e.into_inner());
-        let key = NameKey::of(username);
-        if let Some(held) = mutes.get_mut(&key) {
-            held.retain(|mute| !room.is_empty() && mute.room != room);
-            if held.is_empty() {
-                mutes.remove(&key);
-            }
-        }
-        self.any.store(!mutes.is_empty(), Ordering::Release);
+        let entry = audit_entry(moderator, "lift", room, username, "");
+        let id = self.ledger.lift(username, room, entry).await?;
+        self.forget(&NameKey::of(username), |mute| {
+            room.is_empty() || mute.room == room
+        });
         Ok(id)
     }
 
-    /// Records an action taken elsewhere (a moderator's deletion); the
-    /// audit id, or 0 where nothing is recorded (cluster mode, for now).
-    pub async fn record(&self, entry: AuditEntry) -> Result<u64, ModerationError> {
-        match &self.ledger {
-            Some(ledger) => {
-                let ledger = Arc::clone(ledger);
-                blocking(move || ledger.record(entry)).await
-            }
-            None => Ok(0),
-        }
+    /// Records a moderator's deletion of `target`, `author`'s message in
+    /// `room`; the audit id.
+    pub async fn record_deletion(
+        &self,
+        moderator: &str,
+        room: &str,
+        author: &str,
+        target: u64,
+        reason: &str,
+    ) -> Result<u64, ModerationError> {
+        let entry = AuditEntry {
+            target,
+            ..audit_entry(moderator, "delete", room, author, reason)
+        };
+        self.ledger.record(entry).await
     }
 
-    /// Up to `limit` audit entries after `after_id`, oldest first.
+    /// Up to `limit` audit entries (0: [`DEFAULT_AUDIT_PAGE`], at most
+    /// [`MAX_AUDIT_PAGE`]) after `after_id`, oldest first.
     pub async fn audit(
         &self,
         after_id: u64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, ModerationError> {
-        let ledger = self.ledger()?;
-        blocking(move || ledger.audit(after_id, limit)).await
-    }
-
-    fn ledger(&self) -> Result<Arc<Ledger>, ModerationError> {
-        self.ledger
-            .as_ref()
-            .map(Arc::clone)
-            .ok_or(ModerationError::NotInCluster)
+        let limit = match limit {
+            0 => DEFAULT_AUDIT_PAGE,
+            n => n.min(MAX_AUDIT_PAGE),
+        };
+        self.ledger.audit(after_id, limit).await
     }
 
     /// Holds `mute` in memory, replacing one of the same name and room.
@@ -190,9 +238,57 @@ impl Moderation {
         held.push(mute);
         self.any.store(true, Ordering::Release);
     }
+
+    /// Forgets the mutes of `name` that `lifted` picks.
+    fn forget(&self, name: &NameKey, lifted: impl Fn(&Mute) -> bool) {
+        let mut mutes = self.mutes.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(held) = mutes.get_mut(name) {
+            held.retain(|mute| !lifted(mute));
+            if held.is_empty() {
+                mutes.remove(name);
+            }
+        }
+        self.any.store(!mutes.is_empty(), Ordering::Release);
+    }
 }
 
-/// Runs a ledger call off the async threads.
+/// An audit entry stamped now.
+fn audit_entry(
+    moderator: &str,
+    action: &str,
+    room: &str,
+    username: &str,
+    reason: &str,
+) -> AuditEntry {
+    AuditEntry {
+        timestamp: now_millis(),
+        moderator: moderator.to_owned(),
+        action: action.to_owned(),
+        room: room.to_owned(),
+        username: username.to_owned(),
+        reason: reason.to_owned(),
+        ..AuditEntry::default()
+    }
+}
+
+/// Cluster mode: applies every mute made or lifted through any replica,
+/// for as long as the server runs.
+async fn follow(seen: impl futures_util::Stream<Item = Seen>, moderation: Weak<Moderation>) {
+    let mut seen = std::pin::pin!(seen);
+    while let Some(seen) = seen.next().await {
+        let Some(moderation) = moderation.upgrade() else {
+            return;
+        };
+        match seen {
+            Seen::Held(mute) => moderation.hold(mute),
+            // One key is one mute: an empty room is the "everywhere" one.
+            Seen::Lifted { name, room } => moderation.forget(&name, |mute| mute.room == room),
+        }
+    }
+    warn!("stopped following mutes made on other replicas: the watch ended");
+}
+
+/// Runs a SQLite ledger call off the async threads.
 async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> Result<T, rusqlite::Error> + Send + 'static,
 ) -> Result<T, ModerationError> {

@@ -26,6 +26,11 @@ impl NameKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A key as another replica said it ([`Self::as_str`]).
+    pub fn from_said(key: String) -> Self {
+        Self(key)
+    }
 }
 
 #[cfg(test)]

@@ -98,9 +98,15 @@ pub struct ChatServer {
 
 impl ChatServer {
     /// A service on `hub` whose Subscribe streams carry a heartbeat every
-    /// `heartbeat`, whose senders are held to `rates`, and whose names are
-    /// held in `names`.
-    pub fn new(hub: Hub, heartbeat: Duration, rates: Arc<RateLimiter>, names: Names) -> Self {
+    /// `heartbeat`, whose senders are held to `rates`, whose names are held
+    /// in `names`, and whose mutes and audit log are `moderation`'s.
+    pub fn new(
+        hub: Hub,
+        heartbeat: Duration,
+        rates: Arc<RateLimiter>,
+        names: Names,
+        moderation: Arc<Moderation>,
+    ) -> Self {
         Self {
             hub,
             names,
@@ -114,14 +120,8 @@ impl ChatServer {
             auth_header: None,
             edit_window: None,
             roles: Arc::default(),
-            moderation: Arc::new(Moderation::without_ledger()),
+            moderation,
         }
-    }
-
-    /// Where mutes are held and moderators' actions recorded.
-    pub fn moderation(mut self, moderation: Arc<Moderation>) -> Self {
-        self.moderation = moderation;
-        self
     }
 
     /// Moderators: these names, when their identity is proven.

@@ -3,7 +3,7 @@
 //! posting RPC makes that its sender is not muted where it posts.
 
 use chat_proto::rules;
-use chat_proto::{AuditEntry, AuditReply, AuditRequest, LiftRequest, ModerationReply, MuteRequest};
+use chat_proto::{AuditReply, AuditRequest, LiftRequest, ModerationReply, MuteRequest};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -138,15 +138,7 @@ impl ChatServer {
         reason: &str,
     ) -> Result<(), Status> {
         self.moderation
-            .record(AuditEntry {
-                moderator: moderator.to_owned(),
-                action: "delete".into(),
-                room: room.to_owned(),
-                username: author.to_owned(),
-                target,
-                reason: reason.to_owned(),
-                ..AuditEntry::default()
-            })
+            .record_deletion(moderator, room, author, target, reason)
             .await
             .map(drop)
             .map_err(moderation_failed)

@@ -47,13 +47,8 @@ pub(super) fn reserved(name: &str) -> Status {
 
 /// Moderation could not be done or recorded.
 pub(super) fn moderation_failed(error: ModerationError) -> Status {
-    match error {
-        ModerationError::NotInCluster => Status::unimplemented(error.to_string()),
-        other => {
-            tracing::warn!(error = %other, "moderation failed");
-            Status::unavailable(other.to_string())
-        }
-    }
+    tracing::warn!(%error, "moderation failed");
+    Status::unavailable(error.to_string())
 }
 
 /// The log could not store or read; nothing was relayed, so trying again

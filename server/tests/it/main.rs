@@ -11,6 +11,7 @@ mod changes;
 mod chat_stream;
 mod cluster;
 mod cluster_changes;
+mod cluster_moderation;
 mod cors;
 mod deploy;
 mod grpc_web;

@@ -23,10 +23,10 @@ use crate::common::{
 };
 use crate::proxy_auth::{logged_in, nginx};
 
-const KEY: &str = "correct horse battery staple";
+pub(crate) const KEY: &str = "correct horse battery staple";
 
 /// A key file holding `contents`, with `mode`, in a folder of its own.
-fn key_file(contents: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn key_file(contents: &str, mode: u32) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("moderator.key");
     std::fs::write(&path, contents).expect("write the key");
@@ -50,7 +50,11 @@ async fn moderated() -> (TestServer, tempfile::TempDir) {
     (TestServer::start_with(config).await, dir)
 }
 
-async fn join_with_key(client: &mut WebClient, name: &str, key: &str) -> Result<JoinReply, Status> {
+pub(crate) async fn join_with_key(
+    client: &mut WebClient,
+    name: &str,
+    key: &str,
+) -> Result<JoinReply, Status> {
     within(client.join(JoinRequest {
         username: name.into(),
         key: key.into(),

@@ -1,4 +1,4 @@
-//! Where moderation survives a restart on one server: two tables in the
+//! The ledger on one server: two tables in the
 //! message database, written through a connection of their own (moderators
 //! act rarely, so they never wait on, or hold up, the messages' group
 //! commit for long: SQLite's busy timeout lets one wait for the other).
@@ -13,7 +13,6 @@ use chat_proto::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::Mute;
-use crate::log::now_millis;
 use crate::log::sqlite::Location;
 use crate::people::name_key::NameKey;
 
@@ -38,17 +37,12 @@ const SCHEMA: &str = "
     ) WITHOUT ROWID;
 ";
 
-/// Most audit entries one `AuditLog` call returns.
-pub const MAX_AUDIT_PAGE: u32 = 500;
-/// What `limit = 0` means.
-pub const DEFAULT_AUDIT_PAGE: u32 = 100;
-
 #[derive(Debug)]
-pub struct Ledger {
+pub struct SqliteLedger {
     db: Mutex<Connection>,
 }
 
-impl Ledger {
+impl SqliteLedger {
     /// The ledger in the database at `location` (made if missing).
     pub fn open(location: &Location) -> rusqlite::Result<Self> {
         let db = match location {
@@ -80,7 +74,7 @@ impl Ledger {
     }
 
     /// Stores `mute` and its audit entry together; the entry's id.
-    pub fn mute(&self, mute: &Mute, entry: AuditEntry) -> rusqlite::Result<u64> {
+    pub fn mute(&self, mute: &Mute, entry: &AuditEntry) -> rusqlite::Result<u64> {
         let mut db = self.lock();
         let tx = db.transaction()?;
         tx.execute(
@@ -101,7 +95,7 @@ impl Ledger {
 
     /// Ends `username`'s mute in `room` (empty: all of them), with its
     /// audit entry; the entry's id.
-    pub fn lift(&self, username: &str, room: &str, entry: AuditEntry) -> rusqlite::Result<u64> {
+    pub fn lift(&self, username: &str, room: &str, entry: &AuditEntry) -> rusqlite::Result<u64> {
         let mut db = self.lock();
         let tx = db.transaction()?;
         tx.execute(
@@ -114,17 +108,12 @@ impl Ledger {
     }
 
     /// Stores one audit entry; its id.
-    pub fn record(&self, entry: AuditEntry) -> rusqlite::Result<u64> {
+    pub fn record(&self, entry: &AuditEntry) -> rusqlite::Result<u64> {
         insert(&self.lock(), entry)
     }
 
-    /// Up to `limit` (0: the default; at most [`MAX_AUDIT_PAGE`]) entries
-    /// after `after_id`, oldest first.
+    /// Up to `limit` entries after `after_id`, oldest first.
     pub fn audit(&self, after_id: u64, limit: u32) -> rusqlite::Result<Vec<AuditEntry>> {
-        let limit = match limit {
-            0 => DEFAULT_AUDIT_PAGE,
-            n => n.min(MAX_AUDIT_PAGE),
-        };
         let db = self.lock();
         let mut select = db.prepare(
             "SELECT id, timestamp, moderator, action, room, username, target, reason
@@ -151,17 +140,12 @@ impl Ledger {
 }
 
 /// Appends `entry`, stamped now; its id.
-fn insert(db: &Connection, entry: AuditEntry) -> rusqlite::Result<u64> {
-    let timestamp = if entry.timestamp == 0 {
-        now_millis()
-    } else {
-        entry.timestamp
-    };
+fn insert(db: &Connection, entry: &AuditEntry) -> rusqlite::Result<u64> {
     db.query_row(
         "INSERT INTO mod_audit (timestamp, moderator, action, room, username, target, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) RETURNING id",
         params![
-            timestamp,
+            entry.timestamp,
             entry.moderator,
             entry.action,
             entry.room,

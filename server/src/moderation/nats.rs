@@ -1,0 +1,255 @@
+//! The ledger in cluster mode, on the NATS JetStream cluster every replica
+//! shares:
+//!
+//! - Mutes are keys of the KV bucket `chat_mutes` (one per name key and
+//!   room, hex-encoded). Every replica watches the bucket
+//!   ([`NatsLedger::watch`]), so a mute made through one holds on all of
+//!   them within a round trip, and one lifted anywhere is lifted everywhere.
+//! - The audit log is the stream `chat_audit` (subject `moderation.audit`),
+//!   each entry an encoded `AuditEntry` whose id is its stream sequence.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use chat_proto::AuditEntry;
+use futures_util::StreamExt;
+use prost::Message as _;
+
+use super::Mute;
+use crate::people::name_key::NameKey;
+
+const MUTES_BUCKET: &str = "chat_mutes";
+const AUDIT_STREAM: &str = "chat_audit";
+const AUDIT_SUBJECT: &str = "moderation.audit";
+/// How long one call to the cluster may take before it is reported.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What went wrong talking to the cluster, in words.
+pub type NatsError = String;
+
+#[derive(Debug, Clone)]
+pub struct NatsLedger {
+    mutes: kv::Store,
+    audit: stream::Stream,
+    js: jetstream::Context,
+}
+
+/// A change to the mutes seen in the bucket.
+pub enum Seen {
+    /// A mute (new or replacing one of the same name and room).
+    Held(Mute),
+    /// The mute of this name key and room ended.
+    Lifted { name: NameKey, room: String },
+}
+
+impl NatsLedger {
+    /// Opens (making them if missing) the bucket and the stream, each kept
+    /// on `replicas` NATS nodes.
+    pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, NatsError> {
+        let js = jetstream::new(client);
+        let mutes = js
+            .create_or_update_key_value(kv::Config {
+                bucket: MUTES_BUCKET.to_owned(),
+                description: "chat: names muted by moderators, by name key and room".to_owned(),
+                history: 1,
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("opening the bucket {MUTES_BUCKET}: {e}"))?;
+        let audit = js
+            .get_or_create_stream(stream::Config {
+                name: AUDIT_STREAM.to_owned(),
+                description: Some("chat: what moderators did".to_owned()),
+                subjects: vec![AUDIT_SUBJECT.to_owned()],
+                storage: stream::StorageType::File,
+                num_replicas: replicas,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| format!("opening the stream {AUDIT_STREAM}: {e}"))?;
+        Ok(Self { mutes, audit, js })
+    }
+
+    /// Every mute now, then each change as it happens, for as long as the
+    /// returned stream is read.
+    pub async fn watch(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = Seen> + Send + use<>, NatsError> {
+        let watch = self
+            .mutes
+            .watch_with_history(">")
+            .await
+            .map_err(|e| format!("watching {MUTES_BUCKET}: {e}"))?;
+        Ok(watch.filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            match entry.operation {
+                kv::Operation::Put => said_mute(&entry.value).map(Seen::Held),
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    let (name, room) = from_key(&entry.key)?;
+                    Some(Seen::Lifted { name, room })
+                }
+            }
+        }))
+    }
+
+    /// Stores `mute`, after its audit entry; the entry's id.
+    pub async fn mute(&self, mute: &Mute, entry: &AuditEntry) -> Result<u64, NatsError> {
+        let id = self.record(entry).await?;
+        within(self.mutes.put(
+            key(&NameKey::of(&mute.username), &mute.room),
+            said(mute).into(),
+        ))
+        .await?
+        .map_err(|e| format!("storing the mute: {e}"))?;
+        Ok(id)
+    }
+
+    /// Ends `username`'s mute in `room` (empty: all of them), after its
+    /// audit entry; the entry's id.
+    pub async fn lift(
+        &self,
+        username: &str,
+        room: &str,
+        entry: &AuditEntry,
+    ) -> Result<u64, NatsError> {
+        let id = self.record(entry).await?;
+        let name = NameKey::of(username);
+        let keys: Vec<String> = if room.is_empty() {
+            let prefix = format!("{}.", hex(name.as_str()));
+            within(self.mutes.keys())
+                .await?
+                .map_err(|e| format!("listing mutes: {e}"))?
+                .filter_map(|key| async move { key.ok() })
+                .filter(|key| std::future::ready(key.starts_with(&prefix)))
+                .collect()
+                .await
+        } else {
+            vec![key(&name, room)]
+        };
+        for key in keys {
+            within(self.mutes.delete(&key))
+                .await?
+                .map_err(|e| format!("lifting the mute: {e}"))?;
+        }
+        Ok(id)
+    }
+
+    /// Appends `entry` to the audit stream; its id (the sequence).
+    pub async fn record(&self, entry: &AuditEntry) -> Result<u64, NatsError> {
+        let ack = within(self.js.publish(AUDIT_SUBJECT, entry.encode_to_vec().into()))
+            .await?
+            .map_err(|e| format!("recording the action: {e}"))?;
+        let ack = within(ack)
+            .await?
+            .map_err(|e| format!("recording the action: {e}"))?;
+        Ok(ack.sequence)
+    }
+
+    /// Up to `limit` entries after `after_id`, oldest first.
+    pub async fn audit(&self, after_id: u64, limit: u32) -> Result<Vec<AuditEntry>, NatsError> {
+        let mut audit = self.audit.clone();
+        let last = within(audit.info())
+            .await?
+            .map_err(|e| format!("reading the audit log: {e}"))?
+            .state
+            .last_sequence;
+        let mut entries = Vec::new();
+        let mut seq = after_id.saturating_add(1);
+        while seq <= last && entries.len() < limit as usize {
+            let raw = within(self.audit.get_raw_message(seq))
+                .await?
+                .map_err(|e| format!("reading audit entry {seq}: {e}"))?;
+            let mut entry = AuditEntry::decode(raw.payload.as_ref())
+                .map_err(|e| format!("audit entry {seq} is unreadable: {e}"))?;
+            entry.id = seq;
+            entries.push(entry);
+            seq += 1;
+        }
+        Ok(entries)
+    }
+}
+
+async fn within<T>(call: impl std::future::IntoFuture<Output = T>) -> Result<T, NatsError> {
+    tokio::time::timeout(PATIENCE, call.into_future())
+        .await
+        .map_err(|_| "the NATS cluster did not answer in time".to_owned())
+}
+
+/// A mute's key: its name key and room, each in hex (keys are ASCII).
+fn key(name: &NameKey, room: &str) -> String {
+    format!(
+        "{}.{}",
+        hex(name.as_str()),
+        if room.is_empty() {
+            "_".to_owned()
+        } else {
+            hex(room)
+        }
+    )
+}
+
+fn from_key(key: &str) -> Option<(NameKey, String)> {
+    let (name, room) = key.split_once('.')?;
+    let room = if room == "_" {
+        String::new()
+    } else {
+        unhex(room)?
+    };
+    Some((NameKey::from_said(unhex(name)?), room))
+}
+
+fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(hex: &str) -> Option<String> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A mute as the bucket holds it: one field a line (names and reasons
+/// have no control characters).
+fn said(mute: &Mute) -> String {
+    format!(
+        "{}\n{}\n{}\n{}",
+        mute.username, mute.room, mute.until, mute.reason
+    )
+}
+
+fn said_mute(value: &[u8]) -> Option<Mute> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut lines = text.splitn(4, '\n');
+    Some(Mute {
+        username: lines.next()?.to_owned(),
+        room: lines.next()?.to_owned(),
+        until: lines.next()?.parse().ok()?,
+        reason: lines.next().unwrap_or_default().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_round_trip() {
+        let mute = Mute {
+            username: "Ada Lovelace".into(),
+            room: "général".into(),
+            until: 1_700_000_000_000,
+            reason: "too loud".into(),
+        };
+        assert_eq!(said_mute(said(&mute).as_bytes()), Some(mute.clone()));
+        let name = NameKey::of(&mute.username);
+        assert_eq!(
+            from_key(&key(&name, &mute.room)),
+            Some((name.clone(), mute.room))
+        );
+        assert_eq!(from_key(&key(&name, "")), Some((name, String::new())));
+    }
+}

@@ -1,0 +1,143 @@
+//! Moderation in cluster mode: three replicas on one three-node NATS
+//! cluster, every one with the same moderators and key. A moderator's
+//! session made on one replica moderates on every other; a mute made
+//! through one replica holds on all of them, and a lift through another
+//! ends it everywhere; the audit log reads the same from any replica.
+
+use chat_proto::moderation_client::ModerationClient;
+use chat_proto::{AuditRequest, DeleteRequest, Event, LiftRequest, MuteRequest};
+use chat_server::Config;
+use chat_testkit::nats::NatsCluster;
+use tonic::Code;
+
+use crate::changes::{delete, join, say};
+use crate::common::{
+    TestServer, channel, chat, next_chat_event, subscribe_after, unthrottled, with_session, within,
+};
+use crate::moderation::{KEY, join_with_key, key_file};
+
+/// Three replicas on `cluster` where "Mod" moderates with [`KEY`].
+async fn moderated_replicas(cluster: &NatsCluster) -> (Vec<TestServer>, tempfile::TempDir) {
+    let (dir, path) = key_file(KEY, 0o600);
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let config = Config {
+            nats: Some(cluster.urls()),
+            moderators: vec!["Mod".into()],
+            moderator_key_file: Some(path.clone()),
+            ..unthrottled(Config::with_addr("127.0.0.1:0"))
+        };
+        servers.push(TestServer::start_with(config).await);
+    }
+    (servers, dir)
+}
+
+/// Sends as `token` through `server` until the answer is `refused` or not
+/// (each try a real call; the cluster's watch makes it so in milliseconds).
+async fn until_muted(server: &TestServer, token: &str, refused: bool) {
+    let mut web = server.web();
+    within(async {
+        loop {
+            match web.send(with_session(chat("", "anyone?"), token)).await {
+                Err(status) if refused => {
+                    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+                    assert!(
+                        status.message().contains("muted you in #general"),
+                        "{status:?}"
+                    );
+                    return;
+                }
+                Ok(_) if !refused => return,
+                Ok(_) => {}
+                Err(status) => assert_eq!(status.code(), Code::PermissionDenied, "{status:?}"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_mute_through_one_replica_holds_on_all_and_a_lift_through_another_ends_it() {
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
+    let (servers, _dir) = moderated_replicas(&cluster).await;
+    let mut first = servers[0].web();
+    let moderator = join_with_key(&mut first, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut servers[1].web(), "Ada").await;
+
+    // The moderator's session, made on replica 0, moderates on replica 2.
+    let spam = say(&mut servers[1].web(), &ada, "spam").await;
+    let (_, mut live) = subscribe_after(&mut servers[1].web(), spam).await;
+    within(servers[2].web().delete(with_session(
+        DeleteRequest {
+            reason: "spam".into(),
+            ..delete(spam)
+        },
+        &moderator,
+    )))
+    .await
+    .expect("deleted through another replica");
+    let Event::Change(change) = next_chat_event(&mut live).await else {
+        panic!("expected the deletion");
+    };
+    assert!(change.by_moderator);
+
+    // Muted through replica 0: refused on every replica.
+    let mut moderation = ModerationClient::new(channel(&servers[0].url()).await);
+    let muted_at = within(moderation.mute(with_session(
+        MuteRequest {
+            room: "general".into(),
+            username: "Ada".into(),
+            seconds: 0,
+            reason: "cool down".into(),
+        },
+        &moderator,
+    )))
+    .await
+    .expect("muted")
+    .into_inner()
+    .audit_id;
+    for server in &servers {
+        until_muted(server, &ada, true).await;
+    }
+
+    // Lifted through replica 2: Ada posts through every replica again.
+    let mut elsewhere = ModerationClient::new(channel(&servers[2].url()).await);
+    within(elsewhere.lift(with_session(
+        LiftRequest {
+            username: "ada".into(),
+            room: String::new(),
+        },
+        &moderator,
+    )))
+    .await
+    .expect("lifted");
+    for server in &servers {
+        until_muted(server, &ada, false).await;
+    }
+
+    // One audit log, read through any replica.
+    let mut reader = ModerationClient::new(channel(&servers[1].url()).await);
+    let entries = within(reader.audit_log(with_session(AuditRequest::default(), &moderator)))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .entries;
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.username.as_str(), e.moderator.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("delete", "Ada", "Mod"),
+            ("mute", "Ada", "Mod"),
+            ("lift", "ada", "Mod")
+        ]
+    );
+    assert_eq!(entries[1].id, muted_at);
+    assert_eq!(entries[0].target, spam);
+}
