@@ -537,6 +537,17 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_for_being_muted_says_until_when() {
+        let mut status = Status::permission_denied("a moderator muted you in #general");
+        status
+            .metadata_mut()
+            .insert(MUTED_UNTIL, "1700000000000".parse().expect("ascii"));
+        assert_eq!(Failure::from_status(&status).muted_until, Some(1_700_000_000_000));
+        let other = Status::permission_denied("only Ada can edit message 3");
+        assert_eq!(Failure::from_status(&other).muted_until, None);
+    }
+
+    #[test]
     fn sending_too_fast_is_a_calm_retryable_notice_with_the_servers_wait() {
         let status = Status::new(
             Code::ResourceExhausted,
@@ -550,6 +561,7 @@ mod tests {
                     .into(),
                 retryable: true,
                 too_fast: true,
+                muted_until: None,
             }
         );
         // Without a when-to-retry part (or with only punctuation), our own.
