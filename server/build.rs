@@ -120,6 +120,7 @@ fn main() {
     let moderation = [
         ("mute", "Mute", "MuteRequest", "ModerationReply"),
         ("lift", "Lift", "LiftRequest", "ModerationReply"),
+        ("ban", "Ban", "BanRequest", "ModerationReply"),
         ("audit_log", "AuditLog", "AuditRequest", "AuditReply"),
     ]
     .into_iter()

@@ -133,6 +133,11 @@ pub struct Config {
     #[arg(long, env = "CHAT_MODERATOR_KEY_FILE", value_name = "PATH")]
     pub moderator_key_file: Option<PathBuf>,
 
+    /// The longest a ban with `address = true` refuses the banned name's
+    /// recent client addresses (an age like 24h or 30m).
+    #[arg(long, env = "CHAT_ADDRESS_BAN", default_value = "24h", value_parser = parse_age)]
+    pub address_ban: Duration,
+
     /// Behind a reverse proxy: take the client's address from the last
     /// X-Forwarded-For entry (or Forwarded for=) that the proxy adds, for
     /// logs. Without this flag those headers are ignored.
@@ -292,6 +297,7 @@ impl Config {
             max_rooms: 1_000,
             auth_header: None,
             moderators: Vec::new(),
+            address_ban: Duration::from_secs(86_400),
             moderator_key_file: None,
             trust_proxy: false,
             base_path: "/".to_owned(),

@@ -43,7 +43,8 @@ pub async fn open(config: &Config) -> Result<(Hub, Names, Arc<Moderation>), Serv
             })?;
             // Moderation is kept beside the messages, in the same file.
             let ledger = SqliteLedger::open(&config.db).map_err(ModerationError::from)?;
-            let moderation = Moderation::open(Ledger::Sqlite(Arc::new(ledger))).await?;
+            let moderation =
+                Moderation::open(Ledger::Sqlite(Arc::new(ledger)), config.address_ban).await?;
             Ok((hub, Names::local(claims), moderation))
         }
         Some(urls) => cluster(config, urls, buffer, claims).await,
@@ -83,7 +84,7 @@ async fn cluster(
     let ledger = NatsLedger::open(client.clone(), usize::from(config.nats_replicas))
         .await
         .map_err(|e| unavailable(e.clone()))?;
-    let moderation = Moderation::open(Ledger::Nats(Arc::new(ledger))).await?;
+    let moderation = Moderation::open(Ledger::Nats(Arc::new(ledger)), config.address_ban).await?;
     let shared = SharedClaims::open(
         client,
         usize::from(config.nats_replicas),

@@ -4,6 +4,11 @@
 //!   until lifted. They are asked about on every post, so they live in
 //!   memory ([`Moderation::muted`] takes no lock while nobody is muted, and
 //!   one read lock otherwise) and are written through to the [`Ledger`].
+//! - Bans: all a mute does, everywhere, and more: the name's sessions end
+//!   (streams are told through [`Moderation::bans_changed`]), the name
+//!   cannot be claimed, and with `address` the client addresses the name
+//!   was seen at in the last hour (as each replica saw them) are refused
+//!   too, for at most `--address-ban`.
 //! - The audit log: every moderator action (who, when, what, whom, why),
 //!   kept by the ledger and read back with `AuditLog`.
 //!
@@ -16,12 +21,15 @@ pub mod nats;
 pub mod sqlite;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
 
 use chat_proto::AuditEntry;
 use futures_util::StreamExt;
 use thiserror::Error;
+use tokio::sync::watch;
 use tracing::warn;
 
 use crate::log::now_millis;
@@ -57,9 +65,30 @@ pub struct Mute {
 
 impl Mute {
     fn holds(&self, room: &str, now: i64) -> bool {
-        (self.room.is_empty() || self.room == room) && (self.until == 0 || self.until > now)
+        (self.room.is_empty() || self.room == room) && in_force(self.until, now)
     }
 }
+
+/// A name banned by a moderator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub username: String,
+    /// When it ends, ms since the epoch; 0: when lifted.
+    pub until: i64,
+    pub reason: String,
+    /// The addresses refused with it (`address = true`).
+    pub addresses: Vec<IpAddr>,
+    /// When the address ban ends (ms); 0 without one.
+    pub addresses_until: i64,
+}
+
+/// Whether something ending at `until` (0: never) holds at `now`.
+fn in_force(until: i64, now: i64) -> bool {
+    until == 0 || until > now
+}
+
+/// How long an address a name used counts as its, for an address ban.
+const SEEN_FOR_MS: i64 = 3_600_000;
 
 /// Where mutes and the audit log are kept.
 #[derive(Debug, Clone)]
@@ -69,14 +98,24 @@ pub enum Ledger {
 }
 
 impl Ledger {
-    async fn mutes(&self) -> Result<Vec<Mute>, ModerationError> {
+    async fn held(&self) -> Result<(Vec<Mute>, Vec<Ban>), ModerationError> {
         match self {
             Self::Sqlite(db) => {
                 let db = Arc::clone(db);
-                blocking(move || db.mutes(now_millis())).await
+                blocking(move || Ok((db.mutes(now_millis())?, db.bans(now_millis())?))).await
             }
-            // Read by the watch, which starts with every mute.
-            Self::Nats(_) => Ok(Vec::new()),
+            // Read by the watch, which starts with every mute and ban.
+            Self::Nats(_) => Ok((Vec::new(), Vec::new())),
+        }
+    }
+
+    async fn ban(&self, ban: &Ban, entry: AuditEntry) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, ban) = (Arc::clone(db), ban.clone());
+                blocking(move || db.ban(&ban, &entry)).await
+            }
+            Self::Nats(nats) => nats.ban(ban, &entry).await.map_err(ModerationError::Nats),
         }
     }
 
@@ -132,28 +171,43 @@ impl Ledger {
     }
 }
 
-/// Mutes and the audit log; shared behind an `Arc`.
+/// Mutes, bans and the audit log; shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Moderation {
     /// Every mute in force (or not yet noticed to have ended), by name.
     mutes: RwLock<HashMap<NameKey, Vec<Mute>>>,
-    /// Whether `mutes` has any: the common case asks no lock.
+    /// Whether `mutes` or `bans` has any: the common case asks no lock.
     any: AtomicBool,
+    /// Every ban in force (or not yet noticed to have ended), by name.
+    bans: RwLock<HashMap<NameKey, Ban>>,
+    /// The client addresses each name was seen at lately, for address bans.
+    seen: Mutex<HashMap<NameKey, Vec<(IpAddr, i64)>>>,
+    /// Bumped whenever a ban is made here or seen from another replica.
+    bans_changed: watch::Sender<u64>,
+    /// The longest an address ban lasts (`--address-ban`).
+    address_ban: Duration,
     ledger: Ledger,
 }
 
 impl Moderation {
     /// Moderation kept in `ledger`, holding the mutes it has (in cluster
     /// mode: and every mute made or lifted later through any replica).
-    pub async fn open(ledger: Ledger) -> Result<Arc<Self>, ModerationError> {
-        let held = ledger.mutes().await?;
+    pub async fn open(ledger: Ledger, address_ban: Duration) -> Result<Arc<Self>, ModerationError> {
+        let (mutes, bans) = ledger.held().await?;
         let moderation = Arc::new(Self {
             mutes: RwLock::new(HashMap::new()),
             any: AtomicBool::new(false),
+            bans: RwLock::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
+            bans_changed: watch::Sender::new(0),
+            address_ban,
             ledger: ledger.clone(),
         });
-        for mute in held {
+        for mute in mutes {
             moderation.hold(mute);
+        }
+        for ban in bans {
+            moderation.hold_ban(ban);
         }
         if let Ledger::Nats(nats) = &ledger {
             let seen = nats.watch().await.map_err(ModerationError::Nats)?;
@@ -176,6 +230,92 @@ impl Moderation {
             .cloned()
     }
 
+    /// The ban of `name` in force now, if any.
+    pub fn banned(&self, name: &str) -> Option<Ban> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let bans = self.bans.read().unwrap_or_else(|e| e.into_inner());
+        bans.get(&NameKey::of(name))
+            .filter(|ban| in_force(ban.until, now_millis()))
+            .cloned()
+    }
+
+    /// The ban that refuses `address` now, if any.
+    pub fn address_banned(&self, address: IpAddr) -> Option<Ban> {
+        if !self.any.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = now_millis();
+        let bans = self.bans.read().unwrap_or_else(|e| e.into_inner());
+        bans.values()
+            .find(|ban| {
+                ban.addresses_until > now
+                    && in_force(ban.until, now)
+                    && ban.addresses.contains(&address)
+            })
+            .cloned()
+    }
+
+    /// Notes that `name` was used from `address` (a Join, a stream).
+    pub fn saw(&self, name: &str, address: IpAddr) {
+        let now = now_millis();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget what is over an hour old, now and then, so this stays small.
+        if seen.len() > 1_000 {
+            seen.retain(|_, at| {
+                at.retain(|(_, when)| now - when < SEEN_FOR_MS);
+                !at.is_empty()
+            });
+        }
+        let at = seen.entry(NameKey::of(name)).or_default();
+        at.retain(|(ip, when)| *ip != address && now - when < SEEN_FOR_MS);
+        at.push((address, now));
+    }
+
+    /// Changes whenever a ban is made or lifted: a stream then asks whether
+    /// its own name is banned.
+    pub fn bans_changed(&self) -> watch::Receiver<u64> {
+        self.bans_changed.subscribe()
+    }
+
+    /// Bans `username` for `seconds` (0: until lifted), with `address`
+    /// the addresses it was seen at in the last hour too; the audit id.
+    pub async fn ban(
+        &self,
+        moderator: &str,
+        username: String,
+        seconds: u64,
+        reason: String,
+        address: bool,
+    ) -> Result<u64, ModerationError> {
+        let now = now_millis();
+        let until = after(now, seconds);
+        let (addresses, addresses_until) = if address {
+            let limit = match seconds {
+                0 => self.address_ban.as_secs(),
+                s => s.min(self.address_ban.as_secs()),
+            };
+            (self.seen_at(&username), after(now, limit))
+        } else {
+            (Vec::new(), 0)
+        };
+        let ban = Ban {
+            username,
+            until,
+            reason,
+            addresses,
+            addresses_until,
+        };
+        let entry = AuditEntry {
+            target: u64::from(address),
+            ..audit_entry(moderator, "ban", "", &ban.username, &ban.reason)
+        };
+        let id = self.ledger.ban(&ban, entry).await?;
+        self.hold_ban(ban);
+        Ok(id)
+    }
+
     /// Mutes as `mute` says, recorded as done by `moderator`; the audit id.
     pub async fn mute(&self, moderator: &str, mute: Mute) -> Result<u64, ModerationError> {
         let entry = audit_entry(moderator, "mute", &mute.room, &mute.username, &mute.reason);
@@ -193,9 +333,11 @@ impl Moderation {
     ) -> Result<u64, ModerationError> {
         let entry = audit_entry(moderator, "lift", room, username, "");
         let id = self.ledger.lift(username, room, entry).await?;
-        self.forget(&NameKey::of(username), |mute| {
-            room.is_empty() || mute.room == room
-        });
+        let name = NameKey::of(username);
+        self.forget(&name, |mute| room.is_empty() || mute.room == room);
+        if room.is_empty() {
+            self.unban(&name);
+        }
         Ok(id)
     }
 
@@ -239,6 +381,59 @@ impl Moderation {
         self.any.store(true, Ordering::Release);
     }
 
+    /// Holds `ban` in memory (adding the addresses this replica saw the
+    /// name at, for an address ban) and tells the streams.
+    fn hold_ban(&self, mut ban: Ban) {
+        if ban.addresses_until > 0 {
+            for address in self.seen_at(&ban.username) {
+                if !ban.addresses.contains(&address) {
+                    ban.addresses.push(address);
+                }
+            }
+        }
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        bans.insert(NameKey::of(&ban.username), ban);
+        self.any.store(true, Ordering::Release);
+        drop(bans);
+        self.bans_changed.send_modify(|n| *n += 1);
+    }
+
+    fn unban(&self, name: &NameKey) {
+        let mut bans = self.bans.write().unwrap_or_else(|e| e.into_inner());
+        bans.remove(name);
+        drop(bans);
+        self.refresh_any();
+        self.bans_changed.send_modify(|n| *n += 1);
+    }
+
+    /// The addresses `name` was seen at in the last hour.
+    fn seen_at(&self, name: &str) -> Vec<IpAddr> {
+        let now = now_millis();
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.get(&NameKey::of(name))
+            .map(|at| {
+                at.iter()
+                    .filter(|(_, when)| now - when < SEEN_FOR_MS)
+                    .map(|(ip, _)| *ip)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn refresh_any(&self) {
+        let any = !self
+            .mutes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            || !self
+                .bans
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
+        self.any.store(any, Ordering::Release);
+    }
+
     /// Forgets the mutes of `name` that `lifted` picks.
     fn forget(&self, name: &NameKey, lifted: impl Fn(&Mute) -> bool) {
         let mut mutes = self.mutes.write().unwrap_or_else(|e| e.into_inner());
@@ -248,7 +443,16 @@ impl Moderation {
                 mutes.remove(name);
             }
         }
-        self.any.store(!mutes.is_empty(), Ordering::Release);
+        drop(mutes);
+        self.refresh_any();
+    }
+}
+
+/// `seconds` after `now` (ms); 0 for 0 seconds (no end).
+fn after(now: i64, seconds: u64) -> i64 {
+    match seconds {
+        0 => 0,
+        s => now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
     }
 }
 
@@ -283,6 +487,8 @@ async fn follow(seen: impl futures_util::Stream<Item = Seen>, moderation: Weak<M
             Seen::Held(mute) => moderation.hold(mute),
             // One key is one mute: an empty room is the "everywhere" one.
             Seen::Lifted { name, room } => moderation.forget(&name, |mute| mute.room == room),
+            Seen::Banned(ban) => moderation.hold_ban(ban),
+            Seen::Unbanned(name) => moderation.unban(&name),
         }
     }
     warn!("stopped following mutes made on other replicas: the watch ended");

@@ -2,7 +2,8 @@
 //! shares:
 //!
 //! - Mutes are keys of the KV bucket `chat_mutes` (one per name key and
-//!   room, hex-encoded). Every replica watches the bucket
+//!   room, hex-encoded), and so are bans (`ban.` and the name key in hex:
+//!   `n` is no hex digit, so the two never meet). Every replica watches the bucket
 //!   ([`NatsLedger::watch`]), so a mute made through one holds on all of
 //!   them within a round trip, and one lifted anywhere is lifted everywhere.
 //! - The audit log is the stream `chat_audit` (subject `moderation.audit`),
@@ -15,7 +16,7 @@ use chat_proto::AuditEntry;
 use futures_util::StreamExt;
 use prost::Message as _;
 
-use super::Mute;
+use super::{Ban, Mute};
 use crate::people::name_key::NameKey;
 
 const MUTES_BUCKET: &str = "chat_mutes";
@@ -34,12 +35,16 @@ pub struct NatsLedger {
     js: jetstream::Context,
 }
 
-/// A change to the mutes seen in the bucket.
+/// A change to the mutes and bans seen in the bucket.
 pub enum Seen {
     /// A mute (new or replacing one of the same name and room).
     Held(Mute),
     /// The mute of this name key and room ended.
     Lifted { name: NameKey, room: String },
+    /// A ban (new or replacing the name's).
+    Banned(Ban),
+    /// The ban of this name key ended.
+    Unbanned(NameKey),
 }
 
 impl NatsLedger {
@@ -84,9 +89,12 @@ impl NatsLedger {
             .map_err(|e| format!("watching {MUTES_BUCKET}: {e}"))?;
         Ok(watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
-            match entry.operation {
-                kv::Operation::Put => said_mute(&entry.value).map(Seen::Held),
-                kv::Operation::Delete | kv::Operation::Purge => {
+            let ban = entry.key.strip_prefix(BAN_PREFIX);
+            match (entry.operation, ban) {
+                (kv::Operation::Put, Some(_)) => said_ban(&entry.value).map(Seen::Banned),
+                (kv::Operation::Put, None) => said_mute(&entry.value).map(Seen::Held),
+                (_, Some(name)) => Some(Seen::Unbanned(NameKey::from_said(unhex(name)?))),
+                (_, None) => {
                     let (name, room) = from_key(&entry.key)?;
                     Some(Seen::Lifted { name, room })
                 }
@@ -106,8 +114,20 @@ impl NatsLedger {
         Ok(id)
     }
 
-    /// Ends `username`'s mute in `room` (empty: all of them), after its
-    /// audit entry; the entry's id.
+    /// Stores `ban`, after its audit entry; the entry's id.
+    pub async fn ban(&self, ban: &Ban, entry: &AuditEntry) -> Result<u64, NatsError> {
+        let id = self.record(entry).await?;
+        within(self.mutes.put(
+            ban_key(&NameKey::of(&ban.username)),
+            said_ban_value(ban).into(),
+        ))
+        .await?
+        .map_err(|e| format!("storing the ban: {e}"))?;
+        Ok(id)
+    }
+
+    /// Ends `username`'s mute in `room` (empty: all of them, and the ban),
+    /// after its audit entry; the entry's id.
     pub async fn lift(
         &self,
         username: &str,
@@ -127,6 +147,11 @@ impl NatsLedger {
                 .await
         } else {
             vec![key(&name, room)]
+        };
+        let keys = if room.is_empty() {
+            keys.into_iter().chain([ban_key(&name)]).collect()
+        } else {
+            keys
         };
         for key in keys {
             within(self.mutes.delete(&key))
@@ -175,6 +200,43 @@ async fn within<T>(call: impl std::future::IntoFuture<Output = T>) -> Result<T, 
     tokio::time::timeout(PATIENCE, call.into_future())
         .await
         .map_err(|_| "the NATS cluster did not answer in time".to_owned())
+}
+
+const BAN_PREFIX: &str = "ban.";
+
+/// A ban's key: `ban.` and the name key in hex.
+fn ban_key(name: &NameKey) -> String {
+    format!("{BAN_PREFIX}{}", hex(name.as_str()))
+}
+
+/// A ban as the bucket holds it: one field a line, the addresses
+/// space-separated.
+fn said_ban_value(ban: &Ban) -> String {
+    let addresses: Vec<String> = ban.addresses.iter().map(ToString::to_string).collect();
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        ban.username,
+        ban.until,
+        ban.addresses_until,
+        addresses.join(" "),
+        ban.reason
+    )
+}
+
+fn said_ban(value: &[u8]) -> Option<Ban> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut lines = text.splitn(5, '\n');
+    Some(Ban {
+        username: lines.next()?.to_owned(),
+        until: lines.next()?.parse().ok()?,
+        addresses_until: lines.next()?.parse().ok()?,
+        addresses: lines
+            .next()?
+            .split_whitespace()
+            .filter_map(|a| a.parse().ok())
+            .collect(),
+        reason: lines.next().unwrap_or_default().to_owned(),
+    })
 }
 
 /// A mute's key: its name key and room, each in hex (keys are ASCII).
@@ -251,5 +313,13 @@ mod tests {
             Some((name.clone(), mute.room))
         );
         assert_eq!(from_key(&key(&name, "")), Some((name, String::new())));
+        let ban = Ban {
+            username: "Ada".into(),
+            until: 0,
+            reason: "spam, again".into(),
+            addresses: vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")],
+            addresses_until: 1_700_000_000_000,
+        };
+        assert_eq!(said_ban(said_ban_value(&ban).as_bytes()), Some(ban));
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! - `mod_audit`: every moderator action, ids ascending.
 //! - `mod_mutes`: the mutes in force, one per name key and room.
+//! - `mod_bans`: the bans in force, one per name key (with the addresses
+//!   an address ban refuses, space-separated).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use chat_proto::AuditEntry;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Mute;
+use super::{Ban, Mute};
 use crate::log::sqlite::Location;
 use crate::people::name_key::NameKey;
 
@@ -34,6 +36,14 @@ const SCHEMA: &str = "
         until    INTEGER NOT NULL,
         reason   TEXT    NOT NULL,
         PRIMARY KEY (name_key, room)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS mod_bans (
+        name_key        TEXT    PRIMARY KEY,
+        username        TEXT    NOT NULL,
+        until           INTEGER NOT NULL,
+        reason          TEXT    NOT NULL,
+        addresses       TEXT    NOT NULL,
+        addresses_until INTEGER NOT NULL
     ) WITHOUT ROWID;
 ";
 
@@ -73,6 +83,54 @@ impl SqliteLedger {
         rows.collect()
     }
 
+    /// The bans still in force at `now`; ended ones are cleared away.
+    pub fn bans(&self, now: i64) -> rusqlite::Result<Vec<Ban>> {
+        let db = self.lock();
+        db.execute(
+            "DELETE FROM mod_bans WHERE until != 0 AND until <= ?1",
+            [now],
+        )?;
+        let mut select =
+            db.prepare("SELECT username, until, reason, addresses, addresses_until FROM mod_bans")?;
+        let rows = select.query_map([], |row| {
+            let addresses: String = row.get(3)?;
+            Ok(Ban {
+                username: row.get(0)?,
+                until: row.get(1)?,
+                reason: row.get(2)?,
+                addresses: addresses
+                    .split_whitespace()
+                    .filter_map(|a| a.parse().ok())
+                    .collect(),
+                addresses_until: row.get(4)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Stores `ban` and its audit entry together; the entry's id.
+    pub fn ban(&self, ban: &Ban, entry: &AuditEntry) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        let addresses: Vec<String> = ban.addresses.iter().map(ToString::to_string).collect();
+        tx.execute(
+            "INSERT OR REPLACE INTO mod_bans
+                 (name_key, username, until, reason, addresses, addresses_until)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                NameKey::of(&ban.username).as_str(),
+                ban.username,
+                ban.until,
+                ban.reason,
+                addresses.join(" "),
+                ban.addresses_until
+            ],
+        )?;
+        let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
     /// Stores `mute` and its audit entry together; the entry's id.
     pub fn mute(&self, mute: &Mute, entry: &AuditEntry) -> rusqlite::Result<u64> {
         let mut db = self.lock();
@@ -93,15 +151,19 @@ impl SqliteLedger {
         Ok(id)
     }
 
-    /// Ends `username`'s mute in `room` (empty: all of them), with its
-    /// audit entry; the entry's id.
+    /// Ends `username`'s mute in `room` (empty: all of them, and the
+    /// ban), with its audit entry; the entry's id.
     pub fn lift(&self, username: &str, room: &str, entry: &AuditEntry) -> rusqlite::Result<u64> {
         let mut db = self.lock();
         let tx = db.transaction()?;
+        let key = NameKey::of(username);
         tx.execute(
             "DELETE FROM mod_mutes WHERE name_key = ?1 AND (?2 = '' OR room = ?2)",
-            params![NameKey::of(username).as_str(), room],
+            params![key.as_str(), room],
         )?;
+        if room.is_empty() {
+            tx.execute("DELETE FROM mod_bans WHERE name_key = ?1", [key.as_str()])?;
+        }
         let id = insert(&tx, entry)?;
         tx.commit()?;
         Ok(id)

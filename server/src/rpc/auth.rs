@@ -47,6 +47,7 @@ impl ChatServer {
     /// `authorization: Bearer` token stands for, if it carries one.
     pub(super) async fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
         if let Some(session) = self.proxy_session(request)? {
+            self.not_banned(&session.name)?;
             return Ok(Some(session));
         }
         let Some(value) = request.metadata().get("authorization") else {
@@ -68,9 +69,17 @@ impl ChatServer {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be `Bearer <token>`")
             })?;
-        self.find_session(token).await?.map(Some).ok_or_else(|| {
+        let session = self.find_session(token).await?.ok_or_else(|| {
             Status::unauthenticated("this session has ended: join again to claim a name")
-        })
+        })?;
+        // A ban revokes every session of the name.
+        if let Err(banned) = self.not_banned(&session.name) {
+            return Err(Status::unauthenticated(format!(
+                "this session has ended: {}",
+                banned.message()
+            )));
+        }
+        Ok(Some(session))
     }
 
     /// Whether `session` is a moderator's: its name is listed, and a session

@@ -11,12 +11,13 @@ use tokio::sync::{oneshot, watch};
 use tonic::{Code, Request, Response, Status, Streaming};
 use tracing::debug;
 
-use super::moderate::muted;
+use super::moderate::{banned, muted};
 use super::send::accept_message;
 use super::status::{claim_refused, invalid_argument, refusal, reserved, unavailable};
 use super::subscribe::BURST;
 use super::visit::Visit;
 use super::{ChatServer, EncodedStream, client};
+use crate::http::client_addr::ClientAddr;
 use crate::http::connection::Conn;
 use crate::hub::wire::Encoded;
 use crate::hub::{Delivery, Hub, Origin, Room, Start};
@@ -46,6 +47,8 @@ impl ChatServer {
             }
             None => self.room("").await?,
         };
+        let address = client(&request);
+        self.admit(address, None)?;
         let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
         let mut subscription = self.hub.subscribe(&room, Start::Live, Some(origin));
@@ -59,6 +62,8 @@ impl ChatServer {
         // start, whatever names its messages carry.
         let vouched = match self.proxy_session(&request)? {
             Some(session) => {
+                self.admit(address, Some(&session.name))?;
+                self.not_banned(&session.name)?;
                 if let Some(hold) = self.names.hold(&session) {
                     let _ = holding.set((hold, room.presence().arrive(&session.name)));
                 }
@@ -77,6 +82,7 @@ impl ChatServer {
             names: self.names.clone(),
             roles: Arc::clone(&self.roles),
             moderation: Arc::clone(&self.moderation),
+            address,
             holding: Arc::clone(&holding),
             vouched,
         };
@@ -134,8 +140,10 @@ struct ClientReader {
     names: Names,
     /// Moderators' names, which a stream without a session cannot use.
     roles: Arc<Roles>,
-    /// Who is muted where.
+    /// Who is muted or banned where.
     moderation: Arc<Moderation>,
+    /// Where the client is (for address bans).
+    address: Option<ClientAddr>,
     /// The name's hold, kept by the stream for as long as it is open (the
     /// client may stop sending and go on listening).
     holding: Arc<OnceLock<(Hold, Here)>>,
@@ -150,9 +158,17 @@ impl ClientReader {
         // The store's writer says here if a message could not be stored.
         let failure = Arc::new(watch::Sender::new(None));
         let mut failed = failure.subscribe();
+        let mut bans = self.moderation.bans_changed();
         let status = loop {
             let next = tokio::select! {
                 next = self.inbound.next() => next,
+                // A ban of the stream's name ends it.
+                Ok(()) = bans.changed() => {
+                    if let Some(ban) = self.named.get().and_then(|name| self.moderation.banned(name)) {
+                        break banned(&ban);
+                    }
+                    continue;
+                }
                 _ = failed.changed() => {
                     let reason = failed.borrow().clone().unwrap_or_default();
                     tracing::warn!(%reason, "a ChatStream message could not be stored");
@@ -192,6 +208,9 @@ impl ClientReader {
                 }
                 None => match self.names.hold_name(&message.username).await {
                     Ok(hold) => {
+                        if let Some(ClientAddr(address)) = self.address {
+                            self.moderation.saw(&message.username, address);
+                        }
                         let _ = self
                             .holding
                             .set((hold, self.room.presence().arrive(&message.username)));
@@ -222,6 +241,9 @@ impl ClientReader {
             {
                 self.hub.metrics().limit_hit(Limit::RateStream);
                 tokio::time::sleep(too_fast.retry_after).await;
+            }
+            if let Some(ban) = self.moderation.banned(&message.username) {
+                break banned(&ban);
             }
             if let Some(mute) = self.moderation.muted(&message.username, self.room.name()) {
                 break muted(&mute);

@@ -1,16 +1,18 @@
-//! The `Moderation` service: muting and lifting, and reading the audit
-//! log, for moderators only (see `people::roles`); and the check every
-//! posting RPC makes that its sender is not muted where it posts.
+//! The `Moderation` service: muting, banning and lifting, and reading the
+//! audit log, for moderators only (see `people::roles`); and the checks the
+//! other RPCs make: that a sender is neither muted where it posts nor
+//! banned, and that a client's address is not banned.
 
 use chat_proto::rules;
-use chat_proto::{AuditReply, AuditRequest, LiftRequest, ModerationReply, MuteRequest};
+use chat_proto::{AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::ChatServer;
 use super::status::{invalid_argument, moderation_failed};
+use crate::http::client_addr::ClientAddr;
 use crate::log::now_millis;
-use crate::moderation::Mute;
+use crate::moderation::{Ban, Mute};
 use crate::people::claims::Session;
 
 /// The generated `Moderation` server (see `build.rs`).
@@ -78,6 +80,33 @@ impl ChatServer {
         Ok(Response::new(ModerationReply { audit_id }))
     }
 
+    async fn ban(&self, request: Request<BanRequest>) -> Result<Response<ModerationReply>, Status> {
+        let moderator = self.moderator(&request).await?;
+        let BanRequest {
+            username,
+            seconds,
+            reason,
+            address,
+        } = request.into_inner();
+        let username = rules::username(&username).map_err(invalid_argument)?;
+        let reason = rules::reason(&reason).map_err(invalid_argument)?;
+        if self.roles.is_listed(&username) {
+            return Err(Status::failed_precondition(format!(
+                "{username} is a moderator: take them off --moderators instead"
+            )));
+        }
+        info!(
+            moderator = moderator.name,
+            username, seconds, address, "banned"
+        );
+        let audit_id = self
+            .moderation
+            .ban(&moderator.name, username, seconds, reason, address)
+            .await
+            .map_err(moderation_failed)?;
+        Ok(Response::new(ModerationReply { audit_id }))
+    }
+
     async fn audit_log(
         &self,
         request: Request<AuditRequest>,
@@ -120,12 +149,47 @@ impl ChatServer {
     }
 
     /// Refuses `name` posting in `room` (`""`: anywhere, as creating a room)
-    /// while a moderator has muted them there.
+    /// while a moderator has muted them there, or banned them.
     pub(super) fn not_muted(&self, name: &str, room: &str) -> Result<(), Status> {
+        self.not_banned(name)?;
         match self.moderation.muted(name, room) {
             None => Ok(()),
             Some(mute) => Err(muted(&mute)),
         }
+    }
+
+    /// Refuses a banned name.
+    pub(super) fn not_banned(&self, name: &str) -> Result<(), Status> {
+        match self.moderation.banned(name) {
+            None => Ok(()),
+            Some(ban) => Err(banned(&ban)),
+        }
+    }
+
+    /// Refuses a request from a banned address (`client`); notes `name`
+    /// (if any) as used from there, for a later address ban.
+    pub(super) fn admit(
+        &self,
+        client: Option<ClientAddr>,
+        name: Option<&str>,
+    ) -> Result<(), Status> {
+        let Some(ClientAddr(address)) = client else {
+            return Ok(());
+        };
+        if let Some(ban) = self.moderation.address_banned(address) {
+            let until = match ban.until {
+                0 => ban.addresses_until,
+                until => until.min(ban.addresses_until),
+            };
+            return Err(Status::permission_denied(format!(
+                "a moderator banned this address{}",
+                until_and_why(until, &ban.reason)
+            )));
+        }
+        if let Some(name) = name {
+            self.moderation.saw(name, address);
+        }
+        Ok(())
     }
 
     /// Records a moderator's deletion in the audit log.
@@ -145,6 +209,31 @@ impl ChatServer {
     }
 }
 
+/// " until <when>: <why>" (no end: until lifted; no reason: none said).
+fn until_and_why(until: i64, reason: &str) -> String {
+    let until = match chrono::DateTime::from_timestamp_millis(until) {
+        Some(end) if until > 0 => format!("until {}", end.format("%Y-%m-%d %H:%M UTC")),
+        _ => "until a moderator lifts it".to_owned(),
+    };
+    if reason.is_empty() {
+        format!(" {until}")
+    } else {
+        format!(" {until}: {reason}")
+    }
+}
+
+/// What a banned person is told: until when, and why.
+pub(super) fn banned(ban: &Ban) -> Status {
+    let mut status = Status::permission_denied(format!(
+        "a moderator banned you{}",
+        until_and_why(ban.until, &ban.reason)
+    ));
+    if let Ok(value) = ban.until.to_string().parse() {
+        status.metadata_mut().insert("chat-banned-until", value);
+    }
+    status
+}
+
 /// What a muted person is told: where, until when, and why.
 pub(super) fn muted(mute: &Mute) -> Status {
     let place = if mute.room.is_empty() {
@@ -152,17 +241,10 @@ pub(super) fn muted(mute: &Mute) -> Status {
     } else {
         format!("in #{}", mute.room)
     };
-    let until = match chrono::DateTime::from_timestamp_millis(mute.until) {
-        Some(end) if mute.until > 0 => format!("until {}", end.format("%Y-%m-%d %H:%M UTC")),
-        _ => "until a moderator lifts it".to_owned(),
-    };
-    let why = if mute.reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {}", mute.reason)
-    };
-    let mut status =
-        Status::permission_denied(format!("a moderator muted you {place} {until}{why}"));
+    let mut status = Status::permission_denied(format!(
+        "a moderator muted you {place}{}",
+        until_and_why(mute.until, &mute.reason)
+    ));
     // For a client to show until when, and to offer posting again then.
     if let Ok(value) = mute.until.to_string().parse() {
         status.metadata_mut().insert("chat-muted-until", value);
@@ -186,6 +268,11 @@ impl ModerationService for ChatServer {
     ) -> Result<Response<ModerationReply>, Status> {
         self.ensure_running()?;
         ChatServer::lift(self, request).await
+    }
+
+    async fn ban(&self, request: Request<BanRequest>) -> Result<Response<ModerationReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::ban(self, request).await
     }
 
     async fn audit_log(

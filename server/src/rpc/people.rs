@@ -17,9 +17,11 @@ impl ChatServer {
     ) -> Result<Response<JoinReply>, Status> {
         self.ensure_running()?;
         let client = client(&request);
+        self.admit(client, None)?;
         if self.auth_header.is_some()
             && let Some(session) = self.session(&request).await?
         {
+            self.admit(client, Some(&session.name))?;
             // Behind an authenticating proxy, the proxy's name is the name.
             return Ok(Response::new(JoinReply {
                 moderator: self.moderates(&session),
@@ -39,6 +41,8 @@ impl ChatServer {
             self.find_session(&token).await?
         };
         if let Some(session) = known {
+            self.not_banned(&session.name)?;
+            self.admit(client, Some(&session.name))?;
             return Ok(Response::new(JoinReply {
                 moderator: self.moderates(&session),
                 username: session.name,
@@ -52,6 +56,7 @@ impl ChatServer {
         if moderator && !self.roles.key_opens(&key) {
             return Err(reserved(&name));
         }
+        self.not_banned(&name)?;
         // Nobody squats on a thousand names a second.
         self.claim_rates
             .check(None, &client.map_or_else(String::new, |c| c.to_string()))
@@ -60,6 +65,7 @@ impl ChatServer {
                 too_fast_at("claiming names", &too_fast)
             })?;
         let session = self.names.join(&name).await.map_err(claim_refused)?;
+        self.admit(client, Some(&session.name))?;
         info!(username = session.name, moderator, "name claimed");
         Ok(Response::new(JoinReply {
             moderator,

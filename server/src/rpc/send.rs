@@ -8,8 +8,8 @@ use chat_proto::rules::{self, InputError};
 use chat_proto::{ChatMessage, SendReply};
 use tonic::{Request, Response, Status};
 
-use super::ChatServer;
 use super::status::{invalid_argument, too_fast_status, unavailable};
+use super::{ChatServer, client};
 use crate::http::connection::Conn;
 use crate::metrics::Limit;
 
@@ -20,6 +20,7 @@ impl ChatServer {
     ) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
+        self.admit(client(&request), None)?;
         let session = self.session(&request).await?;
         let mut message = request.into_inner();
         message.username = self

@@ -9,6 +9,7 @@ use chat_proto::rules;
 use chat_proto::{Event, Gap, Heartbeat, Ready, SubscribeRequest};
 use tonic::{Request, Response, Status};
 
+use super::moderate::banned;
 use super::status::{invalid_argument, unavailable};
 use super::visit::Visit;
 use super::{ChatServer, EncodedStream, client};
@@ -44,6 +45,7 @@ impl ChatServer {
                 None,
             ),
         };
+        self.admit(client(&request), session.as_ref().map(|s| s.name.as_str()))?;
         let room = self.room(&request.get_ref().room).await?;
         let start = match request.get_ref().after_id {
             0 => self.hub.recent(&room).await.map_err(unavailable)?,
@@ -60,6 +62,10 @@ impl ChatServer {
         let presence = Arc::clone(room.presence());
         let (online, mut changes) = presence.watch();
         let mut subscription = self.hub.subscribe(&room, start, None);
+        // A ban of the session's name ends the stream.
+        let mut bans = self.moderation.bans_changed();
+        let moderation = Arc::clone(&self.moderation);
+        let own_name = session.as_ref().map(|s| s.name.clone());
         let period = self.heartbeat;
         let ready = Ready {
             timestamp: now_millis(),
@@ -105,6 +111,13 @@ impl ChatServer {
                                 changes = fresh;
                                 yield Ok(presence_event(online, Vec::new(), Vec::new()));
                             }
+                        }
+                        continue;
+                    }
+                    Ok(()) = bans.changed(), if own_name.is_some() => {
+                        if let Some(ban) = own_name.as_deref().and_then(|name| moderation.banned(name)) {
+                            yield Err(banned(&ban));
+                            break;
                         }
                         continue;
                     }

@@ -2,10 +2,11 @@
 //! cluster, every one with the same moderators and key. A moderator's
 //! session made on one replica moderates on every other; a mute made
 //! through one replica holds on all of them, and a lift through another
-//! ends it everywhere; the audit log reads the same from any replica.
+//! ends it everywhere; a ban ends the banned person's streams on every
+//! replica; the audit log reads the same from any replica.
 
 use chat_proto::moderation_client::ModerationClient;
-use chat_proto::{AuditRequest, DeleteRequest, Event, LiftRequest, MuteRequest};
+use chat_proto::{AuditRequest, BanRequest, DeleteRequest, Event, LiftRequest, MuteRequest};
 use chat_server::Config;
 use chat_testkit::nats::NatsCluster;
 use tonic::Code;
@@ -58,7 +59,7 @@ async fn until_muted(server: &TestServer, token: &str, refused: bool) {
 }
 
 #[tokio::test]
-async fn a_mute_through_one_replica_holds_on_all_and_a_lift_through_another_ends_it() {
+async fn mutes_and_bans_through_one_replica_hold_on_all_and_a_lift_through_another_ends_them() {
     let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
     let (servers, _dir) = moderated_replicas(&cluster).await;
     let mut first = servers[0].web();
@@ -119,6 +120,44 @@ async fn a_mute_through_one_replica_holds_on_all_and_a_lift_through_another_ends
         until_muted(server, &ada, false).await;
     }
 
+    // A ban through replica 0 ends Bob's streams on replicas 1 and 2.
+    let bob = join(&mut servers[2].web(), "Bob").await;
+    let mut streams = Vec::new();
+    for server in &servers[1..] {
+        let mut stream = within(
+            server
+                .web()
+                .subscribe(with_session(chat_proto::SubscribeRequest::default(), &bob)),
+        )
+        .await
+        .expect("subscribed")
+        .into_inner();
+        within(stream.message()).await.expect("ready");
+        streams.push(stream);
+    }
+    within(moderation.ban(with_session(
+        BanRequest {
+            username: "Bob".into(),
+            seconds: 60,
+            reason: "spam".into(),
+            address: false,
+        },
+        &moderator,
+    )))
+    .await
+    .expect("banned");
+    for mut stream in streams {
+        let ended = loop {
+            match within(stream.message()).await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("ended without a status"),
+                Err(status) => break status,
+            }
+        };
+        assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+        assert!(ended.message().contains("banned you"), "{ended:?}");
+    }
+
     // One audit log, read through any replica.
     let mut reader = ModerationClient::new(channel(&servers[1].url()).await);
     let entries = within(reader.audit_log(with_session(AuditRequest::default(), &moderator)))
@@ -135,7 +174,8 @@ async fn a_mute_through_one_replica_holds_on_all_and_a_lift_through_another_ends
         [
             ("delete", "Ada", "Mod"),
             ("mute", "Ada", "Mod"),
-            ("lift", "ada", "Mod")
+            ("lift", "ada", "Mod"),
+            ("ban", "Bob", "Mod")
         ]
     );
     assert_eq!(entries[1].id, muted_at);

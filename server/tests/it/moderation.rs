@@ -494,3 +494,144 @@ fn chat_in(room: &str, text: &str) -> chat_proto::ChatMessage {
         ..chat("", text)
     }
 }
+
+/// `message` as a request from `address` (the server trusts the proxy's
+/// X-Forwarded-For in these tests), with `token`'s session if not empty.
+fn from<T>(address: &str, token: &str, message: T) -> tonic::Request<T> {
+    let mut request = if token.is_empty() {
+        tonic::Request::new(message)
+    } else {
+        with_session(message, token)
+    };
+    request
+        .metadata_mut()
+        .insert("x-forwarded-for", address.parse().expect("ascii"));
+    request
+}
+
+fn named(username: &str) -> JoinRequest {
+    JoinRequest {
+        username: username.into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_ban_ends_streams_revokes_sessions_keeps_the_name_and_with_address_the_address() {
+    const ADA_AT: &str = "203.0.113.7";
+    let (mut config, _dir) = moderated_config();
+    config.trust_proxy = true;
+    let server = TestServer::start_with(config.clone()).await;
+    let mut web = server.web();
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = within(web.join(from(ADA_AT, "", named("Ada"))))
+        .await
+        .expect("joined")
+        .into_inner()
+        .token;
+    let bob = join(&mut web, "Bob").await;
+    let mut ada_stream =
+        within(web.subscribe(from(ADA_AT, &ada, chat_proto::SubscribeRequest::default())))
+            .await
+            .expect("subscribed")
+            .into_inner();
+    within(ada_stream.message()).await.expect("ready");
+    // A paper client, named by its first message.
+    let mut native = server.native().await;
+    let (paul, mut paper) = open_chat_stream(&mut native).await;
+    paul.send(chat("Paul", "hi")).await.expect("stream open");
+    let (_, mut live) = subscribe_after(&mut server.web(), 0).await;
+    next_event_message(&mut live).await;
+
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let ban = |username: &str, address: bool| chat_proto::BanRequest {
+        username: username.into(),
+        seconds: 0,
+        reason: "spam".into(),
+        address,
+    };
+    let refused = within(moderation.ban(with_session(ban("Ada", false), &bob)))
+        .await
+        .expect_err("bob is no moderator");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = within(moderation.ban(with_session(ban("mod", false), &moderator)))
+        .await
+        .expect_err("a moderator");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+
+    within(moderation.ban(with_session(ban("ada", true), &moderator)))
+        .await
+        .expect("banned");
+    within(moderation.ban(with_session(ban("Paul", false), &moderator)))
+        .await
+        .expect("banned");
+
+    // Her open stream ends, and so does the paper client's.
+    let ended = loop {
+        match within(ada_stream.message()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::PermissionDenied, "{ended:?}");
+    assert!(ended.message().contains("banned you"), "{ended:?}");
+    let ended = within(paper.message()).await.expect_err("banned");
+    assert!(ended.message().contains("banned you"), "{ended:?}");
+    // Her session is revoked (from any address).
+    let revoked = within(web.send(from("198.51.100.9", &ada, chat("", "still here?"))))
+        .await
+        .expect_err("revoked");
+    assert_eq!(revoked.code(), Code::Unauthenticated, "{revoked:?}");
+    // The name cannot be claimed, from anywhere; her address claims nothing.
+    let refused = within(web.join(named("ADA")))
+        .await
+        .expect_err("banned name");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = within(web.join(from(ADA_AT, "", named("Ada2"))))
+        .await
+        .expect_err("banned address");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(refused.message().contains("this address"), "{refused:?}");
+    let refused = within(web.send(from(ADA_AT, "", chat("Zed", "hi"))))
+        .await
+        .expect_err("banned address");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    within(web.join(from("198.51.100.1", "", named("Cy"))))
+        .await
+        .expect("another address is fine");
+
+    // The ban survives a restart; lifting ends it, address and all.
+    server.stop().await;
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let refused = within(web.join(named("Ada")))
+        .await
+        .expect_err("still banned");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    within(moderation.lift(with_session(lift("Ada", ""), &moderator)))
+        .await
+        .expect("lifted");
+    within(web.join(from(ADA_AT, "", named("Ada"))))
+        .await
+        .expect("Ada again, from her address");
+    let entries = within(moderation.audit_log(with_session(AuditRequest::default(), &moderator)))
+        .await
+        .expect("audit log")
+        .into_inner()
+        .entries;
+    let bans: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action == "ban")
+        .map(|e| (e.username.as_str(), e.target, e.reason.as_str()))
+        .collect();
+    assert_eq!(bans, [("ada", 1, "spam"), ("Paul", 0, "spam")]);
+}

@@ -542,7 +542,10 @@ mod tests {
         status
             .metadata_mut()
             .insert(MUTED_UNTIL, "1700000000000".parse().expect("ascii"));
-        assert_eq!(Failure::from_status(&status).muted_until, Some(1_700_000_000_000));
+        assert_eq!(
+            Failure::from_status(&status).muted_until,
+            Some(1_700_000_000_000)
+        );
         let other = Status::permission_denied("only Ada can edit message 3");
         assert_eq!(Failure::from_status(&other).muted_until, None);
     }
