@@ -24,7 +24,7 @@ before(async () => {
   writeFileSync(keyFile, `${KEY}\n`);
   chmodSync(keyFile, 0o600);
   server = await startServer(undefined, {
-    env: { CHAT_MODERATORS: 'Mod,Boss', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
+    env: { CHAT_MODERATORS: 'Mod,Boss,Chief', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
   });
   browser = await launchBrowser();
 });
@@ -143,4 +143,29 @@ test('a moderator mutes someone from the online list; their composer says so unt
   await say(bea, 'thanks, I will behave');
   await messagesWithText(boss, 'thanks, I will behave').and(boss.locator('[id^="msg-"]')).waitFor();
   assert.deepEqual([...bea.errors, ...boss.errors], []);
+});
+
+// Last in this file: the ban takes the address (127.0.0.1, everyone's here)
+// with it, for every page but a moderator's.
+test('a moderator bans someone from the online list; their page says so instead of the chat', async () => {
+  const cy = await openPage(browser, server.url);
+  await join(cy, 'Cy');
+  const mod = await openPage(browser, server.url);
+  await joinAsModerator(mod, 'Chief');
+  const cyRow = mod.getByTestId('online-person').filter({ hasText: 'Cy' });
+  await cyRow.waitFor();
+  await cyRow.getByTestId('moderate-person').click();
+  await cyRow.getByTestId('ban-person').click();
+  await mod.getByText('Cy is banned, and so is their address.').waitFor();
+
+  const page = cy.getByTestId('banned-page');
+  await page.waitFor();
+  assert.match(await cy.getByTestId('banned-reason').innerText(), /^A moderator banned you until a moderator lifts it\.$/);
+  assert.equal(await cy.getByTestId('composer-input').count(), 0, 'nothing to type into');
+  await assertAccessible(cy, 'the page a banned person sees');
+  await cy.screenshot({ path: path.join(artifacts, 'moderation-banned.png') });
+  // The moderator, at the same address, goes on.
+  await say(mod, 'order restored');
+  await messagesWithText(mod, 'order restored').and(mod.locator('[id^="msg-"]')).waitFor();
+  assert.deepEqual([...cy.errors, ...mod.errors], []);
 });

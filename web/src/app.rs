@@ -45,6 +45,11 @@ pub fn App() -> impl IntoView {
     let session = RwSignal::new(None::<Session>);
     // Whether the session's name moderates, as `Join` last said.
     let moderator = RwSignal::new(false);
+    // A moderator banned this user (or their address): the server's words.
+    let banned = RwSignal::new(None::<String>);
+    api::on_banned(move |words| {
+        banned.try_set(Some(words));
+    });
     // Set while the name prompt is open.
     let asking = RwSignal::new(None::<Asking>);
     let rooms = Rooms::new();
@@ -151,99 +156,131 @@ pub fn App() -> impl IntoView {
     // can be focused, clicked or read.
     let modal = move || creating.get() || asking.with(Option::is_some);
 
-    view! {
-        <div class="app" inert=modal>
-            <header class="topbar">
-                <div class="brand">
-                    <svg class="logo" viewBox="0 0 24 24" width="26" height="26" aria-hidden="true">
-                        <path
-                            fill="currentColor"
-                            d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"
-                        />
-                    </svg>
-                    <h1>"Chat"</h1>
-                </div>
-                <button
-                    class="rooms-toggle"
-                    aria-label="Rooms"
-                    aria-expanded=move || if rooms_open.get() { "true" } else { "false" }
-                    aria-controls="room-list"
-                    on:click=move |_| rooms_open.update(|o| *o = !*o)
-                >
-                    "#"
-                </button>
-                <div class="room-title">
-                    <h2 data-testid="room-title">"#" {move || rooms.current.get()}</h2>
-                    <span class="topic" data-testid="room-topic">{move || rooms.topic()}</span>
-                </div>
-                // Nothing is connecting until there is a name to connect as.
-                <Show when=move || session.with(Option::is_some)>
-                    <ConnectionBadge connection />
-                    <NotifyToggle />
-                    <OnlineCount people open=people_open />
+    let app = move || {
+        view! {
+            <div class="app" inert=modal>
+                <header class="topbar">
+                    <div class="brand">
+                        <svg class="logo" viewBox="0 0 24 24" width="26" height="26" aria-hidden="true">
+                            <path
+                                fill="currentColor"
+                                d="M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z"
+                            />
+                        </svg>
+                        <h1>"Chat"</h1>
+                    </div>
                     <button
-                        class="me"
-                        data-testid="change-name"
-                        title=move || if can_rename() { "Change your name" } else { "Your name, from your login" }
-                        disabled=move || !can_rename()
-                        on:click=rename
+                        class="rooms-toggle"
+                        aria-label="Rooms"
+                        aria-expanded=move || if rooms_open.get() { "true" } else { "false" }
+                        aria-controls="room-list"
+                        on:click=move |_| rooms_open.update(|o| *o = !*o)
                     >
-                        <span class="me-label">"You are "</span>
-                        <strong class="me-name">{move || name.get()}</strong>
-                        <Show when=move || moderator.get()>
-                            <span class="badge-mod" data-testid="moderator-badge">"Moderator"</span>
-                        </Show>
-                        <span class="edit" aria-hidden="true" hidden=move || !can_rename()>"✎"</span>
+                        "#"
                     </button>
-                </Show>
-            </header>
-            <ConnectionBanner connection />
-            {move || connection.refused.get().map(|reason| view! {
-                <div class="banner" role="alert" data-testid="connection-error">
-                    <span>"The server won't let you in: " {reason}</span>
-                    <button class="link" on:click=rename>"Change name"</button>
+                    <div class="room-title">
+                        <h2 data-testid="room-title">"#" {move || rooms.current.get()}</h2>
+                        <span class="topic" data-testid="room-topic">{move || rooms.topic()}</span>
+                    </div>
+                    // Nothing is connecting until there is a name to connect as.
+                    <Show when=move || session.with(Option::is_some)>
+                        <ConnectionBadge connection />
+                        <NotifyToggle />
+                        <OnlineCount people open=people_open />
+                        <button
+                            class="me"
+                            data-testid="change-name"
+                            title=move || if can_rename() { "Change your name" } else { "Your name, from your login" }
+                            disabled=move || !can_rename()
+                            on:click=rename
+                        >
+                            <span class="me-label">"You are "</span>
+                            <strong class="me-name">{move || name.get()}</strong>
+                            <Show when=move || moderator.get()>
+                                <span class="badge-mod" data-testid="moderator-badge">"Moderator"</span>
+                            </Show>
+                            <span class="edit" aria-hidden="true" hidden=move || !can_rename()>"✎"</span>
+                        </button>
+                    </Show>
+                </header>
+                <ConnectionBanner connection />
+                {move || connection.refused.get().map(|reason| view! {
+                    <div class="banner" role="alert" data-testid="connection-error">
+                        <span>"The server won't let you in: " {reason}</span>
+                        <button class="link" on:click=rename>"Change name"</button>
+                    </div>
+                })}
+                <div class="body">
+                    <RoomList rooms open=rooms_open creating />
+                    <main class="conversation">
+                        // Keyed by room: another room's conversation is built
+                        // anew (its own timeline and stream), never patched over
+                        // the last one's.
+                        <For
+                            each=move || std::iter::once(rooms.current.get())
+                            key=|room| room.clone()
+                            children=move |room| view! {
+                                <RoomView room session rooms people connection draft typing name moderator=moderator.into() />
+                            }
+                        />
+                    </main>
+                    <Show when=move || session.with(Option::is_some)>
+                        <OnlineList
+                            people
+                            me=name
+                            open=people_open
+                            moderator=moderator.into()
+                            room=rooms.current.into()
+                        />
+                    </Show>
                 </div>
-            })}
-            <div class="body">
-                <RoomList rooms open=rooms_open creating />
-                <main class="conversation">
-                    // Keyed by room: another room's conversation is built
-                    // anew (its own timeline and stream), never patched over
-                    // the last one's.
-                    <For
-                        each=move || std::iter::once(rooms.current.get())
-                        key=|room| room.clone()
-                        children=move |room| view! {
-                            <RoomView room session rooms people connection draft typing name moderator=moderator.into() />
-                        }
-                    />
-                </main>
-                <Show when=move || session.with(Option::is_some)>
-                    <OnlineList
-                        people
-                        me=name
-                        open=people_open
-                        moderator=moderator.into()
-                        room=rooms.current.into()
-                    />
-                </Show>
             </div>
-        </div>
-        // The dialogs, outside the (then inert) page.
-        <Show when=move || creating.get()>
-            <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
+            // The dialogs, outside the (then inert) page.
+            <Show when=move || creating.get()>
+                <CreateRoom rooms on_close=Callback::new(move |()| creating.set(false)) />
+            </Show>
+            {move || asking.get().map(|Asking { name, refused }| {
+                let has_session = session.with_untracked(Option::is_some);
+                view! {
+                    <NamePrompt
+                        initial=name
+                        refused
+                        on_joined=Callback::new(joined)
+                        on_cancel=has_session.then_some(cancel_rename)
+                    />
+                }
+            })}
+        }
+    };
+    view! {
+        <Show
+            when=move || banned.with(Option::is_none)
+            fallback=move || view! { <Banned words=banned.get().unwrap_or_default() /> }
+        >
+            {app()}
         </Show>
-        {move || asking.get().map(|Asking { name, refused }| {
-            let has_session = session.with_untracked(Option::is_some);
-            view! {
-                <NamePrompt
-                    initial=name
-                    refused
-                    on_joined=Callback::new(joined)
-                    on_cancel=has_session.then_some(cancel_rename)
-                />
-            }
-        })}
+    }
+}
+
+/// What a banned person sees instead of the chat: the server's words (until
+/// when, and why) and nothing to type into.
+#[component]
+fn Banned(words: String) -> impl IntoView {
+    let mut said = words.chars();
+    let words: String = said
+        .next()
+        .map(|first| first.to_uppercase().chain(said).collect())
+        .unwrap_or_default();
+    view! {
+        <main class="banned" data-testid="banned-page">
+            <div class="card">
+                <h1>"You can't use this chat right now"</h1>
+                <p data-testid="banned-reason">{words} "."</p>
+                <p class="muted">
+                    "If you think this is a mistake, ask the people who run this chat."
+                </p>
+            </div>
+        </main>
     }
 }
 

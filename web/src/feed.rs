@@ -247,6 +247,10 @@ async fn read(stream: &mut Streaming<ChatEvent>, feed: &Feed, last_event: &Cell<
             Ok(Some(ChatEvent { event: Some(event) })) => show(event, feed),
             Ok(Some(_)) => {}
             Ok(None) => return Ended::AfterReady(Some("the server closed the stream".to_owned())),
+            // A ban: the page shows why, and the stream stays away.
+            Err(status) if api::note_banned(&status) => {
+                return Ended::Refused(api::readable(&status));
+            }
             // Including UNAVAILABLE from a server shutting down: reconnect
             // soon, it is probably restarting.
             Err(status) => return Ended::AfterReady(Some(api::readable(&status))),
@@ -317,7 +321,9 @@ fn silence_limit_ms(heartbeat_interval_ms: u32) -> Option<f64> {
 
 /// A call that failed before `Ready`: worth retrying, or a refusal.
 fn failed_before_ready(status: &Status) -> Ended {
-    if status.code() == Code::Unauthenticated {
+    if api::note_banned(status) {
+        Ended::Refused(api::readable(status))
+    } else if status.code() == Code::Unauthenticated {
         Ended::SessionGone
     } else if api::is_transient(status) {
         Ended::BeforeReady(api::readable(status))

@@ -48,7 +48,6 @@ impl ChatServer {
             None => self.room("").await?,
         };
         let address = client(&request);
-        self.admit(address, None)?;
         let origin = self.hub.new_origin();
         // The paper's behaviour: live messages only, never one's own.
         let mut subscription = self.hub.subscribe(&room, Start::Live, Some(origin));
@@ -62,14 +61,17 @@ impl ChatServer {
         // start, whatever names its messages carry.
         let vouched = match self.proxy_session(&request)? {
             Some(session) => {
-                self.admit(address, Some(&session.name))?;
+                self.admit_noting(address, &session.name)?;
                 self.not_banned(&session.name)?;
                 if let Some(hold) = self.names.hold(&session) {
                     let _ = holding.set((hold, room.presence().arrive(&session.name)));
                 }
                 Some(session.name)
             }
-            None => None,
+            None => {
+                self.admit(address, None)?;
+                None
+            }
         };
         let reader = ClientReader {
             conn: request.extensions().get::<Arc<Conn>>().cloned(),

@@ -166,8 +166,9 @@ impl ChatServer {
         }
     }
 
-    /// Refuses a request from a banned address (`client`); notes `name`
-    /// (if any) as used from there, for a later address ban.
+    /// Refuses a request from a banned address (`client`). A moderator's
+    /// name (only ever used with its proof) is let through: a moderator may
+    /// share an address with the person they banned.
     pub(super) fn admit(
         &self,
         client: Option<ClientAddr>,
@@ -176,17 +177,35 @@ impl ChatServer {
         let Some(ClientAddr(address)) = client else {
             return Ok(());
         };
+        if name.is_some_and(|name| self.roles.is_listed(name)) {
+            return Ok(());
+        }
         if let Some(ban) = self.moderation.address_banned(address) {
             let until = match ban.until {
                 0 => ban.addresses_until,
                 until => until.min(ban.addresses_until),
             };
-            return Err(Status::permission_denied(format!(
+            let mut status = Status::permission_denied(format!(
                 "a moderator banned this address{}",
                 until_and_why(until, &ban.reason)
-            )));
+            ));
+            if let Ok(value) = until.to_string().parse() {
+                status.metadata_mut().insert(BANNED_UNTIL, value);
+            }
+            return Err(status);
         }
-        if let Some(name) = name {
+        Ok(())
+    }
+
+    /// [`Self::admit`], and notes `name` as used from `client`, for a later
+    /// address ban (on joining and opening streams; not on every post).
+    pub(super) fn admit_noting(
+        &self,
+        client: Option<ClientAddr>,
+        name: &str,
+    ) -> Result<(), Status> {
+        self.admit(client, Some(name))?;
+        if let Some(ClientAddr(address)) = client {
             self.moderation.saw(name, address);
         }
         Ok(())
@@ -209,6 +228,10 @@ impl ChatServer {
     }
 }
 
+/// The trailer that says a refusal is a ban, and until when (ms; 0: until
+/// lifted): a client shows a page of its own for it.
+const BANNED_UNTIL: &str = "chat-banned-until";
+
 /// " until <when>: <why>" (no end: until lifted; no reason: none said).
 fn until_and_why(until: i64, reason: &str) -> String {
     let until = match chrono::DateTime::from_timestamp_millis(until) {
@@ -229,7 +252,7 @@ pub(super) fn banned(ban: &Ban) -> Status {
         until_and_why(ban.until, &ban.reason)
     ));
     if let Ok(value) = ban.until.to_string().parse() {
-        status.metadata_mut().insert("chat-banned-until", value);
+        status.metadata_mut().insert(BANNED_UNTIL, value);
     }
     status
 }

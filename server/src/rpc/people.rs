@@ -17,11 +17,10 @@ impl ChatServer {
     ) -> Result<Response<JoinReply>, Status> {
         self.ensure_running()?;
         let client = client(&request);
-        self.admit(client, None)?;
         if self.auth_header.is_some()
             && let Some(session) = self.session(&request).await?
         {
-            self.admit(client, Some(&session.name))?;
+            self.admit_noting(client, &session.name)?;
             // Behind an authenticating proxy, the proxy's name is the name.
             return Ok(Response::new(JoinReply {
                 moderator: self.moderates(&session),
@@ -42,7 +41,7 @@ impl ChatServer {
         };
         if let Some(session) = known {
             self.not_banned(&session.name)?;
-            self.admit(client, Some(&session.name))?;
+            self.admit_noting(client, &session.name)?;
             return Ok(Response::new(JoinReply {
                 moderator: self.moderates(&session),
                 username: session.name,
@@ -57,6 +56,7 @@ impl ChatServer {
             return Err(reserved(&name));
         }
         self.not_banned(&name)?;
+        self.admit_noting(client, &name)?;
         // Nobody squats on a thousand names a second.
         self.claim_rates
             .check(None, &client.map_or_else(String::new, |c| c.to_string()))
@@ -65,7 +65,6 @@ impl ChatServer {
                 too_fast_at("claiming names", &too_fast)
             })?;
         let session = self.names.join(&name).await.map_err(claim_refused)?;
-        self.admit(client, Some(&session.name))?;
         info!(username = session.name, moderator, "name claimed");
         Ok(Response::new(JoinReply {
             moderator,

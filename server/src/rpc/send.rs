@@ -20,12 +20,13 @@ impl ChatServer {
     ) -> Result<Response<SendReply>, Status> {
         self.ensure_running()?;
         let conn = request.extensions().get::<Arc<Conn>>().cloned();
-        self.admit(client(&request), None)?;
+        let address = client(&request);
         let session = self.session(&request).await?;
         let mut message = request.into_inner();
         message.username = self
             .sender_name(session.as_ref(), &message.username)
             .await?;
+        self.admit(address, Some(&message.username))?;
         let room = self.room(&message.room).await?;
         self.not_muted(&message.username, room.name())?;
         let reply_to = message.reply_to;

@@ -45,7 +45,10 @@ impl ChatServer {
                 None,
             ),
         };
-        self.admit(client(&request), session.as_ref().map(|s| s.name.as_str()))?;
+        match &session {
+            Some(session) => self.admit_noting(client(&request), &session.name)?,
+            None => self.admit(client(&request), None)?,
+        }
         let room = self.room(&request.get_ref().room).await?;
         let start = match request.get_ref().after_id {
             0 => self.hub.recent(&room).await.map_err(unavailable)?,

@@ -603,6 +603,17 @@ async fn a_ban_ends_streams_revokes_sessions_keeps_the_name_and_with_address_the
     within(web.join(from("198.51.100.1", "", named("Cy"))))
         .await
         .expect("another address is fine");
+    // A moderator at that address is let through.
+    within(web.join(from(
+        ADA_AT,
+        "",
+        JoinRequest {
+            token: moderator.clone(),
+            ..named("Mod")
+        },
+    )))
+    .await
+    .expect("a moderator shares the address");
 
     // The ban survives a restart; lifting ends it, address and all.
     server.stop().await;

@@ -120,8 +120,19 @@ const MUTES: [(&str, u64); 4] = [
     ("until lifted", 0),
 ];
 
+/// What a moderator does to a person from the list.
+#[derive(Clone, Copy)]
+enum Action {
+    /// In the open room, for this many seconds (0: until lifted).
+    Mute(u64),
+    /// The open room's mute.
+    Lift,
+    /// Everywhere, until lifted, with the addresses they used.
+    Ban,
+}
+
 /// A moderator's menu on one person: mute them in this room for a while,
-/// or lift it; what happened is said beside it.
+/// lift it, or ban them; what happened is said beside it.
 #[component]
 fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
     let open = RwSignal::new(false);
@@ -129,28 +140,27 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
     let label = format!("Moderate {name}");
     let act = {
         let name = name.clone();
-        move |seconds: Option<u64>| {
+        move |action: Action| {
             open.set(false);
             let name = name.clone();
             let room = room.get_untracked();
-            let done = match seconds {
-                None => format!("{name} may post in #{room} again."),
-                Some(seconds) => {
+            let done = match action {
+                Action::Lift => format!("{name} may post in #{room} again."),
+                Action::Ban => format!("{name} is banned, and so is their address."),
+                Action::Mute(0) => format!("{name} is muted in #{room} until lifted."),
+                Action::Mute(seconds) => {
                     let words = MUTES
                         .iter()
                         .find(|(_, s)| *s == seconds)
                         .map_or("", |(words, _)| words);
-                    if seconds == 0 {
-                        format!("{name} is muted in #{room} until lifted.")
-                    } else {
-                        format!("{name} is muted in #{room} for {words}.")
-                    }
+                    format!("{name} is muted in #{room} for {words}.")
                 }
             };
             spawn_local(async move {
-                let result = match seconds {
-                    Some(seconds) => api::mute(&room, &name, seconds).await,
-                    None => api::lift(&room, &name).await,
+                let result = match action {
+                    Action::Mute(seconds) => api::mute(&room, &name, seconds).await,
+                    Action::Lift => api::lift(&room, &name).await,
+                    Action::Ban => api::ban(&name).await,
                 };
                 said.try_set(Some(match result {
                     Ok(()) => done,
@@ -160,6 +170,7 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
         }
     };
     let lift = act.clone();
+    let ban = act.clone();
     view! {
         <button
             class="person-more"
@@ -187,7 +198,7 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
                     .map(|(words, seconds)| {
                         let act = act.clone();
                         view! {
-                            <button data-testid="mute-person" on:click=move |_| act(Some(*seconds))>
+                            <button data-testid="mute-person" on:click=move |_| act(Action::Mute(*seconds))>
                                 {format!("Mute {words}")}
                             </button>
                         }
@@ -195,9 +206,15 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
                     .collect_view()}
                 <button data-testid="lift-person" on:click={
                     let lift = lift.clone();
-                    move |_| lift(None)
+                    move |_| lift(Action::Lift)
                 }>
                     "Lift mute"
+                </button>
+                <button class="danger" data-testid="ban-person" on:click={
+                    let ban = ban.clone();
+                    move |_| ban(Action::Ban)
+                }>
+                    "Ban"
                 </button>
             </div>
         </Show>

@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use chat_proto::moderation_client::ModerationClient;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
-    ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
-    JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, ReactRequest, SendReply,
+    BanRequest, ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest,
+    EditRequest, JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, ReactRequest, SendReply,
     SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
@@ -99,6 +99,7 @@ pub struct Failure {
 
 impl Failure {
     fn from_status(status: &Status) -> Self {
+        note_banned(status);
         match too_fast(status) {
             Some(reason) => Self {
                 reason,
@@ -114,6 +115,40 @@ impl Failure {
             },
         }
     }
+}
+
+/// The header a refusal for being banned carries (the name or the
+/// address): the page then shows why instead of itself.
+const BANNED_UNTIL: &str = "chat-banned-until";
+
+/// What the page does with a ban: shows the server's words.
+type OnBanned = Box<dyn Fn(String)>;
+
+thread_local! {
+    /// What the page does when the server says the user is banned.
+    static ON_BANNED: std::cell::RefCell<Option<OnBanned>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sets what to do when a refusal says the user is banned (with the
+/// server's words).
+pub fn on_banned(show: impl Fn(String) + 'static) {
+    ON_BANNED.with(|f| *f.borrow_mut() = Some(Box::new(show)));
+}
+
+/// Tells the page if `status` is a ban; whether it was.
+pub fn note_banned(status: &Status) -> bool {
+    let banned =
+        status.code() == Code::PermissionDenied && status.metadata().get(BANNED_UNTIL).is_some();
+    if banned {
+        let words = status.message().to_owned();
+        ON_BANNED.with(|f| {
+            if let Some(show) = f.borrow().as_ref() {
+                show(words);
+            }
+        });
+    }
+    banned
 }
 
 /// The header a refusal for being muted carries: when the mute ends (ms
@@ -150,6 +185,22 @@ pub async fn mute(room: &str, name: &str, seconds: u64) -> Result<(), Failure> {
     as_session_on(moderation_client, move |mut client| {
         let request = request.clone();
         async move { client.mute(session::authorized(request)).await }
+    })
+    .await
+    .map(drop)
+}
+
+/// Bans `name` until lifted, and the addresses they used lately.
+pub async fn ban(name: &str) -> Result<(), Failure> {
+    let request = BanRequest {
+        username: name.to_owned(),
+        seconds: 0,
+        reason: String::new(),
+        address: true,
+    };
+    as_session_on(moderation_client, move |mut client| {
+        let request = request.clone();
+        async move { client.ban(session::authorized(request)).await }
     })
     .await
     .map(drop)
@@ -311,7 +362,13 @@ pub async fn join(name: &str, token: &str, key: &str) -> Result<Joined, Status> 
         token: token.to_owned(),
         key: key.to_owned(),
     };
-    let reply = client().join(request).await?.into_inner();
+    let reply = client()
+        .join(request)
+        .await
+        .inspect_err(|status| {
+            note_banned(status);
+        })?
+        .into_inner();
     Ok(Joined {
         moderator: reply.moderator,
         session: Session {
