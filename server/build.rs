@@ -121,6 +121,12 @@ fn main() {
         ("mute", "Mute", "MuteRequest", "ModerationReply"),
         ("lift", "Lift", "LiftRequest", "ModerationReply"),
         ("ban", "Ban", "BanRequest", "ModerationReply"),
+        (
+            "set_slow_mode",
+            "SetSlowMode",
+            "SlowModeRequest",
+            "ModerationReply",
+        ),
         ("audit_log", "AuditLog", "AuditRequest", "AuditReply"),
     ]
     .into_iter()

@@ -9,6 +9,8 @@
 //!   cannot be claimed, and with `address` the client addresses the name
 //!   was seen at in the last hour (as each replica saw them) are refused
 //!   too, for at most `--address-ban`.
+//! - Slow mode: a room where each name may post once per so many seconds.
+//!   When each name last posted there is kept in memory, per replica.
 //! - The audit log: every moderator action (who, when, what, whom, why),
 //!   kept by the ledger and read back with `AuditLog`.
 //!
@@ -41,6 +43,8 @@ use sqlite::SqliteLedger;
 pub const MAX_AUDIT_PAGE: u32 = 500;
 /// What `limit = 0` means.
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
+/// The slowest slow mode: six hours between posts.
+pub const MAX_SLOW_MODE: u32 = 21_600;
 
 #[derive(Debug, Error)]
 pub enum ModerationError {
@@ -98,14 +102,39 @@ pub enum Ledger {
 }
 
 impl Ledger {
-    async fn held(&self) -> Result<(Vec<Mute>, Vec<Ban>), ModerationError> {
+    async fn held(&self) -> Result<Held, ModerationError> {
         match self {
             Self::Sqlite(db) => {
                 let db = Arc::clone(db);
-                blocking(move || Ok((db.mutes(now_millis())?, db.bans(now_millis())?))).await
+                blocking(move || {
+                    Ok(Held {
+                        mutes: db.mutes(now_millis())?,
+                        bans: db.bans(now_millis())?,
+                        slow: db.slow_rooms()?,
+                    })
+                })
+                .await
             }
-            // Read by the watch, which starts with every mute and ban.
-            Self::Nats(_) => Ok((Vec::new(), Vec::new())),
+            // Read by the watch, which starts with all of it.
+            Self::Nats(_) => Ok(Held::default()),
+        }
+    }
+
+    async fn slow(
+        &self,
+        room: &str,
+        seconds: u32,
+        entry: AuditEntry,
+    ) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, room) = (Arc::clone(db), room.to_owned());
+                blocking(move || db.slow(&room, seconds, &entry)).await
+            }
+            Self::Nats(nats) => nats
+                .slow(room, seconds, &entry)
+                .await
+                .map_err(ModerationError::Nats),
         }
     }
 
@@ -171,7 +200,15 @@ impl Ledger {
     }
 }
 
-/// Mutes, bans and the audit log; shared behind an `Arc`.
+/// What a ledger holds at start.
+#[derive(Debug, Default)]
+struct Held {
+    mutes: Vec<Mute>,
+    bans: Vec<Ban>,
+    slow: Vec<(String, u32)>,
+}
+
+/// Mutes, bans, slow mode and the audit log; shared behind an `Arc`.
 #[derive(Debug)]
 pub struct Moderation {
     /// Every mute in force (or not yet noticed to have ended), by name.
@@ -186,6 +223,12 @@ pub struct Moderation {
     bans_changed: watch::Sender<u64>,
     /// The longest an address ban lasts (`--address-ban`).
     address_ban: Duration,
+    /// The rooms in slow mode, and how slow (seconds).
+    slow: RwLock<HashMap<String, u32>>,
+    /// Whether `slow` has any: the common case asks no lock.
+    any_slow: AtomicBool,
+    /// When each name last posted in a room in slow mode (ms).
+    last_post: Mutex<HashMap<(String, NameKey), i64>>,
     ledger: Ledger,
 }
 
@@ -193,7 +236,7 @@ impl Moderation {
     /// Moderation kept in `ledger`, holding the mutes it has (in cluster
     /// mode: and every mute made or lifted later through any replica).
     pub async fn open(ledger: Ledger, address_ban: Duration) -> Result<Arc<Self>, ModerationError> {
-        let (mutes, bans) = ledger.held().await?;
+        let held = ledger.held().await?;
         let moderation = Arc::new(Self {
             mutes: RwLock::new(HashMap::new()),
             any: AtomicBool::new(false),
@@ -201,13 +244,19 @@ impl Moderation {
             seen: Mutex::new(HashMap::new()),
             bans_changed: watch::Sender::new(0),
             address_ban,
+            slow: RwLock::new(HashMap::new()),
+            any_slow: AtomicBool::new(false),
+            last_post: Mutex::new(HashMap::new()),
             ledger: ledger.clone(),
         });
-        for mute in mutes {
+        for mute in held.mutes {
             moderation.hold(mute);
         }
-        for ban in bans {
+        for ban in held.bans {
             moderation.hold_ban(ban);
+        }
+        for (room, seconds) in held.slow {
+            moderation.hold_slow(room, seconds);
         }
         if let Ledger::Nats(nats) = &ledger {
             let seen = nats.watch().await.map_err(ModerationError::Nats)?;
@@ -316,6 +365,57 @@ impl Moderation {
         Ok(id)
     }
 
+    /// How slow `room` is (seconds between a name's posts; 0: not).
+    pub fn slow_mode(&self, room: &str) -> u32 {
+        if !self.any_slow.load(Ordering::Acquire) {
+            return 0;
+        }
+        let slow = self.slow.read().unwrap_or_else(|e| e.into_inner());
+        slow.get(room).copied().unwrap_or(0)
+    }
+
+    /// Whether `name` may post in `room` now (slow mode): if so, the post
+    /// is counted; if not, how long to wait.
+    pub fn may_post(&self, name: &str, room: &str) -> Result<(), Duration> {
+        let seconds = self.slow_mode(room);
+        if seconds == 0 {
+            return Ok(());
+        }
+        let now = now_millis();
+        let every = i64::from(seconds) * 1000;
+        let mut last = self.last_post.lock().unwrap_or_else(|e| e.into_inner());
+        if last.len() > 10_000 {
+            // Nobody waits longer than the slowest room: forget the rest.
+            last.retain(|_, at| now.saturating_sub(*at) < i64::from(MAX_SLOW_MODE) * 1000);
+        }
+        // Never posted here: as if at the epoch, long enough ago.
+        let at = last
+            .entry((room.to_owned(), NameKey::of(name)))
+            .or_insert(0);
+        let wait = at.saturating_add(every).saturating_sub(now);
+        if wait > 0 {
+            return Err(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
+        }
+        *at = now;
+        Ok(())
+    }
+
+    /// Puts `room` in slow mode for `seconds` (0: out of it); the audit id.
+    pub async fn set_slow_mode(
+        &self,
+        moderator: &str,
+        room: &str,
+        seconds: u32,
+    ) -> Result<u64, ModerationError> {
+        let entry = AuditEntry {
+            target: u64::from(seconds),
+            ..audit_entry(moderator, "slow_mode", room, "", "")
+        };
+        let id = self.ledger.slow(room, seconds, entry).await?;
+        self.hold_slow(room.to_owned(), seconds);
+        Ok(id)
+    }
+
     /// Mutes as `mute` says, recorded as done by `moderator`; the audit id.
     pub async fn mute(&self, moderator: &str, mute: Mute) -> Result<u64, ModerationError> {
         let entry = audit_entry(moderator, "mute", &mute.room, &mute.username, &mute.reason);
@@ -396,6 +496,16 @@ impl Moderation {
         self.any.store(true, Ordering::Release);
         drop(bans);
         self.bans_changed.send_modify(|n| *n += 1);
+    }
+
+    fn hold_slow(&self, room: String, seconds: u32) {
+        let mut slow = self.slow.write().unwrap_or_else(|e| e.into_inner());
+        if seconds == 0 {
+            slow.remove(&room);
+        } else {
+            slow.insert(room, seconds);
+        }
+        self.any_slow.store(!slow.is_empty(), Ordering::Release);
     }
 
     fn unban(&self, name: &NameKey) {
@@ -489,6 +599,7 @@ async fn follow(seen: impl futures_util::Stream<Item = Seen>, moderation: Weak<M
             Seen::Lifted { name, room } => moderation.forget(&name, |mute| mute.room == room),
             Seen::Banned(ban) => moderation.hold_ban(ban),
             Seen::Unbanned(name) => moderation.unban(&name),
+            Seen::Slow { room, seconds } => moderation.hold_slow(room, seconds),
         }
     }
     warn!("stopped following mutes made on other replicas: the watch ended");

@@ -3,7 +3,8 @@
 //!
 //! - Mutes are keys of the KV bucket `chat_mutes` (one per name key and
 //!   room, hex-encoded), and so are bans (`ban.` and the name key in hex:
-//!   `n` is no hex digit, so the two never meet). Every replica watches the bucket
+//!   `n` is no hex digit, so the two never meet), and rooms' slow mode
+//!   (`slow.` and the room in hex). Every replica watches the bucket
 //!   ([`NatsLedger::watch`]), so a mute made through one holds on all of
 //!   them within a round trip, and one lifted anywhere is lifted everywhere.
 //! - The audit log is the stream `chat_audit` (subject `moderation.audit`),
@@ -45,6 +46,8 @@ pub enum Seen {
     Banned(Ban),
     /// The ban of this name key ended.
     Unbanned(NameKey),
+    /// A room's slow mode (0: off).
+    Slow { room: String, seconds: u32 },
 }
 
 impl NatsLedger {
@@ -89,6 +92,14 @@ impl NatsLedger {
             .map_err(|e| format!("watching {MUTES_BUCKET}: {e}"))?;
         Ok(watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
+            if let Some(room) = entry.key.strip_prefix(SLOW_PREFIX) {
+                let room = unhex(room)?;
+                let seconds = match entry.operation {
+                    kv::Operation::Put => std::str::from_utf8(&entry.value).ok()?.parse().ok()?,
+                    _ => 0,
+                };
+                return Some(Seen::Slow { room, seconds });
+            }
             let ban = entry.key.strip_prefix(BAN_PREFIX);
             match (entry.operation, ban) {
                 (kv::Operation::Put, Some(_)) => said_ban(&entry.value).map(Seen::Banned),
@@ -111,6 +122,28 @@ impl NatsLedger {
         ))
         .await?
         .map_err(|e| format!("storing the mute: {e}"))?;
+        Ok(id)
+    }
+
+    /// Puts `room` in slow mode (0: out of it), after its audit entry; the
+    /// entry's id.
+    pub async fn slow(
+        &self,
+        room: &str,
+        seconds: u32,
+        entry: &AuditEntry,
+    ) -> Result<u64, NatsError> {
+        let id = self.record(entry).await?;
+        let key = format!("{SLOW_PREFIX}{}", hex(room));
+        if seconds == 0 {
+            within(self.mutes.delete(&key))
+                .await?
+                .map_err(|e| format!("ending slow mode: {e}"))?;
+        } else {
+            within(self.mutes.put(&key, seconds.to_string().into()))
+                .await?
+                .map_err(|e| format!("storing slow mode: {e}"))?;
+        }
         Ok(id)
     }
 
@@ -203,6 +236,8 @@ async fn within<T>(call: impl std::future::IntoFuture<Output = T>) -> Result<T, 
 }
 
 const BAN_PREFIX: &str = "ban.";
+/// A room's slow mode: `slow.` and the room in hex (`s` is no hex digit).
+const SLOW_PREFIX: &str = "slow.";
 
 /// A ban's key: `ban.` and the name key in hex.
 fn ban_key(name: &NameKey) -> String {

@@ -5,6 +5,7 @@
 //!
 //! - `mod_audit`: every moderator action, ids ascending.
 //! - `mod_mutes`: the mutes in force, one per name key and room.
+//! - `mod_slow`: the rooms in slow mode, and how slow.
 //! - `mod_bans`: the bans in force, one per name key (with the addresses
 //!   an address ban refuses, space-separated).
 
@@ -36,6 +37,10 @@ const SCHEMA: &str = "
         until    INTEGER NOT NULL,
         reason   TEXT    NOT NULL,
         PRIMARY KEY (name_key, room)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS mod_slow (
+        room    TEXT    PRIMARY KEY,
+        seconds INTEGER NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS mod_bans (
         name_key        TEXT    PRIMARY KEY,
@@ -106,6 +111,32 @@ impl SqliteLedger {
             })
         })?;
         rows.collect()
+    }
+
+    /// The rooms in slow mode.
+    pub fn slow_rooms(&self) -> rusqlite::Result<Vec<(String, u32)>> {
+        let db = self.lock();
+        let mut select = db.prepare("SELECT room, seconds FROM mod_slow")?;
+        let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Puts `room` in slow mode (0 seconds: out of it), with the audit
+    /// entry; the entry's id.
+    pub fn slow(&self, room: &str, seconds: u32, entry: &AuditEntry) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        if seconds == 0 {
+            tx.execute("DELETE FROM mod_slow WHERE room = ?1", [room])?;
+        } else {
+            tx.execute(
+                "INSERT OR REPLACE INTO mod_slow (room, seconds) VALUES (?1, ?2)",
+                params![room, seconds],
+            )?;
+        }
+        let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
     }
 
     /// Stores `ban` and its audit entry together; the entry's id.

@@ -250,6 +250,15 @@ impl ClientReader {
             if let Some(mute) = self.moderation.muted(&message.username, self.room.name()) {
                 break muted(&mute);
             }
+            // Slow mode: like the rate limit, the client waits its turn.
+            if !self.roles.is_listed(&message.username) {
+                while let Err(wait) = self
+                    .moderation
+                    .may_post(&message.username, self.room.name())
+                {
+                    tokio::time::sleep(wait).await;
+                }
+            }
             let name = message.username.clone();
             if let Err(error) = self
                 .hub

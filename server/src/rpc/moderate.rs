@@ -1,10 +1,16 @@
-//! The `Moderation` service: muting, banning and lifting, and reading the
-//! audit log, for moderators only (see `people::roles`); and the checks the
-//! other RPCs make: that a sender is neither muted where it posts nor
-//! banned, and that a client's address is not banned.
+//! The `Moderation` service: muting, banning and lifting, slow mode, and
+//! reading the audit log, for moderators only (see `people::roles`); and
+//! the checks the other RPCs make: that a sender is neither muted where it
+//! posts nor banned nor posting again too soon in slow mode, and that a
+//! client's address is not banned.
+
+use std::time::Duration;
 
 use chat_proto::rules;
-use chat_proto::{AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest};
+use chat_proto::{
+    AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest,
+    SlowModeRequest,
+};
 use tonic::{Request, Response, Status};
 use tracing::info;
 
@@ -12,7 +18,7 @@ use super::ChatServer;
 use super::status::{invalid_argument, moderation_failed};
 use crate::http::client_addr::ClientAddr;
 use crate::log::now_millis;
-use crate::moderation::{Ban, Mute};
+use crate::moderation::{Ban, MAX_SLOW_MODE, Mute};
 use crate::people::claims::Session;
 
 /// The generated `Moderation` server (see `build.rs`).
@@ -107,6 +113,32 @@ impl ChatServer {
         Ok(Response::new(ModerationReply { audit_id }))
     }
 
+    async fn set_slow_mode(
+        &self,
+        request: Request<SlowModeRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        let moderator = self.moderator(&request).await?;
+        let SlowModeRequest { room, seconds } = request.into_inner();
+        if seconds > MAX_SLOW_MODE {
+            return Err(Status::invalid_argument(format!(
+                "slow mode is 0 (off) to {MAX_SLOW_MODE} seconds, not {seconds}"
+            )));
+        }
+        let room = self.room(&room).await?;
+        info!(
+            moderator = moderator.name,
+            room = room.name(),
+            seconds,
+            "slow mode"
+        );
+        let audit_id = self
+            .moderation
+            .set_slow_mode(&moderator.name, room.name(), seconds)
+            .await
+            .map_err(moderation_failed)?;
+        Ok(Response::new(ModerationReply { audit_id }))
+    }
+
     async fn audit_log(
         &self,
         request: Request<AuditRequest>,
@@ -156,6 +188,17 @@ impl ChatServer {
             None => Ok(()),
             Some(mute) => Err(muted(&mute)),
         }
+    }
+
+    /// Slow mode: refuses `name` posting in `room` again too soon
+    /// (moderators, whose names are only used with their proof, are exempt).
+    pub(super) fn not_too_soon(&self, name: &str, room: &str) -> Result<(), Status> {
+        if self.roles.is_listed(name) {
+            return Ok(());
+        }
+        self.moderation
+            .may_post(name, room)
+            .map_err(|wait| too_soon(room, self.moderation.slow_mode(room), wait))
     }
 
     /// Refuses a banned name.
@@ -245,6 +288,14 @@ fn until_and_why(until: i64, reason: &str) -> String {
     }
 }
 
+/// What someone posting again too soon in slow mode is told.
+fn too_soon(room: &str, every: u32, wait: Duration) -> Status {
+    Status::resource_exhausted(format!(
+        "#{room} is in slow mode (one message every {every} s): wait {:.0} s",
+        wait.as_secs_f64().ceil().max(1.0)
+    ))
+}
+
 /// What a banned person is told: until when, and why.
 pub(super) fn banned(ban: &Ban) -> Status {
     let mut status = Status::permission_denied(format!(
@@ -296,6 +347,14 @@ impl ModerationService for ChatServer {
     async fn ban(&self, request: Request<BanRequest>) -> Result<Response<ModerationReply>, Status> {
         self.ensure_running()?;
         ChatServer::ban(self, request).await
+    }
+
+    async fn set_slow_mode(
+        &self,
+        request: Request<SlowModeRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::set_slow_mode(self, request).await
     }
 
     async fn audit_log(

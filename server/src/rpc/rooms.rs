@@ -83,6 +83,7 @@ impl ChatServer {
             last_id: room.last_id(),
             online: u32::try_from(room.presence().count()).unwrap_or(u32::MAX),
             last_message_id: room.last_message_id(),
+            slow_mode_seconds: self.moderation.slow_mode(room.name()),
         }
     }
 }

@@ -42,6 +42,7 @@ impl ChatServer {
                 self.hub.metrics().limit_hit(Limit::RateSend);
                 too_fast_status(too_fast)
             })?;
+        self.not_too_soon(&message.username, room.name())?;
         let name = message.username.clone();
         let stored = self
             .hub

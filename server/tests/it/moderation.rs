@@ -646,3 +646,61 @@ async fn a_ban_ends_streams_revokes_sessions_keeps_the_name_and_with_address_the
         .collect();
     assert_eq!(bans, [("ada", 1, "spam"), ("Paul", 0, "spam")]);
 }
+
+#[tokio::test]
+async fn slow_mode_lets_each_name_post_once_per_period_moderators_exempt() {
+    let (server, _dir) = moderated().await;
+    let mut web = server.web();
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut web, "Ada").await;
+    let slow = |seconds: u32| chat_proto::SlowModeRequest {
+        room: "general".into(),
+        seconds,
+    };
+    let refused = within(moderation.set_slow_mode(with_session(slow(60), &ada)))
+        .await
+        .expect_err("ada is no moderator");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let refused = within(moderation.set_slow_mode(with_session(slow(21_601), &moderator)))
+        .await
+        .expect_err("over six hours");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    within(moderation.set_slow_mode(with_session(slow(3_600), &moderator)))
+        .await
+        .expect("slow");
+    let rooms = within(web.list_rooms(chat_proto::ListRoomsRequest {}))
+        .await
+        .expect("rooms")
+        .into_inner()
+        .rooms;
+    assert_eq!(rooms[0].slow_mode_seconds, 3_600);
+    say(&mut web, &ada, "first").await;
+    let refused = within(web.send(with_session(chat("", "second"), &ada)))
+        .await
+        .expect_err("too soon");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("slow mode (one message every 3600 s): wait"),
+        "{refused:?}"
+    );
+    say(&mut web, &moderator, "one").await;
+    say(&mut web, &moderator, "two").await;
+
+    within(moderation.set_slow_mode(with_session(slow(0), &moderator)))
+        .await
+        .expect("off");
+    say(&mut web, &ada, "second, now").await;
+    let rooms = within(web.list_rooms(chat_proto::ListRoomsRequest {}))
+        .await
+        .expect("rooms")
+        .into_inner()
+        .rooms;
+    assert_eq!(rooms[0].slow_mode_seconds, 0);
+}
