@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::admin::cli::AdminArgs;
+use crate::admin::socket::AdminSocket;
 use crate::hub::{DEFAULT_BUFFER, DEFAULT_BUFFER_MIB, DEFAULT_HISTORY};
 use crate::log::sqlite::Location;
 use crate::log::{Retention, parse_age};
@@ -155,8 +157,30 @@ pub struct Config {
     #[arg(long, env = "CHAT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// The operator's Unix socket for `chat-server admin`: `auto` puts it in
+    /// $STATE_DIRECTORY (systemd) as admin.sock, else next to the database
+    /// as <db>.admin.sock (none for --db :memory:); `off`; or a path.
+    #[arg(
+        long,
+        env = "CHAT_ADMIN_SOCKET",
+        default_value = "auto",
+        value_name = "auto|off|PATH"
+    )]
+    pub admin_socket: AdminSocket,
+
     #[command(flatten)]
     pub limits: Limits,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What `chat-server` does besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Moderate the running server from its own machine, over its admin
+    /// socket (see --admin-socket): mute, ban, lift, slow, delete, audit.
+    Admin(AdminArgs),
 }
 
 /// What one client may use of the server. Each limit says in the README
@@ -297,6 +321,8 @@ impl Config {
             max_rooms: 1_000,
             auth_header: None,
             moderators: Vec::new(),
+            admin_socket: AdminSocket::Off,
+            command: None,
             address_ban: Duration::from_secs(86_400),
             moderator_key_file: None,
             trust_proxy: false,

@@ -22,7 +22,10 @@
 //! - [`metrics`]: counters and gauges for `GET /metrics`.
 //! - [`memory`]: returning freed memory to the system after a burst.
 //! - [`config`]: flags and environment variables.
+//! - [`admin`]: `chat-server admin`, the operator's commands over a Unix
+//!   socket, and the server's side of that socket.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod http;

@@ -1,10 +1,12 @@
 //! `chat-server`: parses the configuration and runs the server until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM, or (`chat-server admin ...`) runs one operator's
+//! command against the running server.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use chat_server::config::LogFormat;
+use chat_server::admin::cli::AdminArgs;
+use chat_server::config::{Command, LogFormat};
 use chat_server::{Config, Server};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -15,6 +17,12 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
+    if let Some(Command::Admin(AdminArgs { socket, command })) = config.command.clone() {
+        let socket = socket.or_else(|| config.admin_socket.path(&config.db));
+        let said = chat_server::admin::cli::run(socket, command).await?;
+        println!("{said}");
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

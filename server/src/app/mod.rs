@@ -21,17 +21,19 @@ pub mod routes;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tower_http::cors::CorsLayer;
 use tracing::{debug, info, warn};
 
+use crate::admin::socket::{self, SocketError};
 use crate::config::Config;
 use crate::http::connection::Conn;
 use crate::http::cors::{self, InvalidOrigin};
@@ -67,6 +69,8 @@ pub enum ServeError {
     Roles(#[from] RolesError),
     #[error("opening moderation: {0}")]
     Moderation(#[from] ModerationError),
+    #[error(transparent)]
+    AdminSocket(#[from] SocketError),
 }
 
 /// A configured server bound to its port, not yet serving.
@@ -77,6 +81,8 @@ pub struct Server {
     names: Names,
     roles: Arc<Roles>,
     moderation: Arc<Moderation>,
+    /// The operator's socket and its path, if this server has one.
+    admin: Option<(UnixListener, PathBuf)>,
     cors: CorsLayer,
     config: Config,
 }
@@ -95,6 +101,10 @@ impl Server {
             config.moderator_key_file.as_deref(),
         )?);
         let (hub, names, moderation) = open::open(config).await?;
+        let admin = match config.admin_socket.path(&config.db) {
+            Some(path) => socket::bind(&path).await?.map(|listener| (listener, path)),
+            None => None,
+        };
         // Bound last, once the messages can be reached: until then a
         // connection is refused (a proxy tries another replica at once)
         // rather than accepted and left unanswered.
@@ -111,6 +121,7 @@ impl Server {
             names,
             roles,
             moderation,
+            admin,
             cors,
             config: config.clone(),
         })
@@ -137,19 +148,27 @@ impl Server {
         let health = tonic_health::server::HealthReporter::new();
         let health_service = HealthServer::new(HealthService::from_health_reporter(health.clone()));
         health.set_serving::<ChatServiceServer<ChatServer>>().await;
+        let chat = ChatServer::new(
+            self.hub.clone(),
+            heartbeat,
+            Arc::clone(&rates),
+            self.names.clone(),
+            Arc::clone(&self.moderation),
+        )
+        .require_join(config.require_join)
+        .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
+        .auth_header(config.auth_header.clone())
+        .edit_window(config.edit_window.0)
+        .roles(Arc::clone(&self.roles));
+        let admin_closing = Arc::new(tokio::sync::Notify::new());
+        if let Some((listener, path)) = self.admin {
+            let closing = Arc::clone(&admin_closing);
+            tokio::spawn(socket::serve(listener, path, chat.clone(), async move {
+                closing.notified().await;
+            }));
+        }
         let app = routes::app(routes::Parts {
-            chat: ChatServer::new(
-                self.hub.clone(),
-                heartbeat,
-                Arc::clone(&rates),
-                self.names.clone(),
-                Arc::clone(&self.moderation),
-            )
-            .require_join(config.require_join)
-            .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
-            .auth_header(config.auth_header.clone())
-            .edit_window(config.edit_window.0)
-            .roles(Arc::clone(&self.roles)),
+            chat,
             hub: self.hub.clone(),
             health: health_service,
             web_dir: &config.web_dir,
@@ -208,6 +227,7 @@ impl Server {
         }
 
         drop(self.listener);
+        admin_closing.notify_one();
         info!("shutting down: ending open streams");
         health
             .set_not_serving::<ChatServiceServer<ChatServer>>()

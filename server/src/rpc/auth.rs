@@ -11,6 +11,9 @@ use super::status::{claim_refused, invalid_argument, reserved};
 use crate::people::claims::Session;
 use crate::people::name_key::NameKey;
 
+/// Who the admin socket's calls are from, in the audit log.
+const OPERATOR: &str = "operator";
+
 impl ChatServer {
     /// The name the authenticating proxy vouches for, if there is one.
     pub(super) fn proxy_name<T>(&self, request: &Request<T>) -> Result<Option<String>, Status> {
@@ -46,6 +49,12 @@ impl ChatServer {
     /// The caller's session: the proxy's user, or the one the request's
     /// `authorization: Bearer` token stands for, if it carries one.
     pub(super) async fn session<T>(&self, request: &Request<T>) -> Result<Option<Session>, Status> {
+        if self.operator {
+            return Ok(Some(Session {
+                name: OPERATOR.to_owned(),
+                token: String::new(),
+            }));
+        }
         if let Some(session) = self.proxy_session(request)? {
             self.not_banned(&session.name)?;
             return Ok(Some(session));
@@ -85,7 +94,7 @@ impl ChatServer {
     /// Whether `session` is a moderator's: its name is listed, and a session
     /// of a listed name is only ever made with the proof (see `people::roles`).
     pub(super) fn moderates(&self, session: &Session) -> bool {
-        self.roles.is_listed(&session.name)
+        self.operator || self.roles.is_listed(&session.name)
     }
 
     /// The session of `token`, made here or (cluster mode) on any replica.

@@ -94,6 +94,9 @@ pub struct ChatServer {
     roles: Arc<Roles>,
     /// Mutes and the audit log.
     moderation: Arc<Moderation>,
+    /// Served on the admin socket: every call is the operator's, a
+    /// moderator without a name to prove.
+    operator: bool,
 }
 
 impl ChatServer {
@@ -121,6 +124,15 @@ impl ChatServer {
             edit_window: None,
             roles: Arc::default(),
             moderation,
+            operator: false,
+        }
+    }
+
+    /// The same service for the admin socket (see `admin::socket`).
+    pub fn as_operator(&self) -> Self {
+        Self {
+            operator: true,
+            ..self.clone()
         }
     }
 

@@ -598,3 +598,108 @@ async fn readers_that_never_read_hold_bounded_memory_and_give_it_back() {
         peak / MB
     );
 }
+
+/// Runs `chat-server admin ARGS` against the server on `db` (found the way
+/// the server put it: next to the database); its output, or why it failed.
+async fn admin(db: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let output = within(
+        tokio::process::Command::new(BIN)
+            .env_clear()
+            .env("CHAT_DB", db)
+            .arg("admin")
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("run chat-server admin");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Running::start(&[]).await;
+    let db = server
+        ._db_dir
+        .as_ref()
+        .expect("db dir")
+        .path()
+        .join("chat.db");
+    let socket = db.with_file_name("chat.db.admin.sock");
+    let mode = std::fs::metadata(&socket)
+        .expect("the socket is next to the database")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "only the server's user may use it");
+
+    let mut web = common::web_client(&server.url());
+    let ada = within(web.join(chat_proto::JoinRequest {
+        username: "Ada".into(),
+        ..Default::default()
+    }))
+    .await
+    .expect("joined")
+    .into_inner()
+    .token;
+    let spam = within(web.send(common::with_session(chat("", "buy watches"), &ada)))
+        .await
+        .expect("sent")
+        .into_inner()
+        .id;
+
+    let said = admin(
+        &db,
+        &[
+            "mute", "ada", "--room", "general", "--for", "10m", "--reason", "spam",
+        ],
+    )
+    .await
+    .expect("muted");
+    assert!(said.starts_with("done (audit entry 1)"), "{said}");
+    let refused = within(web.send(common::with_session(chat("", "more"), &ada)))
+        .await
+        .expect_err("muted");
+    assert!(
+        refused.message().contains("muted you in #general until"),
+        "{refused:?}"
+    );
+    let said = admin(
+        &db,
+        &["delete", "general", &spam.to_string(), "--reason", "spam"],
+    )
+    .await
+    .expect("deleted");
+    assert!(said.starts_with("deleted (change"), "{said}");
+    admin(&db, &["lift", "Ada"]).await.expect("lifted");
+    within(web.send(common::with_session(chat("", "sorry"), &ada)))
+        .await
+        .expect("posts again");
+    let refused = admin(&db, &["slow", "general", "99999"])
+        .await
+        .expect_err("too slow");
+    assert!(
+        refused.contains("slow mode is 0 (off) to 21600 seconds"),
+        "{refused}"
+    );
+
+    let audit = admin(&db, &["audit"]).await.expect("audit");
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 3, "{audit}");
+    assert!(
+        lines[0].contains("operator  mute  ada  #general  \"spam\""),
+        "{audit}"
+    );
+    assert!(
+        lines[1].contains(&format!(
+            "operator  delete  Ada  #general  message {spam}  \"spam\""
+        )),
+        "{audit}"
+    );
+    assert!(lines[2].contains("operator  lift  Ada"), "{audit}");
+    let later = admin(&db, &["audit", "--after", "2"]).await.expect("audit");
+    assert_eq!(later.lines().count(), 1, "{later}");
+}
