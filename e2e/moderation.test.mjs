@@ -3,8 +3,9 @@
 // when a moderator's name is asked for, the moderator sees a badge and
 // Delete on everyone's messages (with a reason), and the author's page
 // shows the message deleted by a moderator; a moderator mutes someone
-// from the online list, whose composer then says so, and lifts it. axe
-// checks the new states.
+// from the online list, whose composer then says so, lifts it, deletes
+// their last hour, and bans someone, whose page then says so. axe checks
+// the new states.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -142,6 +143,13 @@ test('a moderator mutes someone from the online list; their composer says so unt
   assert.equal(await bea.getByTestId('composer-input').isDisabled(), false);
   await say(bea, 'thanks, I will behave');
   await messagesWithText(boss, 'thanks, I will behave').and(boss.locator('[id^="msg-"]')).waitFor();
+
+  // Boss deletes Bea's last hour after all.
+  await beaRow.getByTestId('moderate-person').click();
+  await beaRow.getByTestId('purge-person').click();
+  await beaRow.getByTestId('moderation-said').filter({ hasText: 'Deleted 1 message Bea sent in the last hour.' }).waitFor();
+  await bea.getByTestId('message').filter({ hasText: 'This message was deleted by a moderator.' }).waitFor();
+  assert.equal(await messagesWithText(bea, 'thanks, I will behave').count(), 0);
   assert.deepEqual([...bea.errors, ...boss.errors], []);
 });
 

@@ -127,6 +127,7 @@ fn main() {
             "SlowModeRequest",
             "ModerationReply",
         ),
+        ("purge", "Purge", "PurgeRequest", "PurgeReply"),
         ("audit_log", "AuditLog", "AuditRequest", "AuditReply"),
     ]
     .into_iter()

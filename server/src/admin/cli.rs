@@ -8,7 +8,7 @@ use std::time::Duration;
 use chat_proto::moderation_client::ModerationClient;
 use chat_proto::{
     AuditRequest, BanRequest, ChatServiceClient, DeleteRequest, LiftRequest, ModerationReply,
-    MuteRequest, SlowModeRequest,
+    MuteRequest, PurgeRequest, SlowModeRequest,
 };
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
@@ -75,6 +75,15 @@ pub enum AdminCommand {
         name: String,
         #[arg(long, default_value = "")]
         room: String,
+    },
+    /// Delete a name's messages in a room (or everywhere) from the last while.
+    Purge {
+        name: String,
+        #[arg(long, default_value = "")]
+        room: String,
+        /// How far back, like 1h (default: all of them).
+        #[arg(long = "last", value_parser = parse_age)]
+        last: Option<Duration>,
     },
     /// Slow a room down: each name posts once per SECONDS (0: off).
     Slow { room: String, seconds: u32 },
@@ -143,6 +152,17 @@ pub async fn run(socket: Option<PathBuf>, command: AdminCommand) -> Result<Strin
                 })
                 .await?,
         ),
+        AdminCommand::Purge { name, room, last } => {
+            let reply = moderation
+                .purge(PurgeRequest {
+                    room,
+                    username: name,
+                    seconds: seconds(last),
+                })
+                .await?
+                .into_inner();
+            format!("deleted {} messages", reply.deleted)
+        }
         AdminCommand::Slow { room, seconds } => done(
             moderation
                 .set_slow_mode(SlowModeRequest { room, seconds })

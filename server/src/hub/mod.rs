@@ -383,6 +383,38 @@ impl Hub {
             .map(|stored| stored.entry))
     }
 
+    /// The ids of `room`'s messages (not deleted) that `pick` picks, oldest
+    /// first, read through the whole stored history a page at a time (a
+    /// moderator's purge: rare, and bounded by retention).
+    pub async fn messages_where(
+        &self,
+        room: &Room,
+        pick: impl Fn(&ChatMessage) -> bool,
+    ) -> Result<Vec<u64>, LogError> {
+        const PAGE: usize = 500;
+        let upto = room.last_id();
+        let (mut after, mut ids, mut waited) = (0, Vec::new(), 0);
+        while after < upto {
+            let page = match self.inner.log.range(&room.key, after, upto, PAGE).await {
+                Ok(page) => page,
+                // A shared log's copy behind: as a subscriber does, ask again.
+                Err(LogError::Incomplete(_)) if waited < 75 => {
+                    waited += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            let Some(last) = page.last() else { break };
+            after = last.id();
+            ids.extend(page.iter().filter_map(|stored| match &stored.entry {
+                Entry::Message(message) if !message.deleted && pick(message) => Some(message.id),
+                _ => None,
+            }));
+        }
+        Ok(ids)
+    }
+
     /// Checks `change` against its message in `room` and stores it (see
     /// [`RoomLog::change`]); returns once it is durable and on its way to
     /// every subscriber.

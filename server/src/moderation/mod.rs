@@ -458,6 +458,22 @@ impl Moderation {
         self.ledger.record(entry).await
     }
 
+    /// Records a moderator's purge of `author`'s messages in `room` (empty:
+    /// every room): `deleted` of them; the audit id.
+    pub async fn record_purge(
+        &self,
+        moderator: &str,
+        room: &str,
+        author: &str,
+        deleted: u64,
+    ) -> Result<u64, ModerationError> {
+        let entry = AuditEntry {
+            target: deleted,
+            ..audit_entry(moderator, "purge", room, author, "")
+        };
+        self.ledger.record(entry).await
+    }
+
     /// Up to `limit` audit entries (0: [`DEFAULT_AUDIT_PAGE`], at most
     /// [`MAX_AUDIT_PAGE`]) after `after_id`, oldest first.
     pub async fn audit(

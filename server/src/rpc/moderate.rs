@@ -6,20 +6,22 @@
 
 use std::time::Duration;
 
+use chat_proto::ChangeKind;
 use chat_proto::rules;
 use chat_proto::{
-    AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest,
-    SlowModeRequest,
+    AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest, PurgeReply,
+    PurgeRequest, SlowModeRequest,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::ChatServer;
-use super::status::{invalid_argument, moderation_failed};
+use super::status::{change_refused, invalid_argument, moderation_failed, unavailable};
 use crate::http::client_addr::ClientAddr;
-use crate::log::now_millis;
+use crate::log::{ChangeRequest, Changed, now_millis};
 use crate::moderation::{Ban, MAX_SLOW_MODE, Mute};
 use crate::people::claims::Session;
+use crate::people::name_key::NameKey;
 
 /// The generated `Moderation` server (see `build.rs`).
 #[allow(clippy::all, clippy::pedantic)]
@@ -111,6 +113,71 @@ impl ChatServer {
             .await
             .map_err(moderation_failed)?;
         Ok(Response::new(ModerationReply { audit_id }))
+    }
+
+    async fn purge(&self, request: Request<PurgeRequest>) -> Result<Response<PurgeReply>, Status> {
+        let moderator = self.moderator(&request).await?;
+        let PurgeRequest {
+            room,
+            username,
+            seconds,
+        } = request.into_inner();
+        let username = rules::username(&username).map_err(invalid_argument)?;
+        let rooms = if room.trim().is_empty() {
+            self.hub.rooms()
+        } else {
+            vec![self.room(&room).await?]
+        };
+        let since = match seconds {
+            0 => i64::MIN,
+            s => now_millis()
+                .saturating_sub(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
+        };
+        let key = NameKey::of(&username);
+        let mut deleted = 0;
+        for room in &rooms {
+            let theirs = self
+                .hub
+                .messages_where(room, |m| {
+                    m.timestamp >= since && NameKey::of(&m.username) == key
+                })
+                .await
+                .map_err(unavailable)?;
+            for id in theirs {
+                let change = ChangeRequest {
+                    target: id,
+                    username: moderator.name.clone(),
+                    kind: ChangeKind::ChangeDelete,
+                    message: String::new(),
+                    nonce: String::new(),
+                    emoji: String::new(),
+                    by_moderator: true,
+                    reason: "purged by a moderator".into(),
+                };
+                if let Changed::Stored(_) = self
+                    .hub
+                    .change(room, change)
+                    .await
+                    .map_err(change_refused)?
+                {
+                    deleted += 1;
+                }
+            }
+        }
+        let room = rooms
+            .first()
+            .filter(|_| rooms.len() == 1)
+            .map(|r| r.name().to_owned())
+            .unwrap_or_default();
+        info!(
+            moderator = moderator.name,
+            username, room, seconds, deleted, "purged"
+        );
+        self.moderation
+            .record_purge(&moderator.name, &room, &username, deleted)
+            .await
+            .map_err(moderation_failed)?;
+        Ok(Response::new(PurgeReply { deleted }))
     }
 
     async fn set_slow_mode(
@@ -355,6 +422,11 @@ impl ModerationService for ChatServer {
     ) -> Result<Response<ModerationReply>, Status> {
         self.ensure_running()?;
         ChatServer::set_slow_mode(self, request).await
+    }
+
+    async fn purge(&self, request: Request<PurgeRequest>) -> Result<Response<PurgeReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::purge(self, request).await
     }
 
     async fn audit_log(

@@ -704,3 +704,81 @@ async fn slow_mode_lets_each_name_post_once_per_period_moderators_exempt() {
         .rooms;
     assert_eq!(rooms[0].slow_mode_seconds, 0);
 }
+
+#[tokio::test]
+async fn a_purge_deletes_a_persons_messages_in_a_room_or_everywhere() {
+    let (server, _dir) = moderated().await;
+    let mut web = server.web();
+    let mut moderation = ModerationClient::new(channel(&server.url()).await);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut web, "Ada").await;
+    let bob = join(&mut web, "Bob").await;
+    within(web.create_room(CreateRoomRequest {
+        name: "other".into(),
+        topic: String::new(),
+    }))
+    .await
+    .expect("room made");
+    let mut theirs = Vec::new();
+    for text in ["spam 1", "spam 2", "spam 3"] {
+        theirs.push(say(&mut web, &ada, text).await);
+    }
+    let kept = say(&mut web, &bob, "not spam").await;
+    within(web.send(with_session(chat_in("other", "spam elsewhere"), &ada)))
+        .await
+        .expect("sent");
+    let (_, mut live) = subscribe_after(&mut server.web(), kept).await;
+
+    let purge = |room: &str, seconds: u64| chat_proto::PurgeRequest {
+        room: room.into(),
+        username: "ADA".into(),
+        seconds,
+    };
+    let refused = within(moderation.purge(with_session(purge("general", 0), &bob)))
+        .await
+        .expect_err("bob is no moderator");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let deleted = within(moderation.purge(with_session(purge("general", 0), &moderator)))
+        .await
+        .expect("purged")
+        .into_inner()
+        .deleted;
+    assert_eq!(deleted, 3);
+    let mut targets = Vec::new();
+    for _ in 0..3 {
+        let Event::Change(change) = next_chat_event(&mut live).await else {
+            panic!("expected a deletion");
+        };
+        assert_eq!(change.kind(), ChangeKind::ChangeDelete);
+        assert!(change.by_moderator);
+        targets.push(change.target);
+    }
+    assert_eq!(targets, theirs);
+    // Bob's stays; then everywhere, the last hour: only #other's is left.
+    let (_, mut fresh) = subscribe_after(&mut server.web(), 0).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let message = next_event_message(&mut fresh).await;
+        seen.push((message.id, message.deleted));
+    }
+    assert!(seen.contains(&(kept, false)), "{seen:?}");
+    let deleted = within(moderation.purge(with_session(purge("", 3600), &moderator)))
+        .await
+        .expect("purged")
+        .into_inner()
+        .deleted;
+    assert_eq!(deleted, 1, "the one in #other; general's are gone already");
+    let entries = within(moderation.audit_log(with_session(AuditRequest::default(), &moderator)))
+        .await
+        .expect("audit")
+        .into_inner()
+        .entries;
+    let purges: Vec<_> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.room.as_str(), e.target))
+        .collect();
+    assert_eq!(purges, [("purge", "general", 3), ("purge", "", 1)]);
+}

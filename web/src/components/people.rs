@@ -129,6 +129,8 @@ enum Action {
     Lift,
     /// Everywhere, until lifted, with the addresses they used.
     Ban,
+    /// Their messages of the last hour, in every room.
+    Purge,
 }
 
 /// A moderator's menu on one person: mute them in this room for a while,
@@ -147,6 +149,7 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
             let done = match action {
                 Action::Lift => format!("{name} may post in #{room} again."),
                 Action::Ban => format!("{name} is banned, and so is their address."),
+                Action::Purge => String::new(),
                 Action::Mute(0) => format!("{name} is muted in #{room} until lifted."),
                 Action::Mute(seconds) => {
                     let words = MUTES
@@ -161,7 +164,16 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
                     Action::Mute(seconds) => api::mute(&room, &name, seconds).await,
                     Action::Lift => api::lift(&room, &name).await,
                     Action::Ban => api::ban(&name).await,
+                    Action::Purge => api::purge(&name, 3_600).await.map(|deleted| {
+                        said.try_set(Some(format!(
+                            "Deleted {deleted} message{} {name} sent in the last hour.",
+                            if deleted == 1 { "" } else { "s" }
+                        )));
+                    }),
                 };
+                if matches!(action, Action::Purge) && result.is_ok() {
+                    return;
+                }
                 said.try_set(Some(match result {
                     Ok(()) => done,
                     Err(failure) => failure.reason,
@@ -171,6 +183,7 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
     };
     let lift = act.clone();
     let ban = act.clone();
+    let purge = act.clone();
     view! {
         <button
             class="person-more"
@@ -209,6 +222,12 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
                     move |_| lift(Action::Lift)
                 }>
                     "Lift mute"
+                </button>
+                <button class="danger" data-testid="purge-person" on:click={
+                    let purge = purge.clone();
+                    move |_| purge(Action::Purge)
+                }>
+                    "Delete their last hour"
                 </button>
                 <button class="danger" data-testid="ban-person" on:click={
                     let ban = ban.clone();

@@ -19,8 +19,8 @@ use chat_proto::moderation_client::ModerationClient;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
     BanRequest, ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest,
-    EditRequest, JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, ReactRequest, SendReply,
-    SubscribeRequest, TypingRequest,
+    EditRequest, JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, PurgeRequest,
+    ReactRequest, SendReply, SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -204,6 +204,21 @@ pub async fn ban(name: &str) -> Result<(), Failure> {
     })
     .await
     .map(drop)
+}
+
+/// Deletes `name`'s messages of the last `seconds` in every room; how many.
+pub async fn purge(name: &str, seconds: u64) -> Result<u64, Failure> {
+    let request = PurgeRequest {
+        room: String::new(),
+        username: name.to_owned(),
+        seconds,
+    };
+    as_session_on(moderation_client, move |mut client| {
+        let request = request.clone();
+        async move { client.purge(session::authorized(request)).await }
+    })
+    .await
+    .map(|reply| reply.deleted)
 }
 
 /// Ends `name`'s mute in `room`.
