@@ -13,7 +13,7 @@ use chat_proto::{ChangeKind, ChangeReply, ChatMessage, DeleteRequest, EditReques
 use tonic::{Request, Response, Status};
 
 use super::ChatServer;
-use super::status::{change_refused, invalid_argument, too_fast_status};
+use super::status::{change_refused, invalid_argument, moderation_failed, too_fast_status};
 use crate::http::connection::Conn;
 use crate::hub::Room;
 use crate::log::{ChangeRequest, Changed, Entry, now_millis};
@@ -96,14 +96,16 @@ impl ChatServer {
             .await
             .map_err(change_refused)?;
         if by_moderator && let Changed::Stored(change) = &changed {
-            self.audit_deletion(
-                &session.name,
-                room.name(),
-                &target.username,
-                id,
-                &change.reason,
-            )
-            .await?;
+            self.moderation
+                .record_deletion(
+                    &session.name,
+                    room.name(),
+                    &target.username,
+                    id,
+                    &change.reason,
+                )
+                .await
+                .map_err(moderation_failed)?;
         }
         Ok(Response::new(reply(changed)))
     }

@@ -320,22 +320,6 @@ impl ChatServer {
         }
         Ok(())
     }
-
-    /// Records a moderator's deletion in the audit log.
-    pub(super) async fn audit_deletion(
-        &self,
-        moderator: &str,
-        room: &str,
-        author: &str,
-        target: u64,
-        reason: &str,
-    ) -> Result<(), Status> {
-        self.moderation
-            .record_deletion(moderator, room, author, target, reason)
-            .await
-            .map(drop)
-            .map_err(moderation_failed)
-    }
 }
 
 /// The trailer that says a refusal is a ban, and until when (ms; 0: until

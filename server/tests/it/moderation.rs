@@ -254,6 +254,40 @@ async fn behind_nginx_a_listed_login_moderates() {
     assert_eq!(deleted.id, sent.id + 1);
 }
 
+/// Who most tests here need: the moderator, Ada and Bob joined, and a
+/// room "other" beside general.
+struct Cast {
+    web: WebClient,
+    moderation: ModerationClient<tonic::transport::Channel>,
+    moderator: String,
+    ada: String,
+    bob: String,
+}
+
+async fn cast(server: &TestServer) -> Cast {
+    let mut web = server.web();
+    let moderation = ModerationClient::new(channel(&server.url()).await);
+    let moderator = join_with_key(&mut web, "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut web, "Ada").await;
+    let bob = join(&mut web, "Bob").await;
+    within(web.create_room(CreateRoomRequest {
+        name: "other".into(),
+        topic: String::new(),
+    }))
+    .await
+    .expect("room made");
+    Cast {
+        web,
+        moderation,
+        moderator,
+        ada,
+        bob,
+    }
+}
+
 fn mute(username: &str, room: &str, seconds: u64, reason: &str) -> MuteRequest {
     MuteRequest {
         room: room.into(),
@@ -281,20 +315,13 @@ fn muted_status(status: &Status, words: &[&str]) {
 async fn a_muted_person_reads_but_cannot_post_where_muted_until_lifted_even_after_a_restart() {
     let (config, _dir) = moderated_config();
     let server = TestServer::start_with(config.clone()).await;
-    let mut web = server.web();
-    let mut moderation = ModerationClient::new(channel(&server.url()).await);
-    let moderator = join_with_key(&mut web, "Mod", KEY)
-        .await
-        .expect("joined")
-        .token;
-    let ada = join(&mut web, "Ada").await;
-    let bob = join(&mut web, "Bob").await;
-    within(web.create_room(CreateRoomRequest {
-        name: "other".into(),
-        topic: String::new(),
-    }))
-    .await
-    .expect("room made");
+    let Cast {
+        mut web,
+        mut moderation,
+        moderator,
+        ada,
+        bob,
+    } = cast(&server).await;
     let hello = say(&mut web, &ada, "hello").await;
 
     // Only a moderator mutes.
@@ -708,20 +735,13 @@ async fn slow_mode_lets_each_name_post_once_per_period_moderators_exempt() {
 #[tokio::test]
 async fn a_purge_deletes_a_persons_messages_in_a_room_or_everywhere() {
     let (server, _dir) = moderated().await;
-    let mut web = server.web();
-    let mut moderation = ModerationClient::new(channel(&server.url()).await);
-    let moderator = join_with_key(&mut web, "Mod", KEY)
-        .await
-        .expect("joined")
-        .token;
-    let ada = join(&mut web, "Ada").await;
-    let bob = join(&mut web, "Bob").await;
-    within(web.create_room(CreateRoomRequest {
-        name: "other".into(),
-        topic: String::new(),
-    }))
-    .await
-    .expect("room made");
+    let Cast {
+        mut web,
+        mut moderation,
+        moderator,
+        ada,
+        bob,
+    } = cast(&server).await;
     let mut theirs = Vec::new();
     for text in ["spam 1", "spam 2", "spam 3"] {
         theirs.push(say(&mut web, &ada, text).await);
