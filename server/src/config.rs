@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::admin::cli::AdminArgs;
-use crate::admin::socket::AdminSocket;
 use crate::hub::{DEFAULT_BUFFER, DEFAULT_BUFFER_MIB, DEFAULT_HISTORY};
 use crate::log::sqlite::Location;
 use crate::log::{Retention, parse_age};
@@ -282,6 +281,52 @@ fn parse_base_path(raw: &str) -> Result<String, String> {
         return Err(format!("{raw:?} is not a plain URL path like /chat"));
     }
     Ok(format!("/{trimmed}"))
+}
+
+/// `--admin-socket`: `auto`, `off`, or a path. `auto` puts the operator's
+/// socket in `$STATE_DIRECTORY` (set by systemd's `StateDirectory=`) as
+/// `admin.sock`, else next to the database as `<db>.admin.sock`; with
+/// `--db :memory:` and no state directory there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminSocket {
+    Auto,
+    Off,
+    At(PathBuf),
+}
+
+impl FromStr for AdminSocket {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.trim() {
+            "auto" | "" => Self::Auto,
+            "off" => Self::Off,
+            path => Self::At(PathBuf::from(path)),
+        })
+    }
+}
+
+impl AdminSocket {
+    /// The socket's path for a server on `db`, if it has one.
+    pub fn path(&self, db: &Location) -> Option<PathBuf> {
+        match self {
+            Self::Off => None,
+            Self::At(path) => Some(path.clone()),
+            Self::Auto => match std::env::var_os("STATE_DIRECTORY") {
+                // systemd may list several, separated by colons: the first.
+                Some(dirs) => std::env::split_paths(&dirs)
+                    .next()
+                    .map(|dir| dir.join("admin.sock")),
+                None => match db {
+                    Location::File(path) => {
+                        let mut name = path.as_os_str().to_owned();
+                        name.push(".admin.sock");
+                        Some(PathBuf::from(name))
+                    }
+                    Location::Memory => None,
+                },
+            },
+        }
+    }
 }
 
 /// How long a message may be edited after it was sent (`None`: forever).

@@ -59,7 +59,7 @@ pub fn Composer(
             .map_or(0, |e| e.id.get_untracked());
         let entry = timeline.push_own(&author, &text, &api::new_nonce(), reply_to);
         acting.replying.set(None);
-        deliver(entry, acting);
+        deliver(entry, move |failure| acting.note_muted(failure));
         typing.sent();
         draft.set(String::new());
         if let Some(input) = input_ref.get_untracked() {

@@ -208,7 +208,7 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                         <button
                             class="link"
                             data-testid="retry-button"
-                            on:click=move |_| deliver(retry_entry.clone(), acting)
+                            on:click=move |_| deliver(retry_entry.clone(), move |failure| acting.note_muted(failure))
                         >
                             "Retry"
                         </button>

@@ -15,7 +15,6 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::net::api;
-use crate::state::acting::Acting;
 
 /// Rows from one person this close together share a name and a time.
 const GROUP_WITHIN_MS: i64 = 5 * 60 * 1000;
@@ -157,7 +156,8 @@ pub(super) fn mark_delivered(entry: &Entry, timestamp: i64) {
 
 /// Sends (or re-sends) one of our rows and records the outcome on it (if
 /// the row is still there: the user may switch rooms before the reply).
-pub fn deliver(entry: Entry, acting: Acting) {
+/// `refused` hears why, if it is refused (a mute, say).
+pub fn deliver(entry: Entry, refused: impl FnOnce(&api::Failure) + 'static) {
     entry.delivery.set(Delivery::Sending);
     spawn_local(async move {
         let message = ChatMessage {
@@ -178,7 +178,7 @@ pub fn deliver(entry: Entry, acting: Acting) {
             // The echo may have beaten a lost reply; then it did arrive.
             Err(_) if entry.delivery.try_get_untracked() == Some(Delivery::Delivered) => {}
             Err(failure) => {
-                acting.note_muted(&failure);
+                refused(&failure);
                 entry.delivery.try_set(Delivery::Failed(failure));
             }
         }

@@ -20,11 +20,11 @@ use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use super::changes::{sealed, tombstone_entry};
+use super::consume::{consume, consume_from};
 use super::index::RoomIndex;
 use super::read::Decoded;
 use super::{
-    BATCH, CONSUMER_IDLE, FOLLOW_CHECK, READ_WAIT, STREAM_PREFIX, Shared, lock, stream_name,
-    unavailable,
+    BATCH, FOLLOW_CHECK, READ_WAIT, STREAM_PREFIX, Shared, lock, stream_name, unavailable,
 };
 use crate::log::{Committed, Entry, LogError, RoomKey, Stored};
 
@@ -345,46 +345,4 @@ impl Shared {
             .map_err(unavailable)?;
         consume_from(&stream, after + 1).await
     }
-}
-
-/// Messages of `stream` from id `start` on, from an ephemeral consumer of
-/// our own (like an ordered consumer, but with a heartbeat every second: a
-/// consumer lost with its stream's leader is noticed in seconds, not the
-/// ordered consumer's 30).
-pub(super) async fn consume_from(
-    stream: &stream::Stream,
-    start: u64,
-) -> Result<consumer::pull::Stream, LogError> {
-    let from = consumer::DeliverPolicy::ByStartSequence {
-        start_sequence: start,
-    };
-    consume(stream, from, String::new()).await
-}
-
-/// Messages of `stream` on `subjects` (empty: all) from `from` on, from an
-/// ephemeral consumer of our own, as [`consume_from`] says.
-async fn consume(
-    stream: &stream::Stream,
-    from: consumer::DeliverPolicy,
-    subjects: String,
-) -> Result<consumer::pull::Stream, LogError> {
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            deliver_policy: from,
-            filter_subject: subjects,
-            ack_policy: consumer::AckPolicy::None,
-            inactive_threshold: CONSUMER_IDLE,
-            num_replicas: 1,
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(unavailable)?;
-    consumer
-        .stream()
-        .heartbeat(Duration::from_secs(1))
-        .expires(Duration::from_secs(5))
-        .messages()
-        .await
-        .map_err(unavailable)
 }

@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 mod changes;
+mod consume;
 mod follow;
 mod index;
 mod read;

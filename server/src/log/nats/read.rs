@@ -12,7 +12,7 @@ use prost::Message as _;
 use tracing::{debug, warn};
 
 use super::changes::Record;
-use super::follow::consume_from;
+use super::consume::consume_from;
 use super::{ORIGIN_HEADER, READ_WAIT, Shared, stream_name, subject};
 use crate::log::{Entry, LogError, PAGE_BYTES, Stored};
 
