@@ -19,9 +19,17 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     if let Some(Command::Admin(AdminArgs { socket, command })) = config.command.clone() {
         let socket = socket.or_else(|| config.admin_socket.path(&config.db));
-        let said = chat_server::admin::cli::run(socket, command).await?;
-        println!("{said}");
-        return Ok(());
+        match chat_server::admin::cli::run(socket, command).await {
+            Ok(said) => {
+                println!("{said}");
+                return Ok(());
+            }
+            // An operator's command: the server's words, not a backtrace.
+            Err(error) => {
+                eprintln!("{error}");
+                std::process::exit(1);
+            }
+        }
     }
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt()

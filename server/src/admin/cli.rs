@@ -208,8 +208,12 @@ fn line(entry: &chat_proto::AuditEntry) -> String {
     if !entry.room.is_empty() {
         line.push_str(&format!("  #{}", entry.room));
     }
-    if entry.action == "delete" {
-        line.push_str(&format!("  message {}", entry.target));
+    match entry.action.as_str() {
+        "delete" => line.push_str(&format!("  message {}", entry.target)),
+        "purge" => line.push_str(&format!("  {} messages", entry.target)),
+        "slow_mode" => line.push_str(&format!("  {} s", entry.target)),
+        "ban" if entry.target == 1 => line.push_str("  with the address"),
+        _ => {}
     }
     if !entry.reason.is_empty() {
         line.push_str(&format!("  \"{}\"", entry.reason));

@@ -161,12 +161,12 @@ impl Server {
         .edit_window(config.edit_window.0)
         .roles(Arc::clone(&self.roles));
         let admin_closing = Arc::new(tokio::sync::Notify::new());
-        if let Some((listener, path)) = self.admin {
+        let admin = self.admin.map(|(listener, path)| {
             let closing = Arc::clone(&admin_closing);
             tokio::spawn(socket::serve(listener, path, chat.clone(), async move {
                 closing.notified().await;
-            }));
-        }
+            }))
+        });
         let app = routes::app(routes::Parts {
             chat,
             hub: self.hub.clone(),
@@ -239,6 +239,10 @@ impl Server {
         drop(closing_rx);
         let _ = closing.send(());
         closing.closed().await;
+        // The admin socket's file goes with the server.
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         Ok(())
     }
 }

@@ -575,7 +575,7 @@ impl Moderation {
 }
 
 /// `seconds` after `now` (ms); 0 for 0 seconds (no end).
-fn after(now: i64, seconds: u64) -> i64 {
+pub fn after(now: i64, seconds: u64) -> i64 {
     match seconds {
         0 => 0,
         s => now.saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),

@@ -19,7 +19,7 @@ use super::ChatServer;
 use super::status::{change_refused, invalid_argument, moderation_failed, unavailable};
 use crate::http::client_addr::ClientAddr;
 use crate::log::{ChangeRequest, Changed, now_millis};
-use crate::moderation::{Ban, MAX_SLOW_MODE, Mute};
+use crate::moderation::{Ban, MAX_SLOW_MODE, Mute, after};
 use crate::people::claims::Session;
 use crate::people::name_key::NameKey;
 
@@ -45,11 +45,7 @@ impl ChatServer {
         let username = rules::username(&username).map_err(invalid_argument)?;
         let room = self.sanction_room(&room).await?;
         let reason = rules::reason(&reason).map_err(invalid_argument)?;
-        let until = match seconds {
-            0 => 0,
-            s => now_millis()
-                .saturating_add(i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX)),
-        };
+        let until = after(now_millis(), seconds);
         let mute = Mute {
             username,
             room,

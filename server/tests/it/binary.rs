@@ -622,7 +622,7 @@ async fn admin(db: &std::path::Path, args: &[&str]) -> Result<String, String> {
 #[tokio::test]
 async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket() {
     use std::os::unix::fs::PermissionsExt;
-    let server = Running::start(&[]).await;
+    let mut server = Running::start(&[]).await;
     let db = server
         ._db_dir
         .as_ref()
@@ -685,6 +685,11 @@ async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket()
         refused.contains("slow mode is 0 (off) to 21600 seconds"),
         "{refused}"
     );
+    assert_eq!(
+        refused.trim().lines().count(),
+        1,
+        "the refusal, not a backtrace: {refused}"
+    );
 
     let audit = admin(&db, &["audit"]).await.expect("audit");
     let lines: Vec<&str> = audit.lines().collect();
@@ -702,4 +707,10 @@ async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket()
     assert!(lines[2].contains("operator  lift  Ada"), "{audit}");
     let later = admin(&db, &["audit", "--after", "2"]).await.expect("audit");
     assert_eq!(later.lines().count(), 1, "{later}");
+
+    // The socket goes with the server.
+    let signalled = Instant::now();
+    sigterm(&server);
+    exits_cleanly_within(&mut server, signalled, PATIENCE).await;
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
