@@ -251,7 +251,9 @@ impl ClientReader {
                 break muted(&mute);
             }
             // Slow mode: like the rate limit, the client waits its turn.
-            if !self.roles.is_listed(&message.username) {
+            if self.moderation.slow_mode(self.room.name()) > 0
+                && !self.roles.is_listed(&message.username)
+            {
                 while let Err(wait) = self
                     .moderation
                     .may_post(&message.username, self.room.name())
