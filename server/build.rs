@@ -129,6 +129,20 @@ fn main() {
         ),
         ("purge", "Purge", "PurgeRequest", "PurgeReply"),
         ("audit_log", "AuditLog", "AuditRequest", "AuditReply"),
+        ("set_topic", "SetTopic", "TopicRequest", "ModerationReply"),
+        ("report", "Report", "ReportRequest", "ModerationReply"),
+        (
+            "list_reports",
+            "ListReports",
+            "ListReportsRequest",
+            "ListReportsReply",
+        ),
+        (
+            "dismiss_report",
+            "DismissReport",
+            "DismissReportRequest",
+            "ModerationReply",
+        ),
     ]
     .into_iter()
     .fold(

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chat_proto::moderation_client::ModerationClient;
 use chat_proto::{
-    AuditRequest, BanRequest, ChatServiceClient, DeleteRequest, LiftRequest, ModerationReply,
-    MuteRequest, PurgeRequest, SlowModeRequest,
+    AuditRequest, BanRequest, ChatServiceClient, DeleteRequest, DismissReportRequest, LiftRequest,
+    ListReportsRequest, ModerationReply, MuteRequest, PurgeRequest, SlowModeRequest, TopicRequest,
 };
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
@@ -87,6 +87,12 @@ pub enum AdminCommand {
     },
     /// Slow a room down: each name posts once per SECONDS (0: off).
     Slow { room: String, seconds: u32 },
+    /// Set a room's topic (an empty one clears it).
+    Topic { room: String, topic: String },
+    /// The open reports, oldest first.
+    Reports,
+    /// Close a report without acting on its message.
+    Dismiss { id: u64 },
     /// Delete a message (as a moderator).
     Delete {
         room: String,
@@ -168,6 +174,30 @@ pub async fn run(socket: Option<PathBuf>, command: AdminCommand) -> Result<Strin
                 .set_slow_mode(SlowModeRequest { room, seconds })
                 .await?,
         ),
+        AdminCommand::Topic { room, topic } => {
+            done(moderation.set_topic(TopicRequest { room, topic }).await?)
+        }
+        AdminCommand::Reports => {
+            let reports = moderation
+                .list_reports(ListReportsRequest {})
+                .await?
+                .into_inner()
+                .reports;
+            if reports.is_empty() {
+                "no open reports".to_owned()
+            } else {
+                reports
+                    .iter()
+                    .map(report_line)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        AdminCommand::Dismiss { id } => done(
+            moderation
+                .dismiss_report(DismissReportRequest { id })
+                .await?,
+        ),
         AdminCommand::Delete { room, id, reason } => {
             let reply = ChatServiceClient::new(channel)
                 .delete(DeleteRequest { room, id, reason })
@@ -193,11 +223,32 @@ fn seconds(lasting: Option<Duration>) -> u64 {
     lasting.map_or(0, |d| d.as_secs())
 }
 
+/// `ms` since the epoch as the lines say a time.
+fn when(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// One open report as a line: id, time, reporter, where, which message, why.
+fn report_line(report: &chat_proto::Report) -> String {
+    let mut line = format!(
+        "{:>6}  {}  {} reported message {} in #{}",
+        report.id,
+        when(report.timestamp),
+        report.username,
+        report.target,
+        report.room
+    );
+    if !report.reason.is_empty() {
+        line.push_str(&format!("  \"{}\"", report.reason));
+    }
+    line
+}
+
 /// One audit entry as a line: id, time, who, what, whom, where, why.
 fn line(entry: &chat_proto::AuditEntry) -> String {
-    let when = chrono::DateTime::from_timestamp_millis(entry.timestamp)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-        .unwrap_or_default();
+    let when = when(entry.timestamp);
     let mut line = format!(
         "{:>6}  {when}  {}  {}",
         entry.id, entry.moderator, entry.action
@@ -213,6 +264,7 @@ fn line(entry: &chat_proto::AuditEntry) -> String {
         "purge" => line.push_str(&format!("  {} messages", entry.target)),
         "slow_mode" => line.push_str(&format!("  {} s", entry.target)),
         "ban" if entry.target == 1 => line.push_str("  with the address"),
+        "dismiss_report" => line.push_str(&format!("  report {}", entry.target)),
         _ => {}
     }
     if !entry.reason.is_empty() {

@@ -11,6 +11,9 @@
 //!   too, for at most `--address-ban`.
 //! - Slow mode: a room where each name may post once per so many seconds.
 //!   When each name last posted there is kept in memory, per replica.
+//! - Room settings: a room's slow mode and the topic a moderator set;
+//!   streams of the room hear of either ([`Moderation::rooms_changed`]).
+//! - Reports ([`reports`]): people point moderators at a message.
 //! - The audit log: every moderator action (who, when, what, whom, why),
 //!   kept by the ledger and read back with `AuditLog`.
 //!
@@ -20,6 +23,7 @@
 //! watches, so a mute made through one replica holds on all of them.
 
 pub mod nats;
+pub mod reports;
 pub mod sqlite;
 
 use std::collections::HashMap;
@@ -28,15 +32,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
-use chat_proto::AuditEntry;
+use chat_proto::{AuditEntry, Report};
 use futures_util::StreamExt;
 use thiserror::Error;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::warn;
 
 use crate::log::now_millis;
 use crate::people::name_key::NameKey;
 use nats::{NatsLedger, Seen};
+use reports::Reports;
 use sqlite::SqliteLedger;
 
 /// Most audit entries one `AuditLog` call returns.
@@ -45,6 +50,9 @@ pub const MAX_AUDIT_PAGE: u32 = 500;
 pub const DEFAULT_AUDIT_PAGE: u32 = 100;
 /// The slowest slow mode: six hours between posts.
 pub const MAX_SLOW_MODE: u32 = 21_600;
+/// Room settings changes a stream may fall behind by (it then misses
+/// some: they are rare, and `ListRooms` has them all).
+const ROOMS_CHANGED_BUFFER: usize = 64;
 
 #[derive(Debug, Error)]
 pub enum ModerationError {
@@ -111,6 +119,8 @@ impl Ledger {
                         mutes: db.mutes(now_millis())?,
                         bans: db.bans(now_millis())?,
                         slow: db.slow_rooms()?,
+                        topics: db.topics()?,
+                        reports: db.open_reports()?,
                     })
                 })
                 .await
@@ -133,6 +143,51 @@ impl Ledger {
             }
             Self::Nats(nats) => nats
                 .slow(room, seconds, &entry)
+                .await
+                .map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn topic(
+        &self,
+        room: &str,
+        topic: &str,
+        entry: AuditEntry,
+    ) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, room, topic) = (Arc::clone(db), room.to_owned(), topic.to_owned());
+                blocking(move || db.topic(&room, &topic, &entry)).await
+            }
+            Self::Nats(nats) => nats
+                .topic(room, topic, &entry)
+                .await
+                .map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn report(&self, report: &Report) -> Result<Option<u64>, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let (db, report) = (Arc::clone(db), report.clone());
+                blocking(move || db.report(&report)).await
+            }
+            Self::Nats(nats) => nats.report(report).await.map_err(ModerationError::Nats),
+        }
+    }
+
+    async fn close_reports(
+        &self,
+        reports: Vec<Report>,
+        entry: Option<AuditEntry>,
+    ) -> Result<u64, ModerationError> {
+        match self {
+            Self::Sqlite(db) => {
+                let db = Arc::clone(db);
+                blocking(move || db.close_reports(&reports, entry.as_ref())).await
+            }
+            Self::Nats(nats) => nats
+                .close_reports(&reports, entry.as_ref())
                 .await
                 .map_err(ModerationError::Nats),
         }
@@ -206,6 +261,8 @@ struct Held {
     mutes: Vec<Mute>,
     bans: Vec<Ban>,
     slow: Vec<(String, u32)>,
+    topics: Vec<(String, String)>,
+    reports: Vec<Report>,
 }
 
 /// Mutes, bans, slow mode and the audit log; shared behind an `Arc`.
@@ -229,6 +286,11 @@ pub struct Moderation {
     any_slow: AtomicBool,
     /// When each name last posted in a room in slow mode (ms).
     last_post: Mutex<HashMap<(String, NameKey), i64>>,
+    /// The topics moderators set, by room.
+    topics: RwLock<HashMap<String, String>>,
+    /// The room whose slow mode or topic changed, for the streams.
+    rooms_changed: broadcast::Sender<String>,
+    reports: Reports,
     ledger: Ledger,
 }
 
@@ -247,6 +309,9 @@ impl Moderation {
             slow: RwLock::new(HashMap::new()),
             any_slow: AtomicBool::new(false),
             last_post: Mutex::new(HashMap::new()),
+            topics: RwLock::new(HashMap::new()),
+            rooms_changed: broadcast::Sender::new(ROOMS_CHANGED_BUFFER),
+            reports: Reports::default(),
             ledger: ledger.clone(),
         });
         for mute in held.mutes {
@@ -257,6 +322,12 @@ impl Moderation {
         }
         for (room, seconds) in held.slow {
             moderation.hold_slow(room, seconds);
+        }
+        for (room, topic) in held.topics {
+            moderation.hold_topic(room, topic);
+        }
+        for report in held.reports {
+            moderation.reports.hold(report);
         }
         if let Ledger::Nats(nats) = &ledger {
             let seen = nats.watch().await.map_err(ModerationError::Nats)?;
@@ -416,6 +487,88 @@ impl Moderation {
         Ok(id)
     }
 
+    /// The topic a moderator set for `room`, if any.
+    pub fn topic(&self, room: &str) -> Option<String> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.get(room).cloned()
+    }
+
+    /// Sets `room`'s topic; the audit id.
+    pub async fn set_topic(
+        &self,
+        moderator: &str,
+        room: &str,
+        topic: String,
+    ) -> Result<u64, ModerationError> {
+        let entry = audit_entry(moderator, "topic", room, "", &topic);
+        let id = self.ledger.topic(room, &topic, entry).await?;
+        self.hold_topic(room.to_owned(), topic);
+        Ok(id)
+    }
+
+    /// The name of each room whose slow mode or topic changes.
+    pub fn rooms_changed(&self) -> broadcast::Receiver<String> {
+        self.rooms_changed.subscribe()
+    }
+
+    /// The open reports.
+    pub fn reports(&self) -> &Reports {
+        &self.reports
+    }
+
+    /// Opens `report` (its id aside): the report with its id, or `None` if
+    /// its reporter reported that message before.
+    pub async fn report(&self, report: Report) -> Result<Option<Report>, ModerationError> {
+        let Some(id) = self.ledger.report(&report).await? else {
+            return Ok(None);
+        };
+        let report = Report { id, ..report };
+        self.reports.hold(report.clone());
+        Ok(Some(report))
+    }
+
+    /// Closes open report `id` as dismissed by `moderator`: the audit id,
+    /// or `None` if no such report is open.
+    pub async fn dismiss(&self, moderator: &str, id: u64) -> Result<Option<u64>, ModerationError> {
+        let Some(report) = self.reports.get(id) else {
+            return Ok(None);
+        };
+        let entry = AuditEntry {
+            target: id,
+            ..audit_entry(
+                moderator,
+                "dismiss_report",
+                &report.room,
+                &report.username,
+                "",
+            )
+        };
+        let audit_id = self
+            .ledger
+            .close_reports(vec![report.clone()], Some(entry))
+            .await?;
+        self.close_report(&report);
+        Ok(Some(audit_id))
+    }
+
+    /// Message `target` of `room` was deleted: its reports close.
+    pub async fn message_gone(&self, room: &str, target: u64) -> Result<(), ModerationError> {
+        let reports = self.reports.on(room, target);
+        if reports.is_empty() {
+            return Ok(());
+        }
+        self.ledger.close_reports(reports.clone(), None).await?;
+        for report in &reports {
+            self.close_report(report);
+        }
+        Ok(())
+    }
+
+    fn close_report(&self, report: &Report) {
+        self.reports
+            .close(&report.room, report.target, &NameKey::of(&report.username));
+    }
+
     /// Mutes as `mute` says, recorded as done by `moderator`; the audit id.
     pub async fn mute(&self, moderator: &str, mute: Mute) -> Result<u64, ModerationError> {
         let entry = audit_entry(moderator, "mute", &mute.room, &mute.username, &mute.reason);
@@ -516,12 +669,25 @@ impl Moderation {
 
     fn hold_slow(&self, room: String, seconds: u32) {
         let mut slow = self.slow.write().unwrap_or_else(|e| e.into_inner());
-        if seconds == 0 {
-            slow.remove(&room);
+        let was = if seconds == 0 {
+            slow.remove(&room)
         } else {
-            slow.insert(room, seconds);
-        }
+            slow.insert(room.clone(), seconds)
+        };
         self.any_slow.store(!slow.is_empty(), Ordering::Release);
+        drop(slow);
+        if was.unwrap_or(0) != seconds {
+            let _ = self.rooms_changed.send(room);
+        }
+    }
+
+    fn hold_topic(&self, room: String, topic: String) {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let was = topics.insert(room.clone(), topic.clone());
+        drop(topics);
+        if was.as_ref() != Some(&topic) {
+            let _ = self.rooms_changed.send(room);
+        }
     }
 
     fn unban(&self, name: &NameKey) {
@@ -616,6 +782,13 @@ async fn follow(seen: impl futures_util::Stream<Item = Seen>, moderation: Weak<M
             Seen::Banned(ban) => moderation.hold_ban(ban),
             Seen::Unbanned(name) => moderation.unban(&name),
             Seen::Slow { room, seconds } => moderation.hold_slow(room, seconds),
+            Seen::Topic { room, topic } => moderation.hold_topic(room, topic),
+            Seen::Reported(report) => moderation.reports.hold(report),
+            Seen::ReportClosed {
+                room,
+                target,
+                reporter,
+            } => moderation.reports.close(&room, target, &reporter),
         }
     }
     warn!("stopped following mutes made on other replicas: the watch ended");

@@ -13,11 +13,12 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use chat_proto::AuditEntry;
+use chat_proto::{AuditEntry, Report};
 use futures_util::StreamExt;
 use prost::Message as _;
 
 use super::{Ban, Mute};
+use crate::log::nats::patience::patiently;
 use crate::people::name_key::NameKey;
 
 const MUTES_BUCKET: &str = "chat_mutes";
@@ -48,6 +49,16 @@ pub enum Seen {
     Unbanned(NameKey),
     /// A room's slow mode (0: off).
     Slow { room: String, seconds: u32 },
+    /// A room's topic, as a moderator set it.
+    Topic { room: String, topic: String },
+    /// A report opened (its id is its key's revision).
+    Reported(Report),
+    /// The report of `target` in `room` by `reporter` closed.
+    ReportClosed {
+        room: String,
+        target: u64,
+        reporter: NameKey,
+    },
 }
 
 impl NatsLedger {
@@ -55,8 +66,8 @@ impl NatsLedger {
     /// on `replicas` NATS nodes.
     pub async fn open(client: async_nats::Client, replicas: usize) -> Result<Self, NatsError> {
         let js = jetstream::new(client);
-        let mutes = js
-            .create_or_update_key_value(kv::Config {
+        let mutes = patiently(MUTES_BUCKET, || {
+            js.create_or_update_key_value(kv::Config {
                 bucket: MUTES_BUCKET.to_owned(),
                 description: "chat: names muted by moderators, by name key and room".to_owned(),
                 history: 1,
@@ -64,10 +75,11 @@ impl NatsLedger {
                 num_replicas: replicas,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| format!("opening the bucket {MUTES_BUCKET}: {e}"))?;
-        let audit = js
-            .get_or_create_stream(stream::Config {
+        })
+        .await
+        .map_err(|e| format!("opening the bucket {MUTES_BUCKET}: {e}"))?;
+        let audit = patiently(AUDIT_STREAM, || {
+            js.get_or_create_stream(stream::Config {
                 name: AUDIT_STREAM.to_owned(),
                 description: Some("chat: what moderators did".to_owned()),
                 subjects: vec![AUDIT_SUBJECT.to_owned()],
@@ -75,8 +87,9 @@ impl NatsLedger {
                 num_replicas: replicas,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| format!("opening the stream {AUDIT_STREAM}: {e}"))?;
+        })
+        .await
+        .map_err(|e| format!("opening the stream {AUDIT_STREAM}: {e}"))?;
         Ok(Self { mutes, audit, js })
     }
 
@@ -85,13 +98,33 @@ impl NatsLedger {
     pub async fn watch(
         &self,
     ) -> Result<impl futures_util::Stream<Item = Seen> + Send + use<>, NatsError> {
-        let watch = self
-            .mutes
-            .watch_with_history(">")
+        let watch = patiently(MUTES_BUCKET, || self.mutes.watch_with_history(">"))
             .await
             .map_err(|e| format!("watching {MUTES_BUCKET}: {e}"))?;
         Ok(watch.filter_map(|entry| async move {
             let entry = entry.ok()?;
+            if let Some(room) = entry.key.strip_prefix(TOPIC_PREFIX) {
+                let topic = std::str::from_utf8(&entry.value).ok()?.to_owned();
+                return Some(Seen::Topic {
+                    room: unhex(room)?,
+                    topic,
+                });
+            }
+            if let Some(key) = entry.key.strip_prefix(REPORT_PREFIX) {
+                let (room, target, reporter) = from_report_key(key)?;
+                if entry.operation == kv::Operation::Put && !entry.value.is_empty() {
+                    let report = Report::decode(entry.value.as_ref()).ok()?;
+                    return Some(Seen::Reported(Report {
+                        id: entry.revision,
+                        ..report
+                    }));
+                }
+                return Some(Seen::ReportClosed {
+                    room,
+                    target,
+                    reporter,
+                });
+            }
             if let Some(room) = entry.key.strip_prefix(SLOW_PREFIX) {
                 let room = unhex(room)?;
                 let seconds = match entry.operation {
@@ -143,6 +176,56 @@ impl NatsLedger {
             within(self.mutes.put(&key, seconds.to_string().into()))
                 .await?
                 .map_err(|e| format!("storing slow mode: {e}"))?;
+        }
+        Ok(id)
+    }
+
+    /// Sets `room`'s topic, after its audit entry; the entry's id.
+    pub async fn topic(
+        &self,
+        room: &str,
+        topic: &str,
+        entry: &AuditEntry,
+    ) -> Result<u64, NatsError> {
+        let id = self.record(entry).await?;
+        within(self.mutes.put(
+            format!("{TOPIC_PREFIX}{}", hex(room)),
+            topic.to_owned().into(),
+        ))
+        .await?
+        .map_err(|e| format!("storing the topic: {e}"))?;
+        Ok(id)
+    }
+
+    /// Stores `report` (its id aside) unless its reporter reported that
+    /// message before (`None`); the new id (the key's revision, unique in
+    /// the bucket).
+    pub async fn report(&self, report: &Report) -> Result<Option<u64>, NatsError> {
+        let key = report_key(&report.room, report.target, &NameKey::of(&report.username));
+        match within(self.mutes.create(key, report.encode_to_vec().into())).await? {
+            Ok(revision) => Ok(Some(revision)),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(format!("storing the report: {e}")),
+        }
+    }
+
+    /// Closes `reports` (their keys stay, empty, so nobody reports the same
+    /// message twice), after `entry` when a moderator dismissed them; the
+    /// entry's id (0 without one).
+    pub async fn close_reports(
+        &self,
+        reports: &[Report],
+        entry: Option<&AuditEntry>,
+    ) -> Result<u64, NatsError> {
+        let id = match entry {
+            Some(entry) => self.record(entry).await?,
+            None => 0,
+        };
+        for report in reports {
+            let key = report_key(&report.room, report.target, &NameKey::of(&report.username));
+            within(self.mutes.put(key, bytes::Bytes::new()))
+                .await?
+                .map_err(|e| format!("closing the report: {e}"))?;
         }
         Ok(id)
     }
@@ -236,6 +319,28 @@ async fn within<T>(call: impl std::future::IntoFuture<Output = T>) -> Result<T, 
 }
 
 const BAN_PREFIX: &str = "ban.";
+/// A room's topic: `topic.` and the room in hex.
+const TOPIC_PREFIX: &str = "topic.";
+/// A report: `report.`, then the room in hex, the message id and the
+/// reporter's name key in hex, dot-separated.
+const REPORT_PREFIX: &str = "report.";
+
+fn report_key(room: &str, target: u64, reporter: &NameKey) -> String {
+    format!(
+        "{REPORT_PREFIX}{}.{target}.{}",
+        hex(room),
+        hex(reporter.as_str())
+    )
+}
+
+/// A report key's parts, after [`REPORT_PREFIX`].
+fn from_report_key(key: &str) -> Option<(String, u64, NameKey)> {
+    let mut parts = key.splitn(3, '.');
+    let room = unhex(parts.next()?)?;
+    let target = parts.next()?.parse().ok()?;
+    let reporter = NameKey::from_said(unhex(parts.next()?)?);
+    Some((room, target, reporter))
+}
 /// A room's slow mode: `slow.` and the room in hex (`s` is no hex digit).
 const SLOW_PREFIX: &str = "slow.";
 
@@ -356,5 +461,11 @@ mod tests {
             addresses_until: 1_700_000_000_000,
         };
         assert_eq!(said_ban(said_ban_value(&ban).as_bytes()), Some(ban));
+        let reporter = NameKey::of("Ada");
+        let key = report_key("général", 42, &reporter);
+        assert_eq!(
+            key.strip_prefix(REPORT_PREFIX).and_then(from_report_key),
+            Some(("général".to_owned(), 42, reporter))
+        );
     }
 }

@@ -6,13 +6,16 @@
 //! - `mod_audit`: every moderator action, ids ascending.
 //! - `mod_mutes`: the mutes in force, one per name key and room.
 //! - `mod_slow`: the rooms in slow mode, and how slow.
+//! - `mod_topics`: the topics moderators set, by room.
+//! - `mod_reports`: every report, one per message and reporter (a closed
+//!   one stays, so the same person cannot report the message again).
 //! - `mod_bans`: the bans in force, one per name key (with the addresses
 //!   an address ban refuses, space-separated).
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chat_proto::AuditEntry;
+use chat_proto::{AuditEntry, Report};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Ban, Mute};
@@ -42,6 +45,21 @@ const SCHEMA: &str = "
         room    TEXT    PRIMARY KEY,
         seconds INTEGER NOT NULL
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS mod_topics (
+        room  TEXT PRIMARY KEY,
+        topic TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS mod_reports (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        room      TEXT    NOT NULL,
+        target    INTEGER NOT NULL,
+        username  TEXT    NOT NULL,
+        name_key  TEXT    NOT NULL,
+        reason    TEXT    NOT NULL,
+        timestamp INTEGER NOT NULL,
+        closed    INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (room, target, name_key)
+    );
     CREATE TABLE IF NOT EXISTS mod_bans (
         name_key        TEXT    PRIMARY KEY,
         username        TEXT    NOT NULL,
@@ -135,6 +153,91 @@ impl SqliteLedger {
             )?;
         }
         let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// The topics moderators set.
+    pub fn topics(&self) -> rusqlite::Result<Vec<(String, String)>> {
+        let db = self.lock();
+        let mut select = db.prepare("SELECT room, topic FROM mod_topics")?;
+        let rows = select.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// Sets `room`'s topic, with the audit entry; the entry's id.
+    pub fn topic(&self, room: &str, topic: &str, entry: &AuditEntry) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO mod_topics (room, topic) VALUES (?1, ?2)",
+            params![room, topic],
+        )?;
+        let id = insert(&tx, entry)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Stores `report` (its id aside); the new id, or `None` if its
+    /// reporter reported that message before.
+    pub fn report(&self, report: &Report) -> rusqlite::Result<Option<u64>> {
+        self.lock()
+            .query_row(
+                "INSERT OR IGNORE INTO mod_reports
+                     (room, target, username, name_key, reason, timestamp)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                params![
+                    report.room,
+                    report.target,
+                    report.username,
+                    NameKey::of(&report.username).as_str(),
+                    report.reason,
+                    report.timestamp
+                ],
+                |row| row.get(0),
+            )
+            .optional()
+    }
+
+    /// The open reports, oldest first.
+    pub fn open_reports(&self) -> rusqlite::Result<Vec<Report>> {
+        let db = self.lock();
+        let mut select = db.prepare(
+            "SELECT id, room, target, username, reason, timestamp
+             FROM mod_reports WHERE closed = 0 ORDER BY id",
+        )?;
+        let rows = select.query_map([], |row| {
+            Ok(Report {
+                id: row.get(0)?,
+                room: row.get(1)?,
+                target: row.get(2)?,
+                username: row.get(3)?,
+                reason: row.get(4)?,
+                timestamp: row.get(5)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Closes `reports`, with `entry` when a moderator dismissed them; the
+    /// entry's id (0 without one).
+    pub fn close_reports(
+        &self,
+        reports: &[Report],
+        entry: Option<&AuditEntry>,
+    ) -> rusqlite::Result<u64> {
+        let mut db = self.lock();
+        let tx = db.transaction()?;
+        for report in reports {
+            tx.execute(
+                "UPDATE mod_reports SET closed = 1 WHERE id = ?1",
+                [report.id],
+            )?;
+        }
+        let id = match entry {
+            Some(entry) => insert(&tx, entry)?,
+            None => 0,
+        };
         tx.commit()?;
         Ok(id)
     }

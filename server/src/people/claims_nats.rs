@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use super::claims::{ClaimError, Claims, Held, Hold, Session};
 use super::name_key::NameKey;
+use crate::log::nats::patience::patiently;
 
 /// The KV bucket that holds every claimed name in the cluster.
 pub const CLAIMS_BUCKET: &str = "chat_claims";
@@ -23,7 +24,6 @@ pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 /// on it (and refuses what needed the answer).
 const KV_WAIT: Duration = Duration::from_secs(2);
 /// How long a starting replica waits for the bucket.
-const OPEN_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a request to the bucket that failed waits before it is tried
 /// again (within [`KV_WAIT`]).
 const RETRY_AFTER: Duration = Duration::from_millis(100);
@@ -89,33 +89,17 @@ impl SharedClaims {
             num_replicas: replicas,
             ..Default::default()
         };
-        // A cluster that is starting answers only after a while.
-        let deadline = Instant::now() + OPEN_PATIENCE;
-        let kv = loop {
-            match js.create_or_update_key_value(config.clone()).await {
-                Ok(kv) => break kv,
-                Err(error) if Instant::now() < deadline => {
-                    warn!(%error, "the name registry is not ready yet; waiting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(error) => return Err(Unreachable(error.to_string())),
-            }
-        };
+        let kv = patiently("the name registry", || {
+            js.create_or_update_key_value(config.clone())
+        })
+        .await
+        .map_err(|error| Unreachable(error.to_string()))?;
         let (lapsed, lapses) = mpsc::unbounded_channel();
         local.on_lapse(lapsed);
         let shared = Self { client, kv, local };
         // A bucket just made has no leader for a moment: the replica starts
         // serving only once its reads are answered.
-        loop {
-            match shared.read("probe").await {
-                Ok(_) => break,
-                Err(error) if Instant::now() < deadline => {
-                    debug!(%error, "the name registry has no leader yet; waiting");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        patiently("the name registry's leader", || shared.read("probe")).await?;
         tokio::spawn(shared.clone().refresh());
         tokio::spawn(shared.clone().let_go(lapses));
         Ok(shared)

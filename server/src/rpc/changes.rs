@@ -95,6 +95,12 @@ impl ChatServer {
             )
             .await
             .map_err(change_refused)?;
+        if let Changed::Stored(_) = &changed {
+            self.moderation
+                .message_gone(room.name(), id)
+                .await
+                .map_err(moderation_failed)?;
+        }
         if by_moderator && let Changed::Stored(change) = &changed {
             self.moderation
                 .record_deletion(
@@ -171,7 +177,7 @@ impl ChatServer {
     }
 
     /// Takes a token from the sender's message budget.
-    fn spend(&self, conn: Option<&Arc<Conn>>, name: &str) -> Result<(), Status> {
+    pub(super) fn spend(&self, conn: Option<&Arc<Conn>>, name: &str) -> Result<(), Status> {
         self.rates
             .check(conn.map(|c| &c.rate), name)
             .map_err(|too_fast| {

@@ -23,6 +23,7 @@ mod changes;
 mod chat_stream;
 mod moderate;
 mod people;
+mod reports;
 mod rooms;
 mod send;
 pub mod status;

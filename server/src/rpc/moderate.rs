@@ -1,5 +1,5 @@
-//! The `Moderation` service: muting, banning and lifting, slow mode, and
-//! reading the audit log, for moderators only (see `people::roles`); and
+//! The `Moderation` service: muting, banning and lifting, slow mode and
+//! topics, and reading the audit log (reports are `super::reports`'), for moderators only (see `people::roles`); and
 //! the checks the other RPCs make: that a sender is neither muted where it
 //! posts nor banned nor posting again too soon in slow mode, and that a
 //! client's address is not banned.
@@ -9,8 +9,9 @@ use std::time::Duration;
 use chat_proto::ChangeKind;
 use chat_proto::rules;
 use chat_proto::{
-    AuditReply, AuditRequest, BanRequest, LiftRequest, ModerationReply, MuteRequest, PurgeReply,
-    PurgeRequest, SlowModeRequest,
+    AuditReply, AuditRequest, BanRequest, DismissReportRequest, LiftRequest, ListReportsReply,
+    ListReportsRequest, ModerationReply, MuteRequest, PurgeReply, PurgeRequest, ReportRequest,
+    SlowModeRequest, TopicRequest,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
@@ -157,6 +158,10 @@ impl ChatServer {
                     .map_err(change_refused)?
                 {
                     deleted += 1;
+                    self.moderation
+                        .message_gone(room.name(), id)
+                        .await
+                        .map_err(moderation_failed)?;
                 }
             }
         }
@@ -197,6 +202,28 @@ impl ChatServer {
         let audit_id = self
             .moderation
             .set_slow_mode(&moderator.name, room.name(), seconds)
+            .await
+            .map_err(moderation_failed)?;
+        Ok(Response::new(ModerationReply { audit_id }))
+    }
+
+    async fn set_topic(
+        &self,
+        request: Request<TopicRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        let moderator = self.moderator(&request).await?;
+        let TopicRequest { room, topic } = request.into_inner();
+        let room = self.room(&room).await?;
+        let topic = rules::topic(&topic).map_err(invalid_argument)?;
+        info!(
+            moderator = moderator.name,
+            room = room.name(),
+            topic,
+            "topic"
+        );
+        let audit_id = self
+            .moderation
+            .set_topic(&moderator.name, room.name(), topic)
             .await
             .map_err(moderation_failed)?;
         Ok(Response::new(ModerationReply { audit_id }))
@@ -418,5 +445,37 @@ impl ModerationService for ChatServer {
     ) -> Result<Response<AuditReply>, Status> {
         self.ensure_running()?;
         ChatServer::audit_log(self, request).await
+    }
+
+    async fn set_topic(
+        &self,
+        request: Request<TopicRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::set_topic(self, request).await
+    }
+
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::report(self, request).await
+    }
+
+    async fn list_reports(
+        &self,
+        request: Request<ListReportsRequest>,
+    ) -> Result<Response<ListReportsReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::list_reports(self, request).await
+    }
+
+    async fn dismiss_report(
+        &self,
+        request: Request<DismissReportRequest>,
+    ) -> Result<Response<ModerationReply>, Status> {
+        self.ensure_running()?;
+        ChatServer::dismiss_report(self, request).await
     }
 }

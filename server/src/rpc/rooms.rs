@@ -76,10 +76,14 @@ impl ChatServer {
     }
 
     /// What `CreateRoom` and `ListRooms` say of a room.
-    fn room_reply(&self, room: &Room) -> RoomReply {
+    pub(super) fn room_reply(&self, room: &Room) -> RoomReply {
         RoomReply {
             name: room.name().to_owned(),
-            topic: room.topic().to_owned(),
+            // A moderator's topic stands over the one the room was made with.
+            topic: self
+                .moderation
+                .topic(room.name())
+                .unwrap_or_else(|| room.topic().to_owned()),
             last_id: room.last_id(),
             online: u32::try_from(room.presence().count()).unwrap_or(u32::MAX),
             last_message_id: room.last_message_id(),

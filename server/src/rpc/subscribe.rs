@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chat_proto::rules;
-use chat_proto::{Event, Gap, Heartbeat, Ready, SubscribeRequest};
+use chat_proto::{Event, Gap, Heartbeat, Ready, Report, SubscribeRequest};
+use tokio::sync::broadcast;
 use tonic::{Request, Response, Status};
 
 use super::moderate::banned;
@@ -69,6 +70,13 @@ impl ChatServer {
         let mut bans = self.moderation.bans_changed();
         let moderation = Arc::clone(&self.moderation);
         let own_name = session.as_ref().map(|s| s.name.clone());
+        // The room's topic or slow mode changing; reports, for a moderator.
+        let mut settings = self.moderation.rooms_changed();
+        let mut reports = session
+            .as_ref()
+            .filter(|s| self.moderates(s))
+            .map(|_| self.moderation.reports().listen());
+        let server = self.clone();
         let period = self.heartbeat;
         let ready = Ready {
             timestamp: now_millis(),
@@ -117,6 +125,23 @@ impl ChatServer {
                         }
                         continue;
                     }
+                    changed = settings.recv() => {
+                        match changed {
+                            Ok(name) if name == room.name() => {
+                                yield Ok(wire::event(Event::Room(server.room_reply(&room))));
+                            }
+                            // Missed some: say how the room stands now.
+                            Err(broadcast::error::RecvError::Lagged(_)) => {
+                                yield Ok(wire::event(Event::Room(server.room_reply(&room))));
+                            }
+                            _ => {}
+                        }
+                        continue;
+                    }
+                    Some(report) = next_report(&mut reports) => {
+                        yield Ok(wire::event(Event::Report(report)));
+                        continue;
+                    }
                     Ok(()) = bans.changed(), if own_name.is_some() => {
                         if let Some(ban) = own_name.as_deref().and_then(|name| moderation.banned(name)) {
                             yield Err(banned(&ban));
@@ -141,6 +166,21 @@ impl ChatServer {
             }
         };
         Ok(Response::new(Box::pin(events)))
+    }
+}
+
+/// The next report a moderator's stream tells of (never, for anyone else's;
+/// one that fell behind skips what it missed: `ListReports` has them).
+async fn next_report(reports: &mut Option<broadcast::Receiver<Report>>) -> Option<Report> {
+    let Some(told) = reports else {
+        return std::future::pending().await;
+    };
+    loop {
+        match told.recv().await {
+            Ok(report) => return Some(report),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return std::future::pending().await,
+        }
     }
 }
 

@@ -23,4 +23,5 @@ mod operations;
 mod people;
 mod protocol;
 mod proxy_auth;
+mod reports;
 mod rooms;

@@ -36,7 +36,7 @@ pub(crate) fn key_file(contents: &str, mode: u32) -> (tempfile::TempDir, PathBuf
 
 /// The configuration of a server where "Mod" moderates, proven with
 /// [`KEY`] (kept in the returned folder, with the database).
-fn moderated_config() -> (Config, tempfile::TempDir) {
+pub(crate) fn moderated_config() -> (Config, tempfile::TempDir) {
     let (dir, path) = key_file(&format!("{KEY}\n"), 0o600);
     let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
     config.moderators = vec!["Mod".into(), "Other Mod".into()];

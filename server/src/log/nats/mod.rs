@@ -38,12 +38,13 @@ use chat_proto::ChatMessage;
 use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::info;
 
 mod changes;
 mod consume;
 mod follow;
 mod index;
+pub mod patience;
 mod read;
 mod write;
 
@@ -64,8 +65,6 @@ const GENERAL: &str = "general";
 /// How long a `Send` keeps retrying a write JetStream did not acknowledge
 /// (a leader election takes a few seconds), with the same `Nats-Msg-Id`.
 const WRITE_PATIENCE: Duration = Duration::from_secs(20);
-/// How long a starting replica waits for JetStream to answer.
-const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How long one publish waits for its acknowledgement before retrying.
 const ACK_WAIT: Duration = Duration::from_secs(2);
 /// A retried write is recognised as a copy for this long.
@@ -128,19 +127,7 @@ impl Connected {
                 LogError::Unavailable(format!("cannot connect to {}: {e}", config.urls))
             })?;
         let js = jetstream::new(client.clone());
-        // A cluster that is starting (or electing) answers JetStream requests
-        // only after a while: wait for it rather than fail the start.
-        let deadline = tokio::time::Instant::now() + START_PATIENCE;
-        let (rooms, erased) = loop {
-            match rooms_of(&js, &config).await {
-                Ok(found) => break found,
-                Err(error) if tokio::time::Instant::now() < deadline => {
-                    warn!(%error, "JetStream is not ready yet; waiting");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                Err(error) => return Err(error),
-            }
-        };
+        let (rooms, erased) = patience::patiently("JetStream", || rooms_of(&js, &config)).await?;
         info!(urls = %config.urls, rooms = rooms.len(), "connected to NATS JetStream");
         Ok(Self {
             config,
