@@ -3,7 +3,8 @@
 //! session made on one replica moderates on every other; a mute made
 //! through one replica holds on all of them, and a lift through another
 //! ends it everywhere; a ban ends the banned person's streams on every
-//! replica; the audit log reads the same from any replica.
+//! replica; the audit log reads the same from any replica; reports and
+//! topics reach the streams of every replica.
 
 use chat_proto::moderation_client::ModerationClient;
 use chat_proto::{AuditRequest, BanRequest, DeleteRequest, Event, LiftRequest, MuteRequest};
@@ -180,4 +181,112 @@ async fn mutes_and_bans_through_one_replica_hold_on_all_and_a_lift_through_anoth
     );
     assert_eq!(entries[1].id, muted_at);
     assert_eq!(entries[0].target, spam);
+}
+
+#[tokio::test]
+async fn reports_and_topics_made_through_one_replica_reach_the_streams_of_the_others() {
+    let cluster = NatsCluster::start().await.expect("a ready NATS cluster");
+    let (servers, _dir) = moderated_replicas(&cluster).await;
+    let moderator = join_with_key(&mut servers[0].web(), "Mod", KEY)
+        .await
+        .expect("joined")
+        .token;
+    let ada = join(&mut servers[0].web(), "Ada").await;
+    let bob = join(&mut servers[1].web(), "Bob").await;
+    let rude = say(&mut servers[0].web(), &ada, "rude").await;
+    let subscribed = |server: &TestServer, token: &str| {
+        let mut web = server.web();
+        let request = with_session(
+            chat_proto::SubscribeRequest {
+                after_id: rude,
+                ..Default::default()
+            },
+            token,
+        );
+        async move {
+            let mut stream = within(web.subscribe(request))
+                .await
+                .expect("subscribed")
+                .into_inner();
+            within(stream.message()).await.expect("ready");
+            stream
+        }
+    };
+    let mut moderators = subscribed(&servers[2], &moderator).await;
+    let mut adas = subscribed(&servers[0], &ada).await;
+
+    // Reported through replica 1: the moderator's stream on replica 2 hears.
+    let report = |token: &str| {
+        with_session(
+            chat_proto::ReportRequest {
+                room: "general".into(),
+                id: rude,
+                reason: "rude".into(),
+            },
+            token,
+        )
+    };
+    let id = within(ModerationClient::new(channel(&servers[1].url()).await).report(report(&bob)))
+        .await
+        .expect("reported")
+        .into_inner()
+        .audit_id;
+    let Event::Report(told) = next_chat_event(&mut moderators).await else {
+        panic!("expected the report on the moderator's stream");
+    };
+    assert_eq!(
+        (told.id, told.target, told.username.as_str()),
+        (id, rude, "Bob")
+    );
+    // Once per message per person, whichever replica is asked.
+    let again =
+        within(ModerationClient::new(channel(&servers[2].url()).await).report(report(&bob)))
+            .await
+            .expect_err("reported already");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+
+    // A topic set through replica 1 reaches Ada's stream on replica 0.
+    within(
+        ModerationClient::new(channel(&servers[1].url()).await).set_topic(with_session(
+            chat_proto::TopicRequest {
+                room: "general".into(),
+                topic: "be kind".into(),
+            },
+            &moderator,
+        )),
+    )
+    .await
+    .expect("topic set");
+    let Event::Room(room) = next_chat_event(&mut adas).await else {
+        panic!("expected the room's new topic");
+    };
+    assert_eq!(room.topic, "be kind");
+
+    // Deleted through replica 0: the report is closed on every replica.
+    within(
+        servers[0]
+            .web()
+            .delete(with_session(delete(rude), &moderator)),
+    )
+    .await
+    .expect("deleted");
+    for server in &servers {
+        let mut moderation = ModerationClient::new(channel(&server.url()).await);
+        within(async {
+            loop {
+                let open = moderation
+                    .list_reports(with_session(chat_proto::ListReportsRequest {}, &moderator))
+                    .await
+                    .expect("reports")
+                    .into_inner()
+                    .reports;
+                if open.is_empty() {
+                    return;
+                }
+                assert_eq!(open[0].id, id);
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
 }
