@@ -24,12 +24,15 @@ use crate::components::message_list::MessageList;
 use crate::components::name_prompt::{NamePrompt, Refusal};
 use crate::components::notify_toggle::NotifyToggle;
 use crate::components::people::{OnlineCount, OnlineList, TypingLine};
+use crate::components::reports::{ReportsPanel, ReportsToggle};
+use crate::components::room_settings::RoomHeading;
 use crate::components::rooms::{CreateRoom, RoomList};
 use crate::feed::Connection;
 use crate::net::api::{self, Joined};
 use crate::net::session::{self, Session};
 use crate::state::acting::Acting;
 use crate::state::people::{People, TypingNotices};
+use crate::state::reports::Reports;
 use crate::state::rooms::Rooms;
 use crate::state::timeline::Timeline;
 
@@ -60,6 +63,15 @@ pub fn App() -> impl IntoView {
     let people_open = RwSignal::new(false);
     let rooms_open = RwSignal::new(false);
     let creating = RwSignal::new(false);
+    // A moderator's open reports, and whether their panel is open.
+    let reports = Reports::new();
+    provide_context(reports);
+    let reports_open = RwSignal::new(false);
+    Effect::new(move |_| {
+        if moderator.get() {
+            reports.load();
+        }
+    });
     // The composer's text; a refused message can be put back into it.
     let draft = RwSignal::new(String::new());
 
@@ -178,13 +190,13 @@ pub fn App() -> impl IntoView {
                     >
                         "#"
                     </button>
-                    <div class="room-title">
-                        <h2 data-testid="room-title">"#" {move || rooms.current.get()}</h2>
-                        <span class="topic" data-testid="room-topic">{move || rooms.topic()}</span>
-                    </div>
+                    <RoomHeading rooms moderator=moderator.into() />
                     // Nothing is connecting until there is a name to connect as.
                     <Show when=move || session.with(Option::is_some)>
                         <ConnectionBadge connection />
+                        <Show when=move || moderator.get()>
+                            <ReportsToggle open=reports_open />
+                        </Show>
                         <NotifyToggle />
                         <OnlineCount people open=people_open />
                         <button
@@ -224,6 +236,9 @@ pub fn App() -> impl IntoView {
                             }
                         />
                     </main>
+                    <Show when=move || moderator.get()>
+                        <ReportsPanel open=reports_open rooms />
+                    </Show>
                     <Show when=move || session.with(Option::is_some)>
                         <OnlineList
                             people
@@ -302,6 +317,7 @@ fn RoomView(
     moderator: Signal<bool>,
 ) -> impl IntoView {
     let timeline = Timeline::of_room(&room);
+    let reports = expect_context::<Reports>();
     // Replying, editing, reacting: for this room's rows and composer.
     provide_context(Acting::new(&room, name, moderator));
     let seen = rooms.seen(&room);
@@ -315,7 +331,7 @@ fn RoomView(
         }
         let started = session.with(|s| {
             s.as_ref()
-                .map(|s| connection.start(s, timeline, people, rooms))
+                .map(|s| connection.start(s, timeline, people, rooms, reports))
         });
         stream.set_value(started);
     });
@@ -327,7 +343,7 @@ fn RoomView(
     view! {
         <MessageList timeline draft />
         <TypingLine people />
-        <Composer timeline name draft typing />
+        <Composer timeline name draft typing slow=Signal::derive(move || rooms.slow_mode()) />
     }
 }
 

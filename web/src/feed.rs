@@ -26,7 +26,7 @@ use std::cell::Cell;
 use std::pin::pin;
 use std::rc::Rc;
 
-use chat_proto::{ChatEvent, Event, SubscribeRequest};
+use chat_proto::{ChangeKind, ChatEvent, Event, SubscribeRequest};
 use futures_util::future::{AbortHandle, Either, abortable, select};
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -36,6 +36,7 @@ use crate::browser::{notify, wait};
 use crate::net::api;
 use crate::net::session::{self, Session};
 use crate::state::people::People;
+use crate::state::reports::Reports;
 use crate::state::rich;
 use crate::state::rooms::Rooms;
 use crate::state::timeline::Timeline;
@@ -88,6 +89,8 @@ pub struct Feed {
     pub timeline: Timeline,
     pub people: People,
     pub rooms: Rooms,
+    /// The open reports (a moderator's stream tells of new ones).
+    pub reports: Reports,
     /// The session's name: messages under it are this user's own.
     pub me: String,
     /// The other rooms whose activity the stream reports.
@@ -114,6 +117,7 @@ impl Connection {
         timeline: Timeline,
         people: People,
         rooms: Rooms,
+        reports: Reports,
     ) -> AbortHandle {
         self.state.set(ConnState::Connecting);
         self.detail.set(None);
@@ -123,6 +127,7 @@ impl Connection {
             people,
             watch: rooms.others(),
             rooms,
+            reports,
             me: session.name.clone(),
             live_after: Rc::default(),
         };
@@ -264,6 +269,7 @@ fn show(event: Event, feed: &Feed) {
         timeline,
         people,
         rooms,
+        reports,
         me,
         ..
     } = feed;
@@ -287,7 +293,16 @@ fn show(event: Event, feed: &Feed) {
         // Changes never make a room unread: only its newest message counts.
         Event::Activity(activity) => rooms.activity(&activity.room, activity.last_message_id),
         // An edit, a deletion or a reaction to an earlier message.
-        Event::Change(change) => timeline.apply(&change),
+        Event::Change(change) => {
+            if change.kind() == ChangeKind::ChangeDelete {
+                reports.message_gone(&change.room, change.target);
+            }
+            timeline.apply(&change);
+        }
+        // A moderator changed the room's topic or slow mode.
+        Event::Room(room) => rooms.settle(api::room_info(room)),
+        // For a moderator: somebody reported a message.
+        Event::Report(report) => reports.add(report),
         Event::Gap(gap) => timeline.gap(gap.after_id, gap.next_id),
         Event::Presence(presence) => people.presence(presence, *timeline, me),
         Event::Typing(typing) => people.typing(typing, me),

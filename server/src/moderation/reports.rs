@@ -101,6 +101,7 @@ mod tests {
             username: username.into(),
             reason: String::new(),
             timestamp: 0,
+            message: None,
         }
     }
 

@@ -214,6 +214,7 @@ impl SqliteLedger {
                 username: row.get(3)?,
                 reason: row.get(4)?,
                 timestamp: row.get(5)?,
+                message: None,
             })
         })?;
         rows.collect()

@@ -367,11 +367,19 @@ fn until_and_why(until: i64, reason: &str) -> String {
 
 /// What someone posting again too soon in slow mode is told.
 fn too_soon(room: &str, every: u32, wait: Duration) -> Status {
-    Status::resource_exhausted(format!(
+    let mut status = Status::resource_exhausted(format!(
         "#{room} is in slow mode (one message every {every} s): wait {:.0} s",
         wait.as_secs_f64().ceil().max(1.0)
-    ))
+    ));
+    // For a client to count down to when it may post again.
+    if let Ok(value) = wait.as_millis().to_string().parse() {
+        status.metadata_mut().insert(SLOW_WAIT, value);
+    }
+    status
 }
+
+/// The trailer that says how long a post refused by slow mode must wait (ms).
+const SLOW_WAIT: &str = "chat-slow-wait-ms";
 
 /// What a banned person is told: until when, and why.
 pub(super) fn banned(ban: &Ban) -> Status {

@@ -1,7 +1,8 @@
 //! `Report`, `ListReports` and `DismissReport`: anyone with a session points
 //! the moderators at a message, once per message; moderators list what is
 //! open and dismiss what needs nothing done (deleting the message closes
-//! its reports too: see `Delete` and `Purge`).
+//! its reports too: see `Delete` and `Purge`). A report is shown with its
+//! message as it stands, read when it is shown.
 
 use std::sync::Arc;
 
@@ -50,6 +51,7 @@ impl ChatServer {
             username: session.name.clone(),
             reason,
             timestamp: now_millis(),
+            message: None,
         };
         let Some(report) = self
             .moderation
@@ -77,9 +79,20 @@ impl ChatServer {
         request: Request<ListReportsRequest>,
     ) -> Result<Response<ListReportsReply>, Status> {
         self.moderator(&request).await?;
-        Ok(Response::new(ListReportsReply {
-            reports: self.moderation.reports().all(),
-        }))
+        let mut reports = Vec::new();
+        for report in self.moderation.reports().all() {
+            reports.push(self.in_context(report).await);
+        }
+        Ok(Response::new(ListReportsReply { reports }))
+    }
+
+    /// `report` with its message as it stands (none if it cannot be read).
+    pub(super) async fn in_context(&self, report: Report) -> Report {
+        let message = match self.room(&report.room).await {
+            Ok(room) => self.message(&room, report.target).await.ok(),
+            Err(_) => None,
+        };
+        Report { message, ..report }
     }
 
     pub(super) async fn dismiss_report(

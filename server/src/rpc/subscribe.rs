@@ -139,7 +139,7 @@ impl ChatServer {
                         continue;
                     }
                     Some(report) = next_report(&mut reports) => {
-                        yield Ok(wire::event(Event::Report(report)));
+                        yield Ok(wire::event(Event::Report(server.in_context(report).await)));
                         continue;
                     }
                     Ok(()) = bans.changed(), if own_name.is_some() => {

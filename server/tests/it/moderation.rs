@@ -717,6 +717,13 @@ async fn slow_mode_lets_each_name_post_once_per_period_moderators_exempt() {
             .contains("slow mode (one message every 3600 s): wait"),
         "{refused:?}"
     );
+    let wait_ms: u64 = refused
+        .metadata()
+        .get("chat-slow-wait-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("how long to wait, for a countdown");
+    assert!((3_500_000..=3_600_000).contains(&wait_ms), "{wait_ms}");
     say(&mut web, &moderator, "one").await;
     say(&mut web, &moderator, "two").await;
 

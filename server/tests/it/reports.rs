@@ -103,6 +103,11 @@ async fn a_report_reaches_the_moderators_once_and_closes_when_dismissed_or_delet
         (id, "general", rude, "Bob", "rude")
     );
     assert!(told.timestamp > 0);
+    let context = told.message.as_ref().expect("the message, for context");
+    assert_eq!(
+        (context.id, context.message.as_str()),
+        (rude, "something rude")
+    );
     let marker = say(&mut web, &ada, "after the report").await;
     match next_chat_event(&mut bobs).await {
         Event::Message(message) => assert_eq!(message.id, marker),

@@ -2,8 +2,9 @@
 //! grows with its text, and a counter appears as the text nears the limit.
 //! Sending adds the message to the timeline at once (see `state::timeline`).
 //! Above the box: what the message answers, if it is a reply (Escape
-//! cancels), and why the last change to a message failed. Up arrow in an
-//! empty box edits the user's last message.
+//! cancels), why the last change to a message failed, and, in a room in
+//! slow mode, how long until the user may send again (counting down). Up
+//! arrow in an empty box edits the user's last message.
 
 use leptos::html;
 use leptos::prelude::*;
@@ -20,12 +21,36 @@ const COUNTER_FROM: usize = MAX_MESSAGE_CHARS - 500;
 /// Tallest the input grows before it scrolls, in CSS pixels.
 const MAX_INPUT_PX: i32 = 200;
 
+/// Keeps `waiting` at the whole seconds left until `until` (ms since the
+/// epoch), one tick a second, while `until` is still the slow mode's end.
+fn count_down(acting: Acting, until: f64, waiting: RwSignal<u64>) {
+    let left = until - js_sys::Date::now();
+    if left <= 0.0 {
+        waiting.try_set(0);
+        return;
+    }
+    let seconds = (left / 1000.0).ceil();
+    waiting.try_set(seconds as u64);
+    // The next whole second, when the number shown changes.
+    let next = left - (seconds - 1.0) * 1000.0;
+    set_timeout(
+        move || {
+            if acting.slow_until.try_get_untracked() == Some(until) {
+                count_down(acting, until, waiting);
+            }
+        },
+        std::time::Duration::from_millis(next.max(1.0) as u64),
+    );
+}
+
 #[component]
 pub fn Composer(
     timeline: Timeline,
     name: Signal<String>,
     draft: RwSignal<String>,
     typing: TypingNotices,
+    /// The room's slow mode: seconds between one person's posts (0: off).
+    slow: Signal<u32>,
 ) -> impl IntoView {
     let input_ref = NodeRef::<html::Textarea>::new();
     let acting = expect_context::<Acting>();
@@ -45,6 +70,10 @@ pub fn Composer(
         }
     };
 
+    // Slow mode: seconds until the user may send again, counted down.
+    let waiting = RwSignal::new(0u64);
+    Effect::new(move |_| count_down(acting, acting.slow_until.get(), waiting));
+
     let send = move || {
         let author = name.get_untracked();
         let Ok(text) = verdict.get_untracked() else {
@@ -57,9 +86,13 @@ pub fn Composer(
             .replying
             .get_untracked()
             .map_or(0, |e| e.id.get_untracked());
+        if waiting.get_untracked() > 0 {
+            return; // slow mode: the countdown says when
+        }
         let entry = timeline.push_own(&author, &text, &api::new_nonce(), reply_to);
         acting.replying.set(None);
-        deliver(entry, move |failure| acting.note_muted(failure));
+        deliver(entry, move |failure| acting.note_refusal(failure));
+        acting.posted_slowly(slow.get_untracked());
         typing.sent();
         draft.set(String::new());
         if let Some(input) = input_ref.get_untracked() {
@@ -103,6 +136,7 @@ pub fn Composer(
         }
     });
     let is_muted = move || acting.muted.with(Option::is_some);
+    let is_waiting = move || waiting.get() > 0;
 
     // Ready to type as soon as there is a name (on load, and after the name
     // prompt closes).
@@ -128,6 +162,24 @@ pub fn Composer(
                 <div class="action-error" role="alert" data-testid="action-error">
                     <span>{why}</span>
                     <button class="link" aria-label="Dismiss" on:click=move |_| acting.error.set(None)>"✕"</button>
+                </div>
+            })}
+            {move || acting.notice.get().map(|said| view! {
+                <div class="action-notice" role="status" data-testid="action-notice">
+                    <span>{said}</span>
+                    <button class="link" aria-label="Dismiss" on:click=move |_| acting.notice.set(None)>"✕"</button>
+                </div>
+            })}
+            {move || is_waiting().then(|| view! {
+                <div class="slow-notice" role="status" data-testid="slow-countdown">
+                    <span aria-hidden="true">"🐢"</span>
+                    <span>
+                        {move || format!(
+                            "Slow mode: you can send again in {} s (one message every {} s here).",
+                            waiting.get(),
+                            slow.get(),
+                        )}
+                    </span>
                 </div>
             })}
             {move || acting.muted.get().map(|muted| view! {
@@ -180,7 +232,7 @@ pub fn Composer(
                     data-testid="send-button"
                     aria-label="Send"
                     title="Send (Enter)"
-                    disabled=move || !can_send() || is_muted()
+                    disabled=move || !can_send() || is_muted() || is_waiting()
                 >
                     <svg viewBox="0 0 24 24" width="20" height="20" aria-hidden="true">
                         <path fill="currentColor" d="M3.4 20.4 21 12 3.4 3.6 3.4 10l12.6 2-12.6 2z" />

@@ -1,9 +1,10 @@
 //! What can be done to a message, from its row: a toolbar beside the bubble
 //! (shown on hover, on keyboard focus, and from the "⋯" button on a touch
-//! screen) with Reply, React, Edit (the user's own messages) and Delete
-//! (their own, and a moderator's on every message), the reaction picker and
-//! the question whether to delete under the bubble (a moderator gives a
-//! reason there), and the box a message is edited in, in place.
+//! screen) with Reply, React, Edit (the user's own messages), Delete
+//! (their own, and a moderator's on every message) and Report (somebody
+//! else's), the reaction picker and the questions whether to delete (a
+//! moderator gives a reason there) or why to report under the bubble, and
+//! the box a message is edited in, in place.
 
 use leptos::html;
 use leptos::prelude::*;
@@ -88,6 +89,21 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
                     "🗑" <span class="action-label">"Delete"</span>
                 </button>
             })}
+            {(!own).then(|| view! {
+                <button
+                    data-testid="action-report"
+                    title="Report to the moderators"
+                    aria-expanded=move || if acting.reporting.get() == Some(key) { "true" } else { "false" }
+                    on:click=move |_| {
+                        open.set(false);
+                        acting.picking.set(None);
+                        acting.confirming.set(None);
+                        acting.reporting.set(Some(key));
+                    }
+                >
+                    "⚑" <span class="action-label">"Report"</span>
+                </button>
+            })}
         </div>
         }
         })}
@@ -166,6 +182,76 @@ pub fn ConfirmDelete(entry: Entry) -> impl IntoView {
                     "Delete"
                 </button>
             </div>
+        </div>
+    }
+}
+
+/// Under the bubble: "Report this message to the moderators?", with a
+/// reason, Cancel (where focus starts; Escape too) and Report.
+#[component]
+pub fn ConfirmReport(entry: Entry) -> impl IntoView {
+    let acting = expect_context::<Acting>();
+    let reason_box = NodeRef::<html::Input>::new();
+    let author = entry.copy.with_untracked(|m| m.username.clone());
+    let reason = RwSignal::new(String::new());
+    Effect::new(move |_| {
+        if let Some(input) = reason_box.get() {
+            let _ = input.focus();
+        }
+    });
+    let question = format!("confirm-report-{}", entry.key);
+    let labelled_by = question.clone();
+    let close = move || {
+        acting.reporting.set(None);
+        focus::composer();
+    };
+    let send = move || {
+        acting.report(&entry, reason.get_untracked().trim().to_owned());
+        close();
+    };
+    view! {
+        <div class="picker-row">
+            <form
+                class="picker confirm"
+                role="alertdialog"
+                aria-labelledby=labelled_by
+                data-testid="confirm-report"
+                on:keydown=move |ev| {
+                    if ev.key() == "Escape" {
+                        ev.stop_propagation();
+                        close();
+                    }
+                }
+                on:submit=move |ev| {
+                    ev.prevent_default();
+                    send();
+                }
+            >
+                <span id=question>
+                    {format!("Report {author}'s message to the moderators?")}
+                </span>
+                <input
+                    node_ref=reason_box
+                    class="reason"
+                    data-testid="report-reason"
+                    aria-label="Why? (optional, only moderators see it)"
+                    placeholder="Why? (optional)"
+                    maxlength="200"
+                    prop:value=move || reason.get()
+                    on:input=move |ev| reason.set(event_target_value(&ev))
+                />
+                <button
+                    type="button"
+                    class="secondary"
+                    data-testid="confirm-report-cancel"
+                    on:click=move |_| close()
+                >
+                    "Cancel"
+                </button>
+                <button type="submit" class="primary" data-testid="confirm-report-yes">
+                    "Report"
+                </button>
+            </form>
         </div>
     }
 }

@@ -8,7 +8,9 @@
 use leptos::prelude::*;
 
 use crate::browser::time;
-use crate::components::message_actions::{ConfirmDelete, EditBox, MessageActions, Picker};
+use crate::components::message_actions::{
+    ConfirmDelete, ConfirmReport, EditBox, MessageActions, Picker,
+};
 use crate::components::reactions::Reactions;
 use crate::components::reply::ReplyQuote;
 use crate::state::acting::Acting;
@@ -110,6 +112,13 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                 .then(|| view! { <ConfirmDelete entry=entry.clone() /> })
         }
     };
+    let report = {
+        let entry = entry.clone();
+        move || {
+            (actionable() && acting.reporting.get() == Some(key))
+                .then(|| view! { <ConfirmReport entry=entry.clone() /> })
+        }
+    };
     let quote = move || {
         let to = reply_to.get();
         (to != 0).then(|| view! { <ReplyQuote timeline id=to /> })
@@ -197,6 +206,7 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
             </div>
             {picker}
             {confirm}
+            {report}
             {move || error().map(|failure| {
                 let retry_entry = entry.clone();
                 let text = entry.text.clone();
@@ -208,7 +218,7 @@ pub fn MessageRow(entry: Entry, timeline: Timeline, draft: RwSignal<String>) -> 
                         <button
                             class="link"
                             data-testid="retry-button"
-                            on:click=move |_| deliver(retry_entry.clone(), move |failure| acting.note_muted(failure))
+                            on:click=move |_| deliver(retry_entry.clone(), move |failure| acting.note_refusal(failure))
                         >
                             "Retry"
                         </button>

@@ -13,4 +13,6 @@ pub mod notify_toggle;
 pub mod people;
 pub mod reactions;
 pub mod reply;
+pub mod reports;
+pub mod room_settings;
 pub mod rooms;

@@ -9,7 +9,7 @@ use wasm_bindgen::JsCast;
 
 use crate::browser::focus;
 use crate::components::message_row::name_hue;
-use crate::net::api;
+use crate::net::moderation;
 use crate::state::people::People;
 
 /// "ada is typing...", "ada and bob are typing...", or "several people are
@@ -161,10 +161,10 @@ fn ModerateMenu(name: String, room: Signal<String>) -> impl IntoView {
             };
             spawn_local(async move {
                 let result = match action {
-                    Action::Mute(seconds) => api::mute(&room, &name, seconds).await,
-                    Action::Lift => api::lift(&room, &name).await,
-                    Action::Ban => api::ban(&name).await,
-                    Action::Purge => api::purge(&name, 3_600).await.map(|deleted| {
+                    Action::Mute(seconds) => moderation::mute(&room, &name, seconds).await,
+                    Action::Lift => moderation::lift(&room, &name).await,
+                    Action::Ban => moderation::ban(&name).await,
+                    Action::Purge => moderation::purge(&name, 3_600).await.map(|deleted| {
                         said.try_set(Some(format!(
                             "Deleted {deleted} message{} {name} sent in the last hour.",
                             if deleted == 1 { "" } else { "s" }

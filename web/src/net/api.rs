@@ -15,12 +15,10 @@ use std::future::Future;
 use std::pin::pin;
 use std::sync::OnceLock;
 
-use chat_proto::moderation_client::ModerationClient;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
-    BanRequest, ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest,
-    EditRequest, JoinRequest, LiftRequest, ListRoomsRequest, MuteRequest, PurgeRequest,
-    ReactRequest, SendReply, SubscribeRequest, TypingRequest,
+    ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
+    JoinRequest, ListRoomsRequest, ReactRequest, SendReply, SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -36,7 +34,7 @@ pub use rules::{MAX_MESSAGE_CHARS, MAX_USERNAME_CHARS as MAX_NAME_CHARS};
 /// the URL given when the app was built
 /// (`CHAT_SERVER_URL=http://127.0.0.1:50051 trunk serve`, for development
 /// against a separately running server). Cheap: a handle on the URL.
-fn client() -> ChatServiceClient<Client> {
+pub(super) fn client() -> ChatServiceClient<Client> {
     proxy::map_proxy_errors();
     ChatServiceClient::new(Client::new(server_url().to_owned()))
 }
@@ -50,7 +48,7 @@ pub async fn subscribe(request: SubscribeRequest) -> Result<Streaming<ChatEvent>
 }
 
 /// Where the API is, worked out once from where the page was loaded.
-fn server_url() -> &'static str {
+pub(super) fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| match option_env!("CHAT_SERVER_URL") {
         Some(url) => url.trim_end_matches('/').to_owned(),
@@ -95,6 +93,9 @@ pub struct Failure {
     /// A moderator muted the user where they posted: until when (ms since
     /// the epoch; 0: until lifted).
     pub muted_until: Option<i64>,
+    /// The room is in slow mode and the user posted there too recently:
+    /// how long until they may post again (ms).
+    pub slow_wait_ms: Option<u64>,
 }
 
 impl Failure {
@@ -106,12 +107,14 @@ impl Failure {
                 retryable: true,
                 too_fast: true,
                 muted_until: None,
+                slow_wait_ms: None,
             },
             None => Self {
                 reason: readable(status),
                 retryable: is_transient(status),
                 too_fast: false,
                 muted_until: muted_until(status),
+                slow_wait_ms: slow_wait_ms(status),
             },
         }
     }
@@ -155,6 +158,22 @@ pub fn note_banned(status: &Status) -> bool {
 /// since the epoch; 0: when a moderator lifts it).
 const MUTED_UNTIL: &str = "chat-muted-until";
 
+/// The header a refusal in slow mode carries: how long to wait (ms).
+const SLOW_WAIT_MS: &str = "chat-slow-wait-ms";
+
+fn slow_wait_ms(status: &Status) -> Option<u64> {
+    if status.code() != Code::ResourceExhausted {
+        return None;
+    }
+    status
+        .metadata()
+        .get(SLOW_WAIT_MS)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
 fn muted_until(status: &Status) -> Option<i64> {
     if status.code() != Code::PermissionDenied {
         return None;
@@ -166,73 +185,6 @@ fn muted_until(status: &Status) -> Option<i64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// A client of the `Moderation` service, beside [`client`].
-fn moderation_client() -> ModerationClient<Client> {
-    proxy::map_proxy_errors();
-    ModerationClient::new(Client::new(server_url().to_owned()))
-}
-
-/// Mutes `name` in `room` for `seconds` (0: until lifted).
-pub async fn mute(room: &str, name: &str, seconds: u64) -> Result<(), Failure> {
-    let request = MuteRequest {
-        room: room.to_owned(),
-        username: name.to_owned(),
-        seconds,
-        reason: String::new(),
-    };
-    as_session_on(moderation_client, move |mut client| {
-        let request = request.clone();
-        async move { client.mute(session::authorized(request)).await }
-    })
-    .await
-    .map(drop)
-}
-
-/// Bans `name` until lifted, and the addresses they used lately.
-pub async fn ban(name: &str) -> Result<(), Failure> {
-    let request = BanRequest {
-        username: name.to_owned(),
-        seconds: 0,
-        reason: String::new(),
-        address: true,
-    };
-    as_session_on(moderation_client, move |mut client| {
-        let request = request.clone();
-        async move { client.ban(session::authorized(request)).await }
-    })
-    .await
-    .map(drop)
-}
-
-/// Deletes `name`'s messages of the last `seconds` in every room; how many.
-pub async fn purge(name: &str, seconds: u64) -> Result<u64, Failure> {
-    let request = PurgeRequest {
-        room: String::new(),
-        username: name.to_owned(),
-        seconds,
-    };
-    as_session_on(moderation_client, move |mut client| {
-        let request = request.clone();
-        async move { client.purge(session::authorized(request)).await }
-    })
-    .await
-    .map(|reply| reply.deleted)
-}
-
-/// Ends `name`'s mute in `room`.
-pub async fn lift(room: &str, name: &str) -> Result<(), Failure> {
-    let request = LiftRequest {
-        username: name.to_owned(),
-        room: room.to_owned(),
-    };
-    as_session_on(moderation_client, move |mut client| {
-        let request = request.clone();
-        async move { client.lift(session::authorized(request)).await }
-    })
-    .await
-    .map(drop)
 }
 
 /// How the server starts the text of a `Send` refused by its rate limit
@@ -332,7 +284,10 @@ where
 }
 
 /// [`as_session`] on any of the server's services (`make` gives a client).
-async fn as_session_on<C, T, F, Fut>(make: impl Fn() -> C, mut call: F) -> Result<T, Failure>
+pub(super) async fn as_session_on<C, T, F, Fut>(
+    make: impl Fn() -> C,
+    mut call: F,
+) -> Result<T, Failure>
 where
     F: FnMut(C) -> Fut,
     Fut: Future<Output = Result<tonic::Response<T>, Status>>,
@@ -356,6 +311,7 @@ where
                 retryable: true,
                 too_fast: false,
                 muted_until: None,
+                slow_wait_ms: None,
             }),
         };
     }
@@ -408,14 +364,17 @@ pub struct RoomInfo {
     pub topic: String,
     /// The newest message id the page knows of.
     pub last_id: u64,
+    /// Slow mode: seconds between one person's posts (0: off).
+    pub slow_mode_seconds: u32,
 }
 
-fn room_info(room: chat_proto::Room) -> RoomInfo {
+pub fn room_info(room: chat_proto::Room) -> RoomInfo {
     RoomInfo {
         name: room.name,
         topic: room.topic,
         // Changes never make a room unread: only its newest message counts.
         last_id: room.last_message_id,
+        slow_mode_seconds: room.slow_mode_seconds,
     }
 }
 
@@ -637,6 +596,7 @@ mod tests {
                 retryable: true,
                 too_fast: true,
                 muted_until: None,
+                slow_wait_ms: None,
             }
         );
         // Without a when-to-retry part (or with only punctuation), our own.

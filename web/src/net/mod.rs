@@ -7,5 +7,6 @@
 //! `feed`.
 
 pub mod api;
+pub mod moderation;
 pub mod proxy;
 pub mod session;

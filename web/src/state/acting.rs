@@ -10,7 +10,7 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::net::api;
+use crate::net::{api, moderation};
 use crate::state::entry::Entry;
 
 #[derive(Clone, Copy)]
@@ -33,6 +33,12 @@ pub struct Acting {
     pub error: RwSignal<Option<String>>,
     /// A moderator muted the user in this room: the composer says so.
     pub muted: RwSignal<Option<Muted>>,
+    /// Slow mode: when the user may post here again (ms since the epoch).
+    pub slow_until: RwSignal<f64>,
+    /// The row (by key) asking why its message is reported.
+    pub reporting: RwSignal<Option<u64>>,
+    /// What the last action did, for a status line ("Reported").
+    pub notice: RwSignal<Option<String>>,
 }
 
 /// What the composer shows while the user is muted.
@@ -56,17 +62,47 @@ impl Acting {
             confirming: RwSignal::new(None),
             error: RwSignal::new(None),
             muted: RwSignal::new(None),
+            slow_until: RwSignal::new(0.0),
+            reporting: RwSignal::new(None),
+            notice: RwSignal::new(None),
         }
     }
 
-    /// Notes a refusal for being muted, if `failure` is one.
-    pub fn note_muted(self, failure: &api::Failure) {
+    /// Notes a refusal for being muted, or for posting again too soon in
+    /// slow mode, if `failure` is one.
+    pub fn note_refusal(self, failure: &api::Failure) {
         if let Some(until) = failure.muted_until {
             self.muted.try_set(Some(Muted {
                 reason: failure.reason.clone(),
                 until,
             }));
         }
+        if let Some(wait) = failure.slow_wait_ms {
+            self.slow_until.try_set(js_sys::Date::now() + wait as f64);
+        }
+    }
+
+    /// The user posted in a room in slow mode (`seconds` between posts).
+    pub fn posted_slowly(self, seconds: u32) {
+        if seconds > 0 && !self.moderator.get_untracked() {
+            self.slow_until
+                .set(js_sys::Date::now() + f64::from(seconds) * 1000.0);
+        }
+    }
+
+    /// Reports `entry`'s message to the moderators, saying `reason`.
+    pub fn report(self, entry: &Entry, reason: String) {
+        let id = entry.id.get_untracked();
+        self.notice.set(None);
+        self.run(
+            move |room| async move { moderation::report(&room, id, &reason).await },
+            move |reported| {
+                if reported {
+                    self.notice
+                        .try_set(Some("Reported to the moderators. Thank you.".to_owned()));
+                }
+            },
+        );
     }
 
     /// Saves `text` as the new text of `entry`'s message; `done` hears
@@ -113,7 +149,7 @@ impl Acting {
             let result = call(room).await;
             // The room may have been left meanwhile.
             if let Err(failure) = &result {
-                self.note_muted(failure);
+                self.note_refusal(failure);
                 self.error.try_set(Some(failure.reason.clone()));
             }
             done(result.is_ok());

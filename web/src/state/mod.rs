@@ -1,7 +1,8 @@
 //! What the page knows, as signals, with the logic that keeps it right: the
 //! open room's timeline (`timeline`, its rows in `entry`), who is here and
 //! who is typing (`people`), the rooms and what is unread in them (`rooms`),
-//! what a message's text is made of (`rich`), and what the user is doing to
+//! what a message's text is made of (`rich`), the open reports for a
+//! moderator (`reports`), and what the user is doing to
 //! a message (`acting`: replying, editing, reacting). No views: `components`
 //! shows this, and `feed` fills it from the server's stream. Most of it is
 //! plain logic, tested natively; where a change means a call (sending a
@@ -11,6 +12,7 @@
 pub mod acting;
 pub mod entry;
 pub mod people;
+pub mod reports;
 pub mod rich;
 pub mod rooms;
 pub mod timeline;

@@ -47,6 +47,7 @@ fn remembered() -> Vec<RoomInfo> {
             name: name.to_owned(),
             topic: String::new(),
             last_id: 0,
+            slow_mode_seconds: 0,
         })
         .collect()
 }
@@ -178,6 +179,36 @@ impl Rooms {
                 .filter(|r| r.name != current)
                 .map(|r| self.unread(r))
                 .sum()
+        })
+    }
+
+    /// A room's settings as the stream told them (its topic, slow mode).
+    pub fn settle(&self, room: RoomInfo) {
+        self.list.update(|l| {
+            if let Some(r) = l.iter_mut().find(|r| r.name == room.name) {
+                r.topic = room.topic;
+                r.slow_mode_seconds = room.slow_mode_seconds;
+            }
+        });
+    }
+
+    /// The open room's topic and slow mode, untracked: what a form starts
+    /// with.
+    pub fn topic_untracked(&self) -> String {
+        untrack(|| self.topic())
+    }
+
+    pub fn slow_mode_untracked(&self) -> u32 {
+        untrack(|| self.slow_mode())
+    }
+
+    /// The open room's slow mode, in seconds between posts (tracked).
+    pub fn slow_mode(&self) -> u32 {
+        let current = self.current.get();
+        self.list.with(|l| {
+            l.iter()
+                .find(|r| r.name == current)
+                .map_or(0, |r| r.slow_mode_seconds)
         })
     }
 

@@ -435,6 +435,7 @@ mod tests {
             retryable: true,
             too_fast: false,
             muted_until: None,
+            slow_wait_ms: None,
         }));
         timeline.receive_under_another_name(echo("hi", "n1", 7));
         assert_eq!(entry.delivery.get_untracked(), Delivery::Delivered);
