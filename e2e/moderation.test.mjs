@@ -4,8 +4,10 @@
 // Delete on everyone's messages (with a reason), and the author's page
 // shows the message deleted by a moderator; a moderator mutes someone
 // from the online list, whose composer then says so, lifts it, deletes
-// their last hour, and bans someone, whose page then says so. axe checks
-// the new states.
+// their last hour, and bans someone, whose page then says so; someone
+// reports a message and a moderator handles it from the Reports panel; a
+// moderator sets the topic and slow mode, and the others' composer counts
+// down. axe checks the new states.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,7 +27,7 @@ before(async () => {
   writeFileSync(keyFile, `${KEY}\n`);
   chmodSync(keyFile, 0o600);
   server = await startServer(undefined, {
-    env: { CHAT_MODERATORS: 'Mod,Boss,Chief', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
+    env: { CHAT_MODERATORS: 'Mod,Boss,Chief,Warden,Keeper', CHAT_MODERATOR_KEY_FILE: keyFile, CHAT_RATE_LIMIT: '0' },
   });
   browser = await launchBrowser();
 });
@@ -151,6 +153,106 @@ test('a moderator mutes someone from the online list; their composer says so unt
   await bea.getByTestId('message').filter({ hasText: 'This message was deleted by a moderator.' }).waitFor();
   assert.equal(await messagesWithText(bea, 'thanks, I will behave').count(), 0);
   assert.deepEqual([...bea.errors, ...boss.errors], []);
+});
+
+test('someone reports a message; a moderator deletes it from the Reports panel, or dismisses a report', async () => {
+  const dee = await openPage(browser, server.url);
+  await join(dee, 'Dee');
+  const eve = await openPage(browser, server.url);
+  await join(eve, 'Eve');
+  const warden = await openPage(browser, server.url);
+  await joinAsModerator(warden, 'Warden');
+  await say(dee, 'you are all idiots');
+  await say(dee, 'pineapple belongs on pizza');
+
+  // Eve reports the first, saying why; the moderator's header counts it.
+  const insult = messagesWithText(eve, 'you are all idiots');
+  await insult.and(eve.locator('[id^="msg-"]')).waitFor();
+  await insult.hover();
+  await insult.getByTestId('action-report').click();
+  const confirm = eve.getByTestId('confirm-report');
+  await confirm.waitFor();
+  assert.match(await confirm.innerText(), /Report Dee's message to the moderators\?/);
+  await eve.waitForFunction(() => document.activeElement?.dataset.testid === 'report-reason');
+  await assertAccessible(eve, 'reporting a message');
+  await eve.keyboard.type('insulting');
+  await eve.keyboard.press('Enter');
+  await eve.getByTestId('action-notice').filter({ hasText: 'Reported to the moderators' }).waitFor();
+  await warden.getByTestId('reports-count').filter({ hasText: '1' }).waitFor();
+
+  // The moderator opens the panel: the report, its message and why.
+  await warden.getByTestId('reports-toggle').click();
+  const report = warden.getByTestId('report').filter({ hasText: 'you are all idiots' });
+  await report.waitFor();
+  assert.match(await report.innerText(), /Eve reported Dee's message in #general/);
+  assert.match(await report.innerText(), /Why: insulting/);
+  await assertAccessible(warden, 'a moderator\'s reports panel');
+  await warden.screenshot({ path: path.join(artifacts, 'moderation-reports.png') });
+
+  // Deleting it from there: Dee's page shows it deleted, the panel empties.
+  await report.getByTestId('report-delete').click();
+  await dee.getByTestId('message').filter({ hasText: 'This message was deleted by a moderator.' }).waitFor();
+  assert.equal(await messagesWithText(dee, 'you are all idiots').count(), 0);
+  await warden.getByText('Nothing reported. All quiet.').waitFor();
+
+  // A second report, which the moderator dismisses: the message stays.
+  const pizza = messagesWithText(eve, 'pineapple belongs on pizza');
+  await pizza.and(eve.locator('[id^="msg-"]')).waitFor();
+  await pizza.hover();
+  await pizza.getByTestId('action-report').click();
+  await eve.getByTestId('confirm-report-yes').click();
+  const dismissed = warden.getByTestId('report').filter({ hasText: 'pineapple belongs on pizza' });
+  await dismissed.waitFor();
+  await dismissed.getByTestId('report-dismiss').click();
+  await warden.getByText('Nothing reported. All quiet.').waitFor();
+  assert.equal(await messagesWithText(dee, 'pineapple belongs on pizza').count(), 1);
+  // Reported once per person: asking again says so.
+  await pizza.hover();
+  await pizza.getByTestId('action-report').click();
+  await eve.getByTestId('confirm-report-yes').click();
+  await eve.getByTestId('action-error').filter({ hasText: 'reported message' }).waitFor();
+  assert.deepEqual([...dee.errors, ...eve.errors, ...warden.errors], []);
+});
+
+test('a moderator sets the topic and slow mode; the others see both and their composer counts down', async () => {
+  const fay = await openPage(browser, server.url);
+  await join(fay, 'Fay');
+  const keeper = await openPage(browser, server.url);
+  await joinAsModerator(keeper, 'Keeper');
+  assert.equal(await fay.getByTestId('room-settings').count(), 0, 'not Fay\'s to change');
+
+  await keeper.getByTestId('room-settings').click();
+  const form = keeper.getByTestId('room-settings-form');
+  await form.waitFor();
+  await form.getByTestId('room-topic-edit').fill('Be kind to each other');
+  await form.getByTestId('room-slow-edit').selectOption('30');
+  await assertAccessible(keeper, 'a moderator\'s room settings');
+  await keeper.screenshot({ path: path.join(artifacts, 'moderation-room-settings.png') });
+  await form.getByTestId('room-settings-save').click();
+  await form.waitFor({ state: 'detached' });
+
+  // Fay's header hears of both through her stream.
+  await fay.getByTestId('room-topic').filter({ hasText: 'Be kind to each other' }).waitFor();
+  await fay.getByTestId('room-slow-mode').filter({ hasText: '30 s' }).waitFor();
+  await say(fay, 'first, and then I wait');
+  const countdown = fay.getByTestId('slow-countdown');
+  await countdown.waitFor();
+  assert.match(await countdown.innerText(), /Slow mode: you can send again in \d+ s \(one message every 30 s here\)\./);
+  await fay.getByTestId('composer-input').fill('too soon');
+  assert.equal(await fay.getByTestId('send-button').isDisabled(), true);
+  await assertAccessible(fay, 'a composer counting down in slow mode');
+  await fay.screenshot({ path: path.join(artifacts, 'moderation-slow-mode.png') });
+  // Moderators are exempt.
+  await say(keeper, 'one');
+  await say(keeper, 'two');
+  await messagesWithText(fay, 'two').and(fay.locator('[id^="msg-"]')).waitFor();
+
+  // Off again: the chip goes.
+  await keeper.getByTestId('room-settings').click();
+  await keeper.getByTestId('room-slow-edit').selectOption('0');
+  await keeper.getByTestId('room-settings-save').click();
+  await fay.getByTestId('room-slow-mode').waitFor({ state: 'detached' });
+  assert.deepEqual([...fay.errors, ...keeper.errors], []);
 });
 
 // Last in this file: the ban takes the address (127.0.0.1, everyone's here)

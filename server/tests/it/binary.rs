@@ -675,9 +675,11 @@ async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket()
     .expect("deleted");
     assert!(said.starts_with("deleted (change"), "{said}");
     admin(&db, &["lift", "Ada"]).await.expect("lifted");
-    within(web.send(common::with_session(chat("", "sorry"), &ada)))
+    let sorry = within(web.send(common::with_session(chat("", "sorry"), &ada)))
         .await
-        .expect("posts again");
+        .expect("posts again")
+        .into_inner()
+        .id;
     let refused = admin(&db, &["slow", "general", "99999"])
         .await
         .expect_err("too slow");
@@ -691,9 +693,65 @@ async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket()
         "the refusal, not a backtrace: {refused}"
     );
 
+    // Bob reports it; the operator lists the reports and dismisses it.
+    let bob = within(web.join(chat_proto::JoinRequest {
+        username: "Bob".into(),
+        ..Default::default()
+    }))
+    .await
+    .expect("joined")
+    .into_inner()
+    .token;
+    let report = within(
+        chat_proto::moderation_client::ModerationClient::new(common::channel(&server.url()).await)
+            .report(common::with_session(
+                chat_proto::ReportRequest {
+                    room: "general".into(),
+                    id: sorry,
+                    reason: "not sorry".into(),
+                },
+                &bob,
+            )),
+    )
+    .await
+    .expect("reported")
+    .into_inner()
+    .audit_id;
+    let reports = admin(&db, &["reports"]).await.expect("reports");
+    assert!(
+        reports.contains(&format!(
+            "Bob reported message {sorry} in #general  \"not sorry\""
+        )),
+        "{reports}"
+    );
+    admin(&db, &["dismiss", &report.to_string()])
+        .await
+        .expect("dismissed");
+    let reports = admin(&db, &["reports"]).await.expect("reports");
+    assert_eq!(reports.trim(), "no open reports");
+    admin(&db, &["topic", "general", "Be kind"])
+        .await
+        .expect("topic");
+    let rooms = within(web.list_rooms(chat_proto::ListRoomsRequest {}))
+        .await
+        .expect("rooms")
+        .into_inner()
+        .rooms;
+    assert_eq!(rooms[0].topic, "Be kind");
+
     let audit = admin(&db, &["audit"]).await.expect("audit");
     let lines: Vec<&str> = audit.lines().collect();
-    assert_eq!(lines.len(), 3, "{audit}");
+    assert_eq!(lines.len(), 5, "{audit}");
+    assert!(
+        lines[3].contains(&format!(
+            "operator  dismiss_report  Bob  #general  report {report}"
+        )),
+        "{audit}"
+    );
+    assert!(
+        lines[4].contains("operator  topic  #general  \"Be kind\""),
+        "{audit}"
+    );
     assert!(
         lines[0].contains("operator  mute  ada  #general  \"spam\""),
         "{audit}"
@@ -706,7 +764,7 @@ async fn the_operator_moderates_from_the_servers_machine_over_the_admin_socket()
     );
     assert!(lines[2].contains("operator  lift  Ada"), "{audit}");
     let later = admin(&db, &["audit", "--after", "2"]).await.expect("audit");
-    assert_eq!(later.lines().count(), 1, "{later}");
+    assert_eq!(later.lines().count(), 3, "{later}");
 
     // The socket goes with the server.
     let signalled = Instant::now();

@@ -211,7 +211,7 @@ pub fn ConfirmReport(entry: Entry) -> impl IntoView {
     };
     view! {
         <div class="picker-row">
-            <form
+            <div
                 class="picker confirm"
                 role="alertdialog"
                 aria-labelledby=labelled_by
@@ -222,11 +222,12 @@ pub fn ConfirmReport(entry: Entry) -> impl IntoView {
                         close();
                     }
                 }
-                on:submit=move |ev| {
-                    ev.prevent_default();
-                    send();
-                }
             >
+            // A form, so Enter in the reason reports.
+            <form class="confirm-form" on:submit=move |ev| {
+                ev.prevent_default();
+                send();
+            }>
                 <span id=question>
                     {format!("Report {author}'s message to the moderators?")}
                 </span>
@@ -252,6 +253,7 @@ pub fn ConfirmReport(entry: Entry) -> impl IntoView {
                     "Report"
                 </button>
             </form>
+            </div>
         </div>
     }
 }
