@@ -25,6 +25,9 @@ pub struct ChatSetup<'a> {
     pub db: Option<&'a str>,
     /// Rooms chat-server's fan-outs are spread over (see [`Plan::rooms`]).
     pub rooms: usize,
+    /// Somebody muted and somebody banned (neither of them posting) before
+    /// each fan-out, so every post's moderation checks take their locks.
+    pub sanctioned: bool,
 }
 
 /// One finished run.
@@ -83,10 +86,13 @@ pub async fn one(
     subject: Subject,
 ) -> anyhow::Result<Run> {
     let (server, protocol) = match subject {
-        Subject::Chat(protocol) => (
-            ServerProcess::start(setup.binary, setup.buffer, setup.db).await?,
-            protocol,
-        ),
+        Subject::Chat(protocol) => {
+            let server = ServerProcess::start(setup.binary, setup.buffer, setup.db).await?;
+            if setup.sanctioned {
+                sanction(&server, setup.binary).await?;
+            }
+            (server, protocol)
+        }
         Subject::Reference => (ServerProcess::start_reference().await?, Protocol::Native),
     };
     let mut plan = Plan::new(protocol, shape);
@@ -106,6 +112,16 @@ pub async fn one(
         server_cpu,
         row,
     })
+}
+
+/// Mutes one name everywhere and bans another, through the admin socket.
+async fn sanction(server: &ServerProcess, binary: &std::path::Path) -> anyhow::Result<()> {
+    server
+        .admin(binary, &["mute", "bench-muted", "--for", "1h"])
+        .await?;
+    server
+        .admin(binary, &["ban", "bench-banned", "--for", "1h"])
+        .await
 }
 
 /// Medians of chat-server over `protocol` against the reference's

@@ -56,6 +56,11 @@ struct Args {
     /// (client or sender i in room i % N; gRPC-Web only; no reference).
     #[arg(long, default_value_t = 1)]
     rooms: usize,
+    /// Before each chat-server fan-out, mute one name and ban another
+    /// (neither posts), so every post's moderation checks take their read
+    /// locks instead of one atomic load: the cost of a moderated chat.
+    #[arg(long)]
+    sanctioned: bool,
     /// Protocols for the fan-out.
     #[arg(long, value_enum, default_values_t = [Protocol::Native, Protocol::Web])]
     protocol: Vec<Protocol>,
@@ -197,6 +202,7 @@ async fn main() -> anyhow::Result<()> {
         buffer: args.buffer,
         db: args.db.as_deref(),
         rooms: args.rooms,
+        sanctioned: args.sanctioned,
     };
     let mut failures = Vec::new();
     if args.knee {
@@ -338,6 +344,7 @@ async fn cluster_comparison(
         nats_server: &nats_server,
         buffer: args.buffer,
         rooms: args.rooms,
+        sanctioned: args.sanctioned,
     };
     let mut failures = Vec::new();
     for &shape in plans {

@@ -2,7 +2,7 @@
 //! port, and what it costs (resident memory and CPU time from `/proc`).
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -13,6 +13,8 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     /// Holds the scenario's database, removed with it.
     _db_dir: Option<tempfile::TempDir>,
+    /// Where the server put its admin socket (next to a database file).
+    admin_socket: Option<PathBuf>,
 }
 
 impl ServerProcess {
@@ -52,7 +54,13 @@ impl ServerProcess {
         // Next to the build, so the disk is the one the server would use.
         std::fs::create_dir_all("target")?;
         let db_dir = tempfile::tempdir_in("target")?;
-        let db = db.map_or_else(|| db_dir.path().join("bench.db"), Into::into);
+        let db: PathBuf = db.map_or_else(|| db_dir.path().join("bench.db"), Into::into);
+        // The server's own choice with `--admin-socket auto`.
+        let admin_socket = (db.as_os_str() != ":memory:").then(|| {
+            let mut name = db.clone().into_os_string();
+            name.push(".admin.sock");
+            PathBuf::from(name)
+        });
         let lifted = lifted_limits(binary)?;
         let mut command = Command::new(binary);
         command
@@ -65,7 +73,33 @@ impl ServerProcess {
         if let Some(buffer) = buffer {
             command.env("CHAT_BUFFER", buffer.to_string());
         }
-        Self::launch(command, addr, Some(db_dir), patience).await
+        let mut server = Self::launch(command, addr, Some(db_dir), patience).await?;
+        server.admin_socket = admin_socket;
+        Ok(server)
+    }
+
+    /// Runs `binary admin ARGS` against this server, as its operator.
+    pub async fn admin(&self, binary: &Path, args: &[&str]) -> anyhow::Result<()> {
+        let socket = self
+            .admin_socket
+            .as_ref()
+            .context("the server has no admin socket (its database is :memory:)")?;
+        let output = Command::new(binary)
+            .env_clear()
+            .arg("admin")
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .output()
+            .await?;
+        if !output.status.success() {
+            bail!(
+                "chat-server admin {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        Ok(())
     }
 
     /// A cluster-mode replica: `binary --nats URLS` (its own port, limits
@@ -135,6 +169,7 @@ impl ServerProcess {
                     child,
                     addr,
                     _db_dir: db_dir,
+                    admin_socket: None,
                 });
             }
             if let Some(status) = child.try_wait()? {
