@@ -344,7 +344,6 @@ async fn cluster_comparison(
         nats_server: &nats_server,
         buffer: args.buffer,
         rooms: args.rooms,
-        sanctioned: args.sanctioned,
     };
     let mut failures = Vec::new();
     for &shape in plans {
