@@ -4,20 +4,25 @@
 // health checks). The replica serving a page's stream is killed with
 // kill -9 while messages keep coming: the page reconnects through nginx to
 // a survivor, resumes after the last id it has, and shows every message
-// exactly once, in order.
+// exactly once, in order. Before that, moderation across replicas: a
+// moderator's page on one replica deletes, handles a report from a third
+// and mutes, and the offender's page on another replica shows each effect.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import http from 'node:http';
 import path from 'node:path';
 import {
-  artifacts, join, launchBrowser, messagesWithText, openPage, say, startServer,
+  artifacts, join, joinAsModerator, launchBrowser, messagesWithText, openPage, say, startServer,
 } from './harness.mjs';
 import { startClusterNginx } from './nginx.mjs';
 import { startNatsCluster } from './nats.mjs';
 import { agentFor, send } from './grpcweb.mjs';
 
 const tls = { ignoreHTTPSErrors: true };
+const KEY = 'cluster moderator key';
+let keyDir;
 let nats;
 const replicas = [];
 let nginx;
@@ -124,12 +129,16 @@ function keepSending(base, username) {
 }
 
 before(async () => {
+  keyDir = mkdtempSync(path.join(os.tmpdir(), 'chat-cluster-key-'));
+  const keyFile = path.join(keyDir, 'moderator.key');
+  writeFileSync(keyFile, `${KEY}\n`);
+  chmodSync(keyFile, 0o600);
   nats = await startNatsCluster();
   for (let i = 0; i < 3; i++) {
     replicas.push(await startServer(undefined, {
       // 2 s heartbeats: a stream that dies silently is given up in 5 s.
       args: ['--nats', nats.urls, '--heartbeat', '2'],
-      env: { CHAT_RATE_LIMIT: '0' },
+      env: { CHAT_RATE_LIMIT: '0', CHAT_MODERATORS: 'Marshal', CHAT_MODERATOR_KEY_FILE: keyFile },
       captureLogs: true,
     }));
   }
@@ -157,8 +166,58 @@ after(async () => {
       rmSync(path.dirname(replica.db), { recursive: true, force: true });
     }),
     () => nats?.stop(),
+    () => keyDir && rmSync(keyDir, { recursive: true, force: true }),
   ]) {
     try { await step(); } catch (error) { console.error('cleanup:', error); }
+  }
+});
+
+// First: the kill test below counts the Subscribe streams, so this one
+// closes its pages when done.
+test('a moderator on one replica deletes, handles a report and mutes; the page on another shows it', async () => {
+  const marshal = await openPage(browser, replicas[0].url);
+  await joinAsModerator(marshal, 'Marshal', KEY);
+  const gus = await openPage(browser, replicas[1].url);
+  await join(gus, 'Gus');
+  const hal = await openPage(browser, replicas[2].url);
+  await join(hal, 'Hal');
+
+  // Deleted through replica 0: Gus's page on replica 1 shows it.
+  await say(gus, 'spam from replica one');
+  const spam = messagesWithText(marshal, 'spam from replica one');
+  await spam.and(marshal.locator('[id^="msg-"]')).waitFor();
+  await spam.hover();
+  await spam.getByTestId('action-delete').click();
+  await marshal.getByTestId('confirm-delete-yes').click();
+  await gus.getByTestId('message').filter({ hasText: 'This message was deleted by a moderator.' }).waitFor();
+
+  // Reported through replica 2: the moderator's header on replica 0 counts
+  // it, and dismissing it empties the panel.
+  await say(gus, 'borderline remark');
+  const remark = messagesWithText(hal, 'borderline remark');
+  await remark.and(hal.locator('[id^="msg-"]')).waitFor();
+  await remark.hover();
+  await remark.getByTestId('action-report').click();
+  await hal.getByTestId('confirm-report-yes').click();
+  await hal.getByTestId('action-notice').waitFor();
+  await marshal.getByTestId('reports-count').filter({ hasText: '1' }).waitFor();
+  await marshal.getByTestId('reports-toggle').click();
+  const report = marshal.getByTestId('report').filter({ hasText: 'borderline remark' });
+  await report.waitFor();
+  await report.getByTestId('report-dismiss').click();
+  await marshal.getByText('Nothing reported. All quiet.').waitFor();
+
+  // Muted through replica 0: Gus, on replica 1, is refused and told why.
+  const gusRow = marshal.getByTestId('online-person').filter({ hasText: 'Gus' });
+  await gusRow.getByTestId('moderate-person').click();
+  await gusRow.getByRole('button', { name: 'Mute 10 minutes' }).click();
+  await gusRow.getByTestId('moderation-said').filter({ hasText: 'Gus is muted in #general for 10 minutes.' }).waitFor();
+  await say(gus, 'can I still talk?');
+  await gus.getByTestId('muted-notice').filter({ hasText: 'a moderator muted you in #general' }).waitFor();
+  await gus.screenshot({ path: path.join(artifacts, 'cluster-muted.png') });
+  for (const page of [marshal, gus, hal]) {
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
   }
 });
 
@@ -201,8 +260,9 @@ test('kill -9 the replica behind a page: it reconnects through nginx and shows e
   if (failure) throw failure;
 
   const expected = [...sender.acked].sort((a, b) => a.id - b.id);
-  assert.deepEqual(sender.acked.map((m) => m.id), expected.map((_, i) => i + 1),
-    'one sender, each message stored once: ids 1, 2, 3... in the order acknowledged');
+  // The room has the moderation test's ids before these.
+  assert.deepEqual(sender.acked.map((m) => m.id), expected.map((_, i) => expected[0].id + i),
+    'one sender, each message stored once: ids n, n+1, n+2... in the order acknowledged');
   await messagesWithText(page, expected.at(-1).message).first().waitFor();
   // Let a stray copy, if any, arrive too.
   await page.waitForTimeout(500);

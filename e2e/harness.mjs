@@ -170,6 +170,17 @@ export async function join(page, name) {
   await connected(page);
 }
 
+/** Joins `page` as the moderator `name`, answering the key question. */
+export async function joinAsModerator(page, name, key) {
+  await page.bringToFront();
+  await page.getByTestId('name-input').fill(name);
+  await page.getByTestId('name-submit').click();
+  await page.getByTestId('key-input').fill(key);
+  await page.getByTestId('key-input').press('Enter');
+  await connected(page);
+  await page.getByTestId('moderator-badge').waitFor();
+}
+
 export async function connected(page, options) {
   await page.locator('[data-testid="connection-status"][data-state="connected"]').waitFor(options);
 }

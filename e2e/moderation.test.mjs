@@ -13,7 +13,10 @@ import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { artifacts, connected, join, launchBrowser, messagesWithText, openPage, say, startServer } from './harness.mjs';
+import {
+  artifacts, connected, join, joinAsModerator as joinWithKey, launchBrowser, messagesWithText, openPage, say,
+  startServer,
+} from './harness.mjs';
 import { assertAccessible, PHONE } from './axe.mjs';
 
 const KEY = 'correct horse battery staple';
@@ -38,15 +41,8 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Joins `page` as the moderator `name`, answering the key question. */
-async function joinAsModerator(page, name) {
-  await page.getByTestId('name-input').fill(name);
-  await page.getByTestId('name-submit').click();
-  await page.getByTestId('key-input').fill(KEY);
-  await page.getByTestId('key-input').press('Enter');
-  await connected(page);
-  await page.getByTestId('moderator-badge').waitFor();
-}
+/** Joins `page` as the moderator `name`, with the key. */
+const joinAsModerator = (page, name) => joinWithKey(page, name, KEY);
 
 test('a moderator joins with the key and deletes someone else\'s message with a reason', async () => {
   const ada = await openPage(browser, server.url);
