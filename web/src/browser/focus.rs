@@ -3,7 +3,7 @@
 //! composer after joining or changing rooms. The page behind an open dialog
 //! is inert, so nothing here has to fight for focus with it.
 
-use leptos::prelude::{RwSignal, Set, document, request_animation_frame};
+use leptos::prelude::{Effect, Get, RwSignal, Set, document, request_animation_frame};
 use wasm_bindgen::JsCast;
 
 /// Focuses `to` on the next frame (once a closed dialog or drawer is gone),
@@ -25,6 +25,27 @@ pub fn restore(to: Option<web_sys::Element>) {
             }
         }
         focus_composer_within(3);
+    });
+}
+
+/// While a drawer lives: each time `open` turns true, focus moves to what
+/// `first` (a selector) finds in it, on the next frame (once it is shown).
+pub fn into_drawer(open: RwSignal<bool>, first: &'static str) {
+    Effect::new(move |was_open: Option<bool>| {
+        let is_open = open.get();
+        if is_open && was_open != Some(true) {
+            request_animation_frame(move || {
+                let target = document()
+                    .query_selector(first)
+                    .ok()
+                    .flatten()
+                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
+                if let Some(target) = target {
+                    let _ = target.focus();
+                }
+            });
+        }
+        is_open
     });
 }
 

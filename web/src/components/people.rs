@@ -5,7 +5,6 @@
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use wasm_bindgen::JsCast;
 
 use crate::browser::focus;
 use crate::components::message_row::name_hue;
@@ -40,22 +39,8 @@ pub fn OnlineList(
     room: Signal<String>,
 ) -> impl IntoView {
     let count = move || people.online.with(Vec::len);
-    Effect::new(move |was_open: Option<bool>| {
-        let is_open = open.get();
-        if is_open && was_open == Some(false) {
-            request_animation_frame(|| {
-                let close = document()
-                    .query_selector("#online-list .close-people")
-                    .ok()
-                    .flatten()
-                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-                if let Some(close) = close {
-                    let _ = close.focus();
-                }
-            });
-        }
-        is_open
-    });
+    // Opening it (on a phone) moves focus to its close button.
+    focus::into_drawer(open, "#online-list .close-people");
     let close = move || focus::close_drawer(open, DRAWER_TOGGLE);
     view! {
         <aside

@@ -5,7 +5,6 @@
 
 use chat_proto::Report;
 use leptos::prelude::*;
-use wasm_bindgen::JsCast;
 
 use crate::browser::{focus, time};
 use crate::state::reports::Reports;
@@ -49,22 +48,7 @@ pub fn ReportsToggle(open: RwSignal<bool>) -> impl IntoView {
 #[component]
 pub fn ReportsPanel(open: RwSignal<bool>, rooms: Rooms) -> impl IntoView {
     let reports = expect_context::<Reports>();
-    Effect::new(move |was_open: Option<bool>| {
-        let is_open = open.get();
-        if is_open && was_open != Some(true) {
-            request_animation_frame(|| {
-                let close = document()
-                    .query_selector("#reports-panel .close-reports")
-                    .ok()
-                    .flatten()
-                    .and_then(|e| e.dyn_into::<web_sys::HtmlElement>().ok());
-                if let Some(close) = close {
-                    let _ = close.focus();
-                }
-            });
-        }
-        is_open
-    });
+    focus::into_drawer(open, "#reports-panel .close-reports");
     let close = move || focus::close_drawer(open, TOGGLE);
     view! {
         <Show when=move || open.get()>
