@@ -17,11 +17,13 @@
 //! - The audit log: every moderator action (who, when, what, whom, why),
 //!   kept by the ledger and read back with `AuditLog`.
 //!
-//! The ledger is where both survive a restart: on one server, two tables
-//! beside the messages ([`sqlite`]); in cluster mode, a KV bucket and a
-//! stream on the NATS cluster ([`nats`]), whose mutes every replica
-//! watches, so a mute made through one replica holds on all of them.
+//! The [`Ledger`] is where all of it survives a restart: on one server,
+//! tables beside the messages ([`sqlite`]); in cluster mode, a KV bucket
+//! and a stream on the NATS cluster ([`nats`]), whose keys every replica
+//! watches, so a mute, ban, topic or report made through one replica holds
+//! on all of them.
 
+mod ledger;
 pub mod nats;
 pub mod reports;
 pub mod sqlite;
@@ -40,9 +42,9 @@ use tracing::warn;
 
 use crate::log::now_millis;
 use crate::people::name_key::NameKey;
-use nats::{NatsLedger, Seen};
+pub use ledger::Ledger;
+use nats::Seen;
 use reports::Reports;
-use sqlite::SqliteLedger;
 
 /// Most audit entries one `AuditLog` call returns.
 pub const MAX_AUDIT_PAGE: u32 = 500;
@@ -101,169 +103,6 @@ fn in_force(until: i64, now: i64) -> bool {
 
 /// How long an address a name used counts as its, for an address ban.
 const SEEN_FOR_MS: i64 = 3_600_000;
-
-/// Where mutes and the audit log are kept.
-#[derive(Debug, Clone)]
-pub enum Ledger {
-    Sqlite(Arc<SqliteLedger>),
-    Nats(Arc<NatsLedger>),
-}
-
-impl Ledger {
-    async fn held(&self) -> Result<Held, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let db = Arc::clone(db);
-                blocking(move || {
-                    Ok(Held {
-                        mutes: db.mutes(now_millis())?,
-                        bans: db.bans(now_millis())?,
-                        slow: db.slow_rooms()?,
-                        topics: db.topics()?,
-                        reports: db.open_reports()?,
-                    })
-                })
-                .await
-            }
-            // Read by the watch, which starts with all of it.
-            Self::Nats(_) => Ok(Held::default()),
-        }
-    }
-
-    async fn slow(
-        &self,
-        room: &str,
-        seconds: u32,
-        entry: AuditEntry,
-    ) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, room) = (Arc::clone(db), room.to_owned());
-                blocking(move || db.slow(&room, seconds, &entry)).await
-            }
-            Self::Nats(nats) => nats
-                .slow(room, seconds, &entry)
-                .await
-                .map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn topic(
-        &self,
-        room: &str,
-        topic: &str,
-        entry: AuditEntry,
-    ) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, room, topic) = (Arc::clone(db), room.to_owned(), topic.to_owned());
-                blocking(move || db.topic(&room, &topic, &entry)).await
-            }
-            Self::Nats(nats) => nats
-                .topic(room, topic, &entry)
-                .await
-                .map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn report(&self, report: &Report) -> Result<Option<u64>, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, report) = (Arc::clone(db), report.clone());
-                blocking(move || db.report(&report)).await
-            }
-            Self::Nats(nats) => nats.report(report).await.map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn close_reports(
-        &self,
-        reports: Vec<Report>,
-        entry: Option<AuditEntry>,
-    ) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let db = Arc::clone(db);
-                blocking(move || db.close_reports(&reports, entry.as_ref())).await
-            }
-            Self::Nats(nats) => nats
-                .close_reports(&reports, entry.as_ref())
-                .await
-                .map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn ban(&self, ban: &Ban, entry: AuditEntry) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, ban) = (Arc::clone(db), ban.clone());
-                blocking(move || db.ban(&ban, &entry)).await
-            }
-            Self::Nats(nats) => nats.ban(ban, &entry).await.map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn mute(&self, mute: &Mute, entry: AuditEntry) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, mute) = (Arc::clone(db), mute.clone());
-                blocking(move || db.mute(&mute, &entry)).await
-            }
-            Self::Nats(nats) => nats.mute(mute, &entry).await.map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn lift(
-        &self,
-        name: &str,
-        room: &str,
-        entry: AuditEntry,
-    ) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let (db, name, room) = (Arc::clone(db), name.to_owned(), room.to_owned());
-                blocking(move || db.lift(&name, &room, &entry)).await
-            }
-            Self::Nats(nats) => nats
-                .lift(name, room, &entry)
-                .await
-                .map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn record(&self, entry: AuditEntry) -> Result<u64, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let db = Arc::clone(db);
-                blocking(move || db.record(&entry)).await
-            }
-            Self::Nats(nats) => nats.record(&entry).await.map_err(ModerationError::Nats),
-        }
-    }
-
-    async fn audit(&self, after_id: u64, limit: u32) -> Result<Vec<AuditEntry>, ModerationError> {
-        match self {
-            Self::Sqlite(db) => {
-                let db = Arc::clone(db);
-                blocking(move || db.audit(after_id, limit)).await
-            }
-            Self::Nats(nats) => nats
-                .audit(after_id, limit)
-                .await
-                .map_err(ModerationError::Nats),
-        }
-    }
-}
-
-/// What a ledger holds at start.
-#[derive(Debug, Default)]
-struct Held {
-    mutes: Vec<Mute>,
-    bans: Vec<Ban>,
-    slow: Vec<(String, u32)>,
-    topics: Vec<(String, String)>,
-    reports: Vec<Report>,
-}
 
 /// Mutes, bans, slow mode and the audit log; shared behind an `Arc`.
 #[derive(Debug)]
@@ -792,14 +631,4 @@ async fn follow(seen: impl futures_util::Stream<Item = Seen>, moderation: Weak<M
         }
     }
     warn!("stopped following mutes made on other replicas: the watch ended");
-}
-
-/// Runs a SQLite ledger call off the async threads.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> Result<T, rusqlite::Error> + Send + 'static,
-) -> Result<T, ModerationError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|e| ModerationError::Task(e.to_string()))?
-        .map_err(ModerationError::from)
 }
