@@ -178,7 +178,8 @@ pub struct Config {
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
     /// Moderate the running server from its own machine, over its admin
-    /// socket (see --admin-socket): mute, ban, lift, slow, delete, audit.
+    /// socket (see --admin-socket): mute, ban, lift, purge, slow, topic,
+    /// delete, reports, dismiss, audit.
     Admin(AdminArgs),
 }
 
