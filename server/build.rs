@@ -115,6 +115,13 @@ fn main() {
             "chat_proto::ChangeReply",
             Shape::Unary,
         ))
+        .method(method(
+            "history",
+            "History",
+            "chat_proto::HistoryRequest",
+            "chat_proto::HistoryReply",
+            Shape::Unary,
+        ))
         .build();
     // Moderators' calls: all unary, decoded and encoded by prost.
     let moderation = [

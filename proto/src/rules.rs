@@ -19,6 +19,10 @@ pub const MAX_ROOM_CHARS: usize = 32;
 pub const MAX_TOPIC_CHARS: usize = 200;
 /// Longest reason given for a deletion, in characters, after trimming.
 pub const MAX_REASON_CHARS: usize = 200;
+/// Messages in a `History` page when the request says 0.
+pub const HISTORY_PAGE: u32 = 50;
+/// The most messages one `History` page holds (more is clamped to this).
+pub const MAX_HISTORY_PAGE: u32 = 200;
 /// Longest reaction emoji, in bytes (a family of four with skin tones is 25).
 pub const MAX_EMOJI_BYTES: usize = 32;
 /// Most distinct emoji under one message.

@@ -17,10 +17,12 @@
 //! message arrives, and the [`Room`] handle is kept).
 //!
 //! - [`room`]: a room's state, owned by the hub alone, and every room known.
+//! - [`history`]: a room's past read by pages of messages.
 //! - [`subscription`]: one client's place in a room.
 //! - [`ring`]: the newest entries in memory, shared by every subscriber.
 //! - [`wire`]: each entry encoded once, shared by every stream.
 
+mod history;
 pub mod ring;
 mod room;
 mod subscription;
@@ -38,6 +40,7 @@ use crate::log::{
     StreamFailure,
 };
 use crate::metrics::Metrics;
+pub use history::{Around, Page};
 pub use room::Room;
 use room::{Rooms, read};
 use subscription::relayed;
@@ -381,38 +384,6 @@ impl Hub {
             .into_iter()
             .find(|stored| stored.id() == id)
             .map(|stored| stored.entry))
-    }
-
-    /// The ids of `room`'s messages (not deleted) that `pick` picks, oldest
-    /// first, read through the whole stored history a page at a time (a
-    /// moderator's purge: rare, and bounded by retention).
-    pub async fn messages_where(
-        &self,
-        room: &Room,
-        pick: impl Fn(&ChatMessage) -> bool,
-    ) -> Result<Vec<u64>, LogError> {
-        const PAGE: usize = 500;
-        let upto = room.last_id();
-        let (mut after, mut ids, mut waited) = (0, Vec::new(), 0);
-        while after < upto {
-            let page = match self.inner.log.range(&room.key, after, upto, PAGE).await {
-                Ok(page) => page,
-                // A shared log's copy behind: as a subscriber does, ask again.
-                Err(LogError::Incomplete(_)) if waited < 75 => {
-                    waited += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    continue;
-                }
-                Err(error) => return Err(error),
-            };
-            let Some(last) = page.last() else { break };
-            after = last.id();
-            ids.extend(page.iter().filter_map(|stored| match &stored.entry {
-                Entry::Message(message) if !message.deleted && pick(message) => Some(message.id),
-                _ => None,
-            }));
-        }
-        Ok(ids)
     }
 
     /// Checks `change` against its message in `room` and stores it (see

@@ -21,6 +21,7 @@
 mod auth;
 mod changes;
 mod chat_stream;
+mod history;
 mod moderate;
 mod people;
 mod reports;
@@ -36,9 +37,9 @@ use std::time::Duration;
 
 use chat_proto::rules;
 use chat_proto::{
-    ChangeReply, ChatMessage, CreateRoomRequest, DeleteRequest, EditRequest, JoinReply,
-    JoinRequest, ListRoomsReply, ListRoomsRequest, ReactRequest, Room as RoomReply, SendReply,
-    SubscribeRequest, TypingReply, TypingRequest,
+    ChangeReply, ChatMessage, CreateRoomRequest, DeleteRequest, EditRequest, HistoryReply,
+    HistoryRequest, JoinReply, JoinRequest, ListRoomsReply, ListRoomsRequest, ReactRequest,
+    Room as RoomReply, SendReply, SubscribeRequest, TypingReply, TypingRequest,
 };
 use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -252,6 +253,13 @@ impl ChatService for ChatServer {
 
     async fn react(&self, request: Request<ReactRequest>) -> Result<Response<ChangeReply>, Status> {
         self.react(request).await
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryReply>, Status> {
+        self.history(request).await
     }
 }
 

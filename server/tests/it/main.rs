@@ -20,6 +20,7 @@ mod hostile;
 mod lifecycle;
 mod moderation;
 mod operations;
+mod pages;
 mod people;
 mod protocol;
 mod proxy_auth;
