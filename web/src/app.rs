@@ -341,7 +341,7 @@ fn RoomView(
         }
     });
     view! {
-        <MessageList timeline draft />
+        <MessageList timeline draft name />
         <TypingLine people />
         <Composer timeline name draft typing slow=Signal::derive(move || rooms.slow_mode()) />
     }

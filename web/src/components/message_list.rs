@@ -1,5 +1,7 @@
 //! The scrolling conversation: the rows of a room's timeline, the
-//! jump-to-latest button, and what screen readers are told.
+//! jump-to-latest button, and what screen readers are told. Reaching the
+//! top reads the page before (`state::past`), keeping the reader's place,
+//! until "This is the start of #room".
 //!
 //! The list sticks to the bottom only while the reader is there; someone
 //! scrolled up to read is never yanked down, and gets a jump-to-latest
@@ -13,15 +15,24 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
 use crate::components::message_row::MessageRow;
+use crate::state::past::{Older, Past};
 use crate::state::timeline::Timeline;
 
 /// How close to the bottom (in CSS pixels) still counts as "at the bottom".
 const STICK_THRESHOLD_PX: i32 = 64;
+/// How close to the top (in CSS pixels) reads the page before.
+const LOAD_OLDER_PX: i32 = 400;
 
 /// The scrolling conversation with its jump-to-latest button.
 #[component]
-pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView {
+pub fn MessageList(
+    timeline: Timeline,
+    draft: RwSignal<String>,
+    /// The user's name: rows read back under it are their own.
+    name: Signal<String>,
+) -> impl IntoView {
     let list_ref = NodeRef::<html::Div>::new();
+    let past = Past::new();
     // Whether the reader is at (or near) the bottom; only scrolling changes it.
     let stuck = RwSignal::new(true);
     // The newest row the reader has seen, for counting unseen ones.
@@ -43,11 +54,46 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
         seen_key.set(timeline.last_key_untracked());
     };
 
+    // The page before the first row goes above it; the row the reader sees
+    // at the top stays where it is (its bottom edge: the row above it may
+    // take over its name and avatar as they join one group).
+    let load_older = move || {
+        let Some(list) = list_ref.get_untracked() else {
+            return;
+        };
+        if !past.wants_older(&timeline) {
+            return;
+        }
+        let anchor = top_row(&list);
+        past.load_older(timeline, name.get_untracked(), move || {
+            request_animation_frame(move || {
+                if let Some(list) = list_ref.get_untracked()
+                    && let Some((id, was)) = anchor
+                    && let Some(now) = bottom_of(&id)
+                {
+                    list.set_scroll_top(list.scroll_top() + (now - was).round() as i32);
+                }
+            });
+        });
+    };
+    let jump_to_latest = move || {
+        if timeline.is_detached() {
+            past.back_to_latest(timeline, name.get_untracked(), move || {
+                request_animation_frame(scroll_to_bottom);
+            });
+        } else {
+            scroll_to_bottom();
+        }
+    };
+
     let on_scroll = move |_| {
         let Some(list) = list_ref.get_untracked() else {
             return;
         };
         let top = list.scroll_top();
+        if top < LOAD_OLDER_PX {
+            load_older();
+        }
         let moved_up = top < last_top.get_value();
         last_top.set_value(top);
         let gap = list.scroll_height() - top - list.client_height();
@@ -128,6 +174,9 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
                         <p class="muted">"Say hello; everyone here will see it."</p>
                     </div>
                 </Show>
+                <Show when=move || !timeline.is_empty()>
+                    <HistoryEdge past room=timeline.room().to_string() load=Callback::new(move |()| load_older()) />
+                </Show>
                 <ol class="messages">
                     <For
                         each=move || timeline.entries()
@@ -136,11 +185,11 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
                     />
                 </ol>
             </div>
-            <Show when=move || !stuck.get()>
+            <Show when=move || !stuck.get() || timeline.is_detached()>
                 <button
                     class="new-pill"
                     data-testid="jump-latest"
-                    on:click=move |_| scroll_to_bottom()
+                    on:click=move |_| jump_to_latest()
                 >
                     {move || match unseen.get() {
                         0 => "Jump to latest ↓".to_owned(),
@@ -152,6 +201,60 @@ pub fn MessageList(timeline: Timeline, draft: RwSignal<String>) -> impl IntoView
             <div class="sr-only" aria-live="polite" data-testid="announcer">
                 {move || timeline.announcement.get()}
             </div>
+        </div>
+    }
+}
+
+/// The first stored row the reader sees at the top of `list`: its element
+/// id and where its bottom edge is in the list (the list is the rows'
+/// offset parent, so these do not move as it scrolls).
+fn top_row(list: &web_sys::HtmlElement) -> Option<(String, f64)> {
+    let rows = list.query_selector(".messages").ok()??.children();
+    let seen_from = f64::from(list.scroll_top());
+    (0..rows.length())
+        .filter_map(|i| rows.item(i)?.dyn_into::<web_sys::HtmlElement>().ok())
+        .filter(|row| row.id().starts_with("msg-"))
+        .map(|row| (row.id(), bottom(&row)))
+        .find(|(_, bottom)| *bottom > seen_from)
+}
+
+/// Where the bottom edge of the row with element id `id` is in the list.
+fn bottom_of(id: &str) -> Option<f64> {
+    let row = document()
+        .get_element_by_id(id)?
+        .dyn_into::<web_sys::HtmlElement>()
+        .ok()?;
+    Some(bottom(&row))
+}
+
+fn bottom(row: &web_sys::HtmlElement) -> f64 {
+    f64::from(row.offset_top() + row.offset_height())
+}
+
+/// The top of the list: what is known of the messages before it.
+#[component]
+fn HistoryEdge(past: Past, room: String, load: Callback<()>) -> impl IntoView {
+    view! {
+        <div class="history-edge" data-testid="history-edge">
+            {move || match (past.older.get(), past.error.get()) {
+                (Older::Start, _) => view! {
+                    <p class="history-start" data-testid="history-start">
+                        {format!("This is the start of #{room}.")}
+                    </p>
+                }
+                .into_any(),
+                (Older::Loading, _) => view! {
+                    <p class="history-loading">"Loading earlier messages…"</p>
+                }
+                .into_any(),
+                (_, error) => view! {
+                    {error.map(|why| view! { <p class="history-error" role="alert">{why}</p> })}
+                    <button class="link" data-testid="load-older" on:click=move |_| load.run(())>
+                        "Load earlier messages"
+                    </button>
+                }
+                .into_any(),
+            }}
         </div>
     }
 }

@@ -18,7 +18,8 @@ use std::sync::OnceLock;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
     ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
-    JoinRequest, ListRoomsRequest, ReactRequest, SendReply, SubscribeRequest, TypingRequest,
+    HistoryReply, HistoryRequest, JoinRequest, ListRoomsRequest, ReactRequest, SendReply,
+    SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -376,6 +377,23 @@ pub fn room_info(room: chat_proto::Room) -> RoomInfo {
         last_id: room.last_message_id,
         slow_mode_seconds: room.slow_mode_seconds,
     }
+}
+
+/// A page of `room`'s past messages: before `before_id` (0: the newest),
+/// or around `around_id`; `limit` of them (see `HistoryRequest`).
+pub async fn history(
+    room: &str,
+    before_id: u64,
+    around_id: u64,
+    limit: u32,
+) -> Result<HistoryReply, Status> {
+    let request = session::authorized(HistoryRequest {
+        room: room.to_owned(),
+        before_id,
+        limit,
+        around_id,
+    });
+    Ok(client().history(request).await?.into_inner())
 }
 
 /// Every room, sorted by name.

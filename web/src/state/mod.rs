@@ -1,5 +1,6 @@
 //! What the page knows, as signals, with the logic that keeps it right: the
-//! open room's timeline (`timeline`, its rows in `entry`), who is here and
+//! open room's timeline (`timeline`, its rows in `entry`, scrolling back in
+//! `past`), who is here and
 //! who is typing (`people`), the rooms and what is unread in them (`rooms`),
 //! what a message's text is made of (`rich`), the open reports for a
 //! moderator (`reports`), and what the user is doing to
@@ -11,6 +12,7 @@
 
 pub mod acting;
 pub mod entry;
+pub mod past;
 pub mod people;
 pub mod reports;
 pub mod rich;

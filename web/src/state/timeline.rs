@@ -22,8 +22,15 @@ use leptos::prelude::*;
 use crate::browser::time;
 use crate::state::entry::{Delivery, Entry, mark_delivered, regroup};
 
-/// Messages kept in memory; older ones scroll away for good.
+/// Rows kept in memory. New ones push the oldest out (scrolling back reads
+/// them again); older pages read while scrolling back push the newest out,
+/// and the list then no longer reaches the live end until the reader jumps
+/// back to it (see [`Timeline::prepend`]).
 const MAX_ENTRIES: usize = 1_000;
+/// Keys below this are for rows read while scrolling back (counting down),
+/// keys above it for rows as they come (counting up): a row's key says
+/// which came later, as `others_after` needs.
+const KEYS_FROM: u64 = 1 << 40;
 /// How much of a message screen readers are told as it arrives.
 const ANNOUNCED_CHARS: usize = 300;
 
@@ -42,6 +49,11 @@ pub struct Timeline {
     unread_after: StoredValue<u64>,
     /// What screen readers are told last (a message as it arrives).
     pub announcement: RwSignal<String>,
+    /// Older pages pushed the newest rows out: the list does not reach the
+    /// live end, and new messages are not added until it does again.
+    detached: RwSignal<bool>,
+    /// The newest message id the stream told of (a detached list's target).
+    newest_message: StoredValue<u64>,
 }
 
 impl Timeline {
@@ -59,6 +71,8 @@ impl Timeline {
             marker: RwSignal::new(None),
             unread_after: StoredValue::new(0),
             announcement: RwSignal::new(String::new()),
+            detached: RwSignal::new(false),
+            newest_message: StoredValue::new(0),
         }
     }
 
@@ -160,8 +174,14 @@ impl Timeline {
     fn take_key(&self) -> u64 {
         // Unique across rooms too: a list shown in place of another's must
         // not take its rows for its own.
-        thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(1) });
+        thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(KEYS_FROM) });
         NEXT.with(|next| next.replace(next.get() + 1))
+    }
+
+    /// A key below every row's so far: for a row read while scrolling back.
+    fn take_older_key(&self) -> u64 {
+        thread_local!(static NEXT: std::cell::Cell<u64> = const { std::cell::Cell::new(KEYS_FROM - 1) });
+        NEXT.with(|next| next.replace(next.get() - 1))
     }
 
     fn append(&self, entry: Entry) -> Entry {
@@ -221,6 +241,15 @@ impl Timeline {
     /// delivered, with the server's time), or a new row, returned when it
     /// is someone else's.
     pub fn receive(&self, message: ChatMessage, me: &str) -> Option<Entry> {
+        if message.id > self.newest_message.get_value() {
+            self.newest_message.set_value(message.id);
+        }
+        if self.detached.get_untracked() && self.find_own(&message).is_none() {
+            // Read back in full when the reader returns to the live end.
+            self.last_id
+                .set_value(self.last_id.get_value().max(message.id));
+            return None;
+        }
         if message.id != 0 {
             if message.id <= self.last_id.get_value() {
                 // Seen already; maybe now in a newer state.
@@ -333,6 +362,108 @@ impl Timeline {
             presence: true,
             ..Entry::new(self.take_key(), "", text, 0, Delivery::Delivered)
         });
+    }
+
+    /// The id of the oldest stored message in the list (0: none).
+    pub fn first_id(&self) -> u64 {
+        self.entries.with_untracked(|entries| {
+            entries
+                .iter()
+                .map(|e| e.id.get_untracked())
+                .find(|id| *id != 0)
+                .unwrap_or(0)
+        })
+    }
+
+    /// The id of the newest stored message in the list (0: none).
+    pub fn last_message_id(&self) -> u64 {
+        self.entries.with_untracked(|entries| {
+            entries
+                .iter()
+                .rev()
+                .map(|e| e.id.get_untracked())
+                .find(|id| *id != 0)
+                .unwrap_or(0)
+        })
+    }
+
+    /// The newest message id the stream told of, shown or not.
+    pub fn newest_message(&self) -> u64 {
+        self.newest_message.get_value()
+    }
+
+    /// Whether the list no longer reaches the live end (tracked).
+    pub fn is_detached(&self) -> bool {
+        self.detached.get()
+    }
+
+    /// Older messages (oldest first, from `History`) go before the first
+    /// row; those the list has are left out. Past [`MAX_ENTRIES`], the
+    /// newest rows go, and the list is detached from the live end.
+    pub fn prepend(&self, older: Vec<ChatMessage>, me: &str) {
+        let first = self.first_id();
+        let rows: Vec<Entry> = older
+            .into_iter()
+            .filter(|m| first == 0 || m.id < first)
+            .rev()
+            .map(|message| self.history_row(message, me))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        let mut dropped = false;
+        self.entries.update(|entries| {
+            entries.splice(0..0, rows);
+            if entries.len() > MAX_ENTRIES {
+                entries.truncate(MAX_ENTRIES);
+                dropped = true;
+            }
+            regroup(entries, 0);
+        });
+        if dropped {
+            self.detached.set(true);
+        }
+    }
+
+    /// The list becomes `newest` (oldest first, from `History`): the live
+    /// end again, whatever it showed before.
+    pub fn restart_from(&self, newest: Vec<ChatMessage>, me: &str) {
+        let rows: Vec<Entry> = newest
+            .into_iter()
+            .map(|message| self.history_row(message, me))
+            .collect();
+        if let Some(last) = rows.last() {
+            let id = last.id.get_untracked();
+            self.last_id.set_value(self.last_id.get_value().max(id));
+        }
+        self.marker.set(None);
+        self.entries.update(|entries| {
+            *entries = rows;
+            regroup(entries, 0);
+        });
+        self.detached.set(false);
+    }
+
+    /// A row for a stored message read from `History`, with a key below
+    /// every row's so far.
+    fn history_row(&self, message: ChatMessage, me: &str) -> Entry {
+        let entry = Entry {
+            own: message.username == me,
+            room: self.room.get_value(),
+            ..Entry::new(
+                self.take_older_key(),
+                &message.username,
+                &message.message,
+                message.timestamp,
+                Delivery::Delivered,
+            )
+        };
+        entry.id.set(message.id);
+        entry.copy.set(message);
+        entry
     }
 
     /// Drops a failed message the user gave up on.
@@ -523,5 +654,58 @@ mod tests {
         let entries = timeline.entries.get_untracked();
         assert_eq!(entries.len(), MAX_ENTRIES);
         assert_eq!(&*entries[0].text, "5");
+    }
+
+    #[test]
+    fn older_pages_go_first_and_past_the_cap_push_the_newest_out_until_the_live_end_is_back() {
+        let owner = Owner::new();
+        owner.set();
+        let timeline = Timeline::new();
+        for id in 901..=1_000 {
+            timeline.receive(stored(id, "bob", &id.to_string()), "me");
+        }
+        let newest_key = timeline.last_key_untracked();
+        // A page that overlaps what the list has: only the older ones go in.
+        let page = |ids: std::ops::RangeInclusive<u64>| {
+            ids.map(|id| stored(id, if id % 2 == 0 { "me" } else { "bob" }, &id.to_string()))
+                .collect::<Vec<_>>()
+        };
+        timeline.prepend(page(851..=905), "me");
+        assert_eq!(timeline.first_id(), 851);
+        assert_eq!(timeline.rows().len(), 150);
+        assert!(timeline.rows()[1].own, "852 is the user's own");
+        // Older rows are not "after" anything the reader saw.
+        assert_eq!(timeline.others_after(newest_key), 0);
+        assert!(!timeline.is_detached());
+
+        // Past the cap, the newest go and the list lets go of the live end.
+        for from in (1..=850u64).rev().step_by(100) {
+            let to = from.saturating_sub(99).max(1);
+            timeline.prepend(page(to..=from), "me");
+        }
+        assert_eq!(timeline.rows().len(), MAX_ENTRIES);
+        assert_eq!(timeline.first_id(), 1);
+        assert_eq!(timeline.last_message_id(), 1_000);
+        timeline.prepend(page(1..=1), "me");
+        assert!(!timeline.is_detached(), "exactly the cap: all of it fits");
+        let cap_test = Timeline::new();
+        for id in 1_001..=1_950 {
+            cap_test.receive(stored(id, "bob", "x"), "me");
+        }
+        cap_test.prepend(page(901..=1_000), "me");
+        assert!(cap_test.is_detached());
+        assert_eq!(cap_test.rows().len(), MAX_ENTRIES);
+        assert_eq!(cap_test.first_id(), 901);
+        assert_eq!(cap_test.last_message_id(), 1_900, "the newest 50 went");
+        // While detached, new messages wait to be read back.
+        cap_test.receive(stored(1_951, "bob", "live"), "me");
+        assert_eq!(cap_test.last_message_id(), 1_900);
+        assert_eq!(cap_test.newest_message(), 1_951);
+        // The live end again: the newest page, and what comes next.
+        cap_test.restart_from(page(1_902..=1_951), "me");
+        assert!(!cap_test.is_detached());
+        assert_eq!(cap_test.rows().len(), 50);
+        cap_test.receive(stored(1_952, "bob", "next"), "me");
+        assert_eq!(cap_test.last_message_id(), 1_952);
     }
 }

@@ -1,0 +1,111 @@
+//! Scrolling back through a room: reaching the top of the list reads the
+//! page before its first row with `History`, until the room's start; and
+//! when older pages have pushed the newest rows out of memory (the list is
+//! then detached from the live end), "Jump to latest" reads the newest page
+//! again. The list keeps the reader's place (`components::message_list`).
+
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+
+use crate::net::api;
+use crate::state::timeline::Timeline;
+
+/// Messages read per page while scrolling back.
+const PAGE: u32 = 100;
+/// Messages the list starts again with when it jumps back to the live end.
+const LATEST: u32 = 50;
+
+/// What is known of the messages before the list's first row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Older {
+    /// Not asked yet.
+    Unknown,
+    Loading,
+    /// There are more.
+    More,
+    /// The first row is the room's first stored message.
+    Start,
+}
+
+#[derive(Clone, Copy)]
+pub struct Past {
+    pub older: RwSignal<Older>,
+    /// Why the last read failed (the reader may try again).
+    pub error: RwSignal<Option<String>>,
+}
+
+impl Past {
+    pub fn new() -> Self {
+        Self {
+            older: RwSignal::new(Older::Unknown),
+            error: RwSignal::new(None),
+        }
+    }
+
+    /// Whether scrolling up should read another page (untracked).
+    pub fn wants_older(&self, timeline: &Timeline) -> bool {
+        matches!(self.older.get_untracked(), Older::Unknown | Older::More)
+            && timeline.first_id() != 0
+    }
+
+    /// Reads the page before the first row and puts it above; `placed`
+    /// runs once the rows are in, to keep the reader's place.
+    pub fn load_older(self, timeline: Timeline, me: String, placed: impl FnOnce() + 'static) {
+        if !self.wants_older(&timeline) {
+            return;
+        }
+        let before = timeline.first_id();
+        self.older.set(Older::Loading);
+        self.error.set(None);
+        spawn_local(async move {
+            let room = timeline.room();
+            match api::history(&room, before, 0, PAGE).await {
+                Ok(page) => {
+                    let more = if page.more_before {
+                        Older::More
+                    } else {
+                        Older::Start
+                    };
+                    timeline.prepend(page.messages, &me);
+                    self.older.try_set(more);
+                    placed();
+                }
+                Err(status) => {
+                    self.older.try_set(Older::More);
+                    self.error.try_set(Some(api::readable(&status)));
+                }
+            }
+        });
+    }
+
+    /// Reads the newest page and makes it the list (a detached list goes
+    /// back to the live end); `placed` runs once it is in.
+    pub fn back_to_latest(self, timeline: Timeline, me: String, placed: impl FnOnce() + 'static) {
+        self.error.set(None);
+        spawn_local(async move {
+            let room = timeline.room();
+            // What arrives while the page is read is read again with it.
+            for _ in 0..3 {
+                match api::history(&room, 0, 0, LATEST).await {
+                    Ok(page) => {
+                        let more = if page.more_before {
+                            Older::More
+                        } else {
+                            Older::Start
+                        };
+                        timeline.restart_from(page.messages, &me);
+                        self.older.try_set(more);
+                        if timeline.last_message_id() >= timeline.newest_message() {
+                            break;
+                        }
+                    }
+                    Err(status) => {
+                        self.error.try_set(Some(api::readable(&status)));
+                        return;
+                    }
+                }
+            }
+            placed();
+        });
+    }
+}
