@@ -84,3 +84,40 @@ test('scrolling back reads the room to its start, keeping the reader\'s place, a
   assert.equal(await messagesWithText(page, 'entry 1').count(), 0);
   assert.deepEqual(page.errors, []);
 });
+
+test('a link to a message opens the room around it, scrolled to it and highlighted; Copy link makes one', async () => {
+  // Entries 1..2000 have ids 1..2000 (nothing else was stored before them).
+  const page = await openPage(browser, `${server.url}#/room/general/500`, undefined, {
+    permissions: ['clipboard-read', 'clipboard-write'],
+  });
+  await join(page, 'Linker');
+  const target = page.locator('#msg-500');
+  await target.waitFor();
+  await page.waitForFunction(() => {
+    const row = document.getElementById('msg-500');
+    const list = document.querySelector('[data-testid="message-list"]').getBoundingClientRect();
+    const box = row?.getBoundingClientRect();
+    return row?.classList.contains('flash') && box.top >= list.top && box.bottom <= list.bottom;
+  });
+  assert.equal(await messagesWithText(page, 'entry 500').count(), 1);
+  assert.equal(await messagesWithText(page, `entry ${MESSAGES}`).count(), 0, 'the list is in the past');
+  await page.getByTestId('jump-latest').waitFor();
+  await assertAccessible(page, 'a room opened at a linked message');
+  await page.screenshot({ path: path.join(artifacts, 'past-link.png') });
+
+  // Copy link on another message: the clipboard has its address.
+  const other = messagesWithText(page, 'entry 510');
+  await other.hover();
+  await other.getByTestId('action-copy-link').click();
+  await page.getByTestId('action-notice').filter({ hasText: 'Link to the message copied.' }).waitFor();
+  const link = await page.evaluate(() => navigator.clipboard.readText());
+  assert.equal(link, `${server.url}#/room/general/510`);
+
+  // Following it highlights that one instead; one that is not stored says so.
+  await page.evaluate(() => { window.location.hash = '/room/general/510'; });
+  await page.waitForFunction(() => document.getElementById('msg-510')?.classList.contains('flash')
+    && !document.getElementById('msg-500')?.classList.contains('flash'));
+  await page.evaluate(() => { window.location.hash = '/room/general/99999'; });
+  await page.getByText('The message that link points at is no longer available.').waitFor();
+  assert.deepEqual(page.errors, []);
+});

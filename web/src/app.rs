@@ -341,7 +341,7 @@ fn RoomView(
         }
     });
     view! {
-        <MessageList timeline draft name />
+        <MessageList timeline draft name target=rooms.target.into() />
         <TypingLine people />
         <Composer timeline name draft typing slow=Signal::derive(move || rooms.slow_mode()) />
     }

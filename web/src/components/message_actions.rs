@@ -1,8 +1,8 @@
 //! What can be done to a message, from its row: a toolbar beside the bubble
 //! (shown on hover, on keyboard focus, and from the "⋯" button on a touch
 //! screen) with Reply, React, Edit (the user's own messages), Delete
-//! (their own, and a moderator's on every message) and Report (somebody
-//! else's), the reaction picker and the questions whether to delete (a
+//! (their own, and a moderator's on every message), Copy link and Report
+//! (somebody else's), the reaction picker and the questions whether to delete (a
 //! moderator gives a reason there) or why to report under the bubble, and
 //! the box a message is edited in, in place.
 
@@ -38,6 +38,7 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
         </button>
         {move || (awake.get() || open.get()).then(|| {
         let reply_entry = reply_entry.clone();
+        let link_entry = reply_entry.clone();
         view! {
         <div class="msg-actions" class:open=move || open.get() role="toolbar" aria-label="Message actions">
             <button
@@ -89,6 +90,19 @@ pub fn MessageActions(entry: Entry, awake: Signal<bool>) -> impl IntoView {
                     "🗑" <span class="action-label">"Delete"</span>
                 </button>
             })}
+            <button
+                data-testid="action-copy-link"
+                title="Copy a link to this message"
+                on:click={
+                    let entry = link_entry.clone();
+                    move |_| {
+                        open.set(false);
+                        acting.copy_link(&entry);
+                    }
+                }
+            >
+                "🔗" <span class="action-label">"Copy link"</span>
+            </button>
             {(!own).then(|| view! {
                 <button
                     data-testid="action-report"

@@ -30,6 +30,9 @@ pub fn MessageList(
     draft: RwSignal<String>,
     /// The user's name: rows read back under it are their own.
     name: Signal<String>,
+    /// The message the address points at: shown, reading its page if the
+    /// list does not have it.
+    target: Signal<Option<u64>>,
 ) -> impl IntoView {
     let list_ref = NodeRef::<html::Div>::new();
     let past = Past::new();
@@ -76,6 +79,20 @@ pub fn MessageList(
             });
         });
     };
+    Effect::new(move |_| {
+        let Some(id) = target.get() else {
+            return;
+        };
+        if timeline.by_id(id).is_some() {
+            request_animation_frame(move || show_message(id));
+            return;
+        }
+        // Reading the past: new rows must not pull the list to the bottom.
+        stuck.set(false);
+        past.open_around(timeline, id, name.get_untracked(), move || {
+            request_animation_frame(move || show_message(id));
+        });
+    });
     let jump_to_latest = move || {
         if timeline.is_detached() {
             past.back_to_latest(timeline, name.get_untracked(), move || {
@@ -191,7 +208,8 @@ pub fn MessageList(
                     data-testid="jump-latest"
                     on:click=move |_| jump_to_latest()
                 >
-                    {move || match unseen.get() {
+                    // A list in the past counts nothing: the latest is elsewhere.
+                    {move || match if timeline.is_detached() { 0 } else { unseen.get() } {
                         0 => "Jump to latest ↓".to_owned(),
                         1 => "1 new message ↓".to_owned(),
                         n => format!("{n} new messages ↓"),
@@ -203,6 +221,33 @@ pub fn MessageList(
             </div>
         </div>
     }
+}
+
+/// Scrolls message `id`'s row to the middle of its list and highlights it
+/// (the row highlighted before is no longer).
+pub fn show_message(id: u64) {
+    let Some(row) = document()
+        .get_element_by_id(&format!("msg-{id}"))
+        .and_then(|row| row.dyn_into::<web_sys::HtmlElement>().ok())
+    else {
+        return;
+    };
+    if let Some(list) = row
+        .closest(".timeline")
+        .ok()
+        .flatten()
+        .and_then(|list| list.dyn_into::<web_sys::HtmlElement>().ok())
+    {
+        // A live collection (it shrinks as each loses the class): taken
+        // out first.
+        let shown = list.get_elements_by_class_name("flash");
+        let shown: Vec<_> = (0..shown.length()).filter_map(|i| shown.item(i)).collect();
+        for other in shown {
+            let _ = other.class_list().remove_1("flash");
+        }
+        list.set_scroll_top(row.offset_top() - (list.client_height() - row.offset_height()) / 2);
+    }
+    let _ = row.class_list().add_1("flash");
 }
 
 /// The first stored row the reader sees at the top of `list`: its element

@@ -1,10 +1,12 @@
 //! Replies: the one-line quote of the message a reply answers (above the
-//! reply's text; a click scrolls to the original when the list has it),
+//! reply's text; a click shows the original, reading its page through a
+//! link to it when the list does not have it),
 //! and the line above the composer that says what the next message will
 //! answer (Escape or ✕ cancels).
 
 use leptos::prelude::*;
 
+use crate::components::message_list::show_message;
 use crate::state::acting::Acting;
 use crate::state::entry::Entry;
 use crate::state::timeline::Timeline;
@@ -35,23 +37,22 @@ fn quote_of(original: Option<&Entry>) -> (String, String) {
 #[component]
 pub fn ReplyQuote(timeline: Timeline, id: u64) -> impl IntoView {
     let original = timeline.by_id(id);
-    let found = original.is_some();
     // Follows the original's edits and deletion.
     let quote = Memo::new(move |_| quote_of(original.as_ref()));
     view! {
         <button
             class="reply-quote"
             data-testid="reply-quote"
-            disabled=!found
             aria-label=move || {
                 let (author, text) = quote.get();
                 if author.is_empty() { format!("Reply to {text}") } else { format!("Reply to {author}: {text}") }
             }
             on:click=move |_| {
-                let element = document().get_element_by_id(&format!("msg-{id}"));
-                if let Some(element) = element {
-                    element.scroll_into_view();
-                    let _ = element.class_list().add_1("flash");
+                if document().get_element_by_id(&format!("msg-{id}")).is_some() {
+                    show_message(id);
+                } else if let Some(window) = web_sys::window() {
+                    // Not in the list: the link to it reads its page.
+                    let _ = window.location().set_hash(&format!("/room/{}/{id}", timeline.room()));
                 }
             }
         >

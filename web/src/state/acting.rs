@@ -10,8 +10,10 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::browser::clipboard;
 use crate::net::{api, moderation};
 use crate::state::entry::Entry;
+use crate::state::rooms;
 
 #[derive(Clone, Copy)]
 pub struct Acting {
@@ -88,6 +90,23 @@ impl Acting {
             self.slow_until
                 .set(js_sys::Date::now() + f64::from(seconds) * 1000.0);
         }
+    }
+
+    /// Puts a link to `entry`'s message on the clipboard, and says so (or
+    /// shows the link, if the browser would not take it).
+    pub fn copy_link(self, entry: &Entry) {
+        let link = rooms::link_to(&self.room.get_value(), entry.id.get_untracked());
+        self.notice.set(None);
+        self.error.set(None);
+        spawn_local(async move {
+            if clipboard::copy(&link).await {
+                self.notice
+                    .try_set(Some("Link to the message copied.".to_owned()));
+            } else {
+                self.error
+                    .try_set(Some(format!("Could not copy the link; here it is: {link}")));
+            }
+        });
     }
 
     /// Reports `entry`'s message to the moderators, saying `reason`.

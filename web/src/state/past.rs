@@ -1,8 +1,10 @@
-//! Scrolling back through a room: reaching the top of the list reads the
-//! page before its first row with `History`, until the room's start; and
-//! when older pages have pushed the newest rows out of memory (the list is
-//! then detached from the live end), "Jump to latest" reads the newest page
-//! again. The list keeps the reader's place (`components::message_list`).
+//! Reading a room's past with `History`: reaching the top of the list reads
+//! the page before its first row, until the room's start; a link to a
+//! message (`#/room/NAME/ID`) makes the list the page around it; and when
+//! the list does not reach the live end (older pages pushed the newest rows
+//! out of memory, or a link opened it in the past), "Jump to latest" reads
+//! the newest page again. The list keeps the reader's place
+//! (`components::message_list`).
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
@@ -14,6 +16,8 @@ use crate::state::timeline::Timeline;
 const PAGE: u32 = 100;
 /// Messages the list starts again with when it jumps back to the live end.
 const LATEST: u32 = 50;
+/// Messages around the one a link points at (half on each side).
+const AROUND: u32 = 100;
 
 /// What is known of the messages before the list's first row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +82,41 @@ impl Past {
         });
     }
 
+    /// Makes the list the page around message `id`; `placed` runs once it
+    /// is in (to scroll to it). A message that is not stored says so.
+    pub fn open_around(
+        self,
+        timeline: Timeline,
+        id: u64,
+        me: String,
+        placed: impl FnOnce() + 'static,
+    ) {
+        self.error.set(None);
+        spawn_local(async move {
+            let room = timeline.room();
+            match api::history(&room, 0, id, AROUND).await {
+                Ok(page) => {
+                    let more = if page.more_before {
+                        Older::More
+                    } else {
+                        Older::Start
+                    };
+                    timeline.restart_from(page.messages, &me, !page.more_after);
+                    self.older.try_set(more);
+                    placed();
+                }
+                Err(status) => {
+                    let why = if status.code() == tonic::Code::NotFound {
+                        "The message that link points at is no longer available.".to_owned()
+                    } else {
+                        api::readable(&status)
+                    };
+                    self.error.try_set(Some(why));
+                }
+            }
+        });
+    }
+
     /// Reads the newest page and makes it the list (a detached list goes
     /// back to the live end); `placed` runs once it is in.
     pub fn back_to_latest(self, timeline: Timeline, me: String, placed: impl FnOnce() + 'static) {
@@ -93,7 +132,7 @@ impl Past {
                         } else {
                             Older::Start
                         };
-                        timeline.restart_from(page.messages, &me);
+                        timeline.restart_from(page.messages, &me, true);
                         self.older.try_set(more);
                         if timeline.last_message_id() >= timeline.newest_message() {
                             break;

@@ -1,5 +1,5 @@
 //! Rooms: which one is open (its address is `#/room/NAME`, so links and
-//! the back button work), and what each has that this user has not seen
+//! the back button work; `#/room/NAME/ID` also points at one message), and what each has that this user has not seen
 //! (from the one stream's `RoomActivity` events and the last id seen of each
 //! room, kept in local storage). The room list and the dialog that creates
 //! a room are in `components::rooms`.
@@ -24,6 +24,8 @@ pub struct Rooms {
     pub list: RwSignal<Vec<RoomInfo>>,
     /// The open room.
     pub current: RwSignal<String>,
+    /// The message the address points at (`#/room/NAME/ID`), if any.
+    pub target: RwSignal<Option<u64>>,
     /// The newest id seen of each room, as stored.
     seen: RwSignal<HashMap<String, u64>>,
 }
@@ -52,10 +54,34 @@ fn remembered() -> Vec<RoomInfo> {
         .collect()
 }
 
-/// The room an address names (`#/room/NAME`), if it is a room name.
+/// The room an address names (`#/room/NAME`, or `#/room/NAME/ID`), if it
+/// is a room name.
 pub fn room_in(hash: &str) -> Option<String> {
-    let name = hash.strip_prefix("#/room/")?;
+    let rest = hash.strip_prefix("#/room/")?;
+    let name = rest.split_once('/').map_or(rest, |(name, _)| name);
     rules::room(name).ok()
+}
+
+/// The message an address points at (`#/room/NAME/ID`).
+pub fn target_in(hash: &str) -> Option<u64> {
+    let rest = hash.strip_prefix("#/room/")?;
+    let (_, id) = rest.split_once('/')?;
+    id.parse().ok().filter(|id| *id != 0)
+}
+
+/// The address of message `id` in `room`, as a link to share.
+pub fn link_to(room: &str, id: u64) -> String {
+    let here = web_sys::window()
+        .and_then(|w| {
+            let location = w.location();
+            Some(format!(
+                "{}{}",
+                location.origin().ok()?,
+                location.pathname().ok()?
+            ))
+        })
+        .unwrap_or_default();
+    format!("{here}#/room/{room}/{id}")
 }
 
 fn current_hash() -> String {
@@ -69,16 +95,19 @@ impl Rooms {
         let rooms = Self {
             list: RwSignal::new(remembered()),
             current: RwSignal::new(room_in(&current_hash()).unwrap_or_else(|| GENERAL.to_owned())),
+            target: RwSignal::new(target_in(&current_hash())),
             seen: RwSignal::new(HashMap::new()),
         };
         // The address follows the open room, and the open room the address
         // (a link, the back and forward buttons).
         let _ = window_event_listener(leptos::ev::hashchange, move |_| {
-            if let Some(room) = room_in(&current_hash())
+            let hash = current_hash();
+            if let Some(room) = room_in(&hash)
                 && room != rooms.current.get_untracked()
             {
                 rooms.current.set(room);
             }
+            rooms.target.set(target_in(&hash));
         });
         rooms
     }
@@ -88,6 +117,7 @@ impl Rooms {
         if let Some(window) = web_sys::window() {
             let _ = window.location().set_hash(&format!("/room/{room}"));
         }
+        self.target.set(None);
         self.current.set(room.to_owned());
     }
 
@@ -236,5 +266,14 @@ mod tests {
         assert_eq!(room_in("#/room/no such"), None);
         assert_eq!(room_in("#/elsewhere"), None);
         assert_eq!(room_in(""), None);
+    }
+
+    #[test]
+    fn addresses_may_point_at_a_message() {
+        assert_eq!(room_in("#/room/dev/42"), Some("dev".into()));
+        assert_eq!(target_in("#/room/dev/42"), Some(42));
+        assert_eq!(target_in("#/room/dev"), None);
+        assert_eq!(target_in("#/room/dev/0"), None);
+        assert_eq!(target_in("#/room/dev/x"), None);
     }
 }

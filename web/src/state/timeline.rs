@@ -428,10 +428,11 @@ impl Timeline {
         }
     }
 
-    /// The list becomes `newest` (oldest first, from `History`): the live
-    /// end again, whatever it showed before.
-    pub fn restart_from(&self, newest: Vec<ChatMessage>, me: &str) {
-        let rows: Vec<Entry> = newest
+    /// The list becomes `page` (oldest first, from `History`), whatever it
+    /// showed before: the live end again if `live` (the page has the
+    /// newest message), else detached from it.
+    pub fn restart_from(&self, page: Vec<ChatMessage>, me: &str, live: bool) {
+        let rows: Vec<Entry> = page
             .into_iter()
             .map(|message| self.history_row(message, me))
             .collect();
@@ -444,7 +445,7 @@ impl Timeline {
             *entries = rows;
             regroup(entries, 0);
         });
-        self.detached.set(false);
+        self.detached.set(!live);
     }
 
     /// A row for a stored message read from `History`, with a key below
@@ -702,7 +703,7 @@ mod tests {
         assert_eq!(cap_test.last_message_id(), 1_900);
         assert_eq!(cap_test.newest_message(), 1_951);
         // The live end again: the newest page, and what comes next.
-        cap_test.restart_from(page(1_902..=1_951), "me");
+        cap_test.restart_from(page(1_902..=1_951), "me", true);
         assert!(!cap_test.is_detached());
         assert_eq!(cap_test.rows().len(), 50);
         cap_test.receive(stored(1_952, "bob", "next"), "me");
