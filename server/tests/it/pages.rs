@@ -152,15 +152,7 @@ async fn pages_go_back_to_the_start_in_current_state_and_around_a_message() {
 /// `tests/fixtures/pre-rooms.db` keeps ids 3 and 4; retention removed 1 and 2.
 #[tokio::test]
 async fn what_retention_removed_is_not_found_and_the_first_page_says_so() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("chat.db");
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pre-rooms.db"),
-        &db,
-    )
-    .expect("fixture copied");
-    let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::log::sqlite::Location::File(db);
+    let (_dir, config) = crate::rooms::pre_rooms_db();
     let server = TestServer::start_with(config).await;
     let mut web = server.web();
     let kept = page(&mut web, before(0, 0)).await;

@@ -247,11 +247,9 @@ async fn retention_keeps_the_newest_of_each_room() {
     assert_eq!(next(&mut quiet).await, ("quiet".into(), 3, "q3".into()));
 }
 
-/// `tests/fixtures/pre-rooms.db` was written by the server as it was before
-/// rooms (215d578, `--retain 2`, four messages sent by the web app's
-/// protocol): ids 3 and 4 are stored, 1 and 2 were pruned, `last_id` is 4.
-#[tokio::test]
-async fn a_database_from_before_rooms_becomes_general_with_its_ids() {
+/// A copy of `tests/fixtures/pre-rooms.db` (in the returned folder), and a
+/// configuration that opens it.
+pub(crate) fn pre_rooms_db() -> (tempfile::TempDir, Config) {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("chat.db");
     std::fs::copy(
@@ -260,7 +258,16 @@ async fn a_database_from_before_rooms_becomes_general_with_its_ids() {
     )
     .expect("fixture copied");
     let mut config = Config::with_addr("127.0.0.1:0");
-    config.db = chat_server::log::sqlite::Location::File(db.clone());
+    config.db = chat_server::log::sqlite::Location::File(db);
+    (dir, config)
+}
+
+/// `tests/fixtures/pre-rooms.db` was written by the server as it was before
+/// rooms (215d578, `--retain 2`, four messages sent by the web app's
+/// protocol): ids 3 and 4 are stored, 1 and 2 were pruned, `last_id` is 4.
+#[tokio::test]
+async fn a_database_from_before_rooms_becomes_general_with_its_ids() {
+    let (_dir, config) = pre_rooms_db();
     let server = TestServer::start_with(config.clone()).await;
     let (last_id, mut general) = follow(&server, "general", 0).await;
     assert_eq!(last_id, 4);

@@ -31,6 +31,13 @@ pub enum Older {
     Start,
 }
 
+impl Older {
+    /// What a `History` page's `more_before` says.
+    fn before(more_before: bool) -> Self {
+        if more_before { Self::More } else { Self::Start }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct Past {
     pub older: RwSignal<Older>,
@@ -65,13 +72,8 @@ impl Past {
             let room = timeline.room();
             match api::history(&room, before, 0, PAGE).await {
                 Ok(page) => {
-                    let more = if page.more_before {
-                        Older::More
-                    } else {
-                        Older::Start
-                    };
                     timeline.prepend(page.messages, &me);
-                    self.older.try_set(more);
+                    self.older.try_set(Older::before(page.more_before));
                     placed();
                 }
                 Err(status) => {
@@ -96,13 +98,8 @@ impl Past {
             let room = timeline.room();
             match api::history(&room, 0, id, AROUND).await {
                 Ok(page) => {
-                    let more = if page.more_before {
-                        Older::More
-                    } else {
-                        Older::Start
-                    };
                     timeline.restart_from(page.messages, &me, !page.more_after);
-                    self.older.try_set(more);
+                    self.older.try_set(Older::before(page.more_before));
                     placed();
                 }
                 Err(status) => {
@@ -127,13 +124,8 @@ impl Past {
             for _ in 0..3 {
                 match api::history(&room, 0, 0, LATEST).await {
                     Ok(page) => {
-                        let more = if page.more_before {
-                            Older::More
-                        } else {
-                            Older::Start
-                        };
                         timeline.restart_from(page.messages, &me, true);
-                        self.older.try_set(more);
+                        self.older.try_set(Older::before(page.more_before));
                         if timeline.last_message_id() >= timeline.newest_message() {
                             break;
                         }
