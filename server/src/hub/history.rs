@@ -190,7 +190,7 @@ impl Hub {
     }
 
     /// [`crate::log::RoomLog::range`], asking again while a shared log's copy is behind.
-    async fn range_patiently(
+    pub(super) async fn range_patiently(
         &self,
         room: &Room,
         after: u64,

@@ -379,7 +379,9 @@ impl Hub {
         if id == 0 || id > room.last_id() {
             return Ok(None);
         }
-        let page = self.inner.log.range(&room.key, id - 1, id, 1).await?;
+        // A shared log's copy that is behind (or a stream electing its
+        // leader) answers again soon: asked again, as every reader does.
+        let page = self.range_patiently(room, id - 1, id, 1).await?;
         Ok(page
             .into_iter()
             .find(|stored| stored.id() == id)

@@ -323,13 +323,10 @@ impl Shared {
                 .map_err(unavailable)?;
             match stream.delete_message(id).await {
                 Ok(_) => {}
-                // Erased already (JetStream says "no message found").
-                Err(error)
-                    if matches!(error.kind(),
-                        stream::DeleteMessageErrorKind::JetStream(e)
-                            if [ErrorCode::STREAM_MESSAGE_DELETE_FAILED, ErrorCode::NO_MESSAGE_FOUND, ErrorCode::SEQUENCE_NOT_FOUND]
-                                .contains(&e.error_code())
-                                && e.to_string().contains("no message found")) => {}
+                // Erased already, by this replica's follower or another's:
+                // "sequence N not found", "no message found", or a failed
+                // delete that says the latter.
+                Err(error) if erased_already(&error) => {}
                 Err(error) => return Err(unavailable(error)),
             }
         }
@@ -426,6 +423,20 @@ fn tombstone_id(tombstone: &ChatEvent) -> Option<u64> {
         Some(Event::Message(message)) => Some(message.id),
         Some(Event::Change(change)) => Some(change.id),
         _ => None,
+    }
+}
+
+/// Whether a failed erase found the entry erased already.
+fn erased_already(error: &stream::DeleteMessageError) -> bool {
+    match error.kind() {
+        stream::DeleteMessageErrorKind::JetStream(e) => {
+            let code = e.error_code();
+            code == ErrorCode::SEQUENCE_NOT_FOUND
+                || code == ErrorCode::NO_MESSAGE_FOUND
+                || (code == ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+                    && e.to_string().contains("no message found"))
+        }
+        _ => false,
     }
 }
 
