@@ -14,6 +14,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
+use crate::browser::scroll::show_message;
 use crate::components::message_row::MessageRow;
 use crate::state::past::{Older, Past};
 use crate::state::timeline::Timeline;
@@ -221,33 +222,6 @@ pub fn MessageList(
             </div>
         </div>
     }
-}
-
-/// Scrolls message `id`'s row to the middle of its list and highlights it
-/// (the row highlighted before is no longer).
-pub fn show_message(id: u64) {
-    let Some(row) = document()
-        .get_element_by_id(&format!("msg-{id}"))
-        .and_then(|row| row.dyn_into::<web_sys::HtmlElement>().ok())
-    else {
-        return;
-    };
-    if let Some(list) = row
-        .closest(".timeline")
-        .ok()
-        .flatten()
-        .and_then(|list| list.dyn_into::<web_sys::HtmlElement>().ok())
-    {
-        // A live collection (it shrinks as each loses the class): taken
-        // out first.
-        let shown = list.get_elements_by_class_name("flash");
-        let shown: Vec<_> = (0..shown.length()).filter_map(|i| shown.item(i)).collect();
-        for other in shown {
-            let _ = other.class_list().remove_1("flash");
-        }
-        list.set_scroll_top(row.offset_top() - (list.client_height() - row.offset_height()) / 2);
-    }
-    let _ = row.class_list().add_1("flash");
 }
 
 /// The first stored row the reader sees at the top of `list`: its element

@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 
-use crate::components::message_list::show_message;
+use crate::browser::scroll::show_message;
 use crate::state::acting::Acting;
 use crate::state::entry::Entry;
 use crate::state::timeline::Timeline;
