@@ -122,6 +122,13 @@ fn main() {
             "chat_proto::HistoryReply",
             Shape::Unary,
         ))
+        .method(method(
+            "search",
+            "Search",
+            "chat_proto::SearchRequest",
+            "chat_proto::SearchReply",
+            Shape::Unary,
+        ))
         .build();
     // Moderators' calls: all unary, decoded and encoded by prost.
     let moderation = [

@@ -23,6 +23,10 @@ pub const MAX_REASON_CHARS: usize = 200;
 pub const HISTORY_PAGE: u32 = 50;
 /// The most messages one `History` page holds (more is clamped to this).
 pub const MAX_HISTORY_PAGE: u32 = 200;
+/// Search hits in a reply when the request says 0.
+pub const SEARCH_PAGE: u32 = 20;
+/// The most search hits one reply holds (more is clamped to this).
+pub const MAX_SEARCH_PAGE: u32 = 100;
 /// Longest reaction emoji, in bytes (a family of four with skin tones is 25).
 pub const MAX_EMOJI_BYTES: usize = 32;
 /// Most distinct emoji under one message.

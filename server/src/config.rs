@@ -53,6 +53,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u16).range(1..=5))]
     pub nats_replicas: u16,
 
+    /// Cluster mode: the file each replica keeps its search index in,
+    /// rebuilt from the rooms' streams at every start (what was there is
+    /// replaced). Unset: in memory.
+    #[arg(long, env = "CHAT_SEARCH_DB")]
+    pub search_db: Option<PathBuf>,
+
     /// How many recent messages a new subscriber gets before live ones.
     #[arg(long, env = "CHAT_HISTORY", default_value_t = DEFAULT_HISTORY,
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
@@ -237,6 +243,19 @@ pub struct Limits {
     #[arg(long, env = "CHAT_RATE_BURST", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub rate_burst: u32,
+
+    /// Searches per second one client address may make, after a burst of
+    /// --search-burst, on a budget of their own (searching never costs a
+    /// message); 0 turns it off. Over it, Search gets RESOURCE_EXHAUSTED.
+    #[arg(long, env = "CHAT_SEARCH_RATE", default_value_t = 5.0,
+          value_parser = parse_rate)]
+    pub search_rate: f64,
+
+    /// Searches a client address may make at once before --search-rate
+    /// applies.
+    #[arg(long, env = "CHAT_SEARCH_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub search_burst: u32,
 }
 
 impl Default for Limits {
@@ -250,6 +269,8 @@ impl Default for Limits {
             max_stream_resets: 200,
             rate_limit: 5.0,
             rate_burst: 20,
+            search_rate: 5.0,
+            search_burst: 20,
         }
     }
 }
@@ -356,6 +377,7 @@ impl Config {
             db: Location::Memory,
             nats: None,
             nats_replicas: 3,
+            search_db: None,
             history: DEFAULT_HISTORY,
             retain: Retention::Count(100_000),
             edit_window: EditWindow(None),

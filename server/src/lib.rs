@@ -18,6 +18,8 @@
 //! - [`log`]: the seam between the hub and where a room's entries live, and
 //!   the words every log shares; SQLite for one machine, NATS JetStream for
 //!   several replicas.
+//! - [`search`]: finding messages by their words: the query language, how
+//!   words compare, and the FTS5 index both logs keep.
 //! - [`limits`]: how fast a client may post.
 //! - [`metrics`]: counters and gauges for `GET /metrics`.
 //! - [`memory`]: returning freed memory to the system after a burst.
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod people;
 pub mod rpc;
+pub mod search;
 
 pub use app::{ServeError, Server};
 pub use config::Config;

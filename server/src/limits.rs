@@ -96,9 +96,14 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(limits: &Limits) -> Self {
+        Self::with(limits.rate_limit, limits.rate_burst)
+    }
+
+    /// `burst` at once, then `rate` per second (0: no limit).
+    pub fn with(rate: f64, burst: u32) -> Self {
         Self {
-            rate: limits.rate_limit,
-            burst: limits.rate_burst,
+            rate,
+            burst,
             names: Mutex::new(HashMap::new()),
         }
     }

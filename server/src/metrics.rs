@@ -46,6 +46,8 @@ pub enum Limit {
     RateTyping,
     /// `--rate-limit`: a `CreateRoom` refused (rooms created too fast).
     RateRooms,
+    /// A search over `--search-rate`.
+    RateSearch,
     /// A message over the size limit.
     MessageSize,
     /// A request without a gRPC content type.
@@ -68,6 +70,7 @@ impl Limit {
             Self::RateJoin => "rate_join",
             Self::RateTyping => "rate_typing",
             Self::RateRooms => "rate_rooms",
+            Self::RateSearch => "rate_search",
             Self::MessageSize => "message_size",
             Self::ContentType => "content_type",
             Self::Deadline => "deadline",
@@ -292,7 +295,12 @@ mod tests {
     #[test]
     fn each_refusal_counts_under_its_own_kind() {
         let metrics = Metrics::new();
-        for limit in [Limit::RateJoin, Limit::RateTyping, Limit::RateRooms] {
+        for limit in [
+            Limit::RateJoin,
+            Limit::RateTyping,
+            Limit::RateRooms,
+            Limit::RateSearch,
+        ] {
             metrics.limit_hit(limit);
         }
         let text = metrics.render();

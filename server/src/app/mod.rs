@@ -159,7 +159,8 @@ impl Server {
         .max_rooms(usize::try_from(config.max_rooms).unwrap_or(usize::MAX))
         .auth_header(config.auth_header.clone())
         .edit_window(config.edit_window.0)
-        .roles(Arc::clone(&self.roles));
+        .roles(Arc::clone(&self.roles))
+        .search_limits(limits.search_rate, limits.search_burst);
         let admin_closing = Arc::new(tokio::sync::Notify::new());
         let admin = self.admin.map(|(listener, path)| {
             let closing = Arc::clone(&admin_closing);

@@ -67,6 +67,7 @@ async fn cluster(
         urls: urls.to_owned(),
         replicas: usize::from(config.nats_replicas),
         retention: config.retain,
+        search_db: config.search_db.clone(),
     })
     .await
     .map_err(failed)?;

@@ -25,6 +25,7 @@
 mod history;
 pub mod ring;
 mod room;
+mod search;
 mod subscription;
 pub mod wire;
 
@@ -43,6 +44,7 @@ use crate::metrics::Metrics;
 pub use history::{Around, Page};
 pub use room::Room;
 use room::{Rooms, read};
+pub use search::Hits;
 use subscription::relayed;
 pub use subscription::{Closed, Delivery, Start, Subscription};
 use wire::Relayed;

@@ -40,6 +40,8 @@ use futures_util::future::BoxFuture;
 use thiserror::Error;
 use tokio::sync::watch;
 
+use crate::search::{Find, Found};
+
 pub use entry::Entry;
 
 /// Text (names, messages, nonces) one read returns at most, beyond its first
@@ -323,6 +325,11 @@ pub trait RoomLog: fmt::Debug + Send + Sync + 'static {
         upto: u64,
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Stored>, LogError>>;
+
+    /// The messages the search index finds for `find`, newest first (see
+    /// `crate::search`): the SQLite log's own index, or a cluster
+    /// replica's search file.
+    fn search<'a>(&'a self, find: &'a Find) -> BoxFuture<'a, Result<Vec<Found>, LogError>>;
 
     /// Whether the log takes writes right now (health checks report it).
     fn is_available(&self) -> bool {

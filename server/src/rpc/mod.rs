@@ -26,6 +26,7 @@ mod moderate;
 mod people;
 mod reports;
 mod rooms;
+mod search;
 mod send;
 pub mod status;
 mod subscribe;
@@ -39,11 +40,13 @@ use chat_proto::rules;
 use chat_proto::{
     ChangeReply, ChatMessage, CreateRoomRequest, DeleteRequest, EditRequest, HistoryReply,
     HistoryRequest, JoinReply, JoinRequest, ListRoomsReply, ListRoomsRequest, ReactRequest,
-    Room as RoomReply, SendReply, SubscribeRequest, TypingReply, TypingRequest,
+    Room as RoomReply, SearchReply, SearchRequest, SendReply, SubscribeRequest, TypingReply,
+    TypingRequest,
 };
 use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::Limits;
 use crate::http::client_addr::ClientAddr;
 use crate::hub::wire::Encoded;
 use crate::hub::{Closed, Hub, Room};
@@ -84,6 +87,8 @@ pub struct ChatServer {
     typing_rates: Arc<RateLimiter>,
     /// New rooms, per client address: like messages, on a budget of their own.
     room_rates: Arc<RateLimiter>,
+    /// Searches, per client address (`--search-rate`).
+    search_rates: Arc<RateLimiter>,
     /// How many rooms may exist, general included.
     max_rooms: usize,
     /// Subscribe, Send and SetTyping need a session.
@@ -119,6 +124,10 @@ impl ChatServer {
             claim_rates: Arc::new(rates.same_limits()),
             typing_rates: Arc::new(rates.same_limits()),
             room_rates: Arc::new(rates.same_limits()),
+            search_rates: Arc::new(RateLimiter::with(
+                Limits::default().search_rate,
+                Limits::default().search_burst,
+            )),
             max_rooms: DEFAULT_MAX_ROOMS,
             rates,
             require_join: false,
@@ -151,6 +160,13 @@ impl ChatServer {
     }
 
     /// Bounds how many rooms may exist, general included.
+    /// Searches per client address: `burst` at once, then `rate` per
+    /// second (0: no limit).
+    pub fn search_limits(mut self, rate: f64, burst: u32) -> Self {
+        self.search_rates = Arc::new(RateLimiter::with(rate, burst));
+        self
+    }
+
     pub fn max_rooms(mut self, max: usize) -> Self {
         self.max_rooms = max;
         self
@@ -260,6 +276,13 @@ impl ChatService for ChatServer {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryReply>, Status> {
         self.history(request).await
+    }
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchReply>, Status> {
+        self.search(request).await
     }
 }
 

@@ -14,6 +14,10 @@
 //! committed batch: the hub cannot tell the two apart. History and resumes
 //! are read back from the stream.
 //!
+//! Each replica also keeps a search index of every room (`search`, fed by
+//! `search_feed`): an SQLite FTS5 file of its own, rebuilt from the
+//! streams at start.
+//!
 //! A consumer may be served by any node that keeps a copy of the stream,
 //! including one that is still catching up (after a restart, or just slow):
 //! such a node reads fine but has not got every message yet. So nothing
@@ -28,6 +32,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,10 +51,13 @@ mod follow;
 mod index;
 pub mod patience;
 mod read;
+mod search;
+mod search_feed;
 mod write;
 
 use follow::Followed;
 use index::RoomIndex;
+use search::SearchFile;
 use write::random_u64;
 
 use super::{
@@ -57,6 +65,7 @@ use super::{
     StreamFailure,
 };
 use crate::metrics::Metrics;
+use crate::search::{Find, Found};
 
 /// Every room's stream is named this, then the room's name.
 pub const STREAM_PREFIX: &str = "CHAT_";
@@ -97,6 +106,8 @@ pub struct NatsConfig {
     /// Copies of each room's stream (3 survives one node).
     pub replicas: usize,
     pub retention: Retention,
+    /// Where this replica keeps its search index (`None`: in memory).
+    pub search_db: Option<PathBuf>,
 }
 
 /// A connection to the cluster, with the rooms it had, not yet handing
@@ -108,6 +119,7 @@ pub struct Connected {
     js: context::Context,
     erased: kv::Store,
     rooms: Vec<RoomRow>,
+    search: Arc<SearchFile>,
 }
 
 impl Connected {
@@ -129,7 +141,9 @@ impl Connected {
         let js = jetstream::new(client.clone());
         let (rooms, erased) = patience::patiently("JetStream", || rooms_of(&js, &config)).await?;
         info!(urls = %config.urls, rooms = rooms.len(), "connected to NATS JetStream");
+        let search = Arc::new(SearchFile::open(config.search_db.as_deref())?);
         Ok(Self {
+            search,
             config,
             client,
             replica: random_u64(),
@@ -162,6 +176,7 @@ impl Connected {
             },
             js: self.js,
             erased: self.erased,
+            search: self.search,
             on_commit: Mutex::new(on_commit),
             followed: Mutex::new(HashMap::new()),
             indexes: Mutex::new(HashMap::new()),
@@ -181,6 +196,7 @@ impl Connected {
             shared,
         };
         tokio::spawn(Arc::clone(&log.shared).check_followers());
+        tokio::spawn(Arc::clone(&log.shared).find_rooms_to_index());
         log
     }
 }
@@ -208,6 +224,8 @@ struct Shared {
     follow_js: context::Context,
     /// The tombstones of erased entries ([`changes::ERASED_BUCKET`]).
     erased: kv::Store,
+    /// This replica's search index, fed from every room's stream.
+    search: Arc<SearchFile>,
     on_commit: Mutex<OnCommit>,
     /// The rooms the hub follows here, by name.
     followed: Mutex<HashMap<Arc<str>, Followed>>,
@@ -312,6 +330,7 @@ impl RoomLog for NatsLog {
 
     fn follow(&self, room: &RoomKey, handed: Arc<AtomicU64>) {
         self.shared.follow_room(room, handed);
+        self.shared.index_room(&room.name);
     }
 
     fn newest<'a>(&'a self, room: &'a RoomKey) -> BoxFuture<'a, Result<u64, LogError>> {
@@ -409,6 +428,10 @@ impl RoomLog for NatsLog {
             ids.reverse();
             Ok(ids)
         })
+    }
+
+    fn search<'a>(&'a self, find: &'a Find) -> BoxFuture<'a, Result<Vec<Found>, LogError>> {
+        Box::pin(self.shared.search.find(find.clone()))
     }
 
     fn range<'a>(

@@ -233,7 +233,12 @@ impl Shared {
 
 /// Entry `id`, published on `subject` with `payload`: a message on the
 /// room's subject, else a change's record.
-fn decode_payload(room: &str, id: u64, subject_: &str, payload: &[u8]) -> (Entry, Option<Record>) {
+pub(super) fn decode_payload(
+    room: &str,
+    id: u64,
+    subject_: &str,
+    payload: &[u8],
+) -> (Entry, Option<Record>) {
     if subject_ == subject(room) {
         let mut chat = ChatMessage::decode(payload).unwrap_or_else(|error| {
             warn!(id, %error, "a message in the stream is not a ChatMessage; skipped");

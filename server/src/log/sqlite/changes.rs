@@ -15,6 +15,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::log::judge::{Standing, Verdict, judge};
 use crate::log::{ChangeRequest, Changed, Entry, LogError, Refusal, RoomId};
+use crate::search::index;
 
 /// The columns an entry is read back from, in the order [`entry`] reads
 /// them (the origin, for the hub, comes last).
@@ -191,6 +192,17 @@ pub(super) fn apply(
         _ => {}
     }
     state::apply(&mut message, &change);
+    // The index follows the text: an edit's new words replace the old,
+    // and a deleted message is found no more.
+    match kind {
+        // Not in yet: the history from before search is still being
+        // indexed, and will be in its current state.
+        ChangeKind::ChangeEdit => {
+            index::reindex(tx, room, target, &message.message)?;
+        }
+        ChangeKind::ChangeDelete => index::remove(tx, room, target)?,
+        _ => {}
+    }
     tx.prepare_cached(
         "UPDATE messages SET message = ?3, edited_at = ?4, deleted = ?5, state_id = ?6,
                              reactions = ?7

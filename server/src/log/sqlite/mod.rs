@@ -37,6 +37,7 @@ use tracing::info;
 mod changes;
 mod readers;
 mod schema;
+mod search;
 mod writer;
 
 use readers::{Readers, read_range, recent_messages};
@@ -48,6 +49,7 @@ use super::{
     Stored, StreamFailure,
 };
 use crate::metrics::Metrics;
+use crate::search::{Find, Found, index};
 
 /// Messages a single transaction may carry.
 pub(super) const MAX_BATCH: usize = 1024;
@@ -124,6 +126,15 @@ impl Store {
             |row| row.get(0),
         )?;
         info!(db = %readers.location, rooms = rooms.len(), "message store open");
+        let to_index: Option<u64> = connection
+            .query_row(
+                "SELECT (SELECT count(*) FROM search_backfill)
+                      + (SELECT count(*) FROM messages m JOIN search_backfill b
+                         ON m.room = b.room AND m.id < b.below AND m.kind = 0)",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?;
         let (queue, inbox) = mpsc::channel(QUEUE);
         let writer = Writer {
             connection,
@@ -139,6 +150,11 @@ impl Store {
             .spawn(move || writer.run(inbox))
             .map_err(LogError::Thread)?;
         Readers::close_idle_ones(&readers);
+        if let (Some(total), Ok(runtime)) = (to_index, tokio::runtime::Handle::try_current())
+            && total > 0
+        {
+            runtime.spawn(search::backfill(queue.clone(), total));
+        }
         Ok(Self {
             queue,
             readers,
@@ -296,6 +312,13 @@ impl Store {
         .await?
     }
 
+    /// What the search index finds (see `crate::search`).
+    pub async fn search(&self, find: &Find) -> Result<Vec<Found>, LogError> {
+        let find = find.clone();
+        self.read(move |connection| Ok(index::find(connection, &find)?))
+            .await
+    }
+
     /// Read connections open right now (for tests and metrics).
     pub fn open_readers(&self) -> usize {
         self.readers.open.load(Ordering::SeqCst)
@@ -375,6 +398,10 @@ impl RoomLog for Store {
         limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Stored>, LogError>> {
         Box::pin(Store::range(self, room.id, after, upto, limit))
+    }
+
+    fn search<'a>(&'a self, find: &'a Find) -> BoxFuture<'a, Result<Vec<Found>, LogError>> {
+        Box::pin(Store::search(self, find))
     }
 
     fn open_readers(&self) -> usize {
@@ -580,7 +607,7 @@ mod tests {
     fn a_database_from_before_changes_is_migrated_with_its_messages() {
         let readers = Readers::new(Location::Memory, Metrics::new());
         let mut connection = readers.open(false).expect("open");
-        for sql in &schema::MIGRATIONS[..2] {
+        for sql in schema::MIGRATIONS[..2].iter().copied().flatten() {
             connection.execute_batch(sql).expect("old schema");
         }
         connection

@@ -7,11 +7,13 @@ use rusqlite::Connection;
 use tracing::info;
 
 use super::{LogError, RoomRow};
+use crate::search::index;
 
-/// Schema changes, applied in order at start-up; `PRAGMA user_version`
-/// records how many have run. Only ever append.
-pub(super) const MIGRATIONS: &[&str] = &[
-    "
+/// Schema changes, applied in order at start-up, each in one transaction
+/// of one or more batches; `PRAGMA user_version` records how many have
+/// run. Only ever append.
+pub(super) const MIGRATIONS: &[&[&str]] = &[
+    &["
     CREATE TABLE messages (
         id        INTEGER PRIMARY KEY,
         username  TEXT    NOT NULL,
@@ -24,8 +26,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     -- so ids are never reused.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta (key, value) VALUES ('last_id', 0);
-",
-    "
+"],
+    &["
     -- Rooms: every message belongs to one, and ids are per room. What was
     -- there before rooms moves into general, ids unchanged.
     CREATE TABLE rooms (
@@ -54,8 +56,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE messages;
     ALTER TABLE room_messages RENAME TO messages;
     DROP TABLE meta;
-",
-    "
+"],
+    &["
     -- Changes to earlier messages (edits, deletions, reactions) share the
     -- messages' table and their room's one sequence of ids: `kind` 0 is a
     -- message, otherwise the change's ChangeKind, and `target` the message
@@ -87,7 +89,18 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     ALTER TABLE rooms ADD COLUMN last_message_id INTEGER NOT NULL DEFAULT 0;
     UPDATE rooms SET last_message_id = last_id;
+"],
+    &[
+        index::SCHEMA,
+        "
+    -- What is left to index of the history there was before search: each
+    -- room's messages below `below`, taken newest first by a task at start
+    -- (`search::Backfill`), so recent history is found first.
+    CREATE TABLE search_backfill (room INTEGER PRIMARY KEY, below INTEGER NOT NULL);
+    INSERT INTO search_backfill (room, below)
+        SELECT id, last_message_id + 1 FROM rooms WHERE last_message_id > 0;
 ",
+    ],
 ];
 
 /// Every room, by id.
@@ -114,9 +127,11 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), LogError> {
             known: MIGRATIONS.len(),
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (index, batches) in MIGRATIONS.iter().enumerate().skip(version) {
         let transaction = connection.transaction()?;
-        transaction.execute_batch(sql)?;
+        for sql in *batches {
+            transaction.execute_batch(sql)?;
+        }
         transaction.pragma_update(None, "user_version", index + 1)?;
         transaction.commit()?;
         info!(schema = index + 1, "database migrated");

@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use super::changes::{self, Outcome};
+use super::search::Backfilled;
 use super::{MAX_BATCH, PRUNE_EVERY};
 use crate::log::{
     ChangeRequest, Changed, Committed, Entry, LogError, OnCommit, Retention, RoomId, RoomRow,
     Stored, StreamFailure, now_millis,
 };
 use crate::metrics::Metrics;
+use crate::search::index;
 
 /// Who hears how storing a message went.
 pub(super) enum Ack {
@@ -67,6 +69,10 @@ pub(super) enum Job {
         topic: String,
         reply: oneshot::Sender<Result<RoomRow, LogError>>,
     },
+    /// Index a slice of the history from before search (see `search`).
+    Backfill {
+        reply: oneshot::Sender<Result<Backfilled, LogError>>,
+    },
 }
 
 pub(super) struct Writer {
@@ -97,6 +103,10 @@ impl Writer {
                     Job::CreateRoom { name, topic, reply } => {
                         self.commit(&mut batch);
                         let _ = reply.send(self.create_room(&name, &topic));
+                    }
+                    Job::Backfill { reply } => {
+                        self.commit(&mut batch);
+                        let _ = reply.send(self.backfill());
                     }
                 }
                 if batch.len() < MAX_BATCH {
@@ -284,6 +294,14 @@ impl Writer {
                             pending.origin,
                             m.reply_to,
                         ])?;
+                        index::put(
+                            &transaction,
+                            pending.room,
+                            id,
+                            timestamp,
+                            &m.username,
+                            &m.message,
+                        )?;
                         done.push(Done::Message(id));
                     }
                     Write::Change(pending) => {
@@ -385,6 +403,7 @@ pub(super) fn prune_old(
         connection
             .prepare_cached("DELETE FROM reactors WHERE room = ?1 AND target < ?2")?
             .execute(params![room, cutoff])?;
+        index::remove_before(connection, room, cutoff)?;
         debug!(deleted, room, "retention removed old messages");
     }
     connection

@@ -1,0 +1,291 @@
+//! The search index's tables and every statement on them, for any SQLite
+//! database that also has a `rooms (id, name)` table: the SQLite log's own
+//! (kept in the writer's transactions) and a cluster replica's search file.
+//!
+//! `search_text` is a contentless FTS5 table of each message's folded words
+//! (the text itself stays in the log). Its rowid, `seq`, is the message's
+//! time in milliseconds times 1024 plus a counter, so FTS5's rowid order is
+//! newest first across rooms; `search_rows` maps it to the room, the id and
+//! the author's name key (for `from:`).
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::fold::folded;
+use crate::people::name_key::NameKey;
+
+/// The tables (one migration, or a fresh search file).
+pub const SCHEMA: &str = "
+    CREATE VIRTUAL TABLE search_text USING fts5(
+        body, content = '', contentless_delete = 1,
+        tokenize = 'unicode61 remove_diacritics 0'
+    );
+    CREATE TABLE search_rows (
+        seq    INTEGER PRIMARY KEY,
+        room   INTEGER NOT NULL,
+        id     INTEGER NOT NULL,
+        author TEXT    NOT NULL
+    );
+    CREATE UNIQUE INDEX search_rows_by_message ON search_rows (room, id);
+    CREATE INDEX search_rows_by_room ON search_rows (room, seq);
+    CREATE INDEX search_rows_by_author ON search_rows (author, seq);
+";
+
+/// Messages given one millisecond's seqs before the next one's are used.
+const PER_MILLISECOND: i64 = 1024;
+
+/// Indexes message `id` of `room` (or indexes it again, keeping its place,
+/// if it is in already).
+pub fn put(
+    connection: &Connection,
+    room: i64,
+    id: u64,
+    timestamp: i64,
+    username: &str,
+    text: &str,
+) -> rusqlite::Result<()> {
+    if reindex(connection, room, id, text)? {
+        return Ok(());
+    }
+    let seq = free_seq(connection, timestamp)?;
+    connection
+        .prepare_cached("INSERT INTO search_rows (seq, room, id, author) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![seq, room, id, NameKey::of(username).as_str()])?;
+    connection
+        .prepare_cached("INSERT INTO search_text (rowid, body) VALUES (?1, ?2)")?
+        .execute(params![seq, folded(text)])?;
+    Ok(())
+}
+
+/// Indexes message `id` of `room` with its new `text` (an edit), if it is
+/// in the index; says whether it was.
+pub fn reindex(connection: &Connection, room: i64, id: u64, text: &str) -> rusqlite::Result<bool> {
+    let Some(seq) = seq_of(connection, room, id)? else {
+        return Ok(false);
+    };
+    connection
+        .prepare_cached("DELETE FROM search_text WHERE rowid = ?1")?
+        .execute([seq])?;
+    connection
+        .prepare_cached("INSERT INTO search_text (rowid, body) VALUES (?1, ?2)")?
+        .execute(params![seq, folded(text)])?;
+    Ok(true)
+}
+
+/// Takes message `id` of `room` out of the index (deleted), if it is in.
+pub fn remove(connection: &Connection, room: i64, id: u64) -> rusqlite::Result<()> {
+    if let Some(seq) = seq_of(connection, room, id)? {
+        connection
+            .prepare_cached("DELETE FROM search_text WHERE rowid = ?1")?
+            .execute([seq])?;
+        connection
+            .prepare_cached("DELETE FROM search_rows WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    Ok(())
+}
+
+/// Takes every message of `room` below id `cutoff` out (retention).
+pub fn remove_before(connection: &Connection, room: i64, cutoff: u64) -> rusqlite::Result<usize> {
+    connection
+        .prepare_cached(
+            "DELETE FROM search_text WHERE rowid IN
+                 (SELECT seq FROM search_rows WHERE room = ?1 AND id < ?2)",
+        )?
+        .execute(params![room, cutoff])?;
+    connection
+        .prepare_cached("DELETE FROM search_rows WHERE room = ?1 AND id < ?2")?
+        .execute(params![room, cutoff])
+}
+
+fn seq_of(connection: &Connection, room: i64, id: u64) -> rusqlite::Result<Option<i64>> {
+    connection
+        .prepare_cached("SELECT seq FROM search_rows WHERE room = ?1 AND id = ?2")?
+        .query_row(params![room, id], |row| row.get(0))
+        .optional()
+}
+
+/// The first free seq of `timestamp`'s millisecond; past its 1024, the
+/// first after every seq given (still the newest, as the writer's clock
+/// never goes back).
+fn free_seq(connection: &Connection, timestamp: i64) -> rusqlite::Result<i64> {
+    let start = timestamp.max(0).saturating_mul(PER_MILLISECOND);
+    let next: i64 = connection
+        .prepare_cached(
+            "SELECT coalesce(max(seq) + 1, ?1) FROM search_rows
+             WHERE seq >= ?1 AND seq < ?1 + ?2",
+        )?
+        .query_row(params![start, PER_MILLISECOND], |row| row.get(0))?;
+    if next < start + PER_MILLISECOND {
+        return Ok(next);
+    }
+    connection
+        .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM search_rows")?
+        .query_row([], |row| row.get(0))
+}
+
+/// What to look for.
+#[derive(Debug, Clone, Default)]
+pub struct Find {
+    /// The FTS5 expression (`None`: filters only).
+    pub expression: Option<String>,
+    /// Only this room, by name.
+    pub room: Option<String>,
+    /// Only this author, by name (compared by name key).
+    pub from: Option<String>,
+    /// Only what is older than this seq (the page before it).
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// A message the index found, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub seq: i64,
+    pub room: String,
+    pub id: u64,
+}
+
+/// What matches `find`, newest first.
+pub fn find(connection: &Connection, find: &Find) -> rusqlite::Result<Vec<Found>> {
+    let mut sql = String::from("SELECT r.seq, rooms.name, r.id FROM ");
+    let mut values: Vec<Value> = Vec::new();
+    let order = if let Some(expression) = &find.expression {
+        // The text index leads: it hands rowids newest first and stops at
+        // the limit.
+        sql.push_str(
+            "search_text CROSS JOIN search_rows r ON r.seq = search_text.rowid
+             JOIN rooms ON rooms.id = r.room WHERE search_text MATCH ?",
+        );
+        values.push(Value::Text(expression.clone()));
+        "search_text.rowid"
+    } else {
+        sql.push_str("search_rows r JOIN rooms ON rooms.id = r.room WHERE 1");
+        "r.seq"
+    };
+    if let Some(before) = find.before {
+        sql.push_str(&format!(" AND {order} < ?"));
+        values.push(Value::Integer(before));
+    }
+    if let Some(room) = &find.room {
+        sql.push_str(" AND r.room = (SELECT id FROM rooms WHERE name = ?)");
+        values.push(Value::Text(room.clone()));
+    }
+    if let Some(from) = &find.from {
+        sql.push_str(" AND r.author = ?");
+        values.push(Value::Text(NameKey::of(from).as_str().to_owned()));
+    }
+    sql.push_str(&format!(" ORDER BY {order} DESC LIMIT ?"));
+    values.push(Value::Integer(
+        i64::try_from(find.limit).unwrap_or(i64::MAX),
+    ));
+    let mut statement = connection.prepare_cached(&sql)?;
+    let rows = statement.query_map(params_from_iter(values), |row| {
+        Ok(Found {
+            seq: row.get(0)?,
+            room: row.get(1)?,
+            id: row.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn database() -> Connection {
+        let connection = Connection::open_in_memory().expect("an in-memory database");
+        connection
+            .execute_batch(
+                "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+                 INSERT INTO rooms VALUES (1, 'general'), (2, 'food');",
+            )
+            .expect("rooms");
+        connection.execute_batch(SCHEMA).expect("the schema");
+        connection
+    }
+
+    fn found(connection: &Connection, find: Find) -> Vec<(String, u64)> {
+        super::find(connection, &Find { limit: 10, ..find })
+            .expect("a search")
+            .into_iter()
+            .map(|f| (f.room, f.id))
+            .collect()
+    }
+
+    fn matching(expression: &str) -> Find {
+        Find {
+            expression: Some(expression.to_owned()),
+            ..Find::default()
+        }
+    }
+
+    #[test]
+    fn newest_first_across_rooms_with_edits_deletions_and_retention() {
+        let db = database();
+        put(&db, 1, 1, 1_000, "Ada", "Saša brings ćevapi").expect("put");
+        put(&db, 2, 1, 2_000, "Bob", "more cevapi please").expect("put");
+        put(&db, 1, 2, 2_000, "ada", "no ćevapi today").expect("put");
+        assert_eq!(
+            found(&db, matching("\"cevapi\"")),
+            vec![
+                ("general".into(), 2),
+                ("food".into(), 1),
+                ("general".into(), 1)
+            ]
+        );
+        // An edit keeps the message's place, and only its new text counts.
+        put(&db, 1, 2, 9_000, "ada", "tomorrow then").expect("edit");
+        assert_eq!(found(&db, matching("\"cevapi\"")).len(), 2);
+        assert_eq!(
+            found(&db, matching("\"tomor\" *")),
+            vec![("general".into(), 2)]
+        );
+        let from_ada = Find {
+            from: Some("ADA".into()),
+            ..Find::default()
+        };
+        assert_eq!(
+            found(&db, from_ada),
+            vec![("general".into(), 2), ("general".into(), 1)]
+        );
+        remove(&db, 2, 1).expect("delete");
+        assert_eq!(found(&db, matching("\"cevapi\"")).len(), 1);
+        assert_eq!(remove_before(&db, 1, 2).expect("retention"), 1);
+        assert!(found(&db, matching("\"cevapi\"")).is_empty());
+    }
+
+    #[test]
+    fn pages_and_rooms() {
+        let db = database();
+        for id in 1..=5 {
+            put(&db, 1 + (id as i64 % 2), id, 1_000, "ada", "hello").expect("put");
+        }
+        let first = super::find(
+            &db,
+            &Find {
+                limit: 2,
+                ..matching("\"hello\"")
+            },
+        )
+        .expect("a page");
+        assert_eq!(first.len(), 2);
+        let rest = found(
+            &db,
+            Find {
+                before: Some(first[1].seq),
+                ..matching("\"hello\"")
+            },
+        );
+        assert_eq!(rest.len(), 3);
+        let food = Find {
+            room: Some("food".into()),
+            ..matching("\"hello\"")
+        };
+        assert_eq!(
+            found(&db, food),
+            vec![("food".into(), 5), ("food".into(), 3), ("food".into(), 1)]
+        );
+    }
+}
