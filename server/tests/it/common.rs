@@ -104,9 +104,11 @@ impl Drop for TestServer {
     }
 }
 
-/// `config` with the posting rate limit off (see [`TestServer::unthrottled`]).
+/// `config` with the posting and searching rate limits off (see
+/// [`TestServer::unthrottled`]).
 pub fn unthrottled(mut config: Config) -> Config {
     config.limits.rate_limit = 0.0;
+    config.limits.search_rate = 0.0;
     config
 }
 

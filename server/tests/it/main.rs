@@ -26,3 +26,4 @@ mod protocol;
 mod proxy_auth;
 mod reports;
 mod rooms;
+mod search;
