@@ -47,6 +47,19 @@ pub fn put(
     if reindex(connection, room, id, text)? {
         return Ok(());
     }
+    insert(connection, room, id, timestamp, username, text)
+}
+
+/// Indexes message `id` of `room`, new to the index (the writer's own
+/// messages: one lookup fewer than [`put`]).
+pub fn insert(
+    connection: &Connection,
+    room: i64,
+    id: u64,
+    timestamp: i64,
+    username: &str,
+    text: &str,
+) -> rusqlite::Result<()> {
     let seq = free_seq(connection, timestamp)?;
     connection
         .prepare_cached("INSERT INTO search_rows (seq, room, id, author) VALUES (?1, ?2, ?3, ?4)")?

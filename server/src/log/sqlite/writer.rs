@@ -294,7 +294,7 @@ impl Writer {
                             pending.origin,
                             m.reply_to,
                         ])?;
-                        index::put(
+                        index::insert(
                             &transaction,
                             pending.room,
                             id,
