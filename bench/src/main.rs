@@ -11,6 +11,7 @@ mod compare;
 mod connections;
 mod fanout;
 mod memory;
+mod past;
 mod presence;
 mod reference;
 mod report;
@@ -97,6 +98,20 @@ struct Args {
     /// their short versions.
     #[arg(long)]
     changes: bool,
+    /// Only the past scenario (issue 27): a database of --past-messages
+    /// messages over 100 rooms (with --quick 20,000 over 10), then History
+    /// pages, Search one at a time and beside a fan-out, the index's size
+    /// against the text's, FTS5 alone and grep as a floor; with
+    /// --baseline-bin, write throughput with the index and without.
+    #[arg(long)]
+    past: bool,
+    /// Messages in the past scenario's database (default 1,000,000).
+    #[arg(long, value_name = "N")]
+    past_messages: Option<u64>,
+    /// A chat-server built before search, for the past scenario's write
+    /// throughput with the index and without (skipped without it).
+    #[arg(long, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
     /// Rounds of each fan-out, alternating with the reference server
     /// (default: 5, or 1 with --quick).
     #[arg(long)]
@@ -176,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if args.changes {
         return finish(changes_scenarios(&args).await?);
+    }
+    if args.past {
+        return finish(past_scenario(&args).await?);
     }
     if args.presence.is_some() {
         return finish(presence_scenarios(&args).await?);
@@ -261,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         }
         failures.extend(presence_scenarios(&args).await?);
         failures.extend(changes_scenarios(&args).await?);
+        failures.extend(past_scenario(&args).await?);
         failures.extend(memory_scenarios(&args).await?);
         if args.quick {
             failures.extend(cluster_smoke(&args).await?);
@@ -550,6 +569,34 @@ async fn changes_scenarios(args: &Args) -> anyhow::Result<Vec<String>> {
         }
     }
     Ok(failures)
+}
+
+/// The past scenario ([`past`]), full or (with --quick) short; returns
+/// what broke (errors and lost fan-out messages, never timing).
+async fn past_scenario(args: &Args) -> anyhow::Result<Vec<String>> {
+    let mut sizes = if args.quick {
+        past::Sizes::quick()
+    } else {
+        past::Sizes::full()
+    };
+    if let Some(messages) = args.past_messages {
+        sizes.messages = messages;
+    }
+    let setup = past::Setup {
+        server_bin: &args.server_bin,
+        baseline_bin: args.baseline_bin.as_deref(),
+        buffer: args.buffer,
+    };
+    // A header wherever the kind of row changes.
+    let mut header = String::new();
+    past::run(&setup, sizes, |row| {
+        if row.header() != header {
+            header = row.header();
+            println!("{header}");
+        }
+        println!("{}\n{}", row.table(), row.json());
+    })
+    .await
 }
 
 /// Every part of the memory scenario, each on a fresh server; returns what
