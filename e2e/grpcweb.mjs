@@ -1,6 +1,7 @@
 // A small gRPC-Web (binary, application/grpc-web+proto) client over node's
-// http/https modules, for the proxy tests and the proxy benchmark: just
-// ChatService.Subscribe and ChatService.Send.
+// http/https modules, for the proxy tests and the proxy benchmark:
+// ChatService.Subscribe and ChatService.Send, and any other unary call by
+// name (`unary`, for seeding: CreateRoom, Search).
 //
 // Frames: 1 flag byte (0x00 data, 0x80 trailers) + 4-byte big-endian length +
 // payload. The payloads are the messages of proto/chat.proto, read by
@@ -40,8 +41,8 @@ function pick(object, names) {
   return Object.fromEntries(names.filter((name) => object[name] !== undefined).map((name) => [name, object[name]]));
 }
 
-export function encodeChatMessage({ username = '', message = '', nonce = '' }) {
-  return encode(ChatMessage, { username, message, nonce });
+export function encodeChatMessage({ username = '', message = '', nonce = '', room = '' }) {
+  return encode(ChatMessage, { username, message, nonce, room });
 }
 
 export function encodeSubscribeRequest(username) {
@@ -221,4 +222,43 @@ export function subscribe(base, username, { agent } = {}) {
   request.end(body);
   stream.close = () => { request.destroy(); finish({ error: 'closed by us' }); };
   return stream;
+}
+
+/**
+ * A unary ChatService call `method` (e.g. 'CreateRoom'): `fields` sent as
+ * a `request` (a message type of proto/chat.proto, e.g.
+ * 'CreateRoomRequest'), the answer read as a `reply` (e.g. 'Room'), with
+ * every field (64-bit ones as numbers, empty ones as their defaults).
+ * Resolves with { httpStatus, grpcStatus, grpcMessage, reply }.
+ */
+export function unary(base, method, request, fields, reply, { agent } = {}) {
+  const replyType = proto.lookupType(reply);
+  return new Promise((resolve, reject) => {
+    const body = frame(encode(proto.lookupType(request), fields));
+    const call = post(base, method, body, agent);
+    call.once('error', reject);
+    call.once('response', (response) => {
+      let grpcStatus = response.headers['grpc-status'];
+      let grpcMessage = response.headers['grpc-message'];
+      let answer;
+      const feed = deframer((flag, payload) => {
+        if (flag & 0x80) {
+          const trailers = parseTrailers(payload);
+          grpcStatus ??= trailers['grpc-status'];
+          grpcMessage ??= trailers['grpc-message'];
+        } else {
+          answer = replyType.toObject(replyType.decode(payload), { longs: Number, defaults: true, arrays: true });
+        }
+      });
+      response.on('data', feed);
+      response.once('error', reject);
+      response.once('end', () => resolve({
+        httpStatus: response.statusCode,
+        grpcStatus: grpcStatus === undefined ? undefined : Number(grpcStatus),
+        grpcMessage: grpcMessage === undefined ? undefined : decodeURIComponent(grpcMessage),
+        reply: answer,
+      }));
+    });
+    call.end(body);
+  });
 }

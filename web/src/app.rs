@@ -1,7 +1,7 @@
-//! The page: header (title, connection state, who is online, who you are),
-//! the conversation with the people online beside it, the composer pinned at
-//! the bottom, and the name prompt while there is no name yet or the user
-//! wants another one.
+//! The page: header (title, search, connection state, who is online, who
+//! you are), the conversation with the people online beside it, the
+//! composer pinned at the bottom, and the name prompt while there is no
+//! name yet or the user wants another one.
 //!
 //! On load the page asks the server for the name this tab (or browser) held
 //! before, with its token; only if that fails is the user asked. A first
@@ -27,6 +27,7 @@ use crate::components::people::{OnlineCount, OnlineList, TypingLine};
 use crate::components::reports::{ReportsPanel, ReportsToggle};
 use crate::components::room_settings::RoomHeading;
 use crate::components::rooms::{CreateRoom, RoomList};
+use crate::components::search::SearchBox;
 use crate::feed::Connection;
 use crate::net::api::{self, Joined};
 use crate::net::session::{self, Session};
@@ -193,6 +194,7 @@ pub fn App() -> impl IntoView {
                     <RoomHeading rooms moderator=moderator.into() />
                     // Nothing is connecting until there is a name to connect as.
                     <Show when=move || session.with(Option::is_some)>
+                        <SearchBox rooms />
                         <ConnectionBadge connection />
                         <Show when=move || moderator.get()>
                             <ReportsToggle open=reports_open />

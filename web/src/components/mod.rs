@@ -16,3 +16,4 @@ pub mod reply;
 pub mod reports;
 pub mod room_settings;
 pub mod rooms;
+pub mod search;

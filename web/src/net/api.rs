@@ -18,8 +18,8 @@ use std::sync::OnceLock;
 use chat_proto::rules::{self, InputError};
 use chat_proto::{
     ChatEvent, ChatMessage, ChatServiceClient, CreateRoomRequest, DeleteRequest, EditRequest,
-    HistoryReply, HistoryRequest, JoinRequest, ListRoomsRequest, ReactRequest, SendReply,
-    SubscribeRequest, TypingRequest,
+    HistoryReply, HistoryRequest, JoinRequest, ListRoomsRequest, ReactRequest, SearchReply,
+    SearchRequest, SendReply, SubscribeRequest, TypingRequest,
 };
 use futures_util::future::{Either, select};
 use tonic::{Code, Status, Streaming};
@@ -394,6 +394,24 @@ pub async fn history(
         around_id,
     });
     Ok(client().history(request).await?.into_inner())
+}
+
+/// Messages matching `query` (words, "a phrase", prefix*, from:NAME,
+/// in:ROOM), newest first: in `room` ("": every room), `limit` of them (0:
+/// the server's 20), from `page` (a reply's `next_page`; "": the first).
+pub async fn search(
+    query: &str,
+    room: &str,
+    limit: u32,
+    page: &str,
+) -> Result<SearchReply, Status> {
+    let request = session::authorized(SearchRequest {
+        query: query.to_owned(),
+        room: room.to_owned(),
+        limit,
+        page: page.to_owned(),
+    });
+    Ok(client().search(request).await?.into_inner())
 }
 
 /// Every room, sorted by name.
