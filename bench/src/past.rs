@@ -269,6 +269,9 @@ struct Wrote {
     messages: u64,
     elapsed: Duration,
     cpu: Duration,
+    /// The writer's time in its batches (writing, indexing, committing)
+    /// and how many batches, from the server's `/metrics`, if it has them.
+    commits: Option<(f64, f64)>,
     load: String,
 }
 
@@ -302,8 +305,38 @@ impl Wrote {
                     self.cpu.as_secs_f64() * 1e6 / self.messages.max(1) as f64
                 ),
             )
+            .num(
+                "writer_us_per_msg",
+                self.commits.map_or_else(
+                    || "null".to_owned(),
+                    |(seconds, _)| format!("{:.1}", seconds * 1e6 / self.messages.max(1) as f64),
+                ),
+            )
+            .num(
+                "msgs_per_batch",
+                self.commits.map_or_else(
+                    || "null".to_owned(),
+                    |(_, batches)| format!("{:.0}", self.messages as f64 / batches.max(1.0)),
+                ),
+            )
             .num("load1", &self.load)
     }
+}
+
+/// The writer's seconds in batches and the batches so far: the sum and
+/// count of `chat_store_commit_seconds` (`None` if `/metrics` lacks it).
+async fn commits(server: &ServerProcess) -> Option<(f64, f64)> {
+    let (200, text) = chat_testkit::http::get(server.addr, "/metrics").await? else {
+        return None;
+    };
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    Some((
+        value("chat_store_commit_seconds_sum ")?,
+        value("chat_store_commit_seconds_count ")?,
+    ))
 }
 
 /// Makes the rooms, then writes messages `0..count` into them.
@@ -328,6 +361,7 @@ async fn write_all(
             .with_context(|| format!("creating room {name}"))?;
     }
     let cpu_before = server.cpu_time()?;
+    let commits_before = commits(server).await;
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = JoinSet::new();
@@ -354,10 +388,14 @@ async fn write_all(
         done??;
     }
     let elapsed = started.elapsed();
+    let commits = commits_before
+        .zip(commits(server).await)
+        .map(|((s0, n0), (s1, n1))| (s1 - s0, n1 - n0));
     Ok(Wrote {
         messages: count,
         elapsed,
         cpu: server.cpu_time()? - cpu_before,
+        commits,
         load: load(),
     })
 }
@@ -373,6 +411,7 @@ async fn write_comparison(
 ) -> anyhow::Result<()> {
     let binaries = [("index", setup.server_bin), ("no_index", baseline)];
     let mut rates: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut writer: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     for round in 0..sizes.write_rounds {
         for j in 0..2 {
             let which = if round % 2 == 0 { j } else { 1 - j };
@@ -384,6 +423,9 @@ async fn write_comparison(
             let wrote = wrote?;
             print(&wrote.write_row(name, round + 1));
             rates[which].push(wrote.per_s());
+            if let Some((seconds, _)) = wrote.commits {
+                writer[which].push(seconds * 1e6 / wrote.messages.max(1) as f64);
+            }
         }
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -394,7 +436,9 @@ async fn write_comparison(
             .num("messages", sizes.writes)
             .num("index_per_s", format!("{with:.0}"))
             .num("no_index_per_s", format!("{without:.0}"))
-            .num("ratio", format!("{:.3}", with / without.max(1e-9))),
+            .num("ratio", format!("{:.3}", with / without.max(1e-9)))
+            .num("index_writer_us", format!("{:.1}", mean(&writer[0])))
+            .num("no_index_writer_us", format!("{:.1}", mean(&writer[1]))),
     );
     Ok(())
 }
