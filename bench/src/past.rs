@@ -21,7 +21,8 @@
 //!   same words over every text in a file (one a line), as a floor.
 //!
 //! The server started again on the file:
-//! - the same queries through `Search`, one at a time (the whole RPC);
+//! - the same queries through `Search`, one at a time (the whole RPC, and
+//!   the server's CPU time per call);
 //! - `History`: sequential pages of 50 at random rooms and `before_id`s,
 //!   each checked to hold the 50 (or fewer) ids before it;
 //! - a fan-out in general (gRPC-Web subscribers, senders at a fixed
@@ -174,7 +175,7 @@ pub async fn run(
     let server =
         ServerProcess::start_with(setup.server_bin, setup.buffer, Some(db_arg), &flags).await?;
     let url = server.url();
-    let rpc = searches_one_at_a_time(&url, &probes, sizes.probe_repeats).await?;
+    let rpc = searches_one_at_a_time(&server, &probes, sizes.probe_repeats).await?;
     print(&where_time_goes(&alone, &grep, &rpc));
 
     let history = history(&url, &rooms, &sizes).await?;
@@ -663,12 +664,13 @@ fn grep_floor(texts: &Path, probes: &[Query]) -> anyhow::Result<(f64, f64)> {
 /// The probes through `Search`, one at a time, each once untimed, then
 /// `repeats` times.
 async fn searches_one_at_a_time(
-    url: &str,
+    server: &ServerProcess,
     probes: &[Query],
     repeats: usize,
-) -> anyhow::Result<Histogram<u64>> {
-    let mut client = clients::native(url).await?;
+) -> anyhow::Result<Rpc> {
+    let mut client = clients::native(&server.url()).await?;
     let mut latency = new_histogram();
+    let cpu_before = server.cpu_time()?;
     for probe in probes {
         for repeat in 0..=repeats {
             let started = Instant::now();
@@ -686,7 +688,17 @@ async fn searches_one_at_a_time(
             }
         }
     }
-    Ok(latency)
+    let calls = (probes.len() * (repeats + 1)).max(1) as f64;
+    Ok(Rpc {
+        latency,
+        cpu_ms: (server.cpu_time()? - cpu_before).as_secs_f64() * 1e3 / calls,
+    })
+}
+
+/// `Search` one at a time: its latency, and the server's CPU per call.
+struct Rpc {
+    latency: Histogram<u64>,
+    cpu_ms: f64,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -694,7 +706,8 @@ fn micros(d: Duration) -> u64 {
 }
 
 /// grep, the index alone, the server's query, the reads, the RPC.
-fn where_time_goes(alone: &Alone, (grep_ms, grep_lines): &(f64, f64), rpc: &Histogram<u64>) -> Row {
+fn where_time_goes(alone: &Alone, (grep_ms, grep_lines): &(f64, f64), rpc: &Rpc) -> Row {
+    let Rpc { latency, cpu_ms } = rpc;
     Row::new("past_where")
         .num("queries", PROBES)
         .num("grep_ms", format!("{grep_ms:.2}"))
@@ -703,9 +716,10 @@ fn where_time_goes(alone: &Alone, (grep_ms, grep_lines): &(f64, f64), rpc: &Hist
         .num("fts_rows_ms", format!("{:.3}", alone.fts_rows_ms))
         .num("read_hits_ms", format!("{:.3}", alone.reads_ms))
         .num("hits", format!("{:.1}", alone.hits))
-        .num("rpc_mean_ms", format!("{:.3}", rpc.mean() / 1000.0))
-        .num("rpc_p50_ms", ms(rpc.value_at_quantile(0.5)))
-        .num("rpc_p99_ms", ms(rpc.value_at_quantile(0.99)))
+        .num("rpc_mean_ms", format!("{:.3}", latency.mean() / 1000.0))
+        .num("rpc_p50_ms", ms(latency.value_at_quantile(0.5)))
+        .num("rpc_p99_ms", ms(latency.value_at_quantile(0.99)))
+        .num("rpc_server_cpu_ms", format!("{cpu_ms:.3}"))
 }
 
 struct History {
