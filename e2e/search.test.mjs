@@ -6,7 +6,8 @@
 // and "a phrase" narrow them; the status line counts them or says why the
 // server refused; the arrow keys and Enter open one in its room, scrolled
 // to and outlined (the address is its link); Escape closes, then clears;
-// More results reads the next page.
+// More results reads the next page; a late answer to an older query never
+// replaces a newer one's.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -223,5 +224,41 @@ test('on a phone the box is a magnifier that widens over the header while in use
   await page.waitForFunction((id) => location.hash === `#/room/general/${id}`, ids.hello);
   await shown(page, ids.hello);
   assert.ok(await width() < 60, 'collapsed again');
+  assert.deepEqual(page.errors, []);
+});
+
+test('a late answer to an older query never replaces a newer one\'s results', async () => {
+  const page = await openPage(browser, server.url);
+  await join(page, 'Typist');
+  // The first Search is held until released; the others go at once.
+  let first;
+  let release;
+  const released = new Promise((resolve) => { release = resolve; });
+  let sent;
+  const firstSent = new Promise((resolve) => { sent = resolve; });
+  const settled = new Promise((resolve) => {
+    const done = (request) => { if (request === first) resolve(); };
+    page.on('requestfailed', done);
+    page.on('requestfinished', done);
+  });
+  await page.route('**/ChatService/Search', async (route) => {
+    if (!first) {
+      first = route.request();
+      sent();
+      await released;
+    }
+    // The page may have given up on it meanwhile.
+    await route.continue().catch(() => {});
+  });
+  await page.keyboard.press('Control+k');
+  await box(page).fill('weekend');
+  await firstSent;
+  await search(page, 'zagreb', '1 result');
+  release();
+  await settled;
+  // Whatever became of the old answer, the results are still the new query's.
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+  assert.equal(await status(page).textContent(), '1 result');
+  assert.deepEqual(await hits(page).getByTestId('search-hit-text').allTextContents(), ['Saša says hello from Zagreb']);
   assert.deepEqual(page.errors, []);
 });
