@@ -231,6 +231,9 @@ test('a moderator sets the topic and slow mode; the others see both and their co
   await fay.getByTestId('room-topic').filter({ hasText: 'Be kind to each other' }).waitFor();
   await fay.getByTestId('room-slow-mode').filter({ hasText: '30 s' }).waitFor();
   await say(fay, 'first, and then I wait');
+  // Confirmed by the server (a sending bubble is faint, which axe would
+  // rightly flag), as the countdown may come first.
+  await messagesWithText(fay, 'first, and then I wait').and(fay.locator('[id^="msg-"]')).waitFor();
   const countdown = fay.getByTestId('slow-countdown');
   await countdown.waitFor();
   assert.match(await countdown.innerText(), /Slow mode: you can send again in \d+ s \(one message every 30 s here\)\./);
