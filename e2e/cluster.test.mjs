@@ -6,7 +6,9 @@
 // a survivor, resumes after the last id it has, and shows every message
 // exactly once, in order. Before that, moderation across replicas: a
 // moderator's page on one replica deletes, handles a report from a third
-// and mutes, and the offender's page on another replica shows each effect.
+// and mutes, and the offender's page on another replica shows each effect;
+// and a page on one replica searches what was written through another
+// (its own index, fed from the room's stream) and opens the hit in context.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +20,7 @@ import {
 } from './harness.mjs';
 import { startClusterNginx } from './nginx.mjs';
 import { startNatsCluster } from './nats.mjs';
-import { agentFor, send } from './grpcweb.mjs';
+import { agentFor, send, unary } from './grpcweb.mjs';
 
 const tls = { ignoreHTTPSErrors: true };
 const KEY = 'cluster moderator key';
@@ -224,6 +226,40 @@ test('a moderator on one replica deletes, handles a report and mutes; the page o
   await gus.getByTestId('muted-notice').filter({ hasText: 'a moderator muted you in #general' }).waitFor();
   await gus.screenshot({ path: path.join(artifacts, 'cluster-muted.png') });
   for (const page of [marshal, gus, hal]) assert.deepEqual(page.errors, []);
+});
+
+test('a page on one replica searches what was written through another and opens it in context', async (t) => {
+  const agent = agentFor(replicas[0].url);
+  t.after(() => agent.destroy());
+  const created = await unary(replicas[0].url, 'CreateRoom', 'CreateRoomRequest', { name: 'plans', topic: '' }, 'Room', { agent });
+  assert.equal(created.grpcStatus, 0, JSON.stringify(created));
+  const target = await send(replicas[0].url, { room: 'plans', username: 'Ivo', message: 'Saša brings ćevapi on Friday' }, { agent });
+  assert.equal(target.grpcStatus, 0, JSON.stringify(target));
+  await send(replicas[0].url, { room: 'plans', username: 'Jan', message: 'Saša brings bread' }, { agent });
+  // Enough after it that a page opening the room would not have it.
+  for (let n = 1; n <= 120; n++) {
+    await send(replicas[0].url, { room: 'plans', username: 'Jan', message: `plan ${n}` }, { agent });
+  }
+  // Replica 2's own index has it (fed from the room's stream).
+  const query = 'sasa from:ivo "brings cevapi"';
+  await eventually('replica 2 finds the message', async () => {
+    const found = await unary(replicas[2].url, 'Search', 'SearchRequest', { query }, 'SearchReply');
+    return found.grpcStatus === 0 && found.reply.hits.length === 1;
+  });
+
+  const page = await openPage(browser, replicas[2].url);
+  t.after(() => page.context().close().catch(() => {}));
+  await join(page, 'Kim');
+  await page.keyboard.press('Control+k');
+  await page.getByTestId('search-input').fill(query);
+  await page.getByTestId('search-status').filter({ hasText: /^1 result$/ }).waitFor();
+  const hit = page.getByTestId('search-hit');
+  assert.deepEqual(await hit.locator('mark').allTextContents(), ['Saša', 'brings', 'ćevapi']);
+  await page.keyboard.press('ArrowDown');
+  await page.keyboard.press('Enter');
+  await page.waitForFunction((id) => location.hash === `#/room/plans/${id}`, target.id);
+  await page.waitForFunction((id) => document.getElementById(`msg-${id}`)?.classList.contains('flash'), target.id);
+  assert.deepEqual(page.errors, []);
 });
 
 test('kill -9 the replica behind a page: it reconnects through nginx and shows every message once, in order', async (t) => {
