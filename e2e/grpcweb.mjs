@@ -23,7 +23,6 @@ const proto = protobuf.loadSync(fileURLToPath(new URL('../proto/chat.proto', imp
 const ChatMessage = proto.lookupType('ChatMessage');
 const SubscribeRequest = proto.lookupType('SubscribeRequest');
 const ChatEvent = proto.lookupType('ChatEvent');
-const SendReply = proto.lookupType('SendReply');
 
 /** A `type` message decoded from `buffer`: a plain object of the fields on the wire (64-bit ones as numbers). */
 function decode(type, buffer) {
@@ -39,10 +38,6 @@ function encode(type, fields) {
 /** Only those of `names` that were on the wire. */
 function pick(object, names) {
   return Object.fromEntries(names.filter((name) => object[name] !== undefined).map((name) => [name, object[name]]));
-}
-
-export function encodeChatMessage({ username = '', message = '', nonce = '', room = '' }) {
-  return encode(ChatMessage, { username, message, nonce, room });
 }
 
 export function encodeSubscribeRequest(username) {
@@ -62,11 +57,6 @@ export function decodeChatEvent(buffer) {
     case 'heartbeat': return { type: 'heartbeat', ...pick(event.heartbeat, ['timestamp']) };
     default: return { type: 'unknown' };
   }
-}
-
-/** SendReply → { timestamp, id } (each only if on the wire). */
-export function decodeSendReply(buffer) {
-  return pick(decode(SendReply, buffer), ['timestamp', 'id']);
 }
 
 // ---- framing --------------------------------------------------------------
@@ -131,39 +121,15 @@ function post(base, method, body, agent) {
  * ChatService/Send. Resolves with { httpStatus, grpcStatus, grpcMessage,
  * timestamp, id } once the whole response has been read.
  */
-export function send(base, message, { agent } = {}) {
-  return new Promise((resolve, reject) => {
-    const body = frame(encodeChatMessage(message));
-    const request = post(base, 'Send', body, agent);
-    request.once('error', reject);
-    request.once('response', (response) => {
-      let grpcStatus = response.headers['grpc-status'];
-      let grpcMessage = response.headers['grpc-message'];
-      let timestamp;
-      let id;
-      const feed = deframer((flag, payload) => {
-        if (flag & 0x80) {
-          const trailers = parseTrailers(payload);
-          grpcStatus ??= trailers['grpc-status'];
-          grpcMessage ??= trailers['grpc-message'];
-        } else {
-          const reply = decodeSendReply(payload);
-          timestamp = reply.timestamp ?? timestamp;
-          id = reply.id ?? id;
-        }
-      });
-      response.on('data', feed);
-      response.once('error', reject);
-      response.once('end', () => resolve({
-        httpStatus: response.statusCode,
-        grpcStatus: grpcStatus === undefined ? undefined : Number(grpcStatus),
-        grpcMessage: grpcMessage === undefined ? undefined : decodeURIComponent(grpcMessage),
-        timestamp,
-        id,
-      }));
-    });
-    request.end(body);
-  });
+export async function send(base, { username = '', message = '', nonce = '', room = '' }, { agent } = {}) {
+  const answer = await unary(base, 'Send', 'ChatMessage', { username, message, nonce, room }, 'SendReply', { agent });
+  return {
+    httpStatus: answer.httpStatus,
+    grpcStatus: answer.grpcStatus,
+    grpcMessage: answer.grpcMessage,
+    timestamp: answer.reply?.timestamp,
+    id: answer.reply?.id,
+  };
 }
 
 /**
