@@ -14,7 +14,7 @@ use rusqlite::{OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use super::writer::{Job, Writer};
+use super::writer::{Backfilled, Job, Writer};
 use crate::log::LogError;
 use crate::search::index;
 
@@ -22,14 +22,6 @@ use crate::search::index;
 const SLICE: u64 = 500;
 /// How often progress is logged.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
-
-/// What one slice did.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Backfilled {
-    pub(super) indexed: u64,
-    /// Nothing is left to index.
-    pub(super) done: bool,
-}
 
 impl Writer {
     /// Indexes the newest [`SLICE`] messages still to do of one room.

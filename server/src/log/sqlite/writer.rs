@@ -14,7 +14,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
 use super::changes::{self, Outcome};
-use super::search::Backfilled;
 use super::{MAX_BATCH, PRUNE_EVERY};
 use crate::log::{
     ChangeRequest, Changed, Committed, Entry, LogError, OnCommit, Retention, RoomId, RoomRow,
@@ -73,6 +72,15 @@ pub(super) enum Job {
     Backfill {
         reply: oneshot::Sender<Result<Backfilled, LogError>>,
     },
+}
+
+/// What one slice of indexing the history from before search did (see
+/// `search`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backfilled {
+    pub(super) indexed: u64,
+    /// Nothing is left to index.
+    pub(super) done: bool,
 }
 
 pub(super) struct Writer {
