@@ -101,12 +101,13 @@ impl Query {
             .terms
             .iter()
             .map(|Term { words, prefix }| {
-                // Each word quoted, so nothing in it is FTS5 syntax.
+                // Each word quoted, so nothing in it is FTS5 syntax; only
+                // the text, not the room's and author's tokens.
                 let phrase = words.join(" ").replace('"', "\"\"");
                 if *prefix {
-                    format!("\"{phrase}\" *")
+                    format!("body : \"{phrase}\" *")
                 } else {
-                    format!("\"{phrase}\"")
+                    format!("body : \"{phrase}\"")
                 }
             })
             .collect();
@@ -198,7 +199,7 @@ mod tests {
         assert_eq!(query.room.as_deref(), Some("general"));
         assert_eq!(
             query.expression().as_deref(),
-            Some(r#""sasa" AND "grilled cevapi" AND "tomor" *"#)
+            Some(r#"body : "sasa" AND body : "grilled cevapi" AND body : "tomor" *"#)
         );
         let names = Query::parse(r#"from:"Ada L""#).expect("a quoted name");
         assert_eq!(names.from.as_deref(), Some("Ada L"));
