@@ -1,8 +1,8 @@
 //! Search: the log's index finds messages newest first (`crate::search`),
-//! and each is read back here in its current state, through the same read
-//! every other reader uses. What the index still names but the log no
-//! longer holds (a cluster replica's index learns of retention only this
-//! way), or holds deleted, is left out.
+//! and each is read back in its current state: by the log with the hit
+//! (SQLite), or here through the same read every other reader uses. What
+//! the index still names but the log no longer holds (a cluster replica's
+//! index learns of retention only this way), or holds deleted, is left out.
 
 use chat_proto::ChatMessage;
 use futures_util::future::try_join_all;
@@ -39,16 +39,24 @@ impl Hub {
             None
         };
         let reads = found.into_iter().map(|found| async move {
-            let Some(room) = self.find_room(&found.room).await? else {
-                return Ok::<_, LogError>(None);
+            let message = match found.message {
+                Some(message) => Some(message),
+                None => {
+                    let Some(room) = self.find_room(&found.room).await? else {
+                        return Ok::<_, LogError>(None);
+                    };
+                    match self.entry(&room, found.id).await? {
+                        Some(Entry::Message(message)) => Some(message),
+                        _ => None,
+                    }
+                }
             };
-            Ok(match self.entry(&room, found.id).await? {
-                Some(Entry::Message(message)) if !message.deleted => Some(ChatMessage {
+            Ok(message
+                .filter(|message| !message.deleted)
+                .map(|message| ChatMessage {
                     room: found.room,
                     ..message
-                }),
-                _ => None,
-            })
+                }))
         });
         let messages = try_join_all(reads).await?.into_iter().flatten().collect();
         Ok(Hits { messages, next })

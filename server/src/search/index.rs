@@ -10,6 +10,7 @@
 //! plus a counter, so FTS5's rowid order is newest first across rooms;
 //! `search_rows` maps it to the room and the id.
 
+use chat_proto::ChatMessage;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::fold::folded;
@@ -188,6 +189,9 @@ pub struct Found {
     pub seq: i64,
     pub room: String,
     pub id: u64,
+    /// The message as it stands, when the log read it with the hit (the
+    /// SQLite log, in the same read); otherwise the hub reads it.
+    pub message: Option<ChatMessage>,
 }
 
 /// What matches `find`, newest first: one FTS5 match of the words and
@@ -230,6 +234,7 @@ pub fn find(connection: &Connection, find: &Find) -> rusqlite::Result<Vec<Found>
                 seq: row.get(0)?,
                 room: row.get(1)?,
                 id: row.get(2)?,
+                message: None,
             })
         },
     )?;

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use chat_proto::ChatMessage;
 use futures_util::future::BoxFuture;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
 
@@ -40,13 +40,14 @@ mod schema;
 mod search;
 mod writer;
 
+use changes::{ENTRY_COLUMNS, entry};
 use readers::{Readers, read_range, recent_messages};
 use schema::{migrate, read_rooms};
 use writer::{Ack, Job, Pending, PendingChange, Writer};
 
 use super::{
-    ChangeRequest, Changed, LogError, OnCommit, Retention, RoomId, RoomKey, RoomLog, RoomRow,
-    Stored, StreamFailure,
+    ChangeRequest, Changed, Entry, LogError, OnCommit, Retention, RoomId, RoomKey, RoomLog,
+    RoomRow, Stored, StreamFailure,
 };
 use crate::metrics::Metrics;
 use crate::search::{Find, Found, index};
@@ -315,8 +316,26 @@ impl Store {
     /// What the search index finds (see `crate::search`).
     pub async fn search(&self, find: &Find) -> Result<Vec<Found>, LogError> {
         let find = find.clone();
-        self.read(move |connection| Ok(index::find(connection, &find)?))
-            .await
+        // The hits' rows in the same read: one trip to a reader, not one
+        // per hit.
+        self.read(move |connection| {
+            let mut found = index::find(connection, &find)?;
+            let mut read = connection.prepare_cached(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM messages
+                 WHERE room = (SELECT id FROM rooms WHERE name = ?1) AND id = ?2"
+            ))?;
+            for hit in &mut found {
+                hit.message = match read
+                    .query_row(params![hit.room, hit.id], entry)
+                    .optional()?
+                {
+                    Some(Entry::Message(message)) => Some(message),
+                    _ => None,
+                };
+            }
+            Ok(found)
+        })
+        .await
     }
 
     /// Read connections open right now (for tests and metrics).
