@@ -15,6 +15,7 @@ mod past;
 mod presence;
 mod reference;
 mod report;
+mod rng;
 mod server;
 mod soak;
 mod tally;

@@ -56,6 +56,7 @@ use tokio::time::Instant;
 use crate::clients;
 use crate::fanout::{self, Plan, Protocol, describe};
 use crate::report::Row;
+use crate::rng::Rng;
 use crate::server::{ServerProcess, has_flag};
 use crate::tally::new_histogram;
 
@@ -937,40 +938,6 @@ async fn search_load(
 }
 
 // ------------------------------------------------------------ the texts
-
-/// xorshift64* (Vigna), seeded through splitmix64: message `i`'s words
-/// come from a generator seeded with `i`, so any task can write any
-/// message and every run and binary writes the same texts. A dozen lines
-/// here rather than the `rand` crate as a dependency for one generator.
-struct Rng(u64);
-
-impl Rng {
-    fn seeded(seed: u64) -> Self {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        // Never 0, xorshift's one fixed point.
-        Self((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 /// The most frequent words, of any chat.
 const COMMON: &[&str] = &[

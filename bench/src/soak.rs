@@ -59,6 +59,7 @@ use crate::clients;
 use crate::cluster;
 use crate::fanout::{Ended, since};
 use crate::report::Row;
+use crate::rng::Rng;
 use crate::server::ServerProcess;
 use crate::tally::{now_us, ranges};
 
@@ -110,35 +111,6 @@ pub struct Setup<'a> {
     pub nats_server: &'a Path,
     pub buffer: Option<u32>,
     pub duration: Duration,
-}
-
-/// xorshift64*: a few lines for the soak's choices (who comes, for how
-/// long, on which kind). The workspace has no `rand`, and uniform picks
-/// from a fixed seed are all that is needed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    fn one_in(&mut self, n: u64) -> bool {
-        self.next().is_multiple_of(n)
-    }
 }
 
 /// A soak message: `soak <client> <seq>` in its text.
@@ -752,7 +724,7 @@ fn rate() -> tokio::time::Interval {
 /// People coming and going for `duration`, round-robin over the replicas;
 /// returns once every one has left.
 async fn churn(shared: &Arc<Shared>, duration: Duration) -> anyhow::Result<Vec<ClientLog>> {
-    let mut rng = Rng::new(SEED);
+    let mut rng = Rng::seeded(SEED);
     let mut people = JoinSet::new();
     let mut logs = Vec::new();
     let end = Instant::now() + duration;
