@@ -13,6 +13,52 @@ test('two users see each other\'s messages and their own, exactly once, with a t
   await twoUsersChat(chat.browser, chat.server.url, { prefix: 'chat' });
 });
 
+test('a quick burst reaches everyone in the order it was typed, one Send at a time', async () => {
+  // Each Send is a request of its own: two in flight can reach the server
+  // in either order. The page's first Send is held here while the rest are
+  // typed; they must wait for it rather than overtake it.
+  const ada = await openPage(chat.browser, chat.server.url);
+  await join(ada, 'Burst');
+  const bob = await openPage(chat.browser, chat.server.url);
+  await join(bob, 'Reader');
+  const isSend = (request) => request.url().endsWith('/ChatService/Send');
+  let inFlight = 0;
+  let mostInFlight = 0;
+  ada.on('request', (request) => {
+    if (isSend(request)) mostInFlight = Math.max(mostInFlight, ++inFlight);
+  });
+  for (const done of ['requestfinished', 'requestfailed']) {
+    ada.on(done, (request) => { if (isSend(request)) inFlight -= 1; });
+  }
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  let first = true;
+  await ada.route('**/ChatService/Send', async (route) => {
+    if (first) {
+      first = false;
+      await held;
+    }
+    await route.continue();
+  });
+  const burst = ['burst one', 'burst two', 'burst three', 'burst four', 'burst five', 'burst six'];
+  for (const text of burst) await say(ada, text);
+  await messagesWithText(ada, burst.at(-1)).waitFor();
+  release();
+  for (const text of burst) {
+    await messagesWithText(ada, text).and(ada.locator('[data-state="delivered"]')).waitFor();
+    await messagesWithText(bob, text).waitFor();
+  }
+  for (const page of [ada, bob]) {
+    const texts = (await page.getByTestId('message-text').allInnerTexts()).filter((t) => t.startsWith('burst '));
+    assert.deepEqual(texts, burst);
+  }
+  assert.equal(mostInFlight, 1, 'one Send in flight at a time');
+  for (const page of [ada, bob]) {
+    assert.deepEqual(page.errors, []);
+    await page.context().close();
+  }
+});
+
 test('the layout works at phone width', async () => {
   const phone = await openPage(chat.browser, chat.server.url, { width: 360, height: 740 });
   await join(phone, 'Pocket');

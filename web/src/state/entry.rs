@@ -3,18 +3,17 @@
 //!
 //! Rows from one person within a few minutes form a group under one name,
 //! time and avatar, and each day starts with a separator. An own message is
-//! shown at once, sent with `Send` (again on Retry), and marked delivered by
+//! shown at once, sent with `Send` in turn (again on Retry), and marked delivered by
 //! the reply or by its stored copy on the stream (see `timeline`), whichever
 //! comes first. A module of its own so that `timeline` is only about the
 //! order of the rows and keeping each message once.
 
 use std::sync::Arc;
 
+use crate::net::api;
+use crate::state::outbox;
 use chat_proto::ChatMessage;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
-
-use crate::net::api;
 
 /// Rows from one person this close together share a name and a time.
 const GROUP_WITHIN_MS: i64 = 5 * 60 * 1000;
@@ -156,10 +155,12 @@ pub(super) fn mark_delivered(entry: &Entry, timestamp: i64) {
 
 /// Sends (or re-sends) one of our rows and records the outcome on it (if
 /// the row is still there: the user may switch rooms before the reply).
-/// `refused` hears why, if it is refused (a mute, say).
+/// `refused` hears why, if it is refused (a mute, say). It goes after the
+/// user's earlier messages have their answers (`outbox`), so the server
+/// stores them in the order written.
 pub fn deliver(entry: Entry, refused: impl FnOnce(&api::Failure) + 'static) {
     entry.delivery.set(Delivery::Sending);
-    spawn_local(async move {
+    outbox::in_turn(async move {
         let message = ChatMessage {
             username: entry.author.to_string(),
             message: entry.text.to_string(),

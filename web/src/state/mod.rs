@@ -3,7 +3,8 @@
 //! `past`), who is here and who is typing (`people`), the rooms and what is
 //! unread in them (`rooms`), what a message's text is made of (`rich`), the
 //! open reports for a moderator (`reports`), what a search found
-//! (`search`), and what the user is doing to a message (`acting`:
+//! (`search`), the user's own messages on their way out, in order
+//! (`outbox`), and what the user is doing to a message (`acting`:
 //! replying, editing, reacting). No views: `components` shows this, and
 //! `feed` fills it from the server's stream. Most of it is plain logic,
 //! tested natively; where a change means a call (sending a message, the
@@ -12,6 +13,7 @@
 
 pub mod acting;
 pub mod entry;
+pub mod outbox;
 pub mod past;
 pub mod people;
 pub mod reports;
