@@ -8,7 +8,11 @@
 //! than indexes of their own (which cost the writer more than the text
 //! did). Its rowid, `seq`, is the message's time in milliseconds times 1024
 //! plus a counter, so FTS5's rowid order is newest first across rooms;
-//! `search_rows` maps it to the room and the id.
+//! `search_rows` maps it to the room and the id. The way back, from a
+//! message to its seq, is the log's own `messages` row, or in a replica's
+//! file an index on `search_rows` (see [`Keys`]).
+
+use std::fmt::Write as _;
 
 use chat_proto::ChatMessage;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,7 +20,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::fold::folded;
 use crate::people::name_key::NameKey;
 
-/// The tables (one migration, or a fresh search file).
+/// The tables: a fresh search file, and the SQLite log's migration 4 (its
+/// migration 5 moves the way back to `messages`, see [`Keys`]).
 pub const SCHEMA: &str = "
     CREATE VIRTUAL TABLE search_text USING fts5(
         body, room, author, content = '', contentless_delete = 1,
@@ -35,53 +40,82 @@ pub const SCHEMA: &str = "
 /// Messages given one millisecond's seqs before the next one's are used.
 const PER_MILLISECOND: i64 = 1024;
 
+/// Where a message's seq is found from its room and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    /// In the SQLite log's own `messages` row (`search_seq`), which the
+    /// writer fills in the same insert, so the index needs no (room, id)
+    /// index of its own: one B-tree fewer written per message.
+    InMessages,
+    /// In `search_rows`' (room, id) index: a replica's search file, which
+    /// has no messages of its own.
+    InRows,
+}
+
+/// What the index holds of a message: its folded words and its author's
+/// token. Made before the writer's transaction (on the sender's task), so
+/// the writer only inserts.
+#[derive(Debug, Clone, Default)]
+pub struct Words {
+    body: String,
+    author: String,
+}
+
+impl Words {
+    pub fn of(username: &str, text: &str) -> Self {
+        Self {
+            body: folded(text),
+            author: author_token(username),
+        }
+    }
+}
+
 /// Indexes message `id` of `room` (or indexes it again, keeping its place,
-/// if it is in already).
+/// if it is in already): the history from before search, and a replica's
+/// file.
 pub fn put(
     connection: &Connection,
+    keys: Keys,
     room: i64,
     id: u64,
     timestamp: i64,
     username: &str,
     text: &str,
 ) -> rusqlite::Result<()> {
-    if reindex(connection, room, id, text)? {
+    if reindex(connection, keys, room, id, text)? {
         return Ok(());
     }
-    insert(connection, room, id, timestamp, username, text)
-}
-
-/// Indexes message `id` of `room`, new to the index (the writer's own
-/// messages: one lookup fewer than [`put`]).
-pub fn insert(
-    connection: &Connection,
-    room: i64,
-    id: u64,
-    timestamp: i64,
-    username: &str,
-    text: &str,
-) -> rusqlite::Result<()> {
     let seq = free_seq(connection, timestamp)?;
-    let author = author_token(username);
-    connection
-        .prepare_cached("INSERT INTO search_rows (seq, room, id, author) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![seq, room, id, author])?;
-    write_text(connection, seq, room, &author, text)
+    if keys == Keys::InMessages {
+        connection
+            .prepare_cached("UPDATE messages SET search_seq = ?3 WHERE room = ?1 AND id = ?2")?
+            .execute(params![room, id, seq])?;
+    }
+    insert(connection, seq, room, id, &Words::of(username, text))
 }
 
-/// The text index's row `seq`: the words, the room's and author's tokens.
-fn write_text(
+/// Indexes message `id` of `room` as `seq`, new to the index (the writer's
+/// own messages, whose row it gives `seq` itself).
+pub fn insert(
     connection: &Connection,
     seq: i64,
     room: i64,
-    author: &str,
-    text: &str,
+    id: u64,
+    words: &Words,
 ) -> rusqlite::Result<()> {
+    connection
+        .prepare_cached("INSERT INTO search_rows (seq, room, id, author) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![seq, room, id, words.author])?;
+    write_text(connection, seq, room, words)
+}
+
+/// The text index's row `seq`: the words, the room's and author's tokens.
+fn write_text(connection: &Connection, seq: i64, room: i64, words: &Words) -> rusqlite::Result<()> {
     connection
         .prepare_cached(
             "INSERT INTO search_text (rowid, body, room, author) VALUES (?1, ?2, ?3, ?4)",
         )?
-        .execute(params![seq, folded(text), room_token(room), author])?;
+        .execute(params![seq, words.body, room_token(room), words.author])?;
     Ok(())
 }
 
@@ -95,31 +129,44 @@ fn room_token(room: i64) -> String {
 fn author_token(username: &str) -> String {
     let mut token = String::from("a");
     for byte in NameKey::of(username).as_str().bytes() {
-        token.push_str(&format!("{byte:02x}"));
+        let _ = write!(token, "{byte:02x}");
     }
     token
 }
 
 /// Indexes message `id` of `room` with its new `text` (an edit), if it is
 /// in the index; says whether it was.
-pub fn reindex(connection: &Connection, room: i64, id: u64, text: &str) -> rusqlite::Result<bool> {
-    let found: Option<(i64, String)> = connection
-        .prepare_cached("SELECT seq, author FROM search_rows WHERE room = ?1 AND id = ?2")?
-        .query_row(params![room, id], |row| Ok((row.get(0)?, row.get(1)?)))
+pub fn reindex(
+    connection: &Connection,
+    keys: Keys,
+    room: i64,
+    id: u64,
+    text: &str,
+) -> rusqlite::Result<bool> {
+    let Some(seq) = seq_of(connection, keys, room, id)? else {
+        return Ok(false);
+    };
+    let author: Option<String> = connection
+        .prepare_cached("SELECT author FROM search_rows WHERE seq = ?1")?
+        .query_row([seq], |row| row.get(0))
         .optional()?;
-    let Some((seq, author)) = found else {
+    let Some(author) = author else {
         return Ok(false);
     };
     connection
         .prepare_cached("DELETE FROM search_text WHERE rowid = ?1")?
         .execute([seq])?;
-    write_text(connection, seq, room, &author, text)?;
+    let words = Words {
+        body: folded(text),
+        author,
+    };
+    write_text(connection, seq, room, &words)?;
     Ok(true)
 }
 
 /// Takes message `id` of `room` out of the index (deleted), if it is in.
-pub fn remove(connection: &Connection, room: i64, id: u64) -> rusqlite::Result<()> {
-    if let Some(seq) = seq_of(connection, room, id)? {
+pub fn remove(connection: &Connection, keys: Keys, room: i64, id: u64) -> rusqlite::Result<()> {
+    if let Some(seq) = seq_of(connection, keys, room, id)? {
         connection
             .prepare_cached("DELETE FROM search_text WHERE rowid = ?1")?
             .execute([seq])?;
@@ -130,30 +177,50 @@ pub fn remove(connection: &Connection, room: i64, id: u64) -> rusqlite::Result<(
     Ok(())
 }
 
-/// Takes every message of `room` below id `cutoff` out (retention).
-pub fn remove_before(connection: &Connection, room: i64, cutoff: u64) -> rusqlite::Result<usize> {
+/// Takes every message of `room` below id `cutoff` out (retention; with
+/// [`Keys::InMessages`], before the messages themselves go).
+pub fn remove_before(
+    connection: &Connection,
+    keys: Keys,
+    room: i64,
+    cutoff: u64,
+) -> rusqlite::Result<usize> {
+    let seqs = match keys {
+        Keys::InMessages => {
+            "SELECT search_seq FROM messages
+             WHERE room = ?1 AND id < ?2 AND search_seq IS NOT NULL"
+        }
+        Keys::InRows => "SELECT seq FROM search_rows WHERE room = ?1 AND id < ?2",
+    };
     connection
-        .prepare_cached(
-            "DELETE FROM search_text WHERE rowid IN
-                 (SELECT seq FROM search_rows WHERE room = ?1 AND id < ?2)",
-        )?
+        .prepare_cached(&format!("DELETE FROM search_text WHERE rowid IN ({seqs})"))?
         .execute(params![room, cutoff])?;
     connection
-        .prepare_cached("DELETE FROM search_rows WHERE room = ?1 AND id < ?2")?
+        .prepare_cached(&format!("DELETE FROM search_rows WHERE seq IN ({seqs})"))?
         .execute(params![room, cutoff])
 }
 
-fn seq_of(connection: &Connection, room: i64, id: u64) -> rusqlite::Result<Option<i64>> {
-    connection
-        .prepare_cached("SELECT seq FROM search_rows WHERE room = ?1 AND id = ?2")?
-        .query_row(params![room, id], |row| row.get(0))
-        .optional()
+fn seq_of(
+    connection: &Connection,
+    keys: Keys,
+    room: i64,
+    id: u64,
+) -> rusqlite::Result<Option<i64>> {
+    let sql = match keys {
+        Keys::InMessages => "SELECT search_seq FROM messages WHERE room = ?1 AND id = ?2",
+        Keys::InRows => "SELECT seq FROM search_rows WHERE room = ?1 AND id = ?2",
+    };
+    Ok(connection
+        .prepare_cached(sql)?
+        .query_row(params![room, id], |row| row.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten())
 }
 
 /// The first free seq of `timestamp`'s millisecond; past its 1024, the
 /// first after every seq given (still the newest, as the writer's clock
-/// never goes back).
-fn free_seq(connection: &Connection, timestamp: i64) -> rusqlite::Result<i64> {
+/// never goes back). The writer asks once a batch and counts on from it.
+pub fn free_seq(connection: &Connection, timestamp: i64) -> rusqlite::Result<i64> {
     let start = timestamp.max(0).saturating_mul(PER_MILLISECOND);
     let next: i64 = connection
         .prepare_cached(
@@ -275,9 +342,9 @@ mod tests {
     #[test]
     fn newest_first_across_rooms_with_edits_deletions_and_retention() {
         let db = database();
-        put(&db, 1, 1, 1_000, "Ada", "Saša brings ćevapi").expect("put");
-        put(&db, 2, 1, 2_000, "Bob", "more cevapi please").expect("put");
-        put(&db, 1, 2, 2_000, "ada", "no ćevapi today").expect("put");
+        put(&db, Keys::InRows, 1, 1, 1_000, "Ada", "Saša brings ćevapi").expect("put");
+        put(&db, Keys::InRows, 2, 1, 2_000, "Bob", "more cevapi please").expect("put");
+        put(&db, Keys::InRows, 1, 2, 2_000, "ada", "no ćevapi today").expect("put");
         assert_eq!(
             found(&db, matching("body : \"cevapi\"")),
             vec![
@@ -287,7 +354,7 @@ mod tests {
             ]
         );
         // An edit keeps the message's place, and only its new text counts.
-        put(&db, 1, 2, 9_000, "ada", "tomorrow then").expect("edit");
+        put(&db, Keys::InRows, 1, 2, 9_000, "ada", "tomorrow then").expect("edit");
         assert_eq!(found(&db, matching("body : \"cevapi\"")).len(), 2);
         assert_eq!(
             found(&db, matching("body : \"tomor\" *")),
@@ -301,9 +368,12 @@ mod tests {
             found(&db, from_ada),
             vec![("general".into(), 2), ("general".into(), 1)]
         );
-        remove(&db, 2, 1).expect("delete");
+        remove(&db, Keys::InRows, 2, 1).expect("delete");
         assert_eq!(found(&db, matching("body : \"cevapi\"")).len(), 1);
-        assert_eq!(remove_before(&db, 1, 2).expect("retention"), 1);
+        assert_eq!(
+            remove_before(&db, Keys::InRows, 1, 2).expect("retention"),
+            1
+        );
         assert!(found(&db, matching("body : \"cevapi\"")).is_empty());
     }
 
@@ -311,7 +381,16 @@ mod tests {
     fn pages_and_rooms() {
         let db = database();
         for id in 1..=5 {
-            put(&db, 1 + (id as i64 % 2), id, 1_000, "ada", "hello").expect("put");
+            put(
+                &db,
+                Keys::InRows,
+                1 + (id as i64 % 2),
+                id,
+                1_000,
+                "ada",
+                "hello",
+            )
+            .expect("put");
         }
         let first = super::find(
             &db,

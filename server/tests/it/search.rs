@@ -320,6 +320,7 @@ async fn the_history_from_before_search_is_indexed_while_the_server_serves() {
         let old = rusqlite::Connection::open(&db).expect("the database");
         old.execute_batch(
             "DROP TABLE search_text; DROP TABLE search_rows; DROP TABLE search_backfill;
+             ALTER TABLE messages DROP COLUMN search_seq;
              PRAGMA user_version = 3;",
         )
         .expect("back to the schema before search");
@@ -335,6 +336,59 @@ async fn the_history_from_before_search_is_indexed_while_the_server_serves() {
     let (_old_dir, config) = crate::rooms::pre_rooms_db();
     let fixture = TestServer::start_with(config).await;
     eventually(&mut fixture.web(), "fourth", &["fourth"]).await;
+}
+
+/// A database from search's first schema (each message's place kept in an
+/// index of its own, not in its row) moves its places into the rows at
+/// start, and edits and deletions still reach the index.
+#[tokio::test]
+async fn a_database_from_the_first_search_schema_keeps_its_index_working() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("chat.db");
+    let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
+    config.db = Location::File(db.clone());
+    let server = TestServer::start_with(config.clone()).await;
+    let mut web = server.web();
+    let ada = join(&mut web, "Ada").await;
+    say_in(&mut web, &ada, "general", "first marker").await;
+    let edited = say_in(&mut web, &ada, "general", "second marker, to be edited").await;
+    let deleted = say_in(&mut web, &ada, "general", "third marker, to be deleted").await;
+    say_in(&mut web, &ada, "general", "fourth marker, kept").await;
+    server.stop().await;
+    {
+        let old = rusqlite::Connection::open(&db).expect("the database");
+        old.execute_batch(
+            "CREATE UNIQUE INDEX search_rows_by_message ON search_rows (room, id);
+             ALTER TABLE messages DROP COLUMN search_seq;
+             PRAGMA user_version = 4;",
+        )
+        .expect("back to search's first schema");
+    }
+
+    let server = TestServer::start_with(config).await;
+    let mut web = server.web();
+    let ada = join(&mut web, "Ada").await;
+    within(web.edit(with_session(
+        edit(edited, "second marker, now pljeskavica"),
+        &ada,
+    )))
+    .await
+    .expect("edited");
+    within(web.delete(with_session(delete(deleted), &ada)))
+        .await
+        .expect("deleted");
+    say_in(&mut web, &ada, "general", "fifth marker, new").await;
+    assert_eq!(
+        texts(&mut web, "marker").await,
+        [
+            "fifth marker, new",
+            "fourth marker, kept",
+            "second marker, now pljeskavica",
+            "first marker",
+        ]
+    );
+    assert!(texts(&mut web, "edited").await.is_empty());
+    assert!(texts(&mut web, "deleted").await.is_empty());
 }
 
 #[tokio::test]

@@ -19,7 +19,8 @@ use tracing::info;
 
 use super::lock;
 use crate::log::{Entry, LogError};
-use crate::search::{Find, Found, index};
+use crate::search::index::{self, Keys};
+use crate::search::{Find, Found};
 
 pub(super) struct SearchFile {
     connection: Arc<Mutex<Connection>>,
@@ -97,6 +98,7 @@ impl SearchFile {
                 match entry {
                     Entry::Message(message) if !message.deleted => index::put(
                         &transaction,
+                        Keys::InRows,
                         room,
                         message.id,
                         message.timestamp,
@@ -106,10 +108,16 @@ impl SearchFile {
                     Entry::Message(_) => {}
                     Entry::Change(change) => match change.kind() {
                         ChangeKind::ChangeEdit => {
-                            index::reindex(&transaction, room, change.target, &change.message)?;
+                            index::reindex(
+                                &transaction,
+                                Keys::InRows,
+                                room,
+                                change.target,
+                                &change.message,
+                            )?;
                         }
                         ChangeKind::ChangeDelete => {
-                            index::remove(&transaction, room, change.target)?;
+                            index::remove(&transaction, Keys::InRows, room, change.target)?;
                         }
                         _ => {}
                     },

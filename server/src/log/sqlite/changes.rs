@@ -15,7 +15,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use crate::log::judge::{Standing, Verdict, judge};
 use crate::log::{ChangeRequest, Changed, Entry, LogError, Refusal, RoomId};
-use crate::search::index;
+use crate::search::index::{self, Keys};
 
 /// The columns an entry is read back from, in the order [`entry`] reads
 /// them (the origin, for the hub, comes last).
@@ -198,9 +198,9 @@ pub(super) fn apply(
         // Not in yet: the history from before search is still being
         // indexed, and will be in its current state.
         ChangeKind::ChangeEdit => {
-            index::reindex(tx, room, target, &message.message)?;
+            index::reindex(tx, Keys::InMessages, room, target, &message.message)?;
         }
-        ChangeKind::ChangeDelete => index::remove(tx, room, target)?,
+        ChangeKind::ChangeDelete => index::remove(tx, Keys::InMessages, room, target)?,
         _ => {}
     }
     tx.prepare_cached(

@@ -225,11 +225,14 @@ impl Store {
         message: ChatMessage,
         ack: Ack,
     ) -> Result<(), LogError> {
+        // Folded here, on the sender's task, so the writer only inserts.
+        let words = index::Words::of(&message.username, &message.message);
         self.queue
             .send(Job::Store(Pending {
                 room,
                 origin,
                 message,
+                words,
                 ack,
             }))
             .await

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::writer::{Backfilled, Job, Writer};
 use crate::log::LogError;
-use crate::search::index;
+use crate::search::index::{self, Keys};
 
 /// Messages indexed in one slice: small, so a live batch waits little.
 const SLICE: u64 = 500;
@@ -54,6 +54,7 @@ impl Writer {
                 let text: String = row.get(3)?;
                 index::put(
                     &transaction,
+                    Keys::InMessages,
                     room,
                     id,
                     row.get(1)?,

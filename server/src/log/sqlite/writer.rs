@@ -20,7 +20,7 @@ use crate::log::{
     Stored, StreamFailure, now_millis,
 };
 use crate::metrics::Metrics;
-use crate::search::index;
+use crate::search::index::{self, Keys};
 
 /// Who hears how storing a message went.
 pub(super) enum Ack {
@@ -34,6 +34,8 @@ pub(super) struct Pending {
     pub(super) room: RoomId,
     pub(super) origin: Option<u64>,
     pub(super) message: ChatMessage,
+    /// What the search index holds of it.
+    pub(super) words: index::Words,
     pub(super) ack: Ack,
 }
 
@@ -284,14 +286,22 @@ impl Writer {
             };
             let mut insert = transaction.prepare_cached(
                 "INSERT INTO messages (room, id, username, message, timestamp, nonce, origin,
-                                       reply_to)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                                       reply_to, search_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            // The batch's messages share one timestamp: their places in the
+            // search index are one probe and a count.
+            let mut next_seq = None;
             for write in batch {
                 match write {
                     Write::Message(pending) => {
                         let m = &pending.message;
                         let id = next_id(pending.room);
+                        let seq = match next_seq {
+                            Some(seq) => seq,
+                            None => index::free_seq(&transaction, timestamp)?,
+                        };
+                        next_seq = Some(seq + 1);
                         insert.execute(params![
                             pending.room,
                             id,
@@ -301,15 +311,9 @@ impl Writer {
                             m.nonce,
                             pending.origin,
                             m.reply_to,
+                            seq,
                         ])?;
-                        index::insert(
-                            &transaction,
-                            pending.room,
-                            id,
-                            timestamp,
-                            &m.username,
-                            &m.message,
-                        )?;
+                        index::insert(&transaction, seq, pending.room, id, &pending.words)?;
                         done.push(Done::Message(id));
                     }
                     Write::Change(pending) => {
@@ -401,6 +405,8 @@ pub(super) fn prune_old(
                 .query_row(params![room, cutoff, last_id + 1], |row| row.get(0))?
         }
     };
+    // The index first: it finds what goes through the messages' rows.
+    index::remove_before(connection, Keys::InMessages, room, cutoff)?;
     let deleted = connection
         .prepare_cached("DELETE FROM messages WHERE room = ?1 AND id < ?2")?
         .execute(params![room, cutoff])?;
@@ -411,7 +417,6 @@ pub(super) fn prune_old(
         connection
             .prepare_cached("DELETE FROM reactors WHERE room = ?1 AND target < ?2")?
             .execute(params![room, cutoff])?;
-        index::remove_before(connection, room, cutoff)?;
         debug!(deleted, room, "retention removed old messages");
     }
     connection
