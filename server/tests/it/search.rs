@@ -6,6 +6,7 @@
 //! searches have a budget of their own; on three replicas, each finds what
 //! was written through another, and a replica rebuilds its index at start.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_proto::{ChatMessage, CreateRoomRequest, SearchReply, SearchRequest};
@@ -299,15 +300,29 @@ async fn what_retention_removed_is_never_found() {
     );
 }
 
+/// An unthrottled server's config on a database file in `dir`, and the file.
+fn on_file(dir: &tempfile::TempDir) -> (Config, PathBuf) {
+    let db = dir.path().join("chat.db");
+    let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
+    config.db = Location::File(db.clone());
+    (config, db)
+}
+
+/// Takes a stopped server's database back to an older schema with `sql`.
+fn set_back(db: &Path, sql: &str) {
+    rusqlite::Connection::open(db)
+        .expect("the database")
+        .execute_batch(sql)
+        .expect("back to the older schema");
+}
+
 /// A database written before search (its tables dropped, its schema
 /// version set back) gets its history indexed at start, newest first,
 /// while the server takes messages.
 #[tokio::test]
 async fn the_history_from_before_search_is_indexed_while_the_server_serves() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("chat.db");
-    let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
-    config.db = Location::File(db.clone());
+    let (config, db) = on_file(&dir);
     let server = TestServer::start_with(config.clone()).await;
     let mut web = server.web();
     let ada = join(&mut web, "Ada").await;
@@ -316,15 +331,12 @@ async fn the_history_from_before_search_is_indexed_while_the_server_serves() {
         say_in(&mut web, &ada, "general", &format!("hay {i}")).await;
     }
     server.stop().await;
-    {
-        let old = rusqlite::Connection::open(&db).expect("the database");
-        old.execute_batch(
-            "DROP TABLE search_text; DROP TABLE search_rows; DROP TABLE search_backfill;
-             ALTER TABLE messages DROP COLUMN search_seq;
-             PRAGMA user_version = 3;",
-        )
-        .expect("back to the schema before search");
-    }
+    set_back(
+        &db,
+        "DROP TABLE search_text; DROP TABLE search_rows; DROP TABLE search_backfill;
+         ALTER TABLE messages DROP COLUMN search_seq;
+         PRAGMA user_version = 3;",
+    );
 
     let server = TestServer::start_with(config).await;
     let mut web = server.web();
@@ -344,9 +356,7 @@ async fn the_history_from_before_search_is_indexed_while_the_server_serves() {
 #[tokio::test]
 async fn a_database_from_the_first_search_schema_keeps_its_index_working() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let db = dir.path().join("chat.db");
-    let mut config = unthrottled(Config::with_addr("127.0.0.1:0"));
-    config.db = Location::File(db.clone());
+    let (config, db) = on_file(&dir);
     let server = TestServer::start_with(config.clone()).await;
     let mut web = server.web();
     let ada = join(&mut web, "Ada").await;
@@ -355,15 +365,12 @@ async fn a_database_from_the_first_search_schema_keeps_its_index_working() {
     let deleted = say_in(&mut web, &ada, "general", "third marker, to be deleted").await;
     say_in(&mut web, &ada, "general", "fourth marker, kept").await;
     server.stop().await;
-    {
-        let old = rusqlite::Connection::open(&db).expect("the database");
-        old.execute_batch(
-            "CREATE UNIQUE INDEX search_rows_by_message ON search_rows (room, id);
-             ALTER TABLE messages DROP COLUMN search_seq;
-             PRAGMA user_version = 4;",
-        )
-        .expect("back to search's first schema");
-    }
+    set_back(
+        &db,
+        "CREATE UNIQUE INDEX search_rows_by_message ON search_rows (room, id);
+         ALTER TABLE messages DROP COLUMN search_seq;
+         PRAGMA user_version = 4;",
+    );
 
     let server = TestServer::start_with(config).await;
     let mut web = server.web();
