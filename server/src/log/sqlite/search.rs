@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
@@ -26,7 +26,10 @@ const REPORT_EVERY: Duration = Duration::from_secs(5);
 impl Writer {
     /// Indexes the newest [`SLICE`] messages still to do of one room.
     pub(super) fn backfill(&mut self) -> Result<Backfilled, LogError> {
-        let transaction = self.connection.transaction()?;
+        // Immediate, as the writer's batches are (see `Writer::write`).
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let next: Option<(i64, u64)> = transaction
             .query_row(
                 "SELECT room, below FROM search_backfill LIMIT 1",

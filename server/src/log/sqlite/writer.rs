@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use chat_proto::ChatMessage;
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 
@@ -274,7 +274,13 @@ impl Writer {
         // Each room's newest id and newest message id in this batch.
         let mut newest: HashMap<RoomId, (u64, Option<u64>)> = HashMap::new();
         let mut done = Vec::with_capacity(batch.len());
-        let transaction = self.connection.transaction()?;
+        // Immediate: the write lock is taken (waiting out another writer,
+        // as the busy timeout allows) before the first read. A deferred
+        // transaction that reads first cannot wait for it: its snapshot
+        // would be stale, and the first write would fail as locked.
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let next_ids = &self.next_ids;
             let mut next_id = |room: RoomId| {
