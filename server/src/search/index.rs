@@ -55,7 +55,7 @@ pub enum Keys {
 /// What the index holds of a message: its folded words and its author's
 /// token. Made before the writer's transaction (on the sender's task), so
 /// the writer only inserts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Words {
     body: String,
     author: String,
